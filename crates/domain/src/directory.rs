@@ -1,0 +1,336 @@
+//! Entitlement truth: identities and the ordered events that change them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{ClientId, DirectoryEventId, IdentityId, SourceId, Timestamp};
+
+/// A string did not name a known variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    /// What kind of name was expected, e.g. `identity kind`.
+    pub what: &'static str,
+    /// The rejected input.
+    pub got: String,
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown {} {:?}", self.what, self.got)
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+macro_rules! named_enum {
+    ($(#[$doc:meta])* $name:ident, $what:literal { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stable lower-case name used on the wire and in storage.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownName { what: $what, got: other.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// What an identity is. Non-human kinds never sign in interactively, so
+    /// nothing but a directory event will ever cut their credentials.
+    IdentityKind, "identity kind" {
+        /// A person.
+        Human => "human",
+        /// A service account owned by a person.
+        ServiceAccount => "service_account",
+        /// A workload (pod, VM, function) identity.
+        Workload => "workload",
+        /// An API client.
+        ApiClient => "api_client",
+    }
+);
+
+named_enum!(
+    /// Lifecycle status. Only `Active` is entitled to hold live sessions.
+    IdentityStatus, "identity status" {
+        /// Entitled.
+        Active => "active",
+        /// Temporarily not entitled (e.g. leave of absence).
+        Suspended => "suspended",
+        /// Not entitled (SCIM `active: false`).
+        Disabled => "disabled",
+        /// Removed from the directory; kept as a tombstone so that audit
+        /// records and late requests can still be explained.
+        Deprovisioned => "deprovisioned",
+    }
+);
+
+impl IdentityStatus {
+    /// Whether an identity in this status may hold live sessions.
+    pub const fn is_entitled(self) -> bool {
+        matches!(self, IdentityStatus::Active)
+    }
+}
+
+/// One identity as the directory knows it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Identity {
+    /// Stable identifier (the SCIM `id`).
+    pub id: IdentityId,
+    /// Unique login name, compared case-insensitively.
+    pub user_name: String,
+    /// The provisioning source's own identifier for this identity.
+    pub external_id: Option<String>,
+    /// Human-readable name.
+    pub display_name: Option<String>,
+    /// Human or one of the non-human kinds.
+    pub kind: IdentityKind,
+    /// Lifecycle status.
+    pub status: IdentityStatus,
+    /// The remaining attributes as an opaque document owned by the protocol
+    /// that wrote them (SCIM JSON today). The directory stores and returns it
+    /// but never interprets it: entitlement decisions use the typed fields.
+    pub profile: String,
+    /// Incremented on every committed change; the SCIM ETag.
+    pub version: u64,
+    /// When the identity was created.
+    pub created: Timestamp,
+    /// When the identity last changed.
+    pub modified: Timestamp,
+}
+
+/// Who caused a directory change.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Origin {
+    /// The source (e.g. `scim`).
+    pub source: SourceId,
+    /// The authenticated client that sent it, if any (`None` for the admin).
+    pub client: Option<ClientId>,
+    /// The source's own identifier for the object (SCIM `externalId`, LDAP
+    /// `entryUUID`), so an auditor can trace the change back upstream.
+    pub source_ref: Option<String>,
+}
+
+/// What happened to an identity. Past tense: these are facts.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum DirectoryChange {
+    /// A new identity appeared.
+    IdentityCreated,
+    /// Attributes changed without changing entitlement status.
+    IdentityUpdated {
+        /// Names of the changed attributes (`userName`, `displayName`, …).
+        changed: Vec<String>,
+    },
+    /// The identity lost entitlement (disabled or suspended).
+    IdentityDeactivated {
+        /// Status before the change.
+        from: IdentityStatus,
+        /// Status after the change.
+        to: IdentityStatus,
+    },
+    /// The identity regained entitlement. Never revives a revoked session.
+    IdentityReactivated {
+        /// Status before the change.
+        from: IdentityStatus,
+    },
+    /// The identity was removed from the directory.
+    IdentityDeleted,
+}
+
+named_enum!(
+    /// The kind of a [`DirectoryChange`], the key that policy rules match on.
+    ChangeKind, "directory change" {
+        /// [`DirectoryChange::IdentityCreated`].
+        IdentityCreated => "identity_created",
+        /// [`DirectoryChange::IdentityUpdated`].
+        IdentityUpdated => "identity_updated",
+        /// [`DirectoryChange::IdentityDeactivated`].
+        IdentityDeactivated => "identity_deactivated",
+        /// [`DirectoryChange::IdentityReactivated`].
+        IdentityReactivated => "identity_reactivated",
+        /// [`DirectoryChange::IdentityDeleted`].
+        IdentityDeleted => "identity_deleted",
+    }
+);
+
+impl DirectoryChange {
+    /// The rule key of this change.
+    pub fn kind(&self) -> ChangeKind {
+        match self {
+            DirectoryChange::IdentityCreated => ChangeKind::IdentityCreated,
+            DirectoryChange::IdentityUpdated { .. } => ChangeKind::IdentityUpdated,
+            DirectoryChange::IdentityDeactivated { .. } => ChangeKind::IdentityDeactivated,
+            DirectoryChange::IdentityReactivated { .. } => ChangeKind::IdentityReactivated,
+            DirectoryChange::IdentityDeleted => ChangeKind::IdentityDeleted,
+        }
+    }
+}
+
+/// A committed, ordered directory change.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DirectoryEvent {
+    /// Position in the directory log.
+    pub id: DirectoryEventId,
+    /// When the directory committed it.
+    pub at: Timestamp,
+    /// The identity it concerns.
+    pub identity: IdentityId,
+    /// The identity's login name at the time (for audit readability).
+    pub user_name: String,
+    /// The identity's kind at the time.
+    pub identity_kind: IdentityKind,
+    /// What changed.
+    pub change: DirectoryChange,
+    /// Who changed it.
+    pub origin: Origin,
+}
+
+/// Derives the directory changes that turn `before` into `after`.
+///
+/// Status transitions are reported separately from attribute changes
+/// because policy treats them differently: a rename is harmless, losing
+/// entitlement is not. Returns an empty list when nothing observable changed.
+pub fn diff_identity(before: Option<&Identity>, after: &Identity) -> Vec<DirectoryChange> {
+    let Some(before) = before else {
+        return vec![DirectoryChange::IdentityCreated];
+    };
+    let mut changes = Vec::new();
+    let mut changed = Vec::new();
+    if before.user_name != after.user_name {
+        changed.push("userName".to_owned());
+    }
+    if before.external_id != after.external_id {
+        changed.push("externalId".to_owned());
+    }
+    if before.display_name != after.display_name {
+        changed.push("displayName".to_owned());
+    }
+    if before.kind != after.kind {
+        changed.push("kind".to_owned());
+    }
+    if before.profile != after.profile {
+        changed.push("profile".to_owned());
+    }
+    if !changed.is_empty() {
+        changes.push(DirectoryChange::IdentityUpdated { changed });
+    }
+    match (before.status, after.status) {
+        (from, to) if from == to => {}
+        (_, IdentityStatus::Deprovisioned) => changes.push(DirectoryChange::IdentityDeleted),
+        (from, IdentityStatus::Active) => {
+            changes.push(DirectoryChange::IdentityReactivated { from });
+        }
+        (from, to) => changes.push(DirectoryChange::IdentityDeactivated { from, to }),
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn alice() -> Identity {
+        Identity {
+            id: IdentityId::from_uuid(Uuid::from_u128(1)),
+            user_name: "alice".into(),
+            external_id: None,
+            display_name: None,
+            kind: IdentityKind::Human,
+            status: IdentityStatus::Active,
+            profile: "{}".into(),
+            version: 1,
+            created: Timestamp(0),
+            modified: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn creation_is_one_event() {
+        assert_eq!(
+            diff_identity(None, &alice()),
+            vec![DirectoryChange::IdentityCreated]
+        );
+    }
+
+    #[test]
+    fn no_change_no_event() {
+        assert!(diff_identity(Some(&alice()), &alice()).is_empty());
+    }
+
+    #[test]
+    fn rename_and_disable_are_two_events() {
+        let mut after = alice();
+        after.user_name = "alice2".into();
+        after.status = IdentityStatus::Disabled;
+        assert_eq!(
+            diff_identity(Some(&alice()), &after),
+            vec![
+                DirectoryChange::IdentityUpdated {
+                    changed: vec!["userName".into()]
+                },
+                DirectoryChange::IdentityDeactivated {
+                    from: IdentityStatus::Active,
+                    to: IdentityStatus::Disabled
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn status_transitions() {
+        let mut disabled = alice();
+        disabled.status = IdentityStatus::Disabled;
+        assert_eq!(
+            diff_identity(Some(&disabled), &alice()),
+            vec![DirectoryChange::IdentityReactivated {
+                from: IdentityStatus::Disabled
+            }]
+        );
+        let mut gone = alice();
+        gone.status = IdentityStatus::Deprovisioned;
+        assert_eq!(
+            diff_identity(Some(&disabled), &gone),
+            vec![DirectoryChange::IdentityDeleted]
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for k in IdentityKind::ALL {
+            assert_eq!(k.as_str().parse::<IdentityKind>(), Ok(*k));
+        }
+        for s in IdentityStatus::ALL {
+            assert_eq!(s.as_str().parse::<IdentityStatus>(), Ok(*s));
+        }
+        for c in ChangeKind::ALL {
+            assert_eq!(c.as_str().parse::<ChangeKind>(), Ok(*c));
+        }
+        assert!("robot".parse::<IdentityKind>().is_err());
+    }
+}

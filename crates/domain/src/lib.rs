@@ -1,0 +1,24 @@
+//! Pure types shared by every Lockstep component.
+//!
+//! This crate names the things Lockstep reasons about — identities, directory
+//! events, sessions, audit entries — and nothing else. It performs no I/O,
+//! reads no clock, draws no randomness and knows no wire format: those are
+//! parameters supplied by the crates around it, so every rule written against
+//! these types can be tested as a pure function.
+
+mod audit;
+mod client;
+mod directory;
+mod ids;
+mod session;
+mod time;
+
+pub use audit::{AuditEntry, AuditFamily, AuditKind, AuditRecord, ChainHash};
+pub use client::{ApiClient, Scope};
+pub use directory::{
+    ChangeKind, DirectoryChange, DirectoryEvent, Identity, IdentityKind, IdentityStatus, Origin,
+    UnknownName, diff_identity,
+};
+pub use ids::{ClientId, DirectoryEventId, IdentityId, SessionId, SourceId};
+pub use session::{CredentialKind, RevocationReason, Session, SessionState, TokenHash};
+pub use time::Timestamp;

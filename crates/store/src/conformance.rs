@@ -1,0 +1,739 @@
+//! The conformance suite every backend runs.
+//!
+//! Each check takes freshly opened, empty stores. `model_check_*` drive a
+//! backend and the in-memory model with the same random operation sequence
+//! and require identical observable results. A backend's test binary calls
+//! [`crate::conformance_suite!`] with a function that opens empty stores.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use lockstep_domain::{
+    ApiClient, AuditEntry, AuditKind, ClientId, CredentialKind, DirectoryChange, DirectoryEventId,
+    Identity, IdentityId, IdentityKind, IdentityStatus, Origin, RevocationReason, Scope, Session,
+    SessionId, SessionState, SourceId, Timestamp, TokenHash,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use uuid::Uuid;
+
+use crate::{
+    CredentialStore, DirectoryStore, IdentityFilter, IdentityQuery, IdentityWrite, MemoryDirectory,
+    MemorySessions, SessionBatch, SessionStore, SessionUpdate, StoreError, verify_chain,
+};
+
+pub fn identity_id(n: u128) -> IdentityId {
+    IdentityId::from_uuid(Uuid::from_u128(n + 1))
+}
+
+pub fn session_id(n: u128) -> SessionId {
+    SessionId::from_uuid(Uuid::from_u128(n + 1))
+}
+
+pub fn origin() -> Origin {
+    Origin {
+        source: SourceId::new("scim"),
+        client: None,
+        source_ref: Some("ext-1".into()),
+    }
+}
+
+pub fn identity(n: u128, user_name: &str) -> Identity {
+    Identity {
+        id: identity_id(n),
+        user_name: user_name.into(),
+        external_id: Some(format!("ext-{n}")),
+        display_name: Some(format!("User {n}")),
+        kind: IdentityKind::Human,
+        status: IdentityStatus::Active,
+        profile: "{\"name\":{\"givenName\":\"Ann\"}}".into(),
+        version: 0,
+        created: Timestamp(1_000),
+        modified: Timestamp(1_000),
+    }
+}
+
+pub fn create<D: DirectoryStore + ?Sized>(d: &D, n: u128, user_name: &str) -> Identity {
+    d.commit_identity(IdentityWrite {
+        identity: identity(n, user_name),
+        expected_version: None,
+        changes: vec![DirectoryChange::IdentityCreated],
+        origin: origin(),
+        at: Timestamp(1_000),
+    })
+    .unwrap()
+    .identity
+}
+
+pub fn session(n: u128, who: IdentityId, expires: i64) -> Session {
+    Session {
+        id: session_id(n),
+        identity: who,
+        kind: CredentialKind::AccessToken,
+        token_hash: TokenHash([n as u8; 32]),
+        client: Some(ClientId::from_uuid(Uuid::from_u128(77))),
+        user_name: "alice".into(),
+        claims_version: 1,
+        issued_at: Timestamp(10),
+        expires_at: Timestamp(expires),
+        state: SessionState::Active,
+    }
+}
+
+pub fn audit(kind: AuditKind, session: Option<SessionId>) -> AuditEntry {
+    AuditEntry {
+        at: Timestamp(42),
+        kind,
+        identity: Some(identity_id(0)),
+        user_name: Some("alice".into()),
+        session,
+        directory_event: None,
+        actor: "test".into(),
+        detail: "because".into(),
+    }
+}
+
+// ---- directory checks -------------------------------------------------------
+
+pub fn identity_round_trip<D: DirectoryStore>(d: &D) {
+    let created = create(d, 0, "Alice");
+    assert_eq!(created.version, 1);
+    assert_eq!(d.identity(created.id).unwrap(), Some(created.clone()));
+    assert_eq!(
+        d.live_identity_by_user_name("aLiCe").unwrap(),
+        Some(created.clone())
+    );
+    let mut changed = created.clone();
+    changed.display_name = None;
+    changed.profile = "{}".into();
+    changed.status = IdentityStatus::Disabled;
+    changed.modified = Timestamp(2_000);
+    let committed = d
+        .commit_identity(IdentityWrite {
+            identity: changed.clone(),
+            expected_version: Some(1),
+            changes: vec![DirectoryChange::IdentityDeactivated {
+                from: IdentityStatus::Active,
+                to: IdentityStatus::Disabled,
+            }],
+            origin: origin(),
+            at: Timestamp(2_000),
+        })
+        .unwrap();
+    assert_eq!(committed.identity.version, 2);
+    changed.version = 2;
+    assert_eq!(d.identity(created.id).unwrap(), Some(changed));
+}
+
+pub fn user_names_are_unique_case_insensitively<D: DirectoryStore>(d: &D) {
+    create(d, 0, "bob");
+    let err = d
+        .commit_identity(IdentityWrite {
+            identity: identity(1, "BOB"),
+            expected_version: None,
+            changes: vec![DirectoryChange::IdentityCreated],
+            origin: origin(),
+            at: Timestamp(1),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                field: "userName",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        d.identity(identity_id(1)).unwrap(),
+        None,
+        "no partial write"
+    );
+    assert!(
+        d.events_after(None, 10).unwrap().len() == 1,
+        "no event for the failed write"
+    );
+}
+
+pub fn tombstones_free_the_user_name<D: DirectoryStore>(d: &D) {
+    let mut bob = create(d, 0, "bob");
+    bob.status = IdentityStatus::Deprovisioned;
+    d.commit_identity(IdentityWrite {
+        identity: bob,
+        expected_version: Some(1),
+        changes: vec![DirectoryChange::IdentityDeleted],
+        origin: origin(),
+        at: Timestamp(5),
+    })
+    .unwrap();
+    assert_eq!(d.live_identity_by_user_name("bob").unwrap(), None);
+    assert!(d.deleted_user_name_exists("BOB").unwrap());
+    assert!(
+        d.identity(identity_id(0)).unwrap().is_some(),
+        "tombstone kept"
+    );
+    create(d, 1, "bob");
+    assert_eq!(
+        d.live_identity_by_user_name("bob").unwrap().unwrap().id,
+        identity_id(1)
+    );
+    let all = d
+        .list_identities(&IdentityQuery {
+            filter: IdentityFilter::All,
+            offset: 0,
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(all.total, 1, "listings exclude tombstones");
+}
+
+pub fn stale_versions_are_refused_without_partial_write<D: DirectoryStore>(d: &D) {
+    let alice = create(d, 0, "alice");
+    let mut renamed = alice.clone();
+    renamed.user_name = "alice2".into();
+    let err = d
+        .commit_identity(IdentityWrite {
+            identity: renamed.clone(),
+            expected_version: Some(7),
+            changes: vec![DirectoryChange::IdentityUpdated {
+                changed: vec!["userName".into()],
+            }],
+            origin: origin(),
+            at: Timestamp(3),
+        })
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::VersionMismatch {
+            expected: Some(7),
+            found: Some(1)
+        }
+    );
+    let err = d
+        .commit_identity(IdentityWrite {
+            identity: renamed,
+            expected_version: None,
+            changes: vec![DirectoryChange::IdentityCreated],
+            origin: origin(),
+            at: Timestamp(3),
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::VersionMismatch { .. }));
+    assert_eq!(d.identity(alice.id).unwrap(), Some(alice));
+    assert_eq!(d.events_after(None, 10).unwrap().len(), 1);
+}
+
+pub fn events_are_ordered_and_carry_their_origin<D: DirectoryStore>(d: &D) {
+    let a = create(d, 0, "a");
+    create(d, 1, "b");
+    let mut a2 = a.clone();
+    a2.user_name = "a2".into();
+    a2.status = IdentityStatus::Suspended;
+    let committed = d
+        .commit_identity(IdentityWrite {
+            identity: a2,
+            expected_version: Some(1),
+            changes: vec![
+                DirectoryChange::IdentityUpdated {
+                    changed: vec!["userName".into()],
+                },
+                DirectoryChange::IdentityDeactivated {
+                    from: IdentityStatus::Active,
+                    to: IdentityStatus::Suspended,
+                },
+            ],
+            origin: Origin {
+                source: SourceId::new("ldap:corp"),
+                client: Some(ClientId::from_uuid(Uuid::from_u128(5))),
+                source_ref: Some("entryUUID-1".into()),
+            },
+            at: Timestamp(9),
+        })
+        .unwrap();
+    assert_eq!(committed.events.len(), 2);
+    let all = d.events_after(None, 100).unwrap();
+    let ids: Vec<u64> = all.iter().map(|e| e.id.0).collect();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+    assert_eq!(all[2..], committed.events[..]);
+    assert_eq!(all[3].origin.source.as_str(), "ldap:corp");
+    assert_eq!(all[3].origin.source_ref.as_deref(), Some("entryUUID-1"));
+    assert_eq!(all[3].user_name, "a2");
+    assert_eq!(
+        d.events_after(Some(DirectoryEventId(2)), 1).unwrap(),
+        all[2..3].to_vec()
+    );
+}
+
+pub fn filters_and_paging<D: DirectoryStore>(d: &D) {
+    for n in 0..5 {
+        create(d, n, &format!("user{n}"));
+    }
+    let q = |filter, offset, limit| {
+        d.list_identities(&IdentityQuery {
+            filter,
+            offset,
+            limit,
+        })
+        .unwrap()
+    };
+    let page = q(IdentityFilter::All, 1, 2);
+    assert_eq!(page.total, 5);
+    let names: Vec<_> = page.items.iter().map(|i| i.user_name.as_str()).collect();
+    assert_eq!(names, ["user1", "user2"]);
+    assert_eq!(
+        q(IdentityFilter::UserNameEq("USER3".into()), 0, 10).items[0].id,
+        identity_id(3)
+    );
+    assert_eq!(
+        q(IdentityFilter::ExternalIdEq("ext-4".into()), 0, 10).items[0].id,
+        identity_id(4)
+    );
+    assert_eq!(
+        q(IdentityFilter::ExternalIdEq("EXT-4".into()), 0, 10).total,
+        0
+    );
+    assert_eq!(q(IdentityFilter::IdEq(identity_id(2)), 0, 10).total, 1);
+    assert_eq!(q(IdentityFilter::All, 0, 0).items.len(), 0);
+}
+
+// ---- session checks ---------------------------------------------------------
+
+pub fn sessions_round_trip<S: SessionStore>(s: &S) {
+    let a = session(1, identity_id(0), 1_000);
+    let b = session(2, identity_id(0), 50);
+    let c = session(3, identity_id(1), 1_000);
+    for x in [&a, &b, &c] {
+        s.insert_session(x, audit(AuditKind::SessionCreated, Some(x.id)))
+            .unwrap();
+    }
+    assert_eq!(s.session(a.id).unwrap(), Some(a.clone()));
+    assert_eq!(s.session_by_token(&a.token_hash).unwrap(), Some(a.clone()));
+    assert_eq!(s.session_by_token(&TokenHash([99; 32])).unwrap(), None);
+    assert_eq!(
+        s.sessions_of(identity_id(0)).unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    let mut live = Vec::new();
+    s.for_each_live(Timestamp(100), &mut |x| live.push(x.id))
+        .unwrap();
+    assert_eq!(live, vec![a.id, c.id]);
+    let dup = s
+        .insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id)))
+        .unwrap_err();
+    assert!(matches!(dup, StoreError::Conflict { .. }));
+}
+
+pub fn batches_are_atomic_with_the_cursor<S: SessionStore>(s: &S) {
+    let a = session(1, identity_id(0), 1_000);
+    s.insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id)))
+        .unwrap();
+    assert_eq!(s.consumed().unwrap(), None);
+    let revoked = SessionState::Revoked {
+        at: Timestamp(20),
+        reason: RevocationReason::IdentityDeactivated,
+        cause: Some(DirectoryEventId(3)),
+    };
+    let batch = SessionBatch {
+        consumed: Some(DirectoryEventId(3)),
+        updates: vec![SessionUpdate {
+            session: a.id,
+            state: revoked,
+            expires_at: None,
+        }],
+        audit: vec![
+            audit(AuditKind::IdentityDeactivated, None),
+            audit(AuditKind::SessionRevoked, Some(a.id)),
+        ],
+    };
+    let sealed = s.apply(batch.clone()).unwrap();
+    assert_eq!(sealed.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(s.consumed().unwrap(), Some(DirectoryEventId(3)));
+    assert_eq!(s.session(a.id).unwrap().unwrap().state, revoked);
+    // Replaying the same batch (a crash before the caller saw the commit) is a no-op.
+    assert!(s.apply(batch).unwrap().is_empty());
+    assert_eq!(s.audit_after(0, 100).unwrap().len(), 3);
+    // A batch naming a missing session writes nothing, cursor included.
+    let bad = SessionBatch {
+        consumed: Some(DirectoryEventId(4)),
+        updates: vec![SessionUpdate {
+            session: session_id(99),
+            state: revoked,
+            expires_at: None,
+        }],
+        audit: vec![audit(AuditKind::SessionRevoked, None)],
+    };
+    assert!(matches!(s.apply(bad), Err(StoreError::NotFound(_))));
+    assert_eq!(s.consumed().unwrap(), Some(DirectoryEventId(3)));
+    assert_eq!(s.audit_after(0, 100).unwrap().len(), 3);
+}
+
+pub fn revoked_is_terminal<S: SessionStore>(s: &S) {
+    let a = session(1, identity_id(0), 1_000);
+    s.insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id)))
+        .unwrap();
+    let revoked = SessionState::Revoked {
+        at: Timestamp(5),
+        reason: RevocationReason::AdminRevoked,
+        cause: None,
+    };
+    s.apply(SessionBatch {
+        consumed: None,
+        updates: vec![SessionUpdate {
+            session: a.id,
+            state: revoked,
+            expires_at: None,
+        }],
+        audit: vec![],
+    })
+    .unwrap();
+    s.apply(SessionBatch {
+        consumed: None,
+        updates: vec![SessionUpdate {
+            session: a.id,
+            state: SessionState::Active,
+            expires_at: Some(Timestamp(9_999)),
+        }],
+        audit: vec![],
+    })
+    .unwrap();
+    let stored = s.session(a.id).unwrap().unwrap();
+    assert_eq!(stored.state, revoked);
+    assert_eq!(stored.expires_at, Timestamp(1_000));
+}
+
+pub fn audit_chain_verifies_and_pages<S: SessionStore + CredentialStore>(s: &S) {
+    for n in 0..7 {
+        let x = session(n, identity_id(0), 1_000);
+        s.insert_session(&x, audit(AuditKind::SessionCreated, Some(x.id)))
+            .unwrap();
+    }
+    s.insert_client(
+        &ApiClient {
+            id: ClientId::from_uuid(Uuid::from_u128(3)),
+            name: "okta".into(),
+            secret_hash: TokenHash([3; 32]),
+            scopes: vec![Scope::Scim, Scope::Audit],
+            created: Timestamp(1),
+        },
+        audit(AuditKind::ClientCreated, None),
+    )
+    .unwrap();
+    let all = s.audit_after(0, 100).unwrap();
+    assert_eq!(all.len(), 8);
+    assert_eq!(verify_chain(all.clone()), Ok(8));
+    assert_eq!(s.audit_after(3, 2).unwrap(), all[3..5].to_vec());
+    let mut tampered = all;
+    tampered[4].entry.detail = "edited".into();
+    assert_eq!(verify_chain(tampered).unwrap_err().seq, 5);
+}
+
+pub fn credentials_round_trip<S: CredentialStore>(s: &S) {
+    assert_eq!(s.admin_token_hash().unwrap(), None);
+    s.set_admin_token_hash(TokenHash([1; 32])).unwrap();
+    s.set_admin_token_hash(TokenHash([2; 32])).unwrap();
+    assert_eq!(s.admin_token_hash().unwrap(), Some(TokenHash([2; 32])));
+    let client = ApiClient {
+        id: ClientId::from_uuid(Uuid::from_u128(3)),
+        name: "okta".into(),
+        secret_hash: TokenHash([3; 32]),
+        scopes: vec![Scope::Scim, Scope::Introspect],
+        created: Timestamp(1),
+    };
+    s.insert_client(&client, audit(AuditKind::ClientCreated, None))
+        .unwrap();
+    assert_eq!(s.clients().unwrap(), vec![client.clone()]);
+    assert!(
+        s.insert_client(&client, audit(AuditKind::ClientCreated, None))
+            .is_err()
+    );
+    assert_eq!(s.clients().unwrap().len(), 1);
+}
+
+// ---- model checks -----------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum DirOp {
+    Create {
+        n: u8,
+        name: u8,
+    },
+    Update {
+        n: u8,
+        name: u8,
+        status: u8,
+        stale: bool,
+    },
+    ByName {
+        name: u8,
+    },
+    List {
+        offset: u8,
+        limit: u8,
+    },
+    Events {
+        after: u8,
+    },
+}
+
+fn dir_op() -> impl Strategy<Value = DirOp> {
+    prop_oneof![
+        (0u8..6, 0u8..4).prop_map(|(n, name)| DirOp::Create { n, name }),
+        (0u8..6, 0u8..4, 0u8..4, any::<bool>()).prop_map(|(n, name, status, stale)| {
+            DirOp::Update {
+                n,
+                name,
+                status,
+                stale,
+            }
+        }),
+        (0u8..4).prop_map(|name| DirOp::ByName { name }),
+        (0u8..4, 0u8..4).prop_map(|(offset, limit)| DirOp::List { offset, limit }),
+        (0u8..8).prop_map(|after| DirOp::Events { after }),
+    ]
+}
+
+fn run_dir_op<D: DirectoryStore + ?Sized>(d: &D, op: &DirOp) -> String {
+    let name = |k: u8| ["ann", "Ann", "bob", "cy"][k as usize].to_owned();
+    match op {
+        DirOp::Create { n, name: k } => format!(
+            "{:?}",
+            d.commit_identity(IdentityWrite {
+                identity: identity(u128::from(*n), &name(*k)),
+                expected_version: None,
+                changes: vec![DirectoryChange::IdentityCreated],
+                origin: origin(),
+                at: Timestamp(1_000),
+            })
+        ),
+        DirOp::Update {
+            n,
+            name: k,
+            status,
+            stale,
+        } => {
+            let current = d.identity(identity_id(u128::from(*n))).unwrap();
+            let Some(mut next) = current.clone() else {
+                return "absent".into();
+            };
+            next.user_name = name(*k);
+            next.status = IdentityStatus::ALL[*status as usize];
+            let expected = if *stale {
+                Some(next.version + 3)
+            } else {
+                Some(next.version)
+            };
+            let changes = lockstep_domain::diff_identity(current.as_ref(), &next);
+            if changes.is_empty() {
+                return "no change".into();
+            }
+            format!(
+                "{:?}",
+                d.commit_identity(IdentityWrite {
+                    identity: next,
+                    expected_version: expected,
+                    changes,
+                    origin: origin(),
+                    at: Timestamp(2_000),
+                })
+            )
+        }
+        DirOp::ByName { name: k } => format!(
+            "{:?} {:?}",
+            d.live_identity_by_user_name(&name(*k)),
+            d.deleted_user_name_exists(&name(*k))
+        ),
+        DirOp::List { offset, limit } => format!(
+            "{:?}",
+            d.list_identities(&IdentityQuery {
+                filter: IdentityFilter::All,
+                offset: usize::from(*offset),
+                limit: usize::from(*limit),
+            })
+        ),
+        DirOp::Events { after } => format!(
+            "{:?}",
+            d.events_after(
+                (*after > 0).then_some(DirectoryEventId(u64::from(*after))),
+                3
+            )
+        ),
+    }
+}
+
+/// Random operation sequences give the same results on `open()` as on the
+/// in-memory model.
+pub fn model_check_directory<D: DirectoryStore>(open: impl Fn() -> D, cases: u32) {
+    let mut runner = TestRunner::new(Config {
+        cases,
+        ..Config::default()
+    });
+    runner
+        .run(&prop::collection::vec(dir_op(), 1..25), |ops| {
+            let model = MemoryDirectory::new();
+            let real = open();
+            for op in &ops {
+                prop_assert_eq!(run_dir_op(&model, op), run_dir_op(&real, op), "op {:?}", op);
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[derive(Clone, Debug)]
+enum SesOp {
+    Insert { n: u8, who: u8, expires: u8 },
+    Revoke { n: u8, consumed: Option<u8> },
+    Shorten { n: u8, expires: u8 },
+    Query { who: u8, now: u8 },
+}
+
+fn ses_op() -> impl Strategy<Value = SesOp> {
+    prop_oneof![
+        (0u8..8, 0u8..3, 0u8..10).prop_map(|(n, who, expires)| SesOp::Insert { n, who, expires }),
+        (0u8..8, prop::option::of(0u8..6)).prop_map(|(n, consumed)| SesOp::Revoke { n, consumed }),
+        (0u8..8, 0u8..10).prop_map(|(n, expires)| SesOp::Shorten { n, expires }),
+        (0u8..3, 0u8..10).prop_map(|(who, now)| SesOp::Query { who, now }),
+    ]
+}
+
+fn run_ses_op<S: SessionStore + ?Sized>(s: &S, op: &SesOp) -> String {
+    let t = |x: u8| Timestamp(i64::from(x) * 100);
+    match op {
+        SesOp::Insert { n, who, expires } => {
+            let x = session(u128::from(*n), identity_id(u128::from(*who)), t(*expires).0);
+            format!(
+                "{:?}",
+                s.insert_session(&x, audit(AuditKind::SessionCreated, Some(x.id)))
+            )
+        }
+        SesOp::Revoke { n, consumed } => format!(
+            "{:?} {:?}",
+            s.apply(SessionBatch {
+                consumed: consumed.map(|c| DirectoryEventId(u64::from(c))),
+                updates: vec![SessionUpdate {
+                    session: session_id(u128::from(*n)),
+                    state: SessionState::Revoked {
+                        at: Timestamp(7),
+                        reason: RevocationReason::IdentityDeleted,
+                        cause: consumed.map(|c| DirectoryEventId(u64::from(c))),
+                    },
+                    expires_at: None,
+                }],
+                audit: vec![audit(
+                    AuditKind::SessionRevoked,
+                    Some(session_id(u128::from(*n)))
+                )],
+            }),
+            s.consumed()
+        ),
+        SesOp::Shorten { n, expires } => format!(
+            "{:?}",
+            s.apply(SessionBatch {
+                consumed: None,
+                updates: vec![SessionUpdate {
+                    session: session_id(u128::from(*n)),
+                    state: SessionState::NeedsRecheck,
+                    expires_at: Some(t(*expires)),
+                }],
+                audit: vec![],
+            })
+        ),
+        SesOp::Query { who, now } => {
+            let mut live = Vec::new();
+            s.for_each_live(t(*now), &mut |x| live.push(x)).unwrap();
+            format!(
+                "{:?} {:?} {:?}",
+                s.sessions_of(identity_id(u128::from(*who))),
+                live,
+                s.audit_after(0, 1_000).map(|a| a.len())
+            )
+        }
+    }
+}
+
+/// Random operation sequences give the same results on `open()` as on the
+/// in-memory model, and the audit chain always verifies.
+pub fn model_check_sessions<S: SessionStore>(open: impl Fn() -> S, cases: u32) {
+    let mut runner = TestRunner::new(Config {
+        cases,
+        ..Config::default()
+    });
+    runner
+        .run(&prop::collection::vec(ses_op(), 1..25), |ops| {
+            let model = MemorySessions::new();
+            let real = open();
+            for op in &ops {
+                prop_assert_eq!(run_ses_op(&model, op), run_ses_op(&real, op), "op {:?}", op);
+            }
+            let chain = real.audit_after(0, 10_000).unwrap();
+            prop_assert!(verify_chain(chain).is_ok());
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Generates one `#[test]` per conformance check. `$open_dir` and
+/// `$open_sessions` are expressions that open fresh, empty stores.
+#[macro_export]
+macro_rules! conformance_suite {
+    (directory: $open_dir:expr, sessions: $open_sessions:expr, cases: $cases:expr) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::conformance as c;
+
+            #[test]
+            fn identity_round_trip() {
+                c::identity_round_trip(&$open_dir);
+            }
+            #[test]
+            fn user_names_are_unique_case_insensitively() {
+                c::user_names_are_unique_case_insensitively(&$open_dir);
+            }
+            #[test]
+            fn tombstones_free_the_user_name() {
+                c::tombstones_free_the_user_name(&$open_dir);
+            }
+            #[test]
+            fn stale_versions_are_refused_without_partial_write() {
+                c::stale_versions_are_refused_without_partial_write(&$open_dir);
+            }
+            #[test]
+            fn events_are_ordered_and_carry_their_origin() {
+                c::events_are_ordered_and_carry_their_origin(&$open_dir);
+            }
+            #[test]
+            fn filters_and_paging() {
+                c::filters_and_paging(&$open_dir);
+            }
+            #[test]
+            fn sessions_round_trip() {
+                c::sessions_round_trip(&$open_sessions);
+            }
+            #[test]
+            fn batches_are_atomic_with_the_cursor() {
+                c::batches_are_atomic_with_the_cursor(&$open_sessions);
+            }
+            #[test]
+            fn revoked_is_terminal() {
+                c::revoked_is_terminal(&$open_sessions);
+            }
+            #[test]
+            fn audit_chain_verifies_and_pages() {
+                c::audit_chain_verifies_and_pages(&$open_sessions);
+            }
+            #[test]
+            fn credentials_round_trip() {
+                c::credentials_round_trip(&$open_sessions);
+            }
+            #[test]
+            fn model_check_directory() {
+                c::model_check_directory(|| $open_dir, $cases);
+            }
+            #[test]
+            fn model_check_sessions() {
+                c::model_check_sessions(|| $open_sessions, $cases);
+            }
+        }
+    };
+}

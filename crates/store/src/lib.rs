@@ -1,0 +1,25 @@
+//! Storage roles, and the reference model every backend is checked against.
+//!
+//! The directory and the session authority are separate roles with separate
+//! traits and separate row types; no trait here spans both. A backend
+//! implements each role over its own storage (by default two SQLite files),
+//! so that directory sync and session storage can fail, scale and be
+//! replaced independently. The engine is the only code that holds both.
+//!
+//! Traits are synchronous: the embedded backend is SQLite, whose calls block,
+//! and the engine runs them off the async reactor. A network backend can
+//! implement them with a blocking client on the same threads.
+
+mod chain;
+mod memory;
+mod roles;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use chain::{ChainBreak, seal, verify_chain};
+pub use memory::{MemoryDirectory, MemorySessions};
+pub use roles::{
+    Committed, CredentialStore, DirectoryStore, IdentityFilter, IdentityPage, IdentityQuery,
+    IdentityWrite, SessionBatch, SessionStore, SessionUpdate, StoreError, StoreResult,
+};

@@ -1,0 +1,342 @@
+//! The in-memory reference model of every role.
+//!
+//! Simple enough to be obviously right; the conformance suite checks every
+//! real backend against it, operation by operation.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use lockstep_domain::{
+    ApiClient, AuditEntry, AuditRecord, ChainHash, DirectoryEvent, DirectoryEventId, Identity,
+    IdentityId, IdentityStatus, Session, SessionId, Timestamp, TokenHash,
+};
+
+use crate::chain::seal;
+use crate::roles::{
+    Committed, CredentialStore, DirectoryStore, IdentityFilter, IdentityPage, IdentityQuery,
+    IdentityWrite, SessionBatch, SessionStore, StoreError, StoreResult,
+};
+
+fn lock<T>(m: &Mutex<T>) -> StoreResult<MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| StoreError::Backend("lock poisoned".into()))
+}
+
+#[derive(Debug, Default)]
+struct DirectoryState {
+    /// In creation order (the order listings use).
+    identities: Vec<Identity>,
+    events: Vec<DirectoryEvent>,
+}
+
+/// In-memory directory.
+#[derive(Debug, Default)]
+pub struct MemoryDirectory {
+    state: Mutex<DirectoryState>,
+}
+
+impl MemoryDirectory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn live(identity: &Identity) -> bool {
+    identity.status != IdentityStatus::Deprovisioned
+}
+
+impl DirectoryStore for MemoryDirectory {
+    fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
+        let mut st = lock(&self.state)?;
+        let pos = st.identities.iter().position(|i| i.id == write.identity.id);
+        let found = pos.map(|p| st.identities[p].version);
+        if found != write.expected_version {
+            return Err(StoreError::VersionMismatch {
+                expected: write.expected_version,
+                found,
+            });
+        }
+        if write.changes.is_empty() {
+            return Err(StoreError::Backend(
+                "a directory write must record at least one change".into(),
+            ));
+        }
+        let mut identity = write.identity;
+        if live(&identity) {
+            let lower = identity.user_name.to_lowercase();
+            let clash = st
+                .identities
+                .iter()
+                .any(|i| i.id != identity.id && live(i) && i.user_name.to_lowercase() == lower);
+            if clash {
+                return Err(StoreError::Conflict {
+                    field: "userName",
+                    value: identity.user_name,
+                });
+            }
+        }
+        identity.version = write.expected_version.map_or(1, |v| v + 1);
+        match pos {
+            Some(p) => st.identities[p] = identity.clone(),
+            None => st.identities.push(identity.clone()),
+        }
+        let mut next = st.events.last().map_or(1, |e| e.id.0 + 1);
+        let mut events = Vec::with_capacity(write.changes.len());
+        for change in write.changes {
+            let event = DirectoryEvent {
+                id: DirectoryEventId(next),
+                at: write.at,
+                identity: identity.id,
+                user_name: identity.user_name.clone(),
+                identity_kind: identity.kind,
+                change,
+                origin: write.origin.clone(),
+            };
+            next += 1;
+            st.events.push(event.clone());
+            events.push(event);
+        }
+        Ok(Committed { identity, events })
+    }
+
+    fn identity(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
+        Ok(lock(&self.state)?
+            .identities
+            .iter()
+            .find(|i| i.id == id)
+            .cloned())
+    }
+
+    fn live_identity_by_user_name(&self, user_name: &str) -> StoreResult<Option<Identity>> {
+        let lower = user_name.to_lowercase();
+        Ok(lock(&self.state)?
+            .identities
+            .iter()
+            .find(|i| live(i) && i.user_name.to_lowercase() == lower)
+            .cloned())
+    }
+
+    fn deleted_user_name_exists(&self, user_name: &str) -> StoreResult<bool> {
+        let lower = user_name.to_lowercase();
+        Ok(lock(&self.state)?
+            .identities
+            .iter()
+            .any(|i| !live(i) && i.user_name.to_lowercase() == lower))
+    }
+
+    fn list_identities(&self, query: &IdentityQuery) -> StoreResult<IdentityPage> {
+        let st = lock(&self.state)?;
+        let matches: Vec<&Identity> = st
+            .identities
+            .iter()
+            .filter(|i| live(i))
+            .filter(|i| match &query.filter {
+                IdentityFilter::All => true,
+                IdentityFilter::UserNameEq(n) => i.user_name.to_lowercase() == n.to_lowercase(),
+                IdentityFilter::ExternalIdEq(e) => i.external_id.as_deref() == Some(e.as_str()),
+                IdentityFilter::IdEq(id) => i.id == *id,
+            })
+            .collect();
+        Ok(IdentityPage {
+            total: matches.len(),
+            items: matches
+                .into_iter()
+                .skip(query.offset)
+                .take(query.limit)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    fn events_after(
+        &self,
+        after: Option<DirectoryEventId>,
+        limit: usize,
+    ) -> StoreResult<Vec<DirectoryEvent>> {
+        Ok(lock(&self.state)?
+            .events
+            .iter()
+            .filter(|e| after.is_none_or(|a| e.id > a))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
+#[derive(Debug, Default)]
+struct SessionState {
+    sessions: BTreeMap<SessionId, Session>,
+    /// Issue order.
+    order: Vec<SessionId>,
+    consumed: Option<DirectoryEventId>,
+    audit: Vec<AuditRecord>,
+    clients: Vec<ApiClient>,
+    admin: Option<TokenHash>,
+}
+
+impl SessionState {
+    fn seal_all(&mut self, entries: Vec<AuditEntry>) -> Vec<AuditRecord> {
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (seq, prev) = self
+                .audit
+                .last()
+                .map_or((1, ChainHash::GENESIS), |r| (r.seq + 1, r.hash));
+            let hash = seal(&prev, seq, &entry);
+            let record = AuditRecord {
+                seq,
+                entry,
+                prev_hash: prev,
+                hash,
+            };
+            self.audit.push(record.clone());
+            out.push(record);
+        }
+        out
+    }
+}
+
+/// In-memory session authority (sessions, bridge cursor, audit, clients).
+#[derive(Debug, Default)]
+pub struct MemorySessions {
+    state: Mutex<SessionState>,
+}
+
+impl MemorySessions {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl SessionStore for MemorySessions {
+    fn insert_session(&self, session: &Session, audit: AuditEntry) -> StoreResult<AuditRecord> {
+        let mut st = lock(&self.state)?;
+        if st.sessions.contains_key(&session.id) {
+            return Err(StoreError::Conflict {
+                field: "session id",
+                value: session.id.to_string(),
+            });
+        }
+        if st
+            .sessions
+            .values()
+            .any(|s| s.token_hash == session.token_hash)
+        {
+            return Err(StoreError::Conflict {
+                field: "token",
+                value: "(hash)".into(),
+            });
+        }
+        st.sessions.insert(session.id, session.clone());
+        st.order.push(session.id);
+        let mut records = st.seal_all(vec![audit]);
+        records
+            .pop()
+            .ok_or_else(|| StoreError::Backend("audit record not sealed".into()))
+    }
+
+    fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        Ok(lock(&self.state)?.sessions.get(&id).cloned())
+    }
+
+    fn session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+        Ok(lock(&self.state)?
+            .sessions
+            .values()
+            .find(|s| s.token_hash == *hash)
+            .cloned())
+    }
+
+    fn sessions_of(&self, identity: IdentityId) -> StoreResult<Vec<Session>> {
+        let st = lock(&self.state)?;
+        Ok(st
+            .order
+            .iter()
+            .filter_map(|id| st.sessions.get(id))
+            .filter(|s| s.identity == identity)
+            .cloned()
+            .collect())
+    }
+
+    fn for_each_live(&self, now: Timestamp, f: &mut dyn FnMut(Session)) -> StoreResult<()> {
+        let st = lock(&self.state)?;
+        for id in &st.order {
+            if let Some(s) = st.sessions.get(id).filter(|s| s.is_live(now)) {
+                f(s.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, batch: SessionBatch) -> StoreResult<Vec<AuditRecord>> {
+        let mut st = lock(&self.state)?;
+        if let (Some(new), Some(old)) = (batch.consumed, st.consumed)
+            && new <= old
+        {
+            return Ok(Vec::new());
+        }
+        for update in &batch.updates {
+            if !st.sessions.contains_key(&update.session) {
+                return Err(StoreError::NotFound(format!("session {}", update.session)));
+            }
+        }
+        for update in batch.updates {
+            if let Some(s) = st.sessions.get_mut(&update.session)
+                && !s.state.is_revoked()
+            {
+                s.state = update.state;
+                if let Some(exp) = update.expires_at {
+                    s.expires_at = exp;
+                }
+            }
+        }
+        if batch.consumed.is_some() {
+            st.consumed = batch.consumed;
+        }
+        Ok(st.seal_all(batch.audit))
+    }
+
+    fn consumed(&self) -> StoreResult<Option<DirectoryEventId>> {
+        Ok(lock(&self.state)?.consumed)
+    }
+
+    fn audit_after(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        Ok(lock(&self.state)?
+            .audit
+            .iter()
+            .filter(|r| r.seq > after)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
+impl CredentialStore for MemorySessions {
+    fn insert_client(&self, client: &ApiClient, audit: AuditEntry) -> StoreResult<()> {
+        let mut st = lock(&self.state)?;
+        if st.clients.iter().any(|c| c.id == client.id) {
+            return Err(StoreError::Conflict {
+                field: "client id",
+                value: client.id.to_string(),
+            });
+        }
+        st.clients.push(client.clone());
+        st.seal_all(vec![audit]);
+        Ok(())
+    }
+
+    fn clients(&self) -> StoreResult<Vec<ApiClient>> {
+        Ok(lock(&self.state)?.clients.clone())
+    }
+
+    fn admin_token_hash(&self) -> StoreResult<Option<TokenHash>> {
+        Ok(lock(&self.state)?.admin)
+    }
+
+    fn set_admin_token_hash(&self, hash: TokenHash) -> StoreResult<()> {
+        lock(&self.state)?.admin = Some(hash);
+        Ok(())
+    }
+}

@@ -1,0 +1,197 @@
+//! The role traits.
+
+use lockstep_domain::{
+    ApiClient, AuditEntry, AuditRecord, DirectoryChange, DirectoryEvent, DirectoryEventId,
+    Identity, IdentityId, Origin, Session, SessionId, SessionState, Timestamp, TokenHash,
+};
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// A uniqueness constraint was hit.
+    #[error("{field} {value:?} is already in use")]
+    Conflict {
+        /// Which attribute (`userName`, `id`).
+        field: &'static str,
+        /// The clashing value.
+        value: String,
+    },
+    /// Optimistic concurrency failed: the row changed since it was read.
+    #[error("version mismatch: expected {expected:?}, found {found:?}")]
+    VersionMismatch {
+        /// What the writer expected (`None`: that it does not exist).
+        expected: Option<u64>,
+        /// What is stored (`None`: nothing).
+        found: Option<u64>,
+    },
+    /// A row the write refers to does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Stored data could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The backend failed (I/O, driver).
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One atomic directory write: the new state of an identity and the events
+/// that describe the change.
+#[derive(Clone, Debug)]
+pub struct IdentityWrite {
+    /// The identity after the change. `version` is assigned by the store.
+    pub identity: Identity,
+    /// `None` to create (fails if the id exists); `Some(v)` to update a row
+    /// currently at version `v`.
+    pub expected_version: Option<u64>,
+    /// The changes to record, in order. Must not be empty.
+    pub changes: Vec<DirectoryChange>,
+    /// Who caused them.
+    pub origin: Origin,
+    /// Commit time.
+    pub at: Timestamp,
+}
+
+/// The result of a directory write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The identity as stored (with its new version).
+    pub identity: Identity,
+    /// The events appended, in order.
+    pub events: Vec<DirectoryEvent>,
+}
+
+/// Which identities a listing selects. Every variant is answered from an
+/// index, never by scanning the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentityFilter {
+    /// Every live identity.
+    All,
+    /// `userName` equal, case-insensitively.
+    UserNameEq(String),
+    /// `externalId` equal, case-sensitively.
+    ExternalIdEq(String),
+    /// `id` equal.
+    IdEq(IdentityId),
+}
+
+/// A page request over live identities, ordered by creation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityQuery {
+    /// Selection.
+    pub filter: IdentityFilter,
+    /// Zero-based offset.
+    pub offset: usize,
+    /// Maximum number of items.
+    pub limit: usize,
+}
+
+/// A page of identities.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityPage {
+    /// How many identities match in total.
+    pub total: usize,
+    /// The page.
+    pub items: Vec<Identity>,
+}
+
+/// The directory role: entitlement truth and its ordered change log.
+pub trait DirectoryStore: Send + Sync + std::fmt::Debug {
+    /// Applies a write and appends its events, atomically. On any error
+    /// nothing is written.
+    fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed>;
+
+    /// An identity by id, tombstones included.
+    fn identity(&self, id: IdentityId) -> StoreResult<Option<Identity>>;
+
+    /// The live (not deprovisioned) identity with this `userName`,
+    /// compared case-insensitively.
+    fn live_identity_by_user_name(&self, user_name: &str) -> StoreResult<Option<Identity>>;
+
+    /// Whether a tombstone with this `userName` exists (to tell "deleted"
+    /// from "unknown" in error messages).
+    fn deleted_user_name_exists(&self, user_name: &str) -> StoreResult<bool>;
+
+    /// A page of live identities.
+    fn list_identities(&self, query: &IdentityQuery) -> StoreResult<IdentityPage>;
+
+    /// Events with a position greater than `after`, oldest first.
+    fn events_after(
+        &self,
+        after: Option<DirectoryEventId>,
+        limit: usize,
+    ) -> StoreResult<Vec<DirectoryEvent>>;
+}
+
+/// A change to one session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionUpdate {
+    /// Which session.
+    pub session: SessionId,
+    /// Its new state.
+    pub state: SessionState,
+    /// A new absolute expiry, if it changes.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// One atomic session-store write: session changes, the audit records that
+/// explain them and, for bridge batches, the directory position consumed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionBatch {
+    /// Bridge cursor after this batch. A batch whose position is not beyond
+    /// the stored cursor was already applied and is skipped whole, which
+    /// makes replay after a crash idempotent.
+    pub consumed: Option<DirectoryEventId>,
+    /// Session changes. An update to a revoked session is ignored: revoked
+    /// is terminal.
+    pub updates: Vec<SessionUpdate>,
+    /// Audit entries, sealed into the chain in order.
+    pub audit: Vec<AuditEntry>,
+}
+
+/// The session-authority role: session validity, the bridge cursor and the
+/// audit chain, which must commit together.
+pub trait SessionStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new session and its `session.created` audit entry.
+    fn insert_session(&self, session: &Session, audit: AuditEntry) -> StoreResult<AuditRecord>;
+
+    /// A session by id.
+    fn session(&self, id: SessionId) -> StoreResult<Option<Session>>;
+
+    /// A session by the hash of its secret.
+    fn session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>>;
+
+    /// Every session of an identity, in issue order.
+    fn sessions_of(&self, identity: IdentityId) -> StoreResult<Vec<Session>>;
+
+    /// Calls `f` with every session live at `now` (to warm caches at start).
+    fn for_each_live(&self, now: Timestamp, f: &mut dyn FnMut(Session)) -> StoreResult<()>;
+
+    /// Applies a batch atomically; returns the sealed audit records (empty
+    /// if the batch had already been applied).
+    fn apply(&self, batch: SessionBatch) -> StoreResult<Vec<AuditRecord>>;
+
+    /// The highest directory position the bridge has consumed.
+    fn consumed(&self) -> StoreResult<Option<DirectoryEventId>>;
+
+    /// Audit records with `seq > after`, oldest first.
+    fn audit_after(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+}
+
+/// Lockstep's own credentials: API clients and the admin token.
+pub trait CredentialStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new client with its audit entry.
+    fn insert_client(&self, client: &ApiClient, audit: AuditEntry) -> StoreResult<()>;
+
+    /// Every client.
+    fn clients(&self) -> StoreResult<Vec<ApiClient>>;
+
+    /// The stored admin token hash, if one was generated.
+    fn admin_token_hash(&self) -> StoreResult<Option<TokenHash>>;
+
+    /// Replaces the stored admin token hash.
+    fn set_admin_token_hash(&self, hash: TokenHash) -> StoreResult<()>;
+}
