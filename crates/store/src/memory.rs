@@ -213,20 +213,17 @@ impl MemorySessions {
 impl SessionStore for MemorySessions {
     fn insert_session(&self, session: &Session, audit: AuditEntry) -> StoreResult<AuditRecord> {
         let mut st = lock(&self.state)?;
-        if st.sessions.contains_key(&session.id) {
+        // Same id or same secret: either way the session already exists.
+        let exists = st.sessions.contains_key(&session.id)
+            || st
+                .sessions
+                .values()
+                .any(|s| s.token_hash == session.token_hash);
+        if exists {
+            let value = session.id.to_string();
             return Err(StoreError::Conflict {
-                field: "session id",
-                value: session.id.to_string(),
-            });
-        }
-        if st
-            .sessions
-            .values()
-            .any(|s| s.token_hash == session.token_hash)
-        {
-            return Err(StoreError::Conflict {
-                field: "token",
-                value: "(hash)".into(),
+                field: "session",
+                value,
             });
         }
         st.sessions.insert(session.id, session.clone());

@@ -1,0 +1,361 @@
+//! `directory.db`: identities and the directory event log.
+
+use std::path::Path;
+
+use lockstep_domain::{
+    ClientId, DirectoryEvent, DirectoryEventId, Identity, IdentityId, IdentityKind, IdentityStatus,
+    Origin, SourceId, Timestamp,
+};
+use lockstep_store::{
+    Committed, DirectoryStore, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite,
+    StoreError, StoreResult,
+};
+use rusqlite::{OptionalExtension, Row, params};
+
+use crate::codec::{decode_change, encode_change, parse, seq_to_sql};
+use crate::conn::{Durability, Pool, backend, lock};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS identities (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    user_name    TEXT NOT NULL,
+    user_name_lc TEXT NOT NULL,
+    external_id  TEXT,
+    display_name TEXT,
+    kind         TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    profile      TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    created      INTEGER NOT NULL,
+    modified     INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS identities_live_user_name
+    ON identities (user_name_lc) WHERE status <> 'deprovisioned';
+CREATE INDEX IF NOT EXISTS identities_user_name ON identities (user_name_lc);
+CREATE INDEX IF NOT EXISTS identities_external_id ON identities (external_id);
+CREATE TABLE IF NOT EXISTS directory_events (
+    seq           INTEGER PRIMARY KEY,
+    at            INTEGER NOT NULL,
+    identity      TEXT NOT NULL,
+    user_name     TEXT NOT NULL,
+    identity_kind TEXT NOT NULL,
+    change        TEXT NOT NULL,
+    detail        TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    client        TEXT,
+    source_ref    TEXT
+);
+CREATE TRIGGER IF NOT EXISTS directory_events_append_only_u BEFORE UPDATE ON directory_events
+    BEGIN SELECT RAISE(ABORT, 'directory_events is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS directory_events_append_only_d BEFORE DELETE ON directory_events
+    BEGIN SELECT RAISE(ABORT, 'directory_events is append-only'); END;
+";
+
+const IDENTITY_COLUMNS: &str =
+    "id, user_name, external_id, display_name, kind, status, profile, version, created, modified";
+
+/// The directory role on SQLite.
+#[derive(Debug)]
+pub struct SqliteDirectory {
+    pool: Pool,
+}
+
+impl SqliteDirectory {
+    /// Opens (creating if needed) the directory database at `path`.
+    pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
+        Ok(Self {
+            pool: Pool::open(path, durability, SCHEMA)?,
+        })
+    }
+}
+
+/// Raw row, decoded outside the rusqlite callback so decode errors keep
+/// their own type.
+struct IdentityRow {
+    id: String,
+    user_name: String,
+    external_id: Option<String>,
+    display_name: Option<String>,
+    kind: String,
+    status: String,
+    profile: String,
+    version: i64,
+    created: i64,
+    modified: i64,
+}
+
+fn identity_row(row: &Row<'_>) -> rusqlite::Result<IdentityRow> {
+    Ok(IdentityRow {
+        id: row.get(0)?,
+        user_name: row.get(1)?,
+        external_id: row.get(2)?,
+        display_name: row.get(3)?,
+        kind: row.get(4)?,
+        status: row.get(5)?,
+        profile: row.get(6)?,
+        version: row.get(7)?,
+        created: row.get(8)?,
+        modified: row.get(9)?,
+    })
+}
+
+impl IdentityRow {
+    fn decode(self) -> StoreResult<Identity> {
+        Ok(Identity {
+            id: parse::<IdentityId>("identity id", &self.id)?,
+            user_name: self.user_name,
+            external_id: self.external_id,
+            display_name: self.display_name,
+            kind: parse::<IdentityKind>("identity kind", &self.kind)?,
+            status: parse::<IdentityStatus>("status", &self.status)?,
+            profile: self.profile,
+            version: self.version.unsigned_abs(),
+            created: Timestamp(self.created),
+            modified: Timestamp(self.modified),
+        })
+    }
+}
+
+struct EventRow {
+    seq: i64,
+    at: i64,
+    identity: String,
+    user_name: String,
+    identity_kind: String,
+    change: String,
+    detail: String,
+    source: String,
+    client: Option<String>,
+    source_ref: Option<String>,
+}
+
+impl EventRow {
+    fn decode(self) -> StoreResult<DirectoryEvent> {
+        Ok(DirectoryEvent {
+            id: DirectoryEventId(self.seq.unsigned_abs()),
+            at: Timestamp(self.at),
+            identity: parse::<IdentityId>("identity id", &self.identity)?,
+            user_name: self.user_name,
+            identity_kind: parse::<IdentityKind>("identity kind", &self.identity_kind)?,
+            change: decode_change(&self.change, &self.detail)?,
+            origin: Origin {
+                source: SourceId::new(self.source),
+                client: self
+                    .client
+                    .map(|c| parse::<ClientId>("client id", &c))
+                    .transpose()?,
+                source_ref: self.source_ref,
+            },
+        })
+    }
+}
+
+fn live(identity: &Identity) -> bool {
+    identity.status != IdentityStatus::Deprovisioned
+}
+
+impl DirectoryStore for SqliteDirectory {
+    fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
+        if write.changes.is_empty() {
+            return Err(StoreError::Backend(
+                "a directory write must record at least one change".into(),
+            ));
+        }
+        let mut conn = lock(&self.pool.writer)?;
+        let tx = conn.transaction().map_err(backend)?;
+        let mut identity = write.identity;
+        let id = identity.id.to_string();
+        let found: Option<i64> = tx
+            .query_row("SELECT version FROM identities WHERE id = ?1", [&id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(backend)?;
+        let found = found.map(i64::unsigned_abs);
+        if found != write.expected_version {
+            return Err(StoreError::VersionMismatch {
+                expected: write.expected_version,
+                found,
+            });
+        }
+        let lower = identity.user_name.to_lowercase();
+        if live(&identity) {
+            let clash: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM identities WHERE user_name_lc = ?1 AND status <> 'deprovisioned' AND id <> ?2",
+                    params![lower, id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            if clash.is_some() {
+                return Err(StoreError::Conflict {
+                    field: "userName",
+                    value: identity.user_name,
+                });
+            }
+        }
+        identity.version = write.expected_version.map_or(1, |v| v + 1);
+        let version = seq_to_sql(identity.version);
+        let values = params![
+            id,
+            identity.user_name,
+            lower,
+            identity.external_id,
+            identity.display_name,
+            identity.kind.as_str(),
+            identity.status.as_str(),
+            identity.profile,
+            version,
+            identity.created.micros(),
+            identity.modified.micros(),
+        ];
+        let sql = if write.expected_version.is_none() {
+            "INSERT INTO identities (id, user_name, user_name_lc, external_id, display_name, kind, status, profile, version, created, modified)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        } else {
+            "UPDATE identities SET user_name = ?2, user_name_lc = ?3, external_id = ?4, display_name = ?5,
+                kind = ?6, status = ?7, profile = ?8, version = ?9, created = ?10, modified = ?11
+             WHERE id = ?1"
+        };
+        tx.execute(sql, values).map_err(backend)?;
+        let next: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM directory_events",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        let mut events = Vec::with_capacity(write.changes.len());
+        let client = write.origin.client.map(|c| c.to_string());
+        for (offset, change) in write.changes.into_iter().enumerate() {
+            let seq = next + i64::try_from(offset).unwrap_or(0);
+            let (kind, detail) = encode_change(&change);
+            tx.execute(
+                "INSERT INTO directory_events (seq, at, identity, user_name, identity_kind, change, detail, source, client, source_ref)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    seq,
+                    write.at.micros(),
+                    id,
+                    identity.user_name,
+                    identity.kind.as_str(),
+                    kind,
+                    detail,
+                    write.origin.source.as_str(),
+                    client,
+                    write.origin.source_ref,
+                ],
+            )
+            .map_err(backend)?;
+            events.push(DirectoryEvent {
+                id: DirectoryEventId(seq.unsigned_abs()),
+                at: write.at,
+                identity: identity.id,
+                user_name: identity.user_name.clone(),
+                identity_kind: identity.kind,
+                change,
+                origin: write.origin.clone(),
+            });
+        }
+        tx.commit().map_err(backend)?;
+        Ok(Committed { identity, events })
+    }
+
+    fn identity(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
+        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE id = ?1");
+        self.pool
+            .read(|c| c.query_row(&sql, [id.to_string()], identity_row).optional())?
+            .map(IdentityRow::decode)
+            .transpose()
+    }
+
+    fn live_identity_by_user_name(&self, user_name: &str) -> StoreResult<Option<Identity>> {
+        let sql = format!(
+            "SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_name_lc = ?1 AND status <> 'deprovisioned'"
+        );
+        self.pool
+            .read(|c| {
+                c.query_row(&sql, [user_name.to_lowercase()], identity_row)
+                    .optional()
+            })?
+            .map(IdentityRow::decode)
+            .transpose()
+    }
+
+    fn deleted_user_name_exists(&self, user_name: &str) -> StoreResult<bool> {
+        self.pool.read(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM identities WHERE user_name_lc = ?1 AND status = 'deprovisioned')",
+                [user_name.to_lowercase()],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    fn list_identities(&self, query: &IdentityQuery) -> StoreResult<IdentityPage> {
+        let (cond, arg): (&str, Option<String>) = match &query.filter {
+            IdentityFilter::All => ("1 = 1", None),
+            IdentityFilter::UserNameEq(n) => ("user_name_lc = ?1", Some(n.to_lowercase())),
+            IdentityFilter::ExternalIdEq(e) => ("external_id = ?1", Some(e.clone())),
+            IdentityFilter::IdEq(id) => ("id = ?1", Some(id.to_string())),
+        };
+        let where_ = format!("status <> 'deprovisioned' AND {cond}");
+        let count_sql = format!("SELECT COUNT(*) FROM identities WHERE {where_}");
+        let page_sql = format!(
+            "SELECT {IDENTITY_COLUMNS} FROM identities WHERE {where_} ORDER BY seq LIMIT {} OFFSET {}",
+            query.limit, query.offset
+        );
+        let (total, rows) = self.pool.read(|c| {
+            let args: Vec<&dyn rusqlite::ToSql> = match &arg {
+                Some(a) => vec![a],
+                None => vec![],
+            };
+            let total: i64 = c.query_row(&count_sql, args.as_slice(), |r| r.get(0))?;
+            let mut stmt = c.prepare_cached(&page_sql)?;
+            let rows = stmt
+                .query_map(args.as_slice(), identity_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((total, rows))
+        })?;
+        Ok(IdentityPage {
+            total: usize::try_from(total).unwrap_or(0),
+            items: rows
+                .into_iter()
+                .map(IdentityRow::decode)
+                .collect::<StoreResult<_>>()?,
+        })
+    }
+
+    fn events_after(
+        &self,
+        after: Option<DirectoryEventId>,
+        limit: usize,
+    ) -> StoreResult<Vec<DirectoryEvent>> {
+        let after = after.map_or(0, |a| seq_to_sql(a.0));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.pool.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, at, identity, user_name, identity_kind, change, detail, source, client, source_ref
+                 FROM directory_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            stmt.query_map(params![after, limit], |r| {
+                Ok(EventRow {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    identity: r.get(2)?,
+                    user_name: r.get(3)?,
+                    identity_kind: r.get(4)?,
+                    change: r.get(5)?,
+                    detail: r.get(6)?,
+                    source: r.get(7)?,
+                    client: r.get(8)?,
+                    source_ref: r.get(9)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })?;
+        rows.into_iter().map(EventRow::decode).collect()
+    }
+}

@@ -1,0 +1,498 @@
+//! `sessions.db`: sessions, the bridge cursor, the audit chain, API clients.
+
+use std::path::Path;
+
+use lockstep_domain::{
+    ApiClient, AuditEntry, AuditKind, AuditRecord, ChainHash, ClientId, CredentialKind,
+    DirectoryEventId, IdentityId, Scope, Session, SessionId, Timestamp, TokenHash,
+};
+use lockstep_store::{CredentialStore, SessionBatch, SessionStore, StoreError, StoreResult, seal};
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+
+use crate::codec::{corrupt, decode_state, encode_state, parse, seq_to_sql};
+use crate::conn::{Durability, Pool, backend, lock};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sessions (
+    id             TEXT PRIMARY KEY,
+    identity       TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    token_hash     BLOB NOT NULL UNIQUE,
+    client         TEXT,
+    user_name      TEXT NOT NULL,
+    claims_version INTEGER NOT NULL,
+    issued_at      INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    state          TEXT NOT NULL,
+    revoked_at     INTEGER,
+    reason         TEXT,
+    cause          INTEGER
+);
+CREATE INDEX IF NOT EXISTS sessions_identity ON sessions (identity);
+CREATE TRIGGER IF NOT EXISTS sessions_revoked_is_terminal BEFORE UPDATE ON sessions
+    WHEN OLD.state = 'revoked'
+    BEGIN SELECT RAISE(ABORT, 'a revoked session cannot change'); END;
+CREATE TABLE IF NOT EXISTS bridge_cursor (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    consumed INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq             INTEGER PRIMARY KEY,
+    at              INTEGER NOT NULL,
+    kind            TEXT NOT NULL,
+    identity        TEXT,
+    user_name       TEXT,
+    session         TEXT,
+    directory_event INTEGER,
+    actor           TEXT NOT NULL,
+    detail          TEXT NOT NULL,
+    prev_hash       BLOB NOT NULL,
+    hash            BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_append_only_u BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+CREATE TABLE IF NOT EXISTS clients (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    secret_hash BLOB NOT NULL UNIQUE,
+    scopes      TEXT NOT NULL,
+    created     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS admin_token (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    token_hash BLOB NOT NULL
+);
+";
+
+const SESSION_COLUMNS: &str = "id, identity, kind, token_hash, client, user_name, claims_version, issued_at, expires_at, state, revoked_at, reason, cause";
+
+/// The session-authority role (and Lockstep's own credentials) on SQLite.
+#[derive(Debug)]
+pub struct SqliteSessions {
+    pool: Pool,
+}
+
+impl SqliteSessions {
+    /// Opens (creating if needed) the session database at `path`.
+    pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
+        Ok(Self {
+            pool: Pool::open(path, durability, SCHEMA)?,
+        })
+    }
+}
+
+struct SessionRow {
+    id: String,
+    identity: String,
+    kind: String,
+    token_hash: Vec<u8>,
+    client: Option<String>,
+    user_name: String,
+    claims_version: i64,
+    issued_at: i64,
+    expires_at: i64,
+    state: String,
+    revoked_at: Option<i64>,
+    reason: Option<String>,
+    cause: Option<i64>,
+}
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: r.get(0)?,
+        identity: r.get(1)?,
+        kind: r.get(2)?,
+        token_hash: r.get(3)?,
+        client: r.get(4)?,
+        user_name: r.get(5)?,
+        claims_version: r.get(6)?,
+        issued_at: r.get(7)?,
+        expires_at: r.get(8)?,
+        state: r.get(9)?,
+        revoked_at: r.get(10)?,
+        reason: r.get(11)?,
+        cause: r.get(12)?,
+    })
+}
+
+fn hash32(bytes: &[u8]) -> StoreResult<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| corrupt("hash is not 32 bytes"))
+}
+
+impl SessionRow {
+    fn decode(self) -> StoreResult<Session> {
+        Ok(Session {
+            id: parse::<SessionId>("session id", &self.id)?,
+            identity: parse::<IdentityId>("identity id", &self.identity)?,
+            kind: parse::<CredentialKind>("credential kind", &self.kind)?,
+            token_hash: TokenHash(hash32(&self.token_hash)?),
+            client: self
+                .client
+                .map(|c| parse::<ClientId>("client id", &c))
+                .transpose()?,
+            user_name: self.user_name,
+            claims_version: self.claims_version.unsigned_abs(),
+            issued_at: Timestamp(self.issued_at),
+            expires_at: Timestamp(self.expires_at),
+            state: decode_state(&self.state, self.revoked_at, self.reason, self.cause)?,
+        })
+    }
+}
+
+struct AuditRow {
+    seq: i64,
+    at: i64,
+    kind: String,
+    identity: Option<String>,
+    user_name: Option<String>,
+    session: Option<String>,
+    directory_event: Option<i64>,
+    actor: String,
+    detail: String,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl AuditRow {
+    fn decode(self) -> StoreResult<AuditRecord> {
+        Ok(AuditRecord {
+            seq: self.seq.unsigned_abs(),
+            entry: AuditEntry {
+                at: Timestamp(self.at),
+                kind: parse::<AuditKind>("audit kind", &self.kind)?,
+                identity: self
+                    .identity
+                    .map(|i| parse::<IdentityId>("identity id", &i))
+                    .transpose()?,
+                user_name: self.user_name,
+                session: self
+                    .session
+                    .map(|s| parse::<SessionId>("session id", &s))
+                    .transpose()?,
+                directory_event: self
+                    .directory_event
+                    .map(|e| DirectoryEventId(e.unsigned_abs())),
+                actor: self.actor,
+                detail: self.detail,
+            },
+            prev_hash: ChainHash(hash32(&self.prev_hash)?),
+            hash: ChainHash(hash32(&self.hash)?),
+        })
+    }
+}
+
+/// Appends entries to the chain inside `tx`.
+fn seal_all(tx: &Transaction<'_>, entries: Vec<AuditEntry>) -> StoreResult<Vec<AuditRecord>> {
+    let head: Option<(i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(backend)?;
+    let (mut seq, mut prev) = match head {
+        Some((seq, hash)) => (seq.unsigned_abs(), ChainHash(hash32(&hash)?)),
+        None => (0, ChainHash::GENESIS),
+    };
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit (seq, at, kind, identity, user_name, session, directory_event, actor, detail, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .map_err(backend)?;
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        seq += 1;
+        let hash = seal(&prev, seq, &entry);
+        stmt.execute(params![
+            seq_to_sql(seq),
+            entry.at.micros(),
+            entry.kind.as_str(),
+            entry.identity.map(|i| i.to_string()),
+            entry.user_name,
+            entry.session.map(|s| s.to_string()),
+            entry.directory_event.map(|e| seq_to_sql(e.0)),
+            entry.actor,
+            entry.detail,
+            prev.0.as_slice(),
+            hash.0.as_slice(),
+        ])
+        .map_err(backend)?;
+        out.push(AuditRecord {
+            seq,
+            entry,
+            prev_hash: prev,
+            hash,
+        });
+        prev = hash;
+    }
+    Ok(out)
+}
+
+fn conflict(e: rusqlite::Error, field: &'static str, value: String) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Conflict { field, value }
+        }
+        other => backend(other),
+    }
+}
+
+impl SessionStore for SqliteSessions {
+    fn insert_session(&self, session: &Session, audit: AuditEntry) -> StoreResult<AuditRecord> {
+        let mut conn = lock(&self.pool.writer)?;
+        let tx = conn.transaction().map_err(backend)?;
+        let (state, revoked_at, reason, cause) = encode_state(&session.state);
+        tx.prepare_cached(&format!(
+            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        ))
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                session.id.to_string(),
+                session.identity.to_string(),
+                session.kind.as_str(),
+                session.token_hash.0.as_slice(),
+                session.client.map(|c| c.to_string()),
+                session.user_name,
+                seq_to_sql(session.claims_version),
+                session.issued_at.micros(),
+                session.expires_at.micros(),
+                state,
+                revoked_at,
+                reason,
+                cause,
+            ])
+        })
+        .map_err(|e| conflict(e, "session", session.id.to_string()))?;
+        let mut sealed = seal_all(&tx, vec![audit])?;
+        tx.commit().map_err(backend)?;
+        sealed
+            .pop()
+            .ok_or_else(|| StoreError::Backend("audit record not sealed".into()))
+    }
+
+    fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1");
+        self.pool
+            .read(|c| c.query_row(&sql, [id.to_string()], session_row).optional())?
+            .map(SessionRow::decode)
+            .transpose()
+    }
+
+    fn session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?1");
+        self.pool
+            .read(|c| {
+                c.query_row(&sql, [hash.0.as_slice()], session_row)
+                    .optional()
+            })?
+            .map(SessionRow::decode)
+            .transpose()
+    }
+
+    fn sessions_of(&self, identity: IdentityId) -> StoreResult<Vec<Session>> {
+        let sql =
+            format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE identity = ?1 ORDER BY rowid");
+        let rows = self.pool.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            stmt.query_map([identity.to_string()], session_row)?
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        rows.into_iter().map(SessionRow::decode).collect()
+    }
+
+    fn for_each_live(&self, now: Timestamp, f: &mut dyn FnMut(Session)) -> StoreResult<()> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE state <> 'revoked' AND expires_at > ?1 ORDER BY rowid"
+        );
+        let mut failure = None;
+        self.pool.read(|c| {
+            let mut stmt = c.prepare(&sql)?;
+            let mut rows = stmt.query([now.micros()])?;
+            while let Some(row) = rows.next()? {
+                match session_row(row).map(SessionRow::decode) {
+                    Ok(Ok(session)) => f(session),
+                    Ok(Err(e)) => {
+                        failure = Some(e);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn apply(&self, batch: SessionBatch) -> StoreResult<Vec<AuditRecord>> {
+        let mut conn = lock(&self.pool.writer)?;
+        let tx = conn.transaction().map_err(backend)?;
+        if let Some(new) = batch.consumed {
+            let old: Option<i64> = tx
+                .query_row("SELECT consumed FROM bridge_cursor WHERE id = 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(backend)?;
+            if old.is_some_and(|old| seq_to_sql(new.0) <= old) {
+                return Ok(Vec::new());
+            }
+        }
+        for update in &batch.updates {
+            let (state, revoked_at, reason, cause) = encode_state(&update.state);
+            let id = update.session.to_string();
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE sessions SET state = ?2, revoked_at = ?3, reason = ?4, cause = ?5,
+                        expires_at = COALESCE(?6, expires_at)
+                     WHERE id = ?1 AND state <> 'revoked'",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        id,
+                        state,
+                        revoked_at,
+                        reason,
+                        cause,
+                        update.expires_at.map(|t| t.micros())
+                    ])
+                })
+                .map_err(backend)?;
+            if changed == 0 {
+                let exists: bool = tx
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)",
+                        [&id],
+                        |r| r.get(0),
+                    )
+                    .map_err(backend)?;
+                if !exists {
+                    return Err(StoreError::NotFound(format!("session {id}")));
+                }
+            }
+        }
+        if let Some(new) = batch.consumed {
+            tx.execute(
+                "INSERT INTO bridge_cursor (id, consumed) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET consumed = excluded.consumed",
+                [seq_to_sql(new.0)],
+            )
+            .map_err(backend)?;
+        }
+        let sealed = seal_all(&tx, batch.audit)?;
+        tx.commit().map_err(backend)?;
+        Ok(sealed)
+    }
+
+    fn consumed(&self) -> StoreResult<Option<DirectoryEventId>> {
+        let v: Option<i64> = self.pool.read(|c| {
+            c.query_row("SELECT consumed FROM bridge_cursor WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+        })?;
+        Ok(v.map(|v| DirectoryEventId(v.unsigned_abs())))
+    }
+
+    fn audit_after(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.pool.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, at, kind, identity, user_name, session, directory_event, actor, detail, prev_hash, hash
+                 FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            stmt.query_map(params![seq_to_sql(after), limit], |r| {
+                Ok(AuditRow {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    kind: r.get(2)?,
+                    identity: r.get(3)?,
+                    user_name: r.get(4)?,
+                    session: r.get(5)?,
+                    directory_event: r.get(6)?,
+                    actor: r.get(7)?,
+                    detail: r.get(8)?,
+                    prev_hash: r.get(9)?,
+                    hash: r.get(10)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })?;
+        rows.into_iter().map(AuditRow::decode).collect()
+    }
+}
+
+impl CredentialStore for SqliteSessions {
+    fn insert_client(&self, client: &ApiClient, audit: AuditEntry) -> StoreResult<()> {
+        let mut conn = lock(&self.pool.writer)?;
+        let tx = conn.transaction().map_err(backend)?;
+        let scopes: Vec<&str> = client.scopes.iter().map(|s| s.as_str()).collect();
+        tx.execute(
+            "INSERT INTO clients (id, name, secret_hash, scopes, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                client.id.to_string(),
+                client.name,
+                client.secret_hash.0.as_slice(),
+                scopes.join(" "),
+                client.created.micros()
+            ],
+        )
+        .map_err(|e| conflict(e, "client id", client.id.to_string()))?;
+        seal_all(&tx, vec![audit])?;
+        tx.commit().map_err(backend)
+    }
+
+    fn clients(&self) -> StoreResult<Vec<ApiClient>> {
+        let rows: Vec<(String, String, Vec<u8>, String, i64)> = self.pool.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, name, secret_hash, scopes, created FROM clients ORDER BY rowid",
+            )?;
+            stmt.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
+        })?;
+        rows.into_iter()
+            .map(|(id, name, hash, scopes, created)| {
+                Ok(ApiClient {
+                    id: parse::<ClientId>("client id", &id)?,
+                    name,
+                    secret_hash: TokenHash(hash32(&hash)?),
+                    scopes: scopes
+                        .split_whitespace()
+                        .map(|s| parse::<Scope>("scope", s))
+                        .collect::<StoreResult<_>>()?,
+                    created: Timestamp(created),
+                })
+            })
+            .collect()
+    }
+
+    fn admin_token_hash(&self) -> StoreResult<Option<TokenHash>> {
+        let v: Option<Vec<u8>> = self.pool.read(|c| {
+            c.query_row("SELECT token_hash FROM admin_token WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+        })?;
+        v.map(|h| hash32(&h).map(TokenHash)).transpose()
+    }
+
+    fn set_admin_token_hash(&self, hash: TokenHash) -> StoreResult<()> {
+        lock(&self.pool.writer)?
+            .execute(
+                "INSERT INTO admin_token (id, token_hash) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET token_hash = excluded.token_hash",
+                [hash.0.as_slice()],
+            )
+            .map(|_| ())
+            .map_err(backend)
+    }
+}

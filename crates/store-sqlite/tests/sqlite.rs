@@ -1,0 +1,73 @@
+//! The SQLite backend passes the shared conformance suite, and keeps what it
+//! committed across a reopen.
+
+use lockstep_store::{DirectoryStore, SessionStore};
+use lockstep_store_sqlite::{Durability, SqliteDirectory, SqliteSessions};
+
+/// Fresh stores in a temporary directory that lives as long as the test
+/// process (the stores hold the files open).
+fn dir() -> std::path::PathBuf {
+    tempfile::tempdir().unwrap().keep()
+}
+
+fn open_dir() -> SqliteDirectory {
+    SqliteDirectory::open(&dir().join("directory.db"), Durability::Off).unwrap()
+}
+
+fn open_sessions() -> SqliteSessions {
+    SqliteSessions::open(&dir().join("sessions.db"), Durability::Off).unwrap()
+}
+
+lockstep_store::conformance_suite!(directory: open_dir(), sessions: open_sessions(), cases: 48);
+
+#[test]
+fn committed_state_survives_reopen() {
+    use lockstep_store::conformance as c;
+    let root = dir();
+    {
+        let d = SqliteDirectory::open(&root.join("directory.db"), Durability::Full).unwrap();
+        c::create(&d, 0, "alice");
+        let s = SqliteSessions::open(&root.join("sessions.db"), Durability::Full).unwrap();
+        let x = c::session(1, c::identity_id(0), 1_000);
+        s.insert_session(
+            &x,
+            c::audit(lockstep_domain::AuditKind::SessionCreated, Some(x.id)),
+        )
+        .unwrap();
+    }
+    let d = SqliteDirectory::open(&root.join("directory.db"), Durability::Full).unwrap();
+    assert_eq!(
+        d.live_identity_by_user_name("ALICE")
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+    assert_eq!(d.events_after(None, 10).unwrap().len(), 1);
+    let s = SqliteSessions::open(&root.join("sessions.db"), Durability::Full).unwrap();
+    assert_eq!(s.sessions_of(c::identity_id(0)).unwrap().len(), 1);
+    assert_eq!(
+        lockstep_store::verify_chain(s.audit_after(0, 10).unwrap()),
+        Ok(1)
+    );
+}
+
+#[test]
+fn audit_rows_cannot_be_edited_in_place() {
+    let root = dir();
+    let s = SqliteSessions::open(&root.join("sessions.db"), Durability::Off).unwrap();
+    let x = lockstep_store::conformance::session(1, lockstep_store::conformance::identity_id(0), 9);
+    s.insert_session(
+        &x,
+        lockstep_store::conformance::audit(lockstep_domain::AuditKind::SessionCreated, None),
+    )
+    .unwrap();
+    drop(s);
+    let raw = rusqlite::Connection::open(root.join("sessions.db")).unwrap();
+    let err = raw
+        .execute("UPDATE audit SET detail = 'x'", [])
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    let err = raw.execute("DELETE FROM audit", []).unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+}
