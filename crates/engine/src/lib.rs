@@ -1,1 +1,286 @@
+//! The bridge: the only code that touches both the directory and the
+//! session authority.
+//!
+//! Every directory write goes through [`Engine`]: it commits the change and
+//! its ordered directory events, asks [`lockstep_policy::evaluate`] for the
+//! session impact of each event, and applies that impact — session changes,
+//! `directory.*` and `session.*` audit records, and the consumed directory
+//! position — in one session-store transaction, all before the write
+//! returns. If the process dies between the two commits, [`Engine::open`]
+//! replays the directory log from the recorded position before anything is
+//! served, so no acknowledged directory change ever goes unapplied.
+//!
+//! Store calls block; callers on an async runtime run engine methods on a
+//! blocking thread. [`Engine::introspect`] is the exception: it reads only
+//! memory and is cheap enough to call directly.
 
+mod auth;
+mod bridge;
+mod cache;
+pub mod clock;
+mod metrics;
+pub mod secrets;
+mod sessions;
+
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use lockstep_domain::{
+    ClientId, DirectoryEventId, IdentityId, IdentityStatus, SessionId, TokenHash,
+};
+use lockstep_policy::Policy;
+use lockstep_store::{CredentialStore, DirectoryStore, SessionStore, StoreError};
+
+pub use auth::{Principal, PrincipalKind};
+pub use bridge::Applied;
+pub use cache::CachedSession;
+pub use clock::{Clock, Entropy, OsEntropy, SystemClock};
+pub use metrics::Metrics;
+pub use sessions::{CreatedClient, Introspection, IssuedSession, SessionLimits};
+
+/// Why an engine call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No identity has this id or user name.
+    #[error("unknown subject {0:?}")]
+    UnknownSubject(String),
+    /// The identity exists but is not entitled to sessions.
+    #[error("subject {subject:?} is {status} and may not hold sessions")]
+    SubjectNotEntitled {
+        /// The subject as given.
+        subject: String,
+        /// Its status.
+        status: IdentityStatus,
+    },
+    /// The identity was deleted.
+    #[error("subject {0:?} has been deleted")]
+    SubjectDeleted(String),
+    /// A resource does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// `If-Match` or a concurrent writer: the resource changed.
+    #[error("version mismatch: expected {expected}, current {current}")]
+    VersionMismatch {
+        /// What the caller expected.
+        expected: u64,
+        /// What is current.
+        current: u64,
+    },
+    /// A uniqueness constraint.
+    #[error("{field} {value:?} is already in use")]
+    Conflict {
+        /// Attribute.
+        field: &'static str,
+        /// Value.
+        value: String,
+    },
+    /// A requested value is out of bounds.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Which input field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The random source failed.
+    #[error(transparent)]
+    Entropy(#[from] clock::EntropyError),
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Store(StoreError),
+    /// A directory write was committed but its session impact could not be
+    /// applied yet; it will be, before the next write and at start-up.
+    /// Affected sessions were already removed from the introspection cache.
+    #[error("directory change committed but its session impact is pending: {0}")]
+    BridgePending(StoreError),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { field, value } => EngineError::Conflict { field, value },
+            StoreError::VersionMismatch { expected, found } => EngineError::VersionMismatch {
+                expected: expected.unwrap_or(0),
+                current: found.unwrap_or(0),
+            },
+            other => EngineError::Store(other),
+        }
+    }
+}
+
+/// Result alias for engine calls.
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// The three stores the engine joins.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    /// Entitlement truth.
+    pub directory: Arc<dyn DirectoryStore>,
+    /// Session validity, bridge cursor, audit.
+    pub sessions: Arc<dyn SessionStore>,
+    /// API clients and the admin token.
+    pub credentials: Arc<dyn CredentialStore>,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The session-impact policy.
+    pub policy: Policy,
+    /// Session lifetime limits.
+    pub limits: SessionLimits,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default_rules(),
+            limits: SessionLimits::default(),
+        }
+    }
+}
+
+/// State guarded by the writer lock: everything that must be serialised so
+/// that directory events are bridged in order and a session is never opened
+/// between an identity's deactivation and its bridge step.
+#[derive(Debug)]
+struct WriterState {
+    consumed: Option<DirectoryEventId>,
+}
+
+/// The bridge between directory and session authority.
+#[derive(Debug)]
+pub struct Engine {
+    stores: Stores,
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    cache: cache::SessionCache,
+    clients: RwLock<auth::ClientTable>,
+    writer: Mutex<WriterState>,
+    metrics: Metrics,
+}
+
+impl Engine {
+    /// Opens the engine: replays any directory events the session store has
+    /// not consumed yet (a crash between the two commits), then loads live
+    /// sessions and API clients into memory. Call before serving.
+    pub fn open(
+        stores: Stores,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> EngineResult<Self> {
+        let consumed = stores.sessions.consumed()?;
+        let engine = Self {
+            stores,
+            config,
+            clock,
+            entropy,
+            cache: cache::SessionCache::default(),
+            clients: RwLock::new(auth::ClientTable::default()),
+            writer: Mutex::new(WriterState { consumed }),
+            metrics: Metrics::new(),
+        };
+        {
+            let mut writer = engine.lock_writer()?;
+            let replayed = engine.catch_up(&mut writer).map_err(EngineError::from)?;
+            if replayed.events > 0 {
+                tracing::info!(
+                    events = replayed.events,
+                    revoked = replayed.revoked,
+                    "replayed directory events not yet applied to sessions"
+                );
+            }
+        }
+        let now = engine.clock.now();
+        let mut loaded = 0usize;
+        engine.stores.sessions.for_each_live(now, &mut |s| {
+            engine.cache.insert(&s);
+            loaded += 1;
+        })?;
+        engine
+            .metrics
+            .live_sessions
+            .set(i64::try_from(loaded).unwrap_or(i64::MAX));
+        engine.reload_clients()?;
+        Ok(engine)
+    }
+
+    fn lock_writer(&self) -> EngineResult<MutexGuard<'_, WriterState>> {
+        self.writer
+            .lock()
+            .map_err(|_| EngineError::Store(StoreError::Backend("writer lock poisoned".into())))
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The clock the engine uses.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// The stores (read access for protocol layers).
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// Session limits in force.
+    pub fn limits(&self) -> &SessionLimits {
+        &self.config.limits
+    }
+
+    /// A fresh identity id.
+    pub fn new_identity_id(&self) -> EngineResult<IdentityId> {
+        Ok(IdentityId::from_uuid(secrets::uuid_v7(
+            self.clock.now(),
+            self.entropy.as_ref(),
+        )?))
+    }
+
+    fn new_session_id(&self) -> EngineResult<SessionId> {
+        Ok(SessionId::from_uuid(secrets::uuid_v7(
+            self.clock.now(),
+            self.entropy.as_ref(),
+        )?))
+    }
+
+    fn new_client_id(&self) -> EngineResult<ClientId> {
+        Ok(ClientId::from_uuid(secrets::uuid_v7(
+            self.clock.now(),
+            self.entropy.as_ref(),
+        )?))
+    }
+
+    /// Drops expired sessions from memory; returns how many.
+    pub fn sweep_expired(&self) -> usize {
+        let n = self.cache.sweep_expired(self.clock.now());
+        self.metrics
+            .live_sessions
+            .dec_by(i64::try_from(n).unwrap_or(0));
+        n
+    }
+
+    /// How many sessions the introspection cache holds.
+    pub fn cached_sessions(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The directory position the bridge has applied up to.
+    pub fn consumed(&self) -> EngineResult<Option<DirectoryEventId>> {
+        Ok(self.lock_writer()?.consumed)
+    }
+
+    fn forget(&self, hash: &TokenHash) {
+        if self.cache.get(hash).is_some() {
+            self.cache.remove(hash);
+            self.metrics.live_sessions.dec();
+        }
+    }
+}
+
+/// Default lifetime and ceiling of sessions.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15 * 60);

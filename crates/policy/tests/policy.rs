@@ -1,4 +1,5 @@
 //! Property tests of the pure policy function.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 

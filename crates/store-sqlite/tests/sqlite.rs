@@ -1,5 +1,6 @@
 //! The SQLite backend passes the shared conformance suite, and keeps what it
 //! committed across a reopen.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use lockstep_store::{DirectoryStore, SessionStore};
 use lockstep_store_sqlite::{Durability, SqliteDirectory, SqliteSessions};

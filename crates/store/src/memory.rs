@@ -81,9 +81,9 @@ impl DirectoryStore for MemoryDirectory {
             Some(p) => st.identities[p] = identity.clone(),
             None => st.identities.push(identity.clone()),
         }
-        let mut next = st.events.last().map_or(1, |e| e.id.0 + 1);
+        let first = st.events.last().map_or(1, |e| e.id.0 + 1);
         let mut events = Vec::with_capacity(write.changes.len());
-        for change in write.changes {
+        for (next, change) in (first..).zip(write.changes) {
             let event = DirectoryEvent {
                 id: DirectoryEventId(next),
                 at: write.at,
@@ -93,7 +93,6 @@ impl DirectoryStore for MemoryDirectory {
                 change,
                 origin: write.origin.clone(),
             };
-            next += 1;
             st.events.push(event.clone());
             events.push(event);
         }

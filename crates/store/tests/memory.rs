@@ -1,4 +1,5 @@
 //! The reference model passes its own conformance suite.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use lockstep_store::{MemoryDirectory, MemorySessions};
 

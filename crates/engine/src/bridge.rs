@@ -1,0 +1,335 @@
+//! Directory writes and the bridge step that applies their session impact.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use lockstep_domain::{
+    AuditEntry, AuditKind, DirectoryChange, DirectoryEvent, Identity, IdentityId, IdentityStatus,
+    Origin, RevocationReason, Session, SessionState, Timestamp, TokenHash, diff_identity,
+};
+use lockstep_policy::{SessionAction, evaluate};
+use lockstep_store::{IdentityWrite, SessionBatch, SessionUpdate, StoreResult};
+
+use crate::metrics::{KindLabel, ReasonLabel};
+use crate::{Engine, EngineError, EngineResult, WriterState};
+
+/// Events read from the directory log per bridge transaction during replay.
+const REPLAY_CHUNK: usize = 512;
+
+/// The outcome of a directory write, returned only after its session impact
+/// is committed.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The identity as now stored.
+    pub identity: Identity,
+    /// The directory events the write produced (empty: nothing changed).
+    pub events: Vec<DirectoryEvent>,
+    /// How many sessions the write revoked.
+    pub revoked: usize,
+}
+
+/// An update was refused by the caller's closure, or failed in the engine.
+#[derive(Debug)]
+pub enum UpdateError<E> {
+    /// The closure refused the change (e.g. an invalid SCIM PATCH).
+    Rejected(E),
+    /// The engine failed.
+    Engine(EngineError),
+}
+
+impl<E> From<EngineError> for UpdateError<E> {
+    fn from(e: EngineError) -> Self {
+        UpdateError::Engine(e)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CatchUp {
+    pub(crate) events: usize,
+    pub(crate) revoked: usize,
+}
+
+impl Engine {
+    /// Creates an identity. `draft.id` must be fresh (see
+    /// [`Engine::new_identity_id`]); `version`, `created` and `modified`
+    /// are set here.
+    pub fn create_identity(&self, mut draft: Identity, origin: Origin) -> EngineResult<Applied> {
+        let mut writer = self.lock_writer()?;
+        let now = self.clock.now();
+        draft.created = now;
+        draft.modified = now;
+        draft.version = 0;
+        let changes = diff_identity(None, &draft);
+        self.commit_and_bridge(&mut writer, draft, None, changes, origin, now)
+    }
+
+    /// Reads, changes and writes an identity under the writer lock, so the
+    /// closure always sees the current version. `if_match` (a SCIM ETag)
+    /// makes the write fail if the identity has moved on.
+    pub fn update_identity<E>(
+        &self,
+        id: IdentityId,
+        origin: Origin,
+        if_match: Option<u64>,
+        change: impl FnOnce(&Identity) -> Result<Identity, E>,
+    ) -> Result<Applied, UpdateError<E>> {
+        let mut writer = self.lock_writer()?;
+        let current = self.live_identity(id)?;
+        if let Some(expected) = if_match
+            && expected != current.version
+        {
+            return Err(EngineError::VersionMismatch {
+                expected,
+                current: current.version,
+            }
+            .into());
+        }
+        let mut next = change(&current).map_err(UpdateError::Rejected)?;
+        next.id = current.id;
+        next.created = current.created;
+        next.version = current.version;
+        next.modified = current.modified;
+        let changes = diff_identity(Some(&current), &next);
+        if changes.is_empty() {
+            return Ok(Applied {
+                identity: current,
+                events: Vec::new(),
+                revoked: 0,
+            });
+        }
+        let now = self.clock.now();
+        next.modified = now;
+        Ok(self.commit_and_bridge(
+            &mut writer,
+            next,
+            Some(current.version),
+            changes,
+            origin,
+            now,
+        )?)
+    }
+
+    /// Deletes an identity: it becomes a tombstone and every session it
+    /// holds is revoked before this returns.
+    pub fn delete_identity(
+        &self,
+        id: IdentityId,
+        origin: Origin,
+        if_match: Option<u64>,
+    ) -> EngineResult<Applied> {
+        self.update_identity(id, origin, if_match, |current| {
+            let mut next = current.clone();
+            next.status = IdentityStatus::Deprovisioned;
+            Ok::<_, std::convert::Infallible>(next)
+        })
+        .map_err(|e| match e {
+            UpdateError::Engine(e) => e,
+            UpdateError::Rejected(never) => match never {},
+        })
+    }
+
+    /// A live (not deleted) identity, or `NotFound`.
+    pub fn live_identity(&self, id: IdentityId) -> EngineResult<Identity> {
+        match self.stores.directory.identity(id)? {
+            Some(identity) if identity.status != IdentityStatus::Deprovisioned => Ok(identity),
+            _ => Err(EngineError::NotFound(format!("identity {id}"))),
+        }
+    }
+
+    fn commit_and_bridge(
+        &self,
+        writer: &mut WriterState,
+        identity: Identity,
+        expected_version: Option<u64>,
+        changes: Vec<DirectoryChange>,
+        origin: Origin,
+        now: Timestamp,
+    ) -> EngineResult<Applied> {
+        // Events committed earlier whose bridge step failed go first, so the
+        // session store always consumes the log in order.
+        self.catch_up(writer).map_err(EngineError::BridgePending)?;
+        let committed = self.stores.directory.commit_identity(IdentityWrite {
+            identity,
+            expected_version,
+            changes,
+            origin,
+            at: now,
+        })?;
+        let committed_at = self.clock.now();
+        let revoked = self
+            .apply_events(writer, &committed.events, Some(committed_at))
+            .map_err(EngineError::BridgePending)?;
+        Ok(Applied {
+            identity: committed.identity,
+            events: committed.events,
+            revoked,
+        })
+    }
+
+    /// Applies every directory event after the consumed position.
+    pub(crate) fn catch_up(&self, writer: &mut WriterState) -> StoreResult<CatchUp> {
+        let mut total = CatchUp::default();
+        loop {
+            let events = self
+                .stores
+                .directory
+                .events_after(writer.consumed, REPLAY_CHUNK)?;
+            if events.is_empty() {
+                return Ok(total);
+            }
+            total.events += events.len();
+            total.revoked += self.apply_events(writer, &events, None)?;
+        }
+    }
+
+    /// The bridge step: policy decision and session impact for `events`, in
+    /// one session-store transaction together with their audit records and
+    /// the consumed position. Returns the number of sessions revoked.
+    fn apply_events(
+        &self,
+        writer: &mut WriterState,
+        events: &[DirectoryEvent],
+        committed_at: Option<Timestamp>,
+    ) -> StoreResult<usize> {
+        let Some(last) = events.last() else {
+            return Ok(0);
+        };
+        let now = self.clock.now();
+        let mut batch = SessionBatch {
+            consumed: Some(last.id),
+            ..SessionBatch::default()
+        };
+        let mut by_identity: HashMap<IdentityId, Vec<Session>> = HashMap::new();
+        let mut revoked: Vec<(TokenHash, RevocationReason)> = Vec::new();
+        let mut reshaped: Vec<(TokenHash, SessionState, Option<Timestamp>)> = Vec::new();
+        let mut impacted_events = Vec::new();
+        for event in events {
+            let sessions = match by_identity.entry(event.identity) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(self.stores.sessions.sessions_of(event.identity)?),
+            };
+            let decision = evaluate(event, &self.config.policy, sessions, now);
+            batch.audit.push(directory_entry(event));
+            let rule = decision
+                .reasons
+                .first()
+                .map_or("default", |r| r.rule.as_str());
+            let why = decision.reasons.first().map_or("", |r| r.text.as_str());
+            if !decision.actions.is_empty() {
+                impacted_events.push(event.at);
+            }
+            for action in &decision.actions {
+                let Some(session) = sessions.iter_mut().find(|s| s.id == action.session()) else {
+                    continue;
+                };
+                let (kind, update, detail) = match *action {
+                    SessionAction::Revoke { reason, .. } => {
+                        session.state = SessionState::Revoked {
+                            at: now,
+                            reason,
+                            cause: Some(event.id),
+                        };
+                        revoked.push((session.token_hash, reason));
+                        (
+                            AuditKind::SessionRevoked,
+                            None,
+                            format!("reason={reason}; {why}"),
+                        )
+                    }
+                    SessionAction::MarkForRecheck { .. } => {
+                        session.state = SessionState::NeedsRecheck;
+                        reshaped.push((session.token_hash, session.state, None));
+                        (AuditKind::SessionMarkedForRecheck, None, why.to_owned())
+                    }
+                    SessionAction::ShortenExpiry { expires_at, .. } => {
+                        session.expires_at = expires_at;
+                        reshaped.push((session.token_hash, session.state, Some(expires_at)));
+                        (
+                            AuditKind::SessionExpiryShortened,
+                            Some(expires_at),
+                            why.to_owned(),
+                        )
+                    }
+                };
+                batch.updates.push(SessionUpdate {
+                    session: session.id,
+                    state: session.state,
+                    expires_at: update,
+                });
+                batch.audit.push(AuditEntry {
+                    at: now,
+                    kind,
+                    identity: Some(session.identity),
+                    user_name: Some(event.user_name.clone()),
+                    session: Some(session.id),
+                    directory_event: Some(event.id),
+                    actor: format!("policy/{rule}"),
+                    detail,
+                });
+            }
+        }
+        // Fail closed: stop answering "active" before the commit, so there is
+        // no instant in which the revocation is durable but the cache is not.
+        for (hash, _) in &revoked {
+            self.forget(hash);
+        }
+        self.stores.sessions.apply(batch)?;
+        writer.consumed = Some(last.id);
+        for (hash, state, expires_at) in reshaped {
+            self.cache.update(&hash, |c| {
+                c.needs_recheck = matches!(state, SessionState::NeedsRecheck);
+                if let Some(exp) = expires_at {
+                    c.expires_at = exp;
+                }
+            });
+        }
+        let done = self.clock.now();
+        for event in events {
+            self.metrics
+                .directory_events
+                .get_or_create(&KindLabel {
+                    kind: event.change.kind().as_str().to_owned(),
+                })
+                .inc();
+        }
+        for at in impacted_events {
+            self.metrics
+                .observe_propagation(done.since(committed_at.unwrap_or(at).max(at)));
+        }
+        for (_, reason) in &revoked {
+            self.metrics
+                .revocations
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str().to_owned(),
+                })
+                .inc();
+        }
+        Ok(revoked.len())
+    }
+}
+
+fn directory_entry(event: &DirectoryEvent) -> AuditEntry {
+    let mut detail = match &event.change {
+        DirectoryChange::IdentityCreated => format!("kind={}", event.identity_kind),
+        DirectoryChange::IdentityUpdated { changed } => format!("changed={}", changed.join(",")),
+        DirectoryChange::IdentityDeactivated { from, to } => format!("status {from} -> {to}"),
+        DirectoryChange::IdentityReactivated { from } => format!("status {from} -> active"),
+        DirectoryChange::IdentityDeleted => "deleted".to_owned(),
+    };
+    if let Some(source_ref) = &event.origin.source_ref {
+        detail.push_str(&format!("; source_ref={source_ref}"));
+    }
+    AuditEntry {
+        at: event.at,
+        kind: AuditKind::for_change(event.change.kind()),
+        identity: Some(event.identity),
+        user_name: Some(event.user_name.clone()),
+        session: None,
+        directory_event: Some(event.id),
+        actor: match event.origin.client {
+            Some(client) => format!("{}/client:{client}", event.origin.source),
+            None => format!("{}/admin", event.origin.source),
+        },
+        detail,
+    }
+}

@@ -1,0 +1,319 @@
+//! Opening, listing, revoking and introspecting sessions; API clients.
+
+use std::time::Duration;
+
+use lockstep_domain::{
+    ApiClient, AuditEntry, AuditKind, AuditRecord, CredentialKind, Identity, IdentityId,
+    IdentityStatus, RevocationReason, Scope, Session, SessionId, SessionState,
+};
+use lockstep_store::{SessionBatch, SessionUpdate};
+
+use crate::cache::CachedSession;
+use crate::metrics::{ActiveLabel, ReasonLabel};
+use crate::{Engine, EngineError, EngineResult, Principal, secrets};
+
+/// Session lifetime limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Lifetime when the request names none.
+    pub default_ttl: Duration,
+    /// The longest lifetime a request may ask for.
+    pub max_ttl: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            default_ttl: crate::DEFAULT_SESSION_TTL,
+            max_ttl: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+/// A newly opened session with its secret, which is returned exactly once.
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    /// The stored session.
+    pub session: Session,
+    /// The bearer token. Not stored anywhere; shown to the caller once.
+    pub access_token: String,
+}
+
+/// A newly created API client with its secret, returned exactly once.
+#[derive(Debug, Clone)]
+pub struct CreatedClient {
+    /// The stored client.
+    pub client: ApiClient,
+    /// The client secret.
+    pub secret: String,
+}
+
+/// The answer to an introspection: the live session, or nothing.
+pub type Introspection = Option<CachedSession>;
+
+impl Engine {
+    /// Finds the identity a subject names: a SCIM id, else a `userName`.
+    /// Refuses deleted and non-entitled identities with distinct errors.
+    pub fn resolve_subject(&self, subject: &str) -> EngineResult<Identity> {
+        let by_id = match subject.parse::<IdentityId>() {
+            Ok(id) => self.stores.directory.identity(id)?,
+            Err(_) => None,
+        };
+        let identity = match by_id {
+            Some(identity) => identity,
+            None => match self.stores.directory.live_identity_by_user_name(subject)? {
+                Some(identity) => identity,
+                None if self.stores.directory.deleted_user_name_exists(subject)? => {
+                    return Err(EngineError::SubjectDeleted(subject.to_owned()));
+                }
+                None => return Err(EngineError::UnknownSubject(subject.to_owned())),
+            },
+        };
+        match identity.status {
+            IdentityStatus::Active => Ok(identity),
+            IdentityStatus::Deprovisioned => Err(EngineError::SubjectDeleted(subject.to_owned())),
+            status => Err(EngineError::SubjectNotEntitled {
+                subject: subject.to_owned(),
+                status,
+            }),
+        }
+    }
+
+    /// Opens a session for an entitled subject.
+    ///
+    /// Runs under the writer lock, so it cannot interleave with a
+    /// deactivation: either the session exists before the deactivation is
+    /// bridged (and is revoked by it) or the deactivation is seen here.
+    pub fn open_session(
+        &self,
+        subject: &str,
+        ttl: Option<Duration>,
+        principal: &Principal,
+    ) -> EngineResult<IssuedSession> {
+        let limits = self.config.limits;
+        let ttl = ttl.unwrap_or(limits.default_ttl);
+        if ttl.is_zero() || ttl > limits.max_ttl {
+            return Err(EngineError::Invalid {
+                field: "ttl",
+                message: format!(
+                    "must be more than 0s and at most {}s",
+                    limits.max_ttl.as_secs()
+                ),
+            });
+        }
+        let mut writer = self.lock_writer()?;
+        self.catch_up(&mut writer)
+            .map_err(EngineError::BridgePending)?;
+        let identity = self.resolve_subject(subject)?;
+        let access_token = secrets::mint(secrets::ACCESS_TOKEN_PREFIX, self.entropy.as_ref())?;
+        let now = self.clock.now();
+        let session = Session {
+            id: self.new_session_id()?,
+            identity: identity.id,
+            kind: CredentialKind::AccessToken,
+            token_hash: secrets::hash(&access_token),
+            client: principal.client_id(),
+            user_name: identity.user_name.clone(),
+            claims_version: identity.version,
+            issued_at: now,
+            expires_at: now.plus(ttl),
+            state: SessionState::Active,
+        };
+        self.stores.sessions.insert_session(
+            &session,
+            AuditEntry {
+                at: now,
+                kind: AuditKind::SessionCreated,
+                identity: Some(identity.id),
+                user_name: Some(identity.user_name),
+                session: Some(session.id),
+                directory_event: None,
+                actor: principal.actor(),
+                detail: format!("ttl={}s", ttl.as_secs()),
+            },
+        )?;
+        drop(writer);
+        self.cache.insert(&session);
+        self.metrics.sessions_opened.inc();
+        self.metrics.live_sessions.inc();
+        Ok(IssuedSession {
+            session,
+            access_token,
+        })
+    }
+
+    /// Every session of the identity a subject names (deleted and disabled
+    /// identities included, so an operator can see what was cut).
+    pub fn list_sessions(&self, subject: &str) -> EngineResult<Vec<Session>> {
+        let id = match subject.parse::<IdentityId>() {
+            Ok(id) => Some(id),
+            Err(_) => self
+                .stores
+                .directory
+                .live_identity_by_user_name(subject)?
+                .map(|i| i.id),
+        };
+        match id {
+            Some(id) => Ok(self.stores.sessions.sessions_of(id)?),
+            None => Err(EngineError::UnknownSubject(subject.to_owned())),
+        }
+    }
+
+    /// Revokes one session by id. Returns `false` if it was already revoked.
+    pub fn revoke_session(&self, id: SessionId, principal: &Principal) -> EngineResult<bool> {
+        let reason = RevocationReason::AdminRevoked;
+        let session = self
+            .stores
+            .sessions
+            .session(id)?
+            .ok_or_else(|| EngineError::NotFound(format!("session {id}")))?;
+        self.revoke(session, reason, principal)
+    }
+
+    /// RFC 7009 revocation by token value. Unknown tokens are not an error.
+    pub fn revoke_token(&self, token: &str, principal: &Principal) -> EngineResult<()> {
+        let hash = secrets::hash(token);
+        if let Some(session) = self.stores.sessions.session_by_token(&hash)? {
+            self.revoke(session, RevocationReason::ClientRevoked, principal)?;
+        }
+        Ok(())
+    }
+
+    fn revoke(
+        &self,
+        session: Session,
+        reason: RevocationReason,
+        principal: &Principal,
+    ) -> EngineResult<bool> {
+        if session.state.is_revoked() {
+            return Ok(false);
+        }
+        let _writer = self.lock_writer()?;
+        let now = self.clock.now();
+        self.forget(&session.token_hash);
+        let sealed = self.stores.sessions.apply(SessionBatch {
+            consumed: None,
+            updates: vec![SessionUpdate {
+                session: session.id,
+                state: SessionState::Revoked {
+                    at: now,
+                    reason,
+                    cause: None,
+                },
+                expires_at: None,
+            }],
+            audit: vec![AuditEntry {
+                at: now,
+                kind: AuditKind::SessionRevoked,
+                identity: Some(session.identity),
+                user_name: Some(session.user_name.clone()),
+                session: Some(session.id),
+                directory_event: None,
+                actor: principal.actor(),
+                detail: format!("reason={reason}"),
+            }],
+        })?;
+        self.metrics
+            .revocations
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str().to_owned(),
+            })
+            .inc();
+        Ok(!sealed.is_empty())
+    }
+
+    /// RFC 7662 introspection. Answers from memory; only a session marked
+    /// for re-check consults the directory.
+    pub fn introspect(&self, token: &str) -> Introspection {
+        let answer = self.introspect_inner(token);
+        let label = ActiveLabel {
+            active: if answer.is_some() { "true" } else { "false" }.to_owned(),
+        };
+        self.metrics.introspections.get_or_create(&label).inc();
+        answer
+    }
+
+    fn introspect_inner(&self, token: &str) -> Introspection {
+        let hash = secrets::hash(token);
+        let session = self.cache.get(&hash)?;
+        if self.clock.now() >= session.expires_at {
+            return None;
+        }
+        if session.needs_recheck {
+            // A fresh decision against the current directory.
+            let entitled = self
+                .stores
+                .directory
+                .identity(session.identity)
+                .ok()
+                .flatten()
+                .is_some_and(|i| i.status.is_entitled());
+            if !entitled {
+                return None;
+            }
+            self.cache.update(&hash, |c| c.needs_recheck = false);
+        }
+        Some(session)
+    }
+
+    /// Creates an API client. The secret is returned once and stored only
+    /// as a hash.
+    pub fn create_client(
+        &self,
+        name: &str,
+        scopes: &[Scope],
+        principal: &Principal,
+    ) -> EngineResult<CreatedClient> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(EngineError::Invalid {
+                field: "name",
+                message: "must be 1 to 200 characters".into(),
+            });
+        }
+        if scopes.is_empty() {
+            return Err(EngineError::Invalid {
+                field: "scopes",
+                message: "at least one scope is required".into(),
+            });
+        }
+        let mut scopes = scopes.to_vec();
+        scopes.sort();
+        scopes.dedup();
+        let secret = secrets::mint(secrets::CLIENT_SECRET_PREFIX, self.entropy.as_ref())?;
+        let now = self.clock.now();
+        let client = ApiClient {
+            id: self.new_client_id()?,
+            name: name.to_owned(),
+            secret_hash: secrets::hash(&secret),
+            scopes,
+            created: now,
+        };
+        let scope_names: Vec<&str> = client.scopes.iter().map(|s| s.as_str()).collect();
+        self.stores.credentials.insert_client(
+            &client,
+            AuditEntry {
+                at: now,
+                kind: AuditKind::ClientCreated,
+                identity: None,
+                user_name: None,
+                session: None,
+                directory_event: None,
+                actor: principal.actor(),
+                detail: format!(
+                    "client={} name={} scopes={}",
+                    client.id,
+                    client.name,
+                    scope_names.join(",")
+                ),
+            },
+        )?;
+        self.remember_client(client.clone());
+        Ok(CreatedClient { client, secret })
+    }
+
+    /// A page of the audit trail, oldest first.
+    pub fn audit_page(&self, after: u64, limit: usize) -> EngineResult<Vec<AuditRecord>> {
+        Ok(self.stores.sessions.audit_after(after, limit)?)
+    }
+}
