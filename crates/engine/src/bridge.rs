@@ -148,6 +148,11 @@ impl Engine {
         // Events committed earlier whose bridge step failed go first, so the
         // session store always consumes the log in order.
         self.catch_up(writer).map_err(EngineError::BridgePending)?;
+        // The source's own identifier for an identity is its externalId.
+        let mut origin = origin;
+        if origin.source_ref.is_none() {
+            origin.source_ref.clone_from(&identity.external_id);
+        }
         let committed = self.stores.directory.commit_identity(IdentityWrite {
             identity,
             expected_version,
