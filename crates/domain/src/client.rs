@@ -18,12 +18,7 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope.
-    pub const ALL: &'static [Scope] = &[
-        Scope::Scim,
-        Scope::Sessions,
-        Scope::Introspect,
-        Scope::Audit,
-    ];
+    pub const ALL: &'static [Scope] = &[Scope::Scim, Scope::Sessions, Scope::Introspect, Scope::Audit];
 
     /// Stable name.
     pub const fn as_str(self) -> &'static str {
@@ -43,10 +38,7 @@ impl std::str::FromStr for Scope {
             .iter()
             .copied()
             .find(|scope| scope.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "scope",
-                got: s.to_owned(),
-            })
+            .ok_or_else(|| UnknownName { what: "scope", got: s.to_owned() })
     }
 }
 

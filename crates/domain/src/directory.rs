@@ -272,10 +272,7 @@ mod tests {
 
     #[test]
     fn creation_is_one_event() {
-        assert_eq!(
-            diff_identity(None, &alice()),
-            vec![DirectoryChange::IdentityCreated]
-        );
+        assert_eq!(diff_identity(None, &alice()), vec![DirectoryChange::IdentityCreated]);
     }
 
     #[test]
@@ -291,9 +288,7 @@ mod tests {
         assert_eq!(
             diff_identity(Some(&alice()), &after),
             vec![
-                DirectoryChange::IdentityUpdated {
-                    changed: vec!["userName".into()]
-                },
+                DirectoryChange::IdentityUpdated { changed: vec!["userName".into()] },
                 DirectoryChange::IdentityDeactivated {
                     from: IdentityStatus::Active,
                     to: IdentityStatus::Disabled
@@ -308,16 +303,11 @@ mod tests {
         disabled.status = IdentityStatus::Disabled;
         assert_eq!(
             diff_identity(Some(&disabled), &alice()),
-            vec![DirectoryChange::IdentityReactivated {
-                from: IdentityStatus::Disabled
-            }]
+            vec![DirectoryChange::IdentityReactivated { from: IdentityStatus::Disabled }]
         );
         let mut gone = alice();
         gone.status = IdentityStatus::Deprovisioned;
-        assert_eq!(
-            diff_identity(Some(&disabled), &gone),
-            vec![DirectoryChange::IdentityDeleted]
-        );
+        assert_eq!(diff_identity(Some(&disabled), &gone), vec![DirectoryChange::IdentityDeleted]);
     }
 
     #[test]

@@ -51,9 +51,6 @@ mod tests {
 
     #[test]
     fn plus_saturates() {
-        assert_eq!(
-            Timestamp(i64::MAX - 1).plus(Duration::from_secs(10)).0,
-            i64::MAX
-        );
+        assert_eq!(Timestamp(i64::MAX - 1).plus(Duration::from_secs(10)).0, i64::MAX);
     }
 }

@@ -1,6 +1,7 @@
 //! Who is calling: the admin, or an API client with scopes.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use lockstep_domain::{ApiClient, ClientId, Scope, TokenHash};
 
@@ -29,11 +30,7 @@ pub struct Principal {
 impl Principal {
     /// The admin principal (also used by local CLI commands).
     pub fn admin() -> Self {
-        Self {
-            kind: PrincipalKind::Admin,
-            scopes: Scope::ALL.to_vec(),
-            name: "admin".into(),
-        }
+        Self { kind: PrincipalKind::Admin, scopes: Scope::ALL.to_vec(), name: "admin".into() }
     }
 
     /// Whether the caller may use `scope`.
@@ -133,23 +130,52 @@ impl Engine {
     /// Authenticates a bearer token: the admin token or a client secret.
     pub fn authenticate_bearer(&self, token: &str) -> Option<Principal> {
         let hash = secrets::hash(token);
+        self.bearer_lookup(&hash).or_else(|| {
+            self.reload_after_miss();
+            self.bearer_lookup(&hash)
+        })
+    }
+
+    fn bearer_lookup(&self, hash: &TokenHash) -> Option<Principal> {
         let table = self.clients.read().unwrap_or_else(|p| p.into_inner());
-        if table
-            .admin
-            .is_some_and(|admin| secrets::same(&admin, &hash))
-        {
+        if table.admin.is_some_and(|admin| secrets::same(&admin, hash)) {
             return Some(Principal::admin());
         }
-        table.by_hash.get(&hash).map(Principal::client)
+        table.by_hash.get(hash).map(Principal::client)
     }
 
     /// Authenticates HTTP Basic `client_id:client_secret`.
     pub fn authenticate_basic(&self, client_id: &str, secret: &str) -> Option<Principal> {
         let id = client_id.parse::<ClientId>().ok()?;
         let hash = secrets::hash(secret);
-        let table = self.clients.read().unwrap_or_else(|p| p.into_inner());
-        let client = table.by_id.get(&id)?;
-        secrets::same(&client.secret_hash, &hash).then(|| Principal::client(client))
+        let lookup = || {
+            let table = self.clients.read().unwrap_or_else(|p| p.into_inner());
+            let client = table.by_id.get(&id)?;
+            secrets::same(&client.secret_hash, &hash).then(|| Principal::client(client))
+        };
+        lookup().or_else(|| {
+            self.reload_after_miss();
+            lookup()
+        })
+    }
+
+    /// Clients created by `lockstep clients create` while the server runs
+    /// land in the store, not in this process's memory: on a failed
+    /// authentication, re-read them, at most once per second so that bad
+    /// credentials cannot turn into a stream of disk reads.
+    fn reload_after_miss(&self) {
+        let now = self.clock.now().micros();
+        let last = self.last_client_reload.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 1_000_000 {
+            return;
+        }
+        let won = self.last_client_reload.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed);
+        if won.is_err() {
+            return;
+        }
+        if let Err(e) = self.reload_clients() {
+            tracing::warn!(error = %e, "could not reload API clients");
+        }
     }
 
     /// Every API client (without secrets; only hashes are held).

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use lockstep_domain::{
-    AuditEntry, AuditKind, DirectoryChange, DirectoryEvent, Identity, IdentityId, IdentityStatus,
-    Origin, RevocationReason, Session, SessionState, Timestamp, TokenHash, diff_identity,
+    AuditEntry, AuditKind, DirectoryChange, DirectoryEvent, Identity, IdentityId, IdentityStatus, Origin,
+    RevocationReason, Session, SessionState, Timestamp, TokenHash, diff_identity,
 };
 use lockstep_policy::{SessionAction, evaluate};
 use lockstep_store::{IdentityWrite, SessionBatch, SessionUpdate, StoreResult};
@@ -78,11 +78,7 @@ impl Engine {
         if let Some(expected) = if_match
             && expected != current.version
         {
-            return Err(EngineError::VersionMismatch {
-                expected,
-                current: current.version,
-            }
-            .into());
+            return Err(EngineError::VersionMismatch { expected, current: current.version }.into());
         }
         let mut next = change(&current).map_err(UpdateError::Rejected)?;
         next.id = current.id;
@@ -91,22 +87,11 @@ impl Engine {
         next.modified = current.modified;
         let changes = diff_identity(Some(&current), &next);
         if changes.is_empty() {
-            return Ok(Applied {
-                identity: current,
-                events: Vec::new(),
-                revoked: 0,
-            });
+            return Ok(Applied { identity: current, events: Vec::new(), revoked: 0 });
         }
         let now = self.clock.now();
         next.modified = now;
-        Ok(self.commit_and_bridge(
-            &mut writer,
-            next,
-            Some(current.version),
-            changes,
-            origin,
-            now,
-        )?)
+        Ok(self.commit_and_bridge(&mut writer, next, Some(current.version), changes, origin, now)?)
     }
 
     /// Deletes an identity: it becomes a tombstone and every session it
@@ -164,21 +149,14 @@ impl Engine {
         let revoked = self
             .apply_events(writer, &committed.events, Some(committed_at))
             .map_err(EngineError::BridgePending)?;
-        Ok(Applied {
-            identity: committed.identity,
-            events: committed.events,
-            revoked,
-        })
+        Ok(Applied { identity: committed.identity, events: committed.events, revoked })
     }
 
     /// Applies every directory event after the consumed position.
     pub(crate) fn catch_up(&self, writer: &mut WriterState) -> StoreResult<CatchUp> {
         let mut total = CatchUp::default();
         loop {
-            let events = self
-                .stores
-                .directory
-                .events_after(writer.consumed, REPLAY_CHUNK)?;
+            let events = self.stores.directory.events_after(writer.consumed, REPLAY_CHUNK)?;
             if events.is_empty() {
                 return Ok(total);
             }
@@ -200,10 +178,7 @@ impl Engine {
             return Ok(0);
         };
         let now = self.clock.now();
-        let mut batch = SessionBatch {
-            consumed: Some(last.id),
-            ..SessionBatch::default()
-        };
+        let mut batch = SessionBatch { consumed: Some(last.id), ..SessionBatch::default() };
         let mut by_identity: HashMap<IdentityId, Vec<Session>> = HashMap::new();
         let mut revoked: Vec<(TokenHash, RevocationReason)> = Vec::new();
         let mut reshaped: Vec<(TokenHash, SessionState, Option<Timestamp>)> = Vec::new();
@@ -215,10 +190,7 @@ impl Engine {
             };
             let decision = evaluate(event, &self.config.policy, sessions, now);
             batch.audit.push(directory_entry(event));
-            let rule = decision
-                .reasons
-                .first()
-                .map_or("default", |r| r.rule.as_str());
+            let rule = decision.reasons.first().map_or("default", |r| r.rule.as_str());
             let why = decision.reasons.first().map_or("", |r| r.text.as_str());
             if !decision.actions.is_empty() {
                 impacted_events.push(event.at);
@@ -229,17 +201,9 @@ impl Engine {
                 };
                 let (kind, update, detail) = match *action {
                     SessionAction::Revoke { reason, .. } => {
-                        session.state = SessionState::Revoked {
-                            at: now,
-                            reason,
-                            cause: Some(event.id),
-                        };
+                        session.state = SessionState::Revoked { at: now, reason, cause: Some(event.id) };
                         revoked.push((session.token_hash, reason));
-                        (
-                            AuditKind::SessionRevoked,
-                            None,
-                            format!("reason={reason}; {why}"),
-                        )
+                        (AuditKind::SessionRevoked, None, format!("reason={reason}; {why}"))
                     }
                     SessionAction::MarkForRecheck { .. } => {
                         session.state = SessionState::NeedsRecheck;
@@ -249,11 +213,7 @@ impl Engine {
                     SessionAction::ShortenExpiry { expires_at, .. } => {
                         session.expires_at = expires_at;
                         reshaped.push((session.token_hash, session.state, Some(expires_at)));
-                        (
-                            AuditKind::SessionExpiryShortened,
-                            Some(expires_at),
-                            why.to_owned(),
-                        )
+                        (AuditKind::SessionExpiryShortened, Some(expires_at), why.to_owned())
                     }
                 };
                 batch.updates.push(SessionUpdate {
@@ -292,22 +252,14 @@ impl Engine {
         for event in events {
             self.metrics
                 .directory_events
-                .get_or_create(&KindLabel {
-                    kind: event.change.kind().as_str().to_owned(),
-                })
+                .get_or_create(&KindLabel { kind: event.change.kind().as_str().to_owned() })
                 .inc();
         }
         for at in impacted_events {
-            self.metrics
-                .observe_propagation(done.since(committed_at.unwrap_or(at).max(at)));
+            self.metrics.observe_propagation(done.since(committed_at.unwrap_or(at).max(at)));
         }
         for (_, reason) in &revoked {
-            self.metrics
-                .revocations
-                .get_or_create(&ReasonLabel {
-                    reason: reason.as_str().to_owned(),
-                })
-                .inc();
+            self.metrics.revocations.get_or_create(&ReasonLabel { reason: reason.as_str().to_owned() }).inc();
         }
         Ok(revoked.len())
     }

@@ -14,9 +14,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::RwLock;
 
-use lockstep_domain::{
-    ClientId, IdentityId, Session, SessionId, SessionState, Timestamp, TokenHash,
-};
+use lockstep_domain::{ClientId, IdentityId, Session, SessionId, SessionState, Timestamp, TokenHash};
 
 const SHARDS: usize = 64;
 
@@ -78,9 +76,7 @@ pub struct SessionCache {
 
 impl Default for SessionCache {
     fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
-        }
+        Self { shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect() }
     }
 }
 
@@ -93,10 +89,7 @@ impl SessionCache {
     /// Adds a live session.
     pub fn insert(&self, session: &Session) {
         let entry = CachedSession::from_session(session);
-        let mut shard = self
-            .shard(&session.token_hash)
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut shard = self.shard(&session.token_hash).write().unwrap_or_else(|p| p.into_inner());
         shard.insert(session.token_hash, entry);
     }
 
@@ -122,10 +115,7 @@ impl SessionCache {
 
     /// Number of cached sessions.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().map_or(0, |s| s.len()))
-            .sum()
+        self.shards.iter().map(|s| s.read().map_or(0, |s| s.len())).sum()
     }
 
     /// Drops entries that expired before `now` (memory hygiene; expired

@@ -22,17 +22,16 @@ mod metrics;
 pub mod secrets;
 mod sessions;
 
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use lockstep_domain::{
-    ClientId, DirectoryEventId, IdentityId, IdentityStatus, SessionId, TokenHash,
-};
+use lockstep_domain::{ClientId, DirectoryEventId, IdentityId, IdentityStatus, SessionId, TokenHash};
 use lockstep_policy::Policy;
 use lockstep_store::{CredentialStore, DirectoryStore, SessionStore, StoreError};
 
 pub use auth::{Principal, PrincipalKind};
-pub use bridge::Applied;
+pub use bridge::{Applied, UpdateError};
 pub use cache::CachedSession;
 pub use clock::{Clock, Entropy, OsEntropy, SystemClock};
 pub use metrics::Metrics;
@@ -99,10 +98,9 @@ impl From<StoreError> for EngineError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict { field, value } => EngineError::Conflict { field, value },
-            StoreError::VersionMismatch { expected, found } => EngineError::VersionMismatch {
-                expected: expected.unwrap_or(0),
-                current: found.unwrap_or(0),
-            },
+            StoreError::VersionMismatch { expected, found } => {
+                EngineError::VersionMismatch { expected: expected.unwrap_or(0), current: found.unwrap_or(0) }
+            }
             other => EngineError::Store(other),
         }
     }
@@ -133,10 +131,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self {
-            policy: Policy::default_rules(),
-            limits: SessionLimits::default(),
-        }
+        Self { policy: Policy::default_rules(), limits: SessionLimits::default() }
     }
 }
 
@@ -159,6 +154,8 @@ pub struct Engine {
     clients: RwLock<auth::ClientTable>,
     writer: Mutex<WriterState>,
     metrics: Metrics,
+    /// When API clients were last re-read after an authentication miss.
+    last_client_reload: AtomicI64,
 }
 
 impl Engine {
@@ -181,6 +178,7 @@ impl Engine {
             clients: RwLock::new(auth::ClientTable::default()),
             writer: Mutex::new(WriterState { consumed }),
             metrics: Metrics::new(),
+            last_client_reload: AtomicI64::new(0),
         };
         {
             let mut writer = engine.lock_writer()?;
@@ -199,18 +197,13 @@ impl Engine {
             engine.cache.insert(&s);
             loaded += 1;
         })?;
-        engine
-            .metrics
-            .live_sessions
-            .set(i64::try_from(loaded).unwrap_or(i64::MAX));
+        engine.metrics.live_sessions.set(i64::try_from(loaded).unwrap_or(i64::MAX));
         engine.reload_clients()?;
         Ok(engine)
     }
 
     fn lock_writer(&self) -> EngineResult<MutexGuard<'_, WriterState>> {
-        self.writer
-            .lock()
-            .map_err(|_| EngineError::Store(StoreError::Backend("writer lock poisoned".into())))
+        self.writer.lock().map_err(|_| EngineError::Store(StoreError::Backend("writer lock poisoned".into())))
     }
 
     /// The metrics registry.
@@ -235,32 +228,21 @@ impl Engine {
 
     /// A fresh identity id.
     pub fn new_identity_id(&self) -> EngineResult<IdentityId> {
-        Ok(IdentityId::from_uuid(secrets::uuid_v7(
-            self.clock.now(),
-            self.entropy.as_ref(),
-        )?))
+        Ok(IdentityId::from_uuid(secrets::uuid_v7(self.clock.now(), self.entropy.as_ref())?))
     }
 
     fn new_session_id(&self) -> EngineResult<SessionId> {
-        Ok(SessionId::from_uuid(secrets::uuid_v7(
-            self.clock.now(),
-            self.entropy.as_ref(),
-        )?))
+        Ok(SessionId::from_uuid(secrets::uuid_v7(self.clock.now(), self.entropy.as_ref())?))
     }
 
     fn new_client_id(&self) -> EngineResult<ClientId> {
-        Ok(ClientId::from_uuid(secrets::uuid_v7(
-            self.clock.now(),
-            self.entropy.as_ref(),
-        )?))
+        Ok(ClientId::from_uuid(secrets::uuid_v7(self.clock.now(), self.entropy.as_ref())?))
     }
 
     /// Drops expired sessions from memory; returns how many.
     pub fn sweep_expired(&self) -> usize {
         let n = self.cache.sweep_expired(self.clock.now());
-        self.metrics
-            .live_sessions
-            .dec_by(i64::try_from(n).unwrap_or(0));
+        self.metrics.live_sessions.dec_by(i64::try_from(n).unwrap_or(0));
         n
     }
 

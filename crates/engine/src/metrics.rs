@@ -61,9 +61,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("lockstep");
         // 25 µs … ~13 s, doubling: propagation is normally sub-millisecond
         // to a few milliseconds; the tail shows fsync stalls.
-        let propagation = Histogram::new(
-            prometheus_client::metrics::histogram::exponential_buckets(0.000_025, 2.0, 20),
-        );
+        let propagation =
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_025, 2.0, 20));
         registry.register_with_unit(
             "revocation_propagation",
             "Time from a directory event's commit to the commit of its session impact",
@@ -77,29 +76,13 @@ impl Metrics {
             directory_events.clone(),
         );
         let revocations = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "session_revocations",
-            "Sessions revoked",
-            revocations.clone(),
-        );
+        registry.register("session_revocations", "Sessions revoked", revocations.clone());
         let sessions_opened = Counter::default();
-        registry.register(
-            "sessions_opened",
-            "Sessions opened",
-            sessions_opened.clone(),
-        );
+        registry.register("sessions_opened", "Sessions opened", sessions_opened.clone());
         let introspections = Family::<ActiveLabel, Counter>::default();
-        registry.register(
-            "introspections",
-            "Token introspection answers",
-            introspections.clone(),
-        );
+        registry.register("introspections", "Token introspection answers", introspections.clone());
         let live_sessions = Gauge::default();
-        registry.register(
-            "live_sessions",
-            "Sessions held in the introspection cache",
-            live_sessions.clone(),
-        );
+        registry.register("live_sessions", "Sessions held in the introspection cache", live_sessions.clone());
         Self {
             registry,
             propagation,

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use lockstep_domain::{
-    ApiClient, AuditEntry, AuditKind, AuditRecord, CredentialKind, Identity, IdentityId,
-    IdentityStatus, RevocationReason, Scope, Session, SessionId, SessionState,
+    ApiClient, AuditEntry, AuditKind, AuditRecord, CredentialKind, Identity, IdentityId, IdentityStatus,
+    RevocationReason, Scope, Session, SessionId, SessionState,
 };
 use lockstep_store::{SessionBatch, SessionUpdate};
 
@@ -23,10 +23,7 @@ pub struct SessionLimits {
 
 impl Default for SessionLimits {
     fn default() -> Self {
-        Self {
-            default_ttl: crate::DEFAULT_SESSION_TTL,
-            max_ttl: Duration::from_secs(12 * 3600),
-        }
+        Self { default_ttl: crate::DEFAULT_SESSION_TTL, max_ttl: Duration::from_secs(12 * 3600) }
     }
 }
 
@@ -72,10 +69,7 @@ impl Engine {
         match identity.status {
             IdentityStatus::Active => Ok(identity),
             IdentityStatus::Deprovisioned => Err(EngineError::SubjectDeleted(subject.to_owned())),
-            status => Err(EngineError::SubjectNotEntitled {
-                subject: subject.to_owned(),
-                status,
-            }),
+            status => Err(EngineError::SubjectNotEntitled { subject: subject.to_owned(), status }),
         }
     }
 
@@ -95,15 +89,11 @@ impl Engine {
         if ttl.is_zero() || ttl > limits.max_ttl {
             return Err(EngineError::Invalid {
                 field: "ttl",
-                message: format!(
-                    "must be more than 0s and at most {}s",
-                    limits.max_ttl.as_secs()
-                ),
+                message: format!("must be more than 0s and at most {}s", limits.max_ttl.as_secs()),
             });
         }
         let mut writer = self.lock_writer()?;
-        self.catch_up(&mut writer)
-            .map_err(EngineError::BridgePending)?;
+        self.catch_up(&mut writer).map_err(EngineError::BridgePending)?;
         let identity = self.resolve_subject(subject)?;
         let access_token = secrets::mint(secrets::ACCESS_TOKEN_PREFIX, self.entropy.as_ref())?;
         let now = self.clock.now();
@@ -136,10 +126,7 @@ impl Engine {
         self.cache.insert(&session);
         self.metrics.sessions_opened.inc();
         self.metrics.live_sessions.inc();
-        Ok(IssuedSession {
-            session,
-            access_token,
-        })
+        Ok(IssuedSession { session, access_token })
     }
 
     /// Every session of the identity a subject names (deleted and disabled
@@ -147,11 +134,7 @@ impl Engine {
     pub fn list_sessions(&self, subject: &str) -> EngineResult<Vec<Session>> {
         let id = match subject.parse::<IdentityId>() {
             Ok(id) => Some(id),
-            Err(_) => self
-                .stores
-                .directory
-                .live_identity_by_user_name(subject)?
-                .map(|i| i.id),
+            Err(_) => self.stores.directory.live_identity_by_user_name(subject)?.map(|i| i.id),
         };
         match id {
             Some(id) => Ok(self.stores.sessions.sessions_of(id)?),
@@ -195,11 +178,7 @@ impl Engine {
             consumed: None,
             updates: vec![SessionUpdate {
                 session: session.id,
-                state: SessionState::Revoked {
-                    at: now,
-                    reason,
-                    cause: None,
-                },
+                state: SessionState::Revoked { at: now, reason, cause: None },
                 expires_at: None,
             }],
             audit: vec![AuditEntry {
@@ -213,12 +192,7 @@ impl Engine {
                 detail: format!("reason={reason}"),
             }],
         })?;
-        self.metrics
-            .revocations
-            .get_or_create(&ReasonLabel {
-                reason: reason.as_str().to_owned(),
-            })
-            .inc();
+        self.metrics.revocations.get_or_create(&ReasonLabel { reason: reason.as_str().to_owned() }).inc();
         Ok(!sealed.is_empty())
     }
 
@@ -226,9 +200,7 @@ impl Engine {
     /// for re-check consults the directory.
     pub fn introspect(&self, token: &str) -> Introspection {
         let answer = self.introspect_inner(token);
-        let label = ActiveLabel {
-            active: if answer.is_some() { "true" } else { "false" }.to_owned(),
-        };
+        let label = ActiveLabel { active: if answer.is_some() { "true" } else { "false" }.to_owned() };
         self.metrics.introspections.get_or_create(&label).inc();
         answer
     }
@@ -300,12 +272,7 @@ impl Engine {
                 session: None,
                 directory_event: None,
                 actor: principal.actor(),
-                detail: format!(
-                    "client={} name={} scopes={}",
-                    client.id,
-                    client.name,
-                    scope_names.join(",")
-                ),
+                detail: format!("client={} name={} scopes={}", client.id, client.name, scope_names.join(",")),
             },
         )?;
         self.remember_client(client.clone());

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use lockstep_domain::{
-    AuditKind, DirectoryChange, Identity, IdentityKind, IdentityStatus, Origin, RevocationReason,
-    Scope, SessionState, SourceId, Timestamp,
+    AuditKind, DirectoryChange, Identity, IdentityKind, IdentityStatus, Origin, RevocationReason, Scope,
+    SessionState, SourceId, Timestamp,
 };
 use lockstep_engine::{Clock, Engine, EngineConfig, EngineError, OsEntropy, Principal, Stores};
 use lockstep_store::{DirectoryStore, IdentityWrite, verify_chain};
@@ -24,12 +24,9 @@ impl Clock for ManualClock {
 }
 
 fn stores(dir: &Path) -> Stores {
-    let sessions =
-        Arc::new(SqliteSessions::open(&dir.join("sessions.db"), Durability::Normal).unwrap());
+    let sessions = Arc::new(SqliteSessions::open(&dir.join("sessions.db"), Durability::Normal).unwrap());
     Stores {
-        directory: Arc::new(
-            SqliteDirectory::open(&dir.join("directory.db"), Durability::Normal).unwrap(),
-        ),
+        directory: Arc::new(SqliteDirectory::open(&dir.join("directory.db"), Durability::Normal).unwrap()),
         sessions: sessions.clone(),
         credentials: sessions,
     }
@@ -37,21 +34,11 @@ fn stores(dir: &Path) -> Stores {
 
 fn open(dir: &Path) -> Engine {
     let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000_000)));
-    Engine::open(
-        stores(dir),
-        EngineConfig::default(),
-        clock,
-        Arc::new(OsEntropy),
-    )
-    .unwrap()
+    Engine::open(stores(dir), EngineConfig::default(), clock, Arc::new(OsEntropy)).unwrap()
 }
 
 fn origin() -> Origin {
-    Origin {
-        source: SourceId::new("scim"),
-        client: None,
-        source_ref: Some("hr-42".into()),
-    }
+    Origin { source: SourceId::new("scim"), client: None, source_ref: Some("hr-42".into()) }
 }
 
 fn draft(engine: &Engine, user_name: &str) -> Identity {
@@ -69,11 +56,7 @@ fn draft(engine: &Engine, user_name: &str) -> Identity {
     }
 }
 
-fn set_status(
-    engine: &Engine,
-    identity: &Identity,
-    status: IdentityStatus,
-) -> lockstep_engine::Applied {
+fn set_status(engine: &Engine, identity: &Identity, status: IdentityStatus) -> lockstep_engine::Applied {
     engine
         .update_identity(identity.id, origin(), None, |cur| {
             let mut next = cur.clone();
@@ -87,100 +70,55 @@ fn set_status(
 fn deactivation_revokes_before_the_write_returns_and_is_audited_with_its_cause() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
-    let alice = engine
-        .create_identity(draft(&engine, "alice"), origin())
-        .unwrap()
-        .identity;
-    engine
-        .create_identity(draft(&engine, "bob"), origin())
-        .unwrap();
-    let a1 = engine
-        .open_session("alice", None, &Principal::admin())
-        .unwrap();
+    let alice = engine.create_identity(draft(&engine, "alice"), origin()).unwrap().identity;
+    engine.create_identity(draft(&engine, "bob"), origin()).unwrap();
+    let a1 = engine.open_session("alice", None, &Principal::admin()).unwrap();
     let a2 = engine
-        .open_session(
-            &alice.id.to_string(),
-            Some(Duration::from_secs(60)),
-            &Principal::admin(),
-        )
+        .open_session(&alice.id.to_string(), Some(Duration::from_secs(60)), &Principal::admin())
         .unwrap();
-    let b1 = engine
-        .open_session("BOB", None, &Principal::admin())
-        .unwrap();
+    let b1 = engine.open_session("BOB", None, &Principal::admin()).unwrap();
     assert!(engine.introspect(&a1.access_token).is_some());
 
     let applied = set_status(&engine, &alice, IdentityStatus::Disabled);
     assert_eq!(applied.revoked, 2);
     assert!(engine.introspect(&a1.access_token).is_none());
     assert!(engine.introspect(&a2.access_token).is_none());
-    assert_eq!(
-        engine
-            .introspect(&b1.access_token)
-            .unwrap()
-            .user_name
-            .as_ref(),
-        "bob"
-    );
+    assert_eq!(engine.introspect(&b1.access_token).unwrap().user_name.as_ref(), "bob");
 
     let audit = engine.audit_page(0, 100).unwrap();
-    let deactivated = audit
-        .iter()
-        .find(|r| r.entry.kind == AuditKind::IdentityDeactivated)
-        .unwrap();
+    let deactivated = audit.iter().find(|r| r.entry.kind == AuditKind::IdentityDeactivated).unwrap();
     let cause = deactivated.entry.directory_event.unwrap();
     assert_eq!(cause, applied.events[0].id);
     assert!(deactivated.entry.detail.contains("source_ref=hr-42"));
-    let revoked: Vec<_> = audit
-        .iter()
-        .filter(|r| r.entry.kind == AuditKind::SessionRevoked)
-        .collect();
+    let revoked: Vec<_> = audit.iter().filter(|r| r.entry.kind == AuditKind::SessionRevoked).collect();
     assert_eq!(revoked.len(), 2);
     for r in revoked {
         assert_eq!(r.entry.directory_event, Some(cause));
         assert!(r.seq > deactivated.seq);
     }
-    assert_eq!(
-        verify_chain(audit),
-        Ok(engine.audit_page(0, 100).unwrap().len() as u64)
-    );
-    assert_eq!(
-        engine.consumed().unwrap(),
-        applied.events.last().map(|e| e.id)
-    );
+    assert_eq!(verify_chain(audit), Ok(engine.audit_page(0, 100).unwrap().len() as u64));
+    assert_eq!(engine.consumed().unwrap(), applied.events.last().map(|e| e.id));
 }
 
 #[test]
 fn reactivation_restores_entitlement_but_never_a_revoked_session() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
-    let alice = engine
-        .create_identity(draft(&engine, "alice"), origin())
-        .unwrap()
-        .identity;
-    let old = engine
-        .open_session("alice", None, &Principal::admin())
-        .unwrap();
+    let alice = engine.create_identity(draft(&engine, "alice"), origin()).unwrap().identity;
+    let old = engine.open_session("alice", None, &Principal::admin()).unwrap();
     set_status(&engine, &alice, IdentityStatus::Suspended);
     assert!(matches!(
         engine.open_session("alice", None, &Principal::admin()),
-        Err(EngineError::SubjectNotEntitled {
-            status: IdentityStatus::Suspended,
-            ..
-        })
+        Err(EngineError::SubjectNotEntitled { status: IdentityStatus::Suspended, .. })
     ));
     set_status(&engine, &alice, IdentityStatus::Active);
     assert!(engine.introspect(&old.access_token).is_none());
     let stored = engine.list_sessions("alice").unwrap();
     assert!(matches!(
         stored[0].state,
-        SessionState::Revoked {
-            reason: RevocationReason::IdentityDeactivated,
-            ..
-        }
+        SessionState::Revoked { reason: RevocationReason::IdentityDeactivated, .. }
     ));
-    let fresh = engine
-        .open_session("alice", None, &Principal::admin())
-        .unwrap();
+    let fresh = engine.open_session("alice", None, &Principal::admin()).unwrap();
     assert!(engine.introspect(&fresh.access_token).is_some());
     drop(engine);
     let reopened = open(dir.path());
@@ -192,27 +130,16 @@ fn reactivation_restores_entitlement_but_never_a_revoked_session() {
 fn subjects_that_may_not_hold_sessions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
-    let gone = engine
-        .create_identity(draft(&engine, "gone"), origin())
-        .unwrap()
-        .identity;
+    let gone = engine.create_identity(draft(&engine, "gone"), origin()).unwrap().identity;
     engine.delete_identity(gone.id, origin(), None).unwrap();
     let admin = Principal::admin();
-    assert!(matches!(
-        engine.open_session("nobody", None, &admin),
-        Err(EngineError::UnknownSubject(_))
-    ));
-    assert!(matches!(
-        engine.open_session("gone", None, &admin),
-        Err(EngineError::SubjectDeleted(_))
-    ));
+    assert!(matches!(engine.open_session("nobody", None, &admin), Err(EngineError::UnknownSubject(_))));
+    assert!(matches!(engine.open_session("gone", None, &admin), Err(EngineError::SubjectDeleted(_))));
     assert!(matches!(
         engine.open_session(&gone.id.to_string(), None, &admin),
         Err(EngineError::SubjectDeleted(_))
     ));
-    engine
-        .create_identity(draft(&engine, "ttl"), origin())
-        .unwrap();
+    engine.create_identity(draft(&engine, "ttl"), origin()).unwrap();
     assert!(matches!(
         engine.open_session("ttl", Some(Duration::from_secs(365 * 86_400)), &admin),
         Err(EngineError::Invalid { field: "ttl", .. })
@@ -221,11 +148,7 @@ fn subjects_that_may_not_hold_sessions_are_refused() {
         engine.open_session("ttl", Some(Duration::ZERO), &admin),
         Err(EngineError::Invalid { field: "ttl", .. })
     ));
-    assert_eq!(
-        engine.list_sessions("ttl").unwrap().len(),
-        0,
-        "refusals write nothing"
-    );
+    assert_eq!(engine.list_sessions("ttl").unwrap().len(), 0, "refusals write nothing");
 }
 
 #[test]
@@ -233,20 +156,14 @@ fn a_crash_between_the_directory_commit_and_the_bridge_is_healed_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let (alice, token) = {
         let engine = open(dir.path());
-        let alice = engine
-            .create_identity(draft(&engine, "alice"), origin())
-            .unwrap()
-            .identity;
-        let s = engine
-            .open_session("alice", None, &Principal::admin())
-            .unwrap();
+        let alice = engine.create_identity(draft(&engine, "alice"), origin()).unwrap().identity;
+        let s = engine.open_session("alice", None, &Principal::admin()).unwrap();
         (alice, s.access_token)
     };
     // The directory commits a deactivation, then the process "dies" before
     // the bridge step: write straight to the directory store.
     {
-        let directory =
-            SqliteDirectory::open(&dir.path().join("directory.db"), Durability::Normal).unwrap();
+        let directory = SqliteDirectory::open(&dir.path().join("directory.db"), Durability::Normal).unwrap();
         let mut disabled = alice.clone();
         disabled.status = IdentityStatus::Disabled;
         directory
@@ -263,16 +180,9 @@ fn a_crash_between_the_directory_commit_and_the_bridge_is_healed_on_open() {
             .unwrap();
     }
     let engine = open(dir.path());
-    assert!(
-        engine.introspect(&token).is_none(),
-        "replayed before serving"
-    );
+    assert!(engine.introspect(&token).is_none(), "replayed before serving");
     let audit = engine.audit_page(0, 100).unwrap();
-    assert!(
-        audit
-            .iter()
-            .any(|r| r.entry.kind == AuditKind::SessionRevoked)
-    );
+    assert!(audit.iter().any(|r| r.entry.kind == AuditKind::SessionRevoked));
     assert!(verify_chain(audit).is_ok());
     // Opening again replays nothing twice.
     let before = engine.audit_page(0, 100).unwrap().len();
@@ -285,31 +195,13 @@ fn a_crash_between_the_directory_commit_and_the_bridge_is_healed_on_open() {
 fn explicit_revocation_and_rfc7009_by_token() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
-    engine
-        .create_identity(draft(&engine, "carol"), origin())
-        .unwrap();
-    let a = engine
-        .open_session("carol", None, &Principal::admin())
-        .unwrap();
-    let b = engine
-        .open_session("carol", None, &Principal::admin())
-        .unwrap();
-    assert!(
-        engine
-            .revoke_session(a.session.id, &Principal::admin())
-            .unwrap()
-    );
-    assert!(
-        !engine
-            .revoke_session(a.session.id, &Principal::admin())
-            .unwrap()
-    );
-    engine
-        .revoke_token(&b.access_token, &Principal::admin())
-        .unwrap();
-    engine
-        .revoke_token("lst_at_not-a-real-token", &Principal::admin())
-        .unwrap();
+    engine.create_identity(draft(&engine, "carol"), origin()).unwrap();
+    let a = engine.open_session("carol", None, &Principal::admin()).unwrap();
+    let b = engine.open_session("carol", None, &Principal::admin()).unwrap();
+    assert!(engine.revoke_session(a.session.id, &Principal::admin()).unwrap());
+    assert!(!engine.revoke_session(a.session.id, &Principal::admin()).unwrap());
+    engine.revoke_token(&b.access_token, &Principal::admin()).unwrap();
+    engine.revoke_token("lst_at_not-a-real-token", &Principal::admin()).unwrap();
     assert!(engine.introspect(&a.access_token).is_none());
     assert!(engine.introspect(&b.access_token).is_none());
     drop(engine);
@@ -323,47 +215,22 @@ fn clients_authenticate_by_basic_and_bearer_and_the_admin_token_is_hashed() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
     let admin_token = engine.ensure_admin_token(None).unwrap().unwrap();
-    assert_eq!(
-        engine.ensure_admin_token(None).unwrap(),
-        None,
-        "generated once"
-    );
-    assert_eq!(
-        engine.authenticate_bearer(&admin_token),
-        Some(Principal::admin())
-    );
-    let created = engine
-        .create_client("okta", &[Scope::Scim, Scope::Scim], &Principal::admin())
-        .unwrap();
+    assert_eq!(engine.ensure_admin_token(None).unwrap(), None, "generated once");
+    assert_eq!(engine.authenticate_bearer(&admin_token), Some(Principal::admin()));
+    let created = engine.create_client("okta", &[Scope::Scim, Scope::Scim], &Principal::admin()).unwrap();
     assert_eq!(created.client.scopes, vec![Scope::Scim]);
-    let by_basic = engine
-        .authenticate_basic(&created.client.id.to_string(), &created.secret)
-        .unwrap();
+    let by_basic = engine.authenticate_basic(&created.client.id.to_string(), &created.secret).unwrap();
     assert!(by_basic.allows(Scope::Scim) && !by_basic.allows(Scope::Audit));
     assert_eq!(engine.authenticate_bearer(&created.secret), Some(by_basic));
-    assert!(
-        engine
-            .authenticate_basic(&created.client.id.to_string(), "wrong")
-            .is_none()
-    );
+    assert!(engine.authenticate_basic(&created.client.id.to_string(), "wrong").is_none());
     assert!(engine.authenticate_bearer("wrong").is_none());
     drop(engine);
     let engine = open(dir.path());
-    assert_eq!(
-        engine.authenticate_bearer(&admin_token),
-        Some(Principal::admin())
-    );
+    assert_eq!(engine.authenticate_bearer(&admin_token), Some(Principal::admin()));
     assert!(engine.authenticate_bearer(&created.secret).is_some());
     let raw = std::fs::read(dir.path().join("sessions.db")).unwrap();
     let needle = created.secret.as_bytes();
-    assert!(
-        !raw.windows(needle.len()).any(|w| w == needle),
-        "secret stored in clear"
-    );
-    assert!(
-        engine
-            .create_client(" ", &[Scope::Scim], &Principal::admin())
-            .is_err()
-    );
+    assert!(!raw.windows(needle.len()).any(|w| w == needle), "secret stored in clear");
+    assert!(engine.create_client(" ", &[Scope::Scim], &Principal::admin()).is_err());
     assert!(engine.create_client("x", &[], &Principal::admin()).is_err());
 }

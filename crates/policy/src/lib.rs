@@ -87,9 +87,7 @@ impl Policy {
                 return Err(PolicyError::DuplicateRule { on: rule.on });
             }
             if is_lifecycle_loss(rule.on) && rule.impact != Impact::RevokeAll {
-                return Err(PolicyError::WeakensLifecycleRevocation {
-                    rule: rule.name.clone(),
-                });
+                return Err(PolicyError::WeakensLifecycleRevocation { rule: rule.name.clone() });
             }
         }
         Ok(Self { rules })
@@ -125,10 +123,7 @@ impl Policy {
 }
 
 fn is_lifecycle_loss(kind: ChangeKind) -> bool {
-    matches!(
-        kind,
-        ChangeKind::IdentityDeactivated | ChangeKind::IdentityDeleted
-    )
+    matches!(kind, ChangeKind::IdentityDeactivated | ChangeKind::IdentityDeleted)
 }
 
 /// What to do to one session. Imperative: these are instructions.
@@ -191,12 +186,7 @@ pub struct Decision {
 /// `sessions` may contain any sessions; only live sessions (not revoked, not
 /// expired at `now`) of the identity the event concerns are acted on, each
 /// at most once. No action ever makes a revoked session valid again.
-pub fn evaluate(
-    event: &DirectoryEvent,
-    policy: &Policy,
-    sessions: &[Session],
-    now: Timestamp,
-) -> Decision {
+pub fn evaluate(event: &DirectoryEvent, policy: &Policy, sessions: &[Session], now: Timestamp) -> Decision {
     let kind = event.change.kind();
     let (rule_name, impact) = match policy.rule_for(kind) {
         Some(rule) => (rule.name.as_str(), rule.impact),
@@ -207,9 +197,7 @@ pub fn evaluate(
     };
     let mut decision = Decision::default();
     let mut seen: Vec<SessionId> = Vec::new();
-    let affected = sessions
-        .iter()
-        .filter(|s| s.identity == event.identity && s.is_live(now));
+    let affected = sessions.iter().filter(|s| s.identity == event.identity && s.is_live(now));
     for session in affected {
         if seen.contains(&session.id) {
             continue;
@@ -217,19 +205,14 @@ pub fn evaluate(
         seen.push(session.id);
         let action = match impact {
             Impact::Nothing => None,
-            Impact::RevokeAll => Some(SessionAction::Revoke {
-                session: session.id,
-                reason: revocation_reason(kind),
-            }),
-            Impact::MarkForRecheck => Some(SessionAction::MarkForRecheck {
-                session: session.id,
-            }),
+            Impact::RevokeAll => {
+                Some(SessionAction::Revoke { session: session.id, reason: revocation_reason(kind) })
+            }
+            Impact::MarkForRecheck => Some(SessionAction::MarkForRecheck { session: session.id }),
             Impact::ShortenTtl(ttl) => {
                 let bound = now.plus(ttl);
-                (bound < session.expires_at).then_some(SessionAction::ShortenExpiry {
-                    session: session.id,
-                    expires_at: bound,
-                })
+                (bound < session.expires_at)
+                    .then_some(SessionAction::ShortenExpiry { session: session.id, expires_at: bound })
             }
         };
         if let Some(action) = action {
@@ -242,17 +225,10 @@ pub fn evaluate(
         (Impact::RevokeAll, n) => format!("{kind}: revoke all {n} live session(s)"),
         (Impact::MarkForRecheck, n) => format!("{kind}: mark {n} live session(s) for re-check"),
         (Impact::ShortenTtl(ttl), n) => {
-            format!(
-                "{kind}: shorten {n} live session(s) to at most {}s",
-                ttl.as_secs()
-            )
+            format!("{kind}: shorten {n} live session(s) to at most {}s", ttl.as_secs())
         }
     };
-    decision.reasons.push(Reason {
-        rule: rule_name.to_owned(),
-        event: event.id,
-        text,
-    });
+    decision.reasons.push(Reason { rule: rule_name.to_owned(), event: event.id, text });
     decision
 }
 

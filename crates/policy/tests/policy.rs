@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use lockstep_domain::{
-    ChangeKind, CredentialKind, DirectoryChange, DirectoryEvent, DirectoryEventId, IdentityId,
-    IdentityKind, IdentityStatus, Origin, RevocationReason, Session, SessionId, SessionState,
-    SourceId, Timestamp, TokenHash,
+    ChangeKind, CredentialKind, DirectoryChange, DirectoryEvent, DirectoryEventId, IdentityId, IdentityKind,
+    IdentityStatus, Origin, RevocationReason, Session, SessionId, SessionState, SourceId, Timestamp,
+    TokenHash,
 };
 use lockstep_policy::{Impact, Policy, PolicyError, Rule, SessionAction, evaluate};
 use proptest::prelude::*;
@@ -19,16 +19,12 @@ fn identity(n: u8) -> IdentityId {
 fn change_strategy() -> impl Strategy<Value = DirectoryChange> {
     prop_oneof![
         Just(DirectoryChange::IdentityCreated),
-        Just(DirectoryChange::IdentityUpdated {
-            changed: vec!["displayName".into()]
-        }),
+        Just(DirectoryChange::IdentityUpdated { changed: vec!["displayName".into()] }),
         Just(DirectoryChange::IdentityDeactivated {
             from: IdentityStatus::Active,
             to: IdentityStatus::Disabled
         }),
-        Just(DirectoryChange::IdentityReactivated {
-            from: IdentityStatus::Disabled
-        }),
+        Just(DirectoryChange::IdentityReactivated { from: IdentityStatus::Disabled }),
         Just(DirectoryChange::IdentityDeleted),
     ]
 }
@@ -73,20 +69,13 @@ fn event(change: DirectoryChange) -> DirectoryEvent {
         user_name: "user0".into(),
         identity_kind: IdentityKind::Human,
         change,
-        origin: Origin {
-            source: SourceId::new("scim"),
-            client: None,
-            source_ref: None,
-        },
+        origin: Origin { source: SourceId::new("scim"), client: None, source_ref: None },
     }
 }
 
 fn live_of_subject(sessions: &[Session], now: Timestamp) -> Vec<SessionId> {
-    let mut ids: Vec<SessionId> = sessions
-        .iter()
-        .filter(|s| s.identity == identity(0) && s.is_live(now))
-        .map(|s| s.id)
-        .collect();
+    let mut ids: Vec<SessionId> =
+        sessions.iter().filter(|s| s.identity == identity(0) && s.is_live(now)).map(|s| s.id).collect();
     ids.sort();
     ids.dedup();
     ids
@@ -192,26 +181,15 @@ fn policy_cannot_weaken_lifecycle_revocation() {
         impact: Impact::MarkForRecheck,
     }])
     .unwrap_err();
-    assert_eq!(
-        err,
-        PolicyError::WeakensLifecycleRevocation {
-            rule: "lenient".into()
-        }
-    );
+    assert_eq!(err, PolicyError::WeakensLifecycleRevocation { rule: "lenient".into() });
 }
 
 #[test]
 fn duplicate_rules_are_rejected() {
-    let rule = Rule {
-        name: "a".into(),
-        on: ChangeKind::IdentityUpdated,
-        impact: Impact::Nothing,
-    };
+    let rule = Rule { name: "a".into(), on: ChangeKind::IdentityUpdated, impact: Impact::Nothing };
     assert_eq!(
         Policy::new(vec![rule.clone(), rule]).unwrap_err(),
-        PolicyError::DuplicateRule {
-            on: ChangeKind::IdentityUpdated
-        }
+        PolicyError::DuplicateRule { on: ChangeKind::IdentityUpdated }
     );
 }
 
@@ -230,12 +208,7 @@ fn an_empty_policy_still_fails_closed_on_deletion() {
         expires_at: Timestamp(10_000),
         state: SessionState::Active,
     };
-    let d = evaluate(
-        &event(DirectoryChange::IdentityDeleted),
-        &policy,
-        &[session],
-        Timestamp(1),
-    );
+    let d = evaluate(&event(DirectoryChange::IdentityDeleted), &policy, &[session], Timestamp(1));
     assert_eq!(d.actions.len(), 1);
     assert_eq!(d.reasons[0].rule, "lifecycle-floor");
 }

@@ -173,11 +173,9 @@ impl SessionView {
     /// The listed form of a session.
     pub fn from_session(s: &Session) -> Self {
         let (revoked_at, revocation_reason, revoked_by_event) = match s.state {
-            SessionState::Revoked { at, reason, cause } => (
-                Some(format_rfc3339(at)),
-                Some(reason.as_str().to_owned()),
-                cause.map(|c| c.0),
-            ),
+            SessionState::Revoked { at, reason, cause } => {
+                (Some(format_rfc3339(at)), Some(reason.as_str().to_owned()), cause.map(|c| c.0))
+            }
             _ => (None, None, None),
         };
         Self {
@@ -193,9 +191,7 @@ impl SessionView {
             .to_owned(),
             issued_at: format_rfc3339(s.issued_at),
             expires_at: format_rfc3339(s.expires_at),
-            client_id: s
-                .client
-                .map_or_else(|| "admin".to_owned(), |c| c.to_string()),
+            client_id: s.client.map_or_else(|| "admin".to_owned(), |c| c.to_string()),
             revoked_at,
             revocation_reason,
             revoked_by_event,

@@ -17,9 +17,7 @@ pub fn format_rfc3339(t: Timestamp) -> String {
 /// Parses an RFC 3339 timestamp.
 pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
     let dt = OffsetDateTime::parse(s, &Rfc3339).ok()?;
-    i64::try_from(dt.unix_timestamp_nanos() / 1_000)
-        .ok()
-        .map(Timestamp)
+    i64::try_from(dt.unix_timestamp_nanos() / 1_000).ok().map(Timestamp)
 }
 
 #[cfg(test)]

@@ -53,11 +53,7 @@ pub struct ScimProblem {
 impl ScimProblem {
     /// A 400 with a `scimType`.
     pub fn bad(scim_type: ScimType, detail: impl Into<String>) -> Self {
-        Self {
-            status: 400,
-            scim_type: Some(scim_type),
-            detail: detail.into(),
-        }
+        Self { status: 400, scim_type: Some(scim_type), detail: detail.into() }
     }
 }
 

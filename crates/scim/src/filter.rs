@@ -94,19 +94,13 @@ impl AttrPath {
         };
         let valid = |n: &str| {
             let mut chars = n.chars();
-            chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '$')
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '$')
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$')
         };
         if !valid(attr) || sub.is_some_and(|s| !valid(s)) {
             return Err(FilterError::new(format!("invalid attribute path {s:?}")));
         }
-        Ok(Self {
-            urn,
-            attr: attr.to_owned(),
-            sub: sub.map(str::to_owned),
-        })
+        Ok(Self { urn, attr: attr.to_owned(), sub: sub.map(str::to_owned) })
     }
 }
 
@@ -207,10 +201,7 @@ fn lex(input: &str) -> Result<Vec<Token>, FilterError> {
             _ => {
                 let start = i;
                 while i < chars.len()
-                    && !matches!(
-                        chars[i],
-                        ' ' | '\t' | '\n' | '\r' | '(' | ')' | '[' | ']' | '"'
-                    )
+                    && !matches!(chars[i], ' ' | '\t' | '\n' | '\r' | '(' | ')' | '[' | ']' | '"')
                 {
                     i += 1;
                 }
@@ -310,37 +301,31 @@ impl Parser {
             if self.next() != Some(Token::CloseBracket) {
                 return Err(FilterError::new("expected \"]\""));
             }
-            return Ok(Filter::ValuePath {
-                path,
-                filter: Box::new(inner),
-            });
+            return Ok(Filter::ValuePath { path, filter: Box::new(inner) });
         }
         let op = match self.next() {
             Some(Token::Word(op)) => op,
             _ => {
-                return Err(FilterError::new(format!(
-                    "expected an operator after {word}"
-                )));
+                return Err(FilterError::new(format!("expected an operator after {word}")));
             }
         };
         if op.eq_ignore_ascii_case("pr") {
             return Ok(Filter::Present(path));
         }
-        let op = CompareOp::parse(&op)
-            .ok_or_else(|| FilterError::new(format!("unknown operator {op:?}")))?;
+        let op = CompareOp::parse(&op).ok_or_else(|| FilterError::new(format!("unknown operator {op:?}")))?;
         let value = match self.next() {
             Some(Token::Str(s)) => Value::String(s),
             Some(Token::Word(w)) => match w.as_str() {
                 "true" => Value::Bool(true),
                 "false" => Value::Bool(false),
                 "null" => Value::Null,
-                number => serde_json::from_str::<serde_json::Number>(number)
-                    .map(Value::Number)
-                    .map_err(|_| {
+                number => {
+                    serde_json::from_str::<serde_json::Number>(number).map(Value::Number).map_err(|_| {
                         FilterError::new(format!(
                             "invalid comparison value {number:?} (strings must be quoted)"
                         ))
-                    })?,
+                    })?
+                }
             },
             _ => return Err(FilterError::new(format!("expected a value after {word}"))),
         };
@@ -364,20 +349,13 @@ pub fn parse(input: &str) -> Result<Filter, FilterError> {
     if input.len() > 4096 {
         return Err(FilterError::new("filter longer than 4096 bytes"));
     }
-    let mut parser = Parser {
-        tokens: lex(input)?,
-        pos: 0,
-        depth: 0,
-    };
+    let mut parser = Parser { tokens: lex(input)?, pos: 0, depth: 0 };
     if parser.tokens.is_empty() {
         return Err(FilterError::new("empty filter"));
     }
     let filter = parser.or()?;
     match parser.peek() {
         None => Ok(filter),
-        Some(t) => Err(FilterError::new(format!(
-            "unexpected {} after a complete expression",
-            describe(t)
-        ))),
+        Some(t) => Err(FilterError::new(format!("unexpected {} after a complete expression", describe(t)))),
     }
 }

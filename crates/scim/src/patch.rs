@@ -38,25 +38,18 @@ struct Target {
 
 impl Target {
     fn parse(path: &str) -> Result<Self, ScimProblem> {
-        let invalid =
-            |why: &str| ScimProblem::bad(ScimType::InvalidPath, format!("path {path:?}: {why}"));
+        let invalid = |why: &str| ScimProblem::bad(ScimType::InvalidPath, format!("path {path:?}: {why}"));
         if path.contains('[') {
             return Err(invalid("value-filtered paths are not supported yet"));
         }
         if path.eq_ignore_ascii_case(ENTERPRISE_SCHEMA) {
-            return Ok(Self {
-                attr: ENTERPRISE_SCHEMA,
-                shape: Shape::Complex(&[]),
-                sub: None,
-            });
+            return Ok(Self { attr: ENTERPRISE_SCHEMA, shape: Shape::Complex(&[]), sub: None });
         }
         let parsed = AttrPath::parse(path).map_err(|e| invalid(&e.0))?;
         if let Some(urn) = &parsed.urn {
             if urn.eq_ignore_ascii_case(ENTERPRISE_SCHEMA) {
                 if parsed.sub.is_some() {
-                    return Err(invalid(
-                        "sub-attributes of enterprise attributes are not supported yet",
-                    ));
+                    return Err(invalid("sub-attributes of enterprise attributes are not supported yet"));
                 }
                 return Ok(Self {
                     attr: ENTERPRISE_SCHEMA,
@@ -70,18 +63,13 @@ impl Target {
         }
         let (attr, shape) = lookup(&parsed.attr).ok_or_else(|| invalid("unknown attribute"))?;
         if shape == Shape::ReadOnly {
-            return Err(ScimProblem::bad(
-                ScimType::Mutability,
-                format!("attribute {attr:?} is read-only"),
-            ));
+            return Err(ScimProblem::bad(ScimType::Mutability, format!("attribute {attr:?} is read-only")));
         }
         let sub = match (parsed.sub, shape) {
             (None, _) => None,
-            (Some(sub), Shape::Complex(_)) => Some(
-                name_sub(&sub)
-                    .ok_or_else(|| invalid("unknown sub-attribute"))?
-                    .to_owned(),
-            ),
+            (Some(sub), Shape::Complex(_)) => {
+                Some(name_sub(&sub).ok_or_else(|| invalid("unknown sub-attribute"))?.to_owned())
+            }
             (Some(_), Shape::MultiComplex) => {
                 return Err(invalid(
                     "sub-attributes of multi-valued attributes need a value filter, which is not supported yet",
@@ -95,25 +83,15 @@ impl Target {
 
 /// Applies a PATCH request to `doc` (a rendered User). On error `doc` may be
 /// partly changed: callers patch a copy and discard it on error.
-pub fn apply_patch(
-    doc: &mut Map<String, Value>,
-    request: &PatchRequest,
-) -> Result<(), ScimProblem> {
-    if !request
-        .schemas
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(PATCH_SCHEMA))
-    {
+pub fn apply_patch(doc: &mut Map<String, Value>, request: &PatchRequest) -> Result<(), ScimProblem> {
+    if !request.schemas.iter().any(|s| s.eq_ignore_ascii_case(PATCH_SCHEMA)) {
         return Err(ScimProblem::bad(
             ScimType::InvalidSyntax,
             format!("schemas must contain {PATCH_SCHEMA}"),
         ));
     }
     if request.operations.is_empty() {
-        return Err(ScimProblem::bad(
-            ScimType::InvalidValue,
-            "Operations must not be empty",
-        ));
+        return Err(ScimProblem::bad(ScimType::InvalidValue, "Operations must not be empty"));
     }
     if request.operations.len() > MAX_OPERATIONS {
         return Err(ScimProblem::bad(
@@ -129,9 +107,7 @@ pub fn apply_patch(
             other => {
                 return Err(ScimProblem::bad(
                     ScimType::InvalidSyntax,
-                    format!(
-                        "Operations[{i}]: unknown op {other:?} (expected add, replace or remove)"
-                    ),
+                    format!("Operations[{i}]: unknown op {other:?} (expected add, replace or remove)"),
                 ));
             }
         };
@@ -146,9 +122,7 @@ pub fn apply_patch(
                 let Some(Value::Object(values)) = &operation.value else {
                     return Err(ScimProblem::bad(
                         ScimType::InvalidValue,
-                        format!(
-                            "Operations[{i}]: without a path, value must be an object of attributes"
-                        ),
+                        format!("Operations[{i}]: without a path, value must be an object of attributes"),
                     ));
                 };
                 // Keys may be plain (`active`), dotted (`name.givenName`) or
@@ -172,12 +146,7 @@ pub fn apply_patch(
     Ok(())
 }
 
-fn set(
-    doc: &mut Map<String, Value>,
-    target: &Target,
-    value: &Value,
-    op: Op,
-) -> Result<(), ScimProblem> {
+fn set(doc: &mut Map<String, Value>, target: &Target, value: &Value, op: Op) -> Result<(), ScimProblem> {
     if target.shape == Shape::WriteOnly {
         return Ok(());
     }
@@ -186,14 +155,9 @@ fn set(
         return Ok(());
     }
     if let Some(sub) = &target.sub {
-        let entry = doc
-            .entry(target.attr.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
+        let entry = doc.entry(target.attr.to_owned()).or_insert_with(|| Value::Object(Map::new()));
         let Value::Object(obj) = entry else {
-            return Err(ScimProblem::bad(
-                ScimType::InvalidValue,
-                format!("{} is not complex", target.attr),
-            ));
+            return Err(ScimProblem::bad(ScimType::InvalidValue, format!("{} is not complex", target.attr)));
         };
         obj.insert(sub.clone(), value.clone());
         return Ok(());
@@ -231,9 +195,7 @@ fn set(
                 ));
             };
             // RFC 7644 §3.5.2.1/3: sub-attributes not named are left unchanged.
-            let entry = doc
-                .entry(target.attr.to_owned())
-                .or_insert_with(|| Value::Object(Map::new()));
+            let entry = doc.entry(target.attr.to_owned()).or_insert_with(|| Value::Object(Map::new()));
             match entry {
                 Value::Object(obj) => {
                     for (k, v) in values {

@@ -35,8 +35,7 @@ pub fn list_query(params: &ListParams) -> Result<(IdentityQuery, usize), ScimPro
     let filter = match params.filter.as_deref().map(str::trim) {
         None | Some("") => IdentityFilter::All,
         Some(text) => {
-            let parsed =
-                filter::parse(text).map_err(|e| ScimProblem::bad(ScimType::InvalidFilter, e.0))?;
+            let parsed = filter::parse(text).map_err(|e| ScimProblem::bad(ScimType::InvalidFilter, e.0))?;
             indexed(&parsed).ok_or_else(|| {
                 ScimProblem::bad(
                     ScimType::InvalidFilter,
@@ -47,30 +46,15 @@ pub fn list_query(params: &ListParams) -> Result<(IdentityQuery, usize), ScimPro
             })?
         }
     };
-    Ok((
-        IdentityQuery {
-            filter,
-            offset: start - 1,
-            limit: count,
-        },
-        start,
-    ))
+    Ok((IdentityQuery { filter, offset: start - 1, limit: count }, start))
 }
 
 fn indexed(f: &Filter) -> Option<IdentityFilter> {
-    let Filter::Compare {
-        path,
-        op: CompareOp::Eq,
-        value: Value::String(v),
-    } = f
-    else {
+    let Filter::Compare { path, op: CompareOp::Eq, value: Value::String(v) } = f else {
         return None;
     };
     if path.sub.is_some()
-        || path
-            .urn
-            .as_deref()
-            .is_some_and(|u| !u.eq_ignore_ascii_case(lockstep_proto::scim::USER_SCHEMA))
+        || path.urn.as_deref().is_some_and(|u| !u.eq_ignore_ascii_case(lockstep_proto::scim::USER_SCHEMA))
     {
         return None;
     }
@@ -79,8 +63,7 @@ fn indexed(f: &Filter) -> Option<IdentityFilter> {
         "externalid" => Some(IdentityFilter::ExternalIdEq(v.clone())),
         // An id that is not a UUID matches nothing; a nil UUID is such an id.
         "id" => Some(IdentityFilter::IdEq(
-            v.parse::<IdentityId>()
-                .unwrap_or(IdentityId::from_uuid(uuid::Uuid::nil())),
+            v.parse::<IdentityId>().unwrap_or(IdentityId::from_uuid(uuid::Uuid::nil())),
         )),
         _ => None,
     }

@@ -18,18 +18,11 @@ pub(crate) enum Shape {
     WriteOnly,
 }
 
-pub(crate) const NAME_SUBS: &[&str] = &[
-    "formatted",
-    "familyName",
-    "givenName",
-    "middleName",
-    "honorificPrefix",
-    "honorificSuffix",
-];
+pub(crate) const NAME_SUBS: &[&str] =
+    &["formatted", "familyName", "givenName", "middleName", "honorificPrefix", "honorificSuffix"];
 
 /// The enterprise User extension; stored as an opaque object.
-pub(crate) const ENTERPRISE_SCHEMA: &str =
-    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub(crate) const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
 /// Core User attributes (RFC 7643 §4.1) with their shapes.
 pub(crate) const USER_ATTRIBUTES: &[(&str, Shape)] = &[
@@ -65,16 +58,10 @@ pub(crate) fn lookup(name: &str) -> Option<(&'static str, Shape)> {
     if name.eq_ignore_ascii_case(ENTERPRISE_SCHEMA) {
         return Some((ENTERPRISE_SCHEMA, Shape::Complex(&[])));
     }
-    USER_ATTRIBUTES
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .copied()
+    USER_ATTRIBUTES.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).copied()
 }
 
 /// Canonical spelling of a `name` sub-attribute.
 pub(crate) fn name_sub(sub: &str) -> Option<&'static str> {
-    NAME_SUBS
-        .iter()
-        .find(|n| n.eq_ignore_ascii_case(sub))
-        .copied()
+    NAME_SUBS.iter().find(|n| n.eq_ignore_ascii_case(sub)).copied()
 }

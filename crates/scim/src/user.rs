@@ -28,10 +28,7 @@ pub fn user_from_document(
     current: Option<&Identity>,
 ) -> Result<Identity, ScimProblem> {
     let Value::Object(doc) = doc else {
-        return Err(ScimProblem::bad(
-            ScimType::InvalidSyntax,
-            "a User must be a JSON object",
-        ));
+        return Err(ScimProblem::bad(ScimType::InvalidSyntax, "a User must be a JSON object"));
     };
     let mut seen: Vec<&str> = Vec::new();
     let mut profile = Map::new();
@@ -68,15 +65,9 @@ pub fn user_from_document(
             }
         }
     }
-    let user_name = user_name
-        .map(|u| u.trim().to_owned())
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| {
-            ScimProblem::bad(
-                ScimType::InvalidValue,
-                "userName is required and must not be empty",
-            )
-        })?;
+    let user_name = user_name.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).ok_or_else(|| {
+        ScimProblem::bad(ScimType::InvalidValue, "userName is required and must not be empty")
+    })?;
     if user_name.chars().count() > MAX_USER_NAME {
         return Err(ScimProblem::bad(
             ScimType::InvalidValue,
@@ -110,10 +101,7 @@ pub fn user_from_document(
 /// (with sub-attribute names canonicalised), or `None` to drop it.
 fn check_shape(name: &str, shape: Shape, value: &Value) -> Result<Option<Value>, ScimProblem> {
     let wrong = |expected: &str| {
-        ScimProblem::bad(
-            ScimType::InvalidValue,
-            format!("attribute {name:?} must be {expected}"),
-        )
+        ScimProblem::bad(ScimType::InvalidValue, format!("attribute {name:?} must be {expected}"))
     };
     match shape {
         Shape::ReadOnly | Shape::WriteOnly => Ok(None),
@@ -140,10 +128,7 @@ fn check_shape(name: &str, shape: Shape, value: &Value) -> Result<Option<Value>,
             for (k, v) in obj {
                 let sub = if subs.is_empty() { None } else { name_sub(k) };
                 let sub = sub.ok_or_else(|| {
-                    ScimProblem::bad(
-                        ScimType::InvalidSyntax,
-                        format!("unknown sub-attribute {name}.{k}"),
-                    )
+                    ScimProblem::bad(ScimType::InvalidSyntax, format!("unknown sub-attribute {name}.{k}"))
                 })?;
                 match v {
                     Value::Null => {}
@@ -185,10 +170,7 @@ pub fn user_to_document(identity: &Identity, base: &str) -> Value {
     if let Some(d) = &identity.display_name {
         doc.insert("displayName".into(), Value::String(d.clone()));
     }
-    doc.insert(
-        "active".into(),
-        Value::Bool(identity.status == IdentityStatus::Active),
-    );
+    doc.insert("active".into(), Value::Bool(identity.status == IdentityStatus::Active));
     for (k, v) in profile {
         if !TYPED.contains(&k.as_str()) {
             doc.insert(k, v);

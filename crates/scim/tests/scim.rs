@@ -32,19 +32,15 @@ fn patches() {
         current.created = Timestamp(1_764_000_000_000_000);
         current.modified = current.created;
         let request: Result<PatchRequest, _> = serde_json::from_value(case["request"].clone());
-        let out = request
-            .map_err(|e| json!({"error": format!("invalidSyntax: {e}")}))
-            .and_then(|request| {
-                let Value::Object(mut doc) =
-                    user_to_document(&current, "https://lockstep.test/scim/v2")
-                else {
-                    panic!()
-                };
-                apply_patch(&mut doc, &request).map_err(|e| json!({"error": e.to_string()}))?;
-                let next = user_from_document(&Value::Object(doc), current.id, Some(&current))
-                    .map_err(|e| json!({"error": e.to_string()}))?;
-                Ok(user_to_document(&next, "https://lockstep.test/scim/v2"))
-            });
+        let out = request.map_err(|e| json!({"error": format!("invalidSyntax: {e}")})).and_then(|request| {
+            let Value::Object(mut doc) = user_to_document(&current, "https://lockstep.test/scim/v2") else {
+                panic!()
+            };
+            apply_patch(&mut doc, &request).map_err(|e| json!({"error": e.to_string()}))?;
+            let next = user_from_document(&Value::Object(doc), current.id, Some(&current))
+                .map_err(|e| json!({"error": e.to_string()}))?;
+            Ok(user_to_document(&next, "https://lockstep.test/scim/v2"))
+        });
         insta::assert_json_snapshot!(match out {
             Ok(doc) => doc,
             Err(e) => e,
@@ -65,10 +61,7 @@ fn documents_round_trip_and_never_return_the_password() {
     assert_eq!(rendered["name"]["givenName"], "Ann");
     assert_eq!(rendered["id"], fixed_id().to_string());
     assert!(!rendered.to_string().contains("hunter2"));
-    assert_eq!(
-        rendered["meta"]["location"],
-        format!("http://x/scim/v2/Users/{}", fixed_id())
-    );
+    assert_eq!(rendered["meta"]["location"], format!("http://x/scim/v2/Users/{}", fixed_id()));
 }
 
 #[test]
@@ -81,10 +74,7 @@ fn invalid_documents_are_refused_with_the_right_scim_type() {
         (json!({"userName": "   "}), "invalidValue"),
         (json!({"userName": 5}), "invalidValue"),
         (json!({"userName": "a", "emails": "a@b"}), "invalidValue"),
-        (
-            json!({"userName": "a", "name": {"nick": "x"}}),
-            "invalidSyntax",
-        ),
+        (json!({"userName": "a", "name": {"nick": "x"}}), "invalidSyntax"),
     ];
     for (doc, expected) in cases {
         let err = user_from_document(&doc, fixed_id(), None).unwrap_err();
@@ -103,20 +93,10 @@ fn list_parameters() {
         count: Some(-3),
     })
     .unwrap();
-    assert_eq!(
-        (q.filter, q.offset, q.limit, start),
-        (IdentityFilter::UserNameEq("Bob".into()), 0, 0, 1)
-    );
-    let (q, _) = list_query(&ListParams {
-        count: Some(1_000_000),
-        ..Default::default()
-    })
-    .unwrap();
+    assert_eq!((q.filter, q.offset, q.limit, start), (IdentityFilter::UserNameEq("Bob".into()), 0, 0, 1));
+    let (q, _) = list_query(&ListParams { count: Some(1_000_000), ..Default::default() }).unwrap();
     assert_eq!(q.limit, 1000);
-    let err = list_query(&ListParams {
-        filter: Some("userName eq".into()),
-        ..Default::default()
-    })
-    .unwrap_err();
+    let err =
+        list_query(&ListParams { filter: Some("userName eq".into()), ..Default::default() }).unwrap_err();
     assert_eq!(err.scim_type.unwrap().as_str(), "invalidFilter");
 }

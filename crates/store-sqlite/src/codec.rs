@@ -34,11 +34,7 @@ pub(crate) fn decode_change(kind: &str, detail: &str) -> Result<DirectoryChange,
         K::IdentityCreated => DirectoryChange::IdentityCreated,
         K::IdentityDeleted => DirectoryChange::IdentityDeleted,
         K::IdentityUpdated => DirectoryChange::IdentityUpdated {
-            changed: detail
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            changed: detail.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
         },
         K::IdentityDeactivated => {
             let (from, to) = detail.split_once('>').ok_or_else(|| corrupt(detail))?;
@@ -47,9 +43,9 @@ pub(crate) fn decode_change(kind: &str, detail: &str) -> Result<DirectoryChange,
                 to: parse::<IdentityStatus>("status", to)?,
             }
         }
-        K::IdentityReactivated => DirectoryChange::IdentityReactivated {
-            from: parse::<IdentityStatus>("status", detail)?,
-        },
+        K::IdentityReactivated => {
+            DirectoryChange::IdentityReactivated { from: parse::<IdentityStatus>("status", detail)? }
+        }
     })
 }
 

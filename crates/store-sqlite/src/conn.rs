@@ -35,8 +35,7 @@ pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> StoreResult<MutexGuard<'_, T>> {
-    m.lock()
-        .map_err(|_| StoreError::Backend("connection lock poisoned".into()))
+    m.lock().map_err(|_| StoreError::Backend("connection lock poisoned".into()))
 }
 
 /// A writer and a few readers on one database file.
@@ -65,22 +64,14 @@ impl Pool {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(backend)?;
-            reader
-                .execute_batch("PRAGMA busy_timeout=5000;")
-                .map_err(backend)?;
+            reader.execute_batch("PRAGMA busy_timeout=5000;").map_err(backend)?;
             readers.push(Mutex::new(reader));
         }
-        Ok(Self {
-            writer: Mutex::new(writer),
-            readers,
-        })
+        Ok(Self { writer: Mutex::new(writer), readers })
     }
 
     /// Runs `f` on a free reader, or waits for the first one.
-    pub(crate) fn read<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> StoreResult<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
         for reader in &self.readers {
             if let Ok(conn) = reader.try_lock() {
                 return f(&conn).map_err(backend);

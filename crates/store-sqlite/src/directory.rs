@@ -3,12 +3,12 @@
 use std::path::Path;
 
 use lockstep_domain::{
-    ClientId, DirectoryEvent, DirectoryEventId, Identity, IdentityId, IdentityKind, IdentityStatus,
-    Origin, SourceId, Timestamp,
+    ClientId, DirectoryEvent, DirectoryEventId, Identity, IdentityId, IdentityKind, IdentityStatus, Origin,
+    SourceId, Timestamp,
 };
 use lockstep_store::{
-    Committed, DirectoryStore, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite,
-    StoreError, StoreResult,
+    Committed, DirectoryStore, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite, StoreError,
+    StoreResult,
 };
 use rusqlite::{OptionalExtension, Row, params};
 
@@ -64,9 +64,7 @@ pub struct SqliteDirectory {
 impl SqliteDirectory {
     /// Opens (creating if needed) the directory database at `path`.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
-        Ok(Self {
-            pool: Pool::open(path, durability, SCHEMA)?,
-        })
+        Ok(Self { pool: Pool::open(path, durability, SCHEMA)? })
     }
 }
 
@@ -141,10 +139,7 @@ impl EventRow {
             change: decode_change(&self.change, &self.detail)?,
             origin: Origin {
                 source: SourceId::new(self.source),
-                client: self
-                    .client
-                    .map(|c| parse::<ClientId>("client id", &c))
-                    .transpose()?,
+                client: self.client.map(|c| parse::<ClientId>("client id", &c)).transpose()?,
                 source_ref: self.source_ref,
             },
         })
@@ -158,26 +153,19 @@ fn live(identity: &Identity) -> bool {
 impl DirectoryStore for SqliteDirectory {
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
         if write.changes.is_empty() {
-            return Err(StoreError::Backend(
-                "a directory write must record at least one change".into(),
-            ));
+            return Err(StoreError::Backend("a directory write must record at least one change".into()));
         }
         let mut conn = lock(&self.pool.writer)?;
         let tx = conn.transaction().map_err(backend)?;
         let mut identity = write.identity;
         let id = identity.id.to_string();
         let found: Option<i64> = tx
-            .query_row("SELECT version FROM identities WHERE id = ?1", [&id], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT version FROM identities WHERE id = ?1", [&id], |r| r.get(0))
             .optional()
             .map_err(backend)?;
         let found = found.map(i64::unsigned_abs);
         if found != write.expected_version {
-            return Err(StoreError::VersionMismatch {
-                expected: write.expected_version,
-                found,
-            });
+            return Err(StoreError::VersionMismatch { expected: write.expected_version, found });
         }
         let lower = identity.user_name.to_lowercase();
         if live(&identity) {
@@ -190,10 +178,7 @@ impl DirectoryStore for SqliteDirectory {
                 .optional()
                 .map_err(backend)?;
             if clash.is_some() {
-                return Err(StoreError::Conflict {
-                    field: "userName",
-                    value: identity.user_name,
-                });
+                return Err(StoreError::Conflict { field: "userName", value: identity.user_name });
             }
         }
         identity.version = write.expected_version.map_or(1, |v| v + 1);
@@ -221,11 +206,7 @@ impl DirectoryStore for SqliteDirectory {
         };
         tx.execute(sql, values).map_err(backend)?;
         let next: i64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM directory_events",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM directory_events", [], |r| r.get(0))
             .map_err(backend)?;
         let mut events = Vec::with_capacity(write.changes.len());
         let client = write.origin.client.map(|c| c.to_string());
@@ -276,10 +257,7 @@ impl DirectoryStore for SqliteDirectory {
             "SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_name_lc = ?1 AND status <> 'deprovisioned'"
         );
         self.pool
-            .read(|c| {
-                c.query_row(&sql, [user_name.to_lowercase()], identity_row)
-                    .optional()
-            })?
+            .read(|c| c.query_row(&sql, [user_name.to_lowercase()], identity_row).optional())?
             .map(IdentityRow::decode)
             .transpose()
     }
@@ -314,17 +292,12 @@ impl DirectoryStore for SqliteDirectory {
             };
             let total: i64 = c.query_row(&count_sql, args.as_slice(), |r| r.get(0))?;
             let mut stmt = c.prepare_cached(&page_sql)?;
-            let rows = stmt
-                .query_map(args.as_slice(), identity_row)?
-                .collect::<Result<Vec<_>, _>>()?;
+            let rows = stmt.query_map(args.as_slice(), identity_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok((total, rows))
         })?;
         Ok(IdentityPage {
             total: usize::try_from(total).unwrap_or(0),
-            items: rows
-                .into_iter()
-                .map(IdentityRow::decode)
-                .collect::<StoreResult<_>>()?,
+            items: rows.into_iter().map(IdentityRow::decode).collect::<StoreResult<_>>()?,
         })
     }
 

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use lockstep_domain::{
-    ApiClient, AuditEntry, AuditKind, AuditRecord, ChainHash, ClientId, CredentialKind,
-    DirectoryEventId, IdentityId, Scope, Session, SessionId, Timestamp, TokenHash,
+    ApiClient, AuditEntry, AuditKind, AuditRecord, ChainHash, ClientId, CredentialKind, DirectoryEventId,
+    IdentityId, Scope, Session, SessionId, Timestamp, TokenHash,
 };
 use lockstep_store::{CredentialStore, SessionBatch, SessionStore, StoreError, StoreResult, seal};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
@@ -77,9 +77,7 @@ pub struct SqliteSessions {
 impl SqliteSessions {
     /// Opens (creating if needed) the session database at `path`.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
-        Ok(Self {
-            pool: Pool::open(path, durability, SCHEMA)?,
-        })
+        Ok(Self { pool: Pool::open(path, durability, SCHEMA)? })
     }
 }
 
@@ -118,9 +116,7 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
 }
 
 fn hash32(bytes: &[u8]) -> StoreResult<[u8; 32]> {
-    bytes
-        .try_into()
-        .map_err(|_| corrupt("hash is not 32 bytes"))
+    bytes.try_into().map_err(|_| corrupt("hash is not 32 bytes"))
 }
 
 impl SessionRow {
@@ -130,10 +126,7 @@ impl SessionRow {
             identity: parse::<IdentityId>("identity id", &self.identity)?,
             kind: parse::<CredentialKind>("credential kind", &self.kind)?,
             token_hash: TokenHash(hash32(&self.token_hash)?),
-            client: self
-                .client
-                .map(|c| parse::<ClientId>("client id", &c))
-                .transpose()?,
+            client: self.client.map(|c| parse::<ClientId>("client id", &c)).transpose()?,
             user_name: self.user_name,
             claims_version: self.claims_version.unsigned_abs(),
             issued_at: Timestamp(self.issued_at),
@@ -164,18 +157,10 @@ impl AuditRow {
             entry: AuditEntry {
                 at: Timestamp(self.at),
                 kind: parse::<AuditKind>("audit kind", &self.kind)?,
-                identity: self
-                    .identity
-                    .map(|i| parse::<IdentityId>("identity id", &i))
-                    .transpose()?,
+                identity: self.identity.map(|i| parse::<IdentityId>("identity id", &i)).transpose()?,
                 user_name: self.user_name,
-                session: self
-                    .session
-                    .map(|s| parse::<SessionId>("session id", &s))
-                    .transpose()?,
-                directory_event: self
-                    .directory_event
-                    .map(|e| DirectoryEventId(e.unsigned_abs())),
+                session: self.session.map(|s| parse::<SessionId>("session id", &s)).transpose()?,
+                directory_event: self.directory_event.map(|e| DirectoryEventId(e.unsigned_abs())),
                 actor: self.actor,
                 detail: self.detail,
             },
@@ -188,11 +173,9 @@ impl AuditRow {
 /// Appends entries to the chain inside `tx`.
 fn seal_all(tx: &Transaction<'_>, entries: Vec<AuditEntry>) -> StoreResult<Vec<AuditRecord>> {
     let head: Option<(i64, Vec<u8>)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()
         .map_err(backend)?;
     let (mut seq, mut prev) = match head {
@@ -223,12 +206,7 @@ fn seal_all(tx: &Transaction<'_>, entries: Vec<AuditEntry>) -> StoreResult<Vec<A
             hash.0.as_slice(),
         ])
         .map_err(backend)?;
-        out.push(AuditRecord {
-            seq,
-            entry,
-            prev_hash: prev,
-            hash,
-        });
+        out.push(AuditRecord { seq, entry, prev_hash: prev, hash });
         prev = hash;
     }
     Ok(out)
@@ -236,9 +214,7 @@ fn seal_all(tx: &Transaction<'_>, entries: Vec<AuditEntry>) -> StoreResult<Vec<A
 
 fn conflict(e: rusqlite::Error, field: &'static str, value: String) -> StoreError {
     match e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
             StoreError::Conflict { field, value }
         }
         other => backend(other),
@@ -273,9 +249,7 @@ impl SessionStore for SqliteSessions {
         .map_err(|e| conflict(e, "session", session.id.to_string()))?;
         let mut sealed = seal_all(&tx, vec![audit])?;
         tx.commit().map_err(backend)?;
-        sealed
-            .pop()
-            .ok_or_else(|| StoreError::Backend("audit record not sealed".into()))
+        sealed.pop().ok_or_else(|| StoreError::Backend("audit record not sealed".into()))
     }
 
     fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
@@ -289,21 +263,16 @@ impl SessionStore for SqliteSessions {
     fn session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?1");
         self.pool
-            .read(|c| {
-                c.query_row(&sql, [hash.0.as_slice()], session_row)
-                    .optional()
-            })?
+            .read(|c| c.query_row(&sql, [hash.0.as_slice()], session_row).optional())?
             .map(SessionRow::decode)
             .transpose()
     }
 
     fn sessions_of(&self, identity: IdentityId) -> StoreResult<Vec<Session>> {
-        let sql =
-            format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE identity = ?1 ORDER BY rowid");
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE identity = ?1 ORDER BY rowid");
         let rows = self.pool.read(|c| {
             let mut stmt = c.prepare_cached(&sql)?;
-            stmt.query_map([identity.to_string()], session_row)?
-                .collect::<Result<Vec<_>, _>>()
+            stmt.query_map([identity.to_string()], session_row)?.collect::<Result<Vec<_>, _>>()
         })?;
         rows.into_iter().map(SessionRow::decode).collect()
     }
@@ -336,9 +305,7 @@ impl SessionStore for SqliteSessions {
         let tx = conn.transaction().map_err(backend)?;
         if let Some(new) = batch.consumed {
             let old: Option<i64> = tx
-                .query_row("SELECT consumed FROM bridge_cursor WHERE id = 1", [], |r| {
-                    r.get(0)
-                })
+                .query_row("SELECT consumed FROM bridge_cursor WHERE id = 1", [], |r| r.get(0))
                 .optional()
                 .map_err(backend)?;
             if old.is_some_and(|old| seq_to_sql(new.0) <= old) {
@@ -367,11 +334,7 @@ impl SessionStore for SqliteSessions {
                 .map_err(backend)?;
             if changed == 0 {
                 let exists: bool = tx
-                    .query_row(
-                        "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)",
-                        [&id],
-                        |r| r.get(0),
-                    )
+                    .query_row("SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)", [&id], |r| r.get(0))
                     .map_err(backend)?;
                 if !exists {
                     return Err(StoreError::NotFound(format!("session {id}")));
@@ -393,10 +356,7 @@ impl SessionStore for SqliteSessions {
 
     fn consumed(&self) -> StoreResult<Option<DirectoryEventId>> {
         let v: Option<i64> = self.pool.read(|c| {
-            c.query_row("SELECT consumed FROM bridge_cursor WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .optional()
+            c.query_row("SELECT consumed FROM bridge_cursor WHERE id = 1", [], |r| r.get(0)).optional()
         })?;
         Ok(v.map(|v| DirectoryEventId(v.unsigned_abs())))
     }
@@ -454,10 +414,7 @@ impl CredentialStore for SqliteSessions {
             let mut stmt = c.prepare_cached(
                 "SELECT id, name, secret_hash, scopes, created FROM clients ORDER BY rowid",
             )?;
-            stmt.query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect()
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect()
         })?;
         rows.into_iter()
             .map(|(id, name, hash, scopes, created)| {
@@ -477,10 +434,7 @@ impl CredentialStore for SqliteSessions {
 
     fn admin_token_hash(&self) -> StoreResult<Option<TokenHash>> {
         let v: Option<Vec<u8>> = self.pool.read(|c| {
-            c.query_row("SELECT token_hash FROM admin_token WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .optional()
+            c.query_row("SELECT token_hash FROM admin_token WHERE id = 1", [], |r| r.get(0)).optional()
         })?;
         v.map(|h| hash32(&h).map(TokenHash)).transpose()
     }

@@ -30,27 +30,14 @@ fn committed_state_survives_reopen() {
         c::create(&d, 0, "alice");
         let s = SqliteSessions::open(&root.join("sessions.db"), Durability::Full).unwrap();
         let x = c::session(1, c::identity_id(0), 1_000);
-        s.insert_session(
-            &x,
-            c::audit(lockstep_domain::AuditKind::SessionCreated, Some(x.id)),
-        )
-        .unwrap();
+        s.insert_session(&x, c::audit(lockstep_domain::AuditKind::SessionCreated, Some(x.id))).unwrap();
     }
     let d = SqliteDirectory::open(&root.join("directory.db"), Durability::Full).unwrap();
-    assert_eq!(
-        d.live_identity_by_user_name("ALICE")
-            .unwrap()
-            .unwrap()
-            .version,
-        1
-    );
+    assert_eq!(d.live_identity_by_user_name("ALICE").unwrap().unwrap().version, 1);
     assert_eq!(d.events_after(None, 10).unwrap().len(), 1);
     let s = SqliteSessions::open(&root.join("sessions.db"), Durability::Full).unwrap();
     assert_eq!(s.sessions_of(c::identity_id(0)).unwrap().len(), 1);
-    assert_eq!(
-        lockstep_store::verify_chain(s.audit_after(0, 10).unwrap()),
-        Ok(1)
-    );
+    assert_eq!(lockstep_store::verify_chain(s.audit_after(0, 10).unwrap()), Ok(1));
 }
 
 #[test]
@@ -65,9 +52,7 @@ fn audit_rows_cannot_be_edited_in_place() {
     .unwrap();
     drop(s);
     let raw = rusqlite::Connection::open(root.join("sessions.db")).unwrap();
-    let err = raw
-        .execute("UPDATE audit SET detail = 'x'", [])
-        .unwrap_err();
+    let err = raw.execute("UPDATE audit SET detail = 'x'", []).unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
     let err = raw.execute("DELETE FROM audit", []).unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");

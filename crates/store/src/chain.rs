@@ -68,10 +68,7 @@ pub fn verify_chain(records: impl IntoIterator<Item = AuditRecord>) -> Result<u6
             });
         }
         if seal(&prev, record.seq, &record.entry) != record.hash {
-            return Err(ChainBreak {
-                seq: record.seq,
-                problem: "content does not match its hash".into(),
-            });
+            return Err(ChainBreak { seq: record.seq, problem: "content does not match its hash".into() });
         }
         prev = record.hash;
         expected_seq += 1;

@@ -7,9 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use lockstep_domain::{
-    ApiClient, AuditEntry, AuditKind, ClientId, CredentialKind, DirectoryChange, DirectoryEventId,
-    Identity, IdentityId, IdentityKind, IdentityStatus, Origin, RevocationReason, Scope, Session,
-    SessionId, SessionState, SourceId, Timestamp, TokenHash,
+    ApiClient, AuditEntry, AuditKind, ClientId, CredentialKind, DirectoryChange, DirectoryEventId, Identity,
+    IdentityId, IdentityKind, IdentityStatus, Origin, RevocationReason, Scope, Session, SessionId,
+    SessionState, SourceId, Timestamp, TokenHash,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -29,11 +29,7 @@ pub fn session_id(n: u128) -> SessionId {
 }
 
 pub fn origin() -> Origin {
-    Origin {
-        source: SourceId::new("scim"),
-        client: None,
-        source_ref: Some("ext-1".into()),
-    }
+    Origin { source: SourceId::new("scim"), client: None, source_ref: Some("ext-1".into()) }
 }
 
 pub fn identity(n: u128, user_name: &str) -> Identity {
@@ -97,10 +93,7 @@ pub fn identity_round_trip<D: DirectoryStore>(d: &D) {
     let created = create(d, 0, "Alice");
     assert_eq!(created.version, 1);
     assert_eq!(d.identity(created.id).unwrap(), Some(created.clone()));
-    assert_eq!(
-        d.live_identity_by_user_name("aLiCe").unwrap(),
-        Some(created.clone())
-    );
+    assert_eq!(d.live_identity_by_user_name("aLiCe").unwrap(), Some(created.clone()));
     let mut changed = created.clone();
     changed.display_name = None;
     changed.profile = "{}".into();
@@ -134,25 +127,9 @@ pub fn user_names_are_unique_case_insensitively<D: DirectoryStore>(d: &D) {
             at: Timestamp(1),
         })
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Conflict {
-                field: "userName",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert_eq!(
-        d.identity(identity_id(1)).unwrap(),
-        None,
-        "no partial write"
-    );
-    assert!(
-        d.events_after(None, 10).unwrap().len() == 1,
-        "no event for the failed write"
-    );
+    assert!(matches!(err, StoreError::Conflict { field: "userName", .. }), "{err:?}");
+    assert_eq!(d.identity(identity_id(1)).unwrap(), None, "no partial write");
+    assert!(d.events_after(None, 10).unwrap().len() == 1, "no event for the failed write");
 }
 
 pub fn tombstones_free_the_user_name<D: DirectoryStore>(d: &D) {
@@ -168,22 +145,11 @@ pub fn tombstones_free_the_user_name<D: DirectoryStore>(d: &D) {
     .unwrap();
     assert_eq!(d.live_identity_by_user_name("bob").unwrap(), None);
     assert!(d.deleted_user_name_exists("BOB").unwrap());
-    assert!(
-        d.identity(identity_id(0)).unwrap().is_some(),
-        "tombstone kept"
-    );
+    assert!(d.identity(identity_id(0)).unwrap().is_some(), "tombstone kept");
     create(d, 1, "bob");
-    assert_eq!(
-        d.live_identity_by_user_name("bob").unwrap().unwrap().id,
-        identity_id(1)
-    );
-    let all = d
-        .list_identities(&IdentityQuery {
-            filter: IdentityFilter::All,
-            offset: 0,
-            limit: 10,
-        })
-        .unwrap();
+    assert_eq!(d.live_identity_by_user_name("bob").unwrap().unwrap().id, identity_id(1));
+    let all =
+        d.list_identities(&IdentityQuery { filter: IdentityFilter::All, offset: 0, limit: 10 }).unwrap();
     assert_eq!(all.total, 1, "listings exclude tombstones");
 }
 
@@ -195,20 +161,12 @@ pub fn stale_versions_are_refused_without_partial_write<D: DirectoryStore>(d: &D
         .commit_identity(IdentityWrite {
             identity: renamed.clone(),
             expected_version: Some(7),
-            changes: vec![DirectoryChange::IdentityUpdated {
-                changed: vec!["userName".into()],
-            }],
+            changes: vec![DirectoryChange::IdentityUpdated { changed: vec!["userName".into()] }],
             origin: origin(),
             at: Timestamp(3),
         })
         .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::VersionMismatch {
-            expected: Some(7),
-            found: Some(1)
-        }
-    );
+    assert_eq!(err, StoreError::VersionMismatch { expected: Some(7), found: Some(1) });
     let err = d
         .commit_identity(IdentityWrite {
             identity: renamed,
@@ -234,9 +192,7 @@ pub fn events_are_ordered_and_carry_their_origin<D: DirectoryStore>(d: &D) {
             identity: a2,
             expected_version: Some(1),
             changes: vec![
-                DirectoryChange::IdentityUpdated {
-                    changed: vec!["userName".into()],
-                },
+                DirectoryChange::IdentityUpdated { changed: vec!["userName".into()] },
                 DirectoryChange::IdentityDeactivated {
                     from: IdentityStatus::Active,
                     to: IdentityStatus::Suspended,
@@ -258,40 +214,21 @@ pub fn events_are_ordered_and_carry_their_origin<D: DirectoryStore>(d: &D) {
     assert_eq!(all[3].origin.source.as_str(), "ldap:corp");
     assert_eq!(all[3].origin.source_ref.as_deref(), Some("entryUUID-1"));
     assert_eq!(all[3].user_name, "a2");
-    assert_eq!(
-        d.events_after(Some(DirectoryEventId(2)), 1).unwrap(),
-        all[2..3].to_vec()
-    );
+    assert_eq!(d.events_after(Some(DirectoryEventId(2)), 1).unwrap(), all[2..3].to_vec());
 }
 
 pub fn filters_and_paging<D: DirectoryStore>(d: &D) {
     for n in 0..5 {
         create(d, n, &format!("user{n}"));
     }
-    let q = |filter, offset, limit| {
-        d.list_identities(&IdentityQuery {
-            filter,
-            offset,
-            limit,
-        })
-        .unwrap()
-    };
+    let q = |filter, offset, limit| d.list_identities(&IdentityQuery { filter, offset, limit }).unwrap();
     let page = q(IdentityFilter::All, 1, 2);
     assert_eq!(page.total, 5);
     let names: Vec<_> = page.items.iter().map(|i| i.user_name.as_str()).collect();
     assert_eq!(names, ["user1", "user2"]);
-    assert_eq!(
-        q(IdentityFilter::UserNameEq("USER3".into()), 0, 10).items[0].id,
-        identity_id(3)
-    );
-    assert_eq!(
-        q(IdentityFilter::ExternalIdEq("ext-4".into()), 0, 10).items[0].id,
-        identity_id(4)
-    );
-    assert_eq!(
-        q(IdentityFilter::ExternalIdEq("EXT-4".into()), 0, 10).total,
-        0
-    );
+    assert_eq!(q(IdentityFilter::UserNameEq("USER3".into()), 0, 10).items[0].id, identity_id(3));
+    assert_eq!(q(IdentityFilter::ExternalIdEq("ext-4".into()), 0, 10).items[0].id, identity_id(4));
+    assert_eq!(q(IdentityFilter::ExternalIdEq("EXT-4".into()), 0, 10).total, 0);
     assert_eq!(q(IdentityFilter::IdEq(identity_id(2)), 0, 10).total, 1);
     assert_eq!(q(IdentityFilter::All, 0, 0).items.len(), 0);
 }
@@ -303,30 +240,22 @@ pub fn sessions_round_trip<S: SessionStore>(s: &S) {
     let b = session(2, identity_id(0), 50);
     let c = session(3, identity_id(1), 1_000);
     for x in [&a, &b, &c] {
-        s.insert_session(x, audit(AuditKind::SessionCreated, Some(x.id)))
-            .unwrap();
+        s.insert_session(x, audit(AuditKind::SessionCreated, Some(x.id))).unwrap();
     }
     assert_eq!(s.session(a.id).unwrap(), Some(a.clone()));
     assert_eq!(s.session_by_token(&a.token_hash).unwrap(), Some(a.clone()));
     assert_eq!(s.session_by_token(&TokenHash([99; 32])).unwrap(), None);
-    assert_eq!(
-        s.sessions_of(identity_id(0)).unwrap(),
-        vec![a.clone(), b.clone()]
-    );
+    assert_eq!(s.sessions_of(identity_id(0)).unwrap(), vec![a.clone(), b.clone()]);
     let mut live = Vec::new();
-    s.for_each_live(Timestamp(100), &mut |x| live.push(x.id))
-        .unwrap();
+    s.for_each_live(Timestamp(100), &mut |x| live.push(x.id)).unwrap();
     assert_eq!(live, vec![a.id, c.id]);
-    let dup = s
-        .insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id)))
-        .unwrap_err();
+    let dup = s.insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id))).unwrap_err();
     assert!(matches!(dup, StoreError::Conflict { .. }));
 }
 
 pub fn batches_are_atomic_with_the_cursor<S: SessionStore>(s: &S) {
     let a = session(1, identity_id(0), 1_000);
-    s.insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id)))
-        .unwrap();
+    s.insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id))).unwrap();
     assert_eq!(s.consumed().unwrap(), None);
     let revoked = SessionState::Revoked {
         at: Timestamp(20),
@@ -335,11 +264,7 @@ pub fn batches_are_atomic_with_the_cursor<S: SessionStore>(s: &S) {
     };
     let batch = SessionBatch {
         consumed: Some(DirectoryEventId(3)),
-        updates: vec![SessionUpdate {
-            session: a.id,
-            state: revoked,
-            expires_at: None,
-        }],
+        updates: vec![SessionUpdate { session: a.id, state: revoked, expires_at: None }],
         audit: vec![
             audit(AuditKind::IdentityDeactivated, None),
             audit(AuditKind::SessionRevoked, Some(a.id)),
@@ -355,11 +280,7 @@ pub fn batches_are_atomic_with_the_cursor<S: SessionStore>(s: &S) {
     // A batch naming a missing session writes nothing, cursor included.
     let bad = SessionBatch {
         consumed: Some(DirectoryEventId(4)),
-        updates: vec![SessionUpdate {
-            session: session_id(99),
-            state: revoked,
-            expires_at: None,
-        }],
+        updates: vec![SessionUpdate { session: session_id(99), state: revoked, expires_at: None }],
         audit: vec![audit(AuditKind::SessionRevoked, None)],
     };
     assert!(matches!(s.apply(bad), Err(StoreError::NotFound(_))));
@@ -369,20 +290,12 @@ pub fn batches_are_atomic_with_the_cursor<S: SessionStore>(s: &S) {
 
 pub fn revoked_is_terminal<S: SessionStore>(s: &S) {
     let a = session(1, identity_id(0), 1_000);
-    s.insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id)))
-        .unwrap();
-    let revoked = SessionState::Revoked {
-        at: Timestamp(5),
-        reason: RevocationReason::AdminRevoked,
-        cause: None,
-    };
+    s.insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id))).unwrap();
+    let revoked =
+        SessionState::Revoked { at: Timestamp(5), reason: RevocationReason::AdminRevoked, cause: None };
     s.apply(SessionBatch {
         consumed: None,
-        updates: vec![SessionUpdate {
-            session: a.id,
-            state: revoked,
-            expires_at: None,
-        }],
+        updates: vec![SessionUpdate { session: a.id, state: revoked, expires_at: None }],
         audit: vec![],
     })
     .unwrap();
@@ -404,8 +317,7 @@ pub fn revoked_is_terminal<S: SessionStore>(s: &S) {
 pub fn audit_chain_verifies_and_pages<S: SessionStore + CredentialStore>(s: &S) {
     for n in 0..7 {
         let x = session(n, identity_id(0), 1_000);
-        s.insert_session(&x, audit(AuditKind::SessionCreated, Some(x.id)))
-            .unwrap();
+        s.insert_session(&x, audit(AuditKind::SessionCreated, Some(x.id))).unwrap();
     }
     s.insert_client(
         &ApiClient {
@@ -439,13 +351,9 @@ pub fn credentials_round_trip<S: CredentialStore>(s: &S) {
         scopes: vec![Scope::Scim, Scope::Introspect],
         created: Timestamp(1),
     };
-    s.insert_client(&client, audit(AuditKind::ClientCreated, None))
-        .unwrap();
+    s.insert_client(&client, audit(AuditKind::ClientCreated, None)).unwrap();
     assert_eq!(s.clients().unwrap(), vec![client.clone()]);
-    assert!(
-        s.insert_client(&client, audit(AuditKind::ClientCreated, None))
-            .is_err()
-    );
+    assert!(s.insert_client(&client, audit(AuditKind::ClientCreated, None)).is_err());
     assert_eq!(s.clients().unwrap().len(), 1);
 }
 
@@ -453,39 +361,18 @@ pub fn credentials_round_trip<S: CredentialStore>(s: &S) {
 
 #[derive(Clone, Debug)]
 enum DirOp {
-    Create {
-        n: u8,
-        name: u8,
-    },
-    Update {
-        n: u8,
-        name: u8,
-        status: u8,
-        stale: bool,
-    },
-    ByName {
-        name: u8,
-    },
-    List {
-        offset: u8,
-        limit: u8,
-    },
-    Events {
-        after: u8,
-    },
+    Create { n: u8, name: u8 },
+    Update { n: u8, name: u8, status: u8, stale: bool },
+    ByName { name: u8 },
+    List { offset: u8, limit: u8 },
+    Events { after: u8 },
 }
 
 fn dir_op() -> impl Strategy<Value = DirOp> {
     prop_oneof![
         (0u8..6, 0u8..4).prop_map(|(n, name)| DirOp::Create { n, name }),
-        (0u8..6, 0u8..4, 0u8..4, any::<bool>()).prop_map(|(n, name, status, stale)| {
-            DirOp::Update {
-                n,
-                name,
-                status,
-                stale,
-            }
-        }),
+        (0u8..6, 0u8..4, 0u8..4, any::<bool>())
+            .prop_map(|(n, name, status, stale)| { DirOp::Update { n, name, status, stale } }),
         (0u8..4).prop_map(|name| DirOp::ByName { name }),
         (0u8..4, 0u8..4).prop_map(|(offset, limit)| DirOp::List { offset, limit }),
         (0u8..8).prop_map(|after| DirOp::Events { after }),
@@ -505,23 +392,14 @@ fn run_dir_op<D: DirectoryStore + ?Sized>(d: &D, op: &DirOp) -> String {
                 at: Timestamp(1_000),
             })
         ),
-        DirOp::Update {
-            n,
-            name: k,
-            status,
-            stale,
-        } => {
+        DirOp::Update { n, name: k, status, stale } => {
             let current = d.identity(identity_id(u128::from(*n))).unwrap();
             let Some(mut next) = current.clone() else {
                 return "absent".into();
             };
             next.user_name = name(*k);
             next.status = IdentityStatus::ALL[*status as usize];
-            let expected = if *stale {
-                Some(next.version + 3)
-            } else {
-                Some(next.version)
-            };
+            let expected = if *stale { Some(next.version + 3) } else { Some(next.version) };
             let changes = lockstep_domain::diff_identity(current.as_ref(), &next);
             if changes.is_empty() {
                 return "no change".into();
@@ -550,23 +428,16 @@ fn run_dir_op<D: DirectoryStore + ?Sized>(d: &D, op: &DirOp) -> String {
                 limit: usize::from(*limit),
             })
         ),
-        DirOp::Events { after } => format!(
-            "{:?}",
-            d.events_after(
-                (*after > 0).then_some(DirectoryEventId(u64::from(*after))),
-                3
-            )
-        ),
+        DirOp::Events { after } => {
+            format!("{:?}", d.events_after((*after > 0).then_some(DirectoryEventId(u64::from(*after))), 3))
+        }
     }
 }
 
 /// Random operation sequences give the same results on `open()` as on the
 /// in-memory model.
 pub fn model_check_directory<D: DirectoryStore>(open: impl Fn() -> D, cases: u32) {
-    let mut runner = TestRunner::new(Config {
-        cases,
-        ..Config::default()
-    });
+    let mut runner = TestRunner::new(Config { cases, ..Config::default() });
     runner
         .run(&prop::collection::vec(dir_op(), 1..25), |ops| {
             let model = MemoryDirectory::new();
@@ -601,10 +472,7 @@ fn run_ses_op<S: SessionStore + ?Sized>(s: &S, op: &SesOp) -> String {
     match op {
         SesOp::Insert { n, who, expires } => {
             let x = session(u128::from(*n), identity_id(u128::from(*who)), t(*expires).0);
-            format!(
-                "{:?}",
-                s.insert_session(&x, audit(AuditKind::SessionCreated, Some(x.id)))
-            )
+            format!("{:?}", s.insert_session(&x, audit(AuditKind::SessionCreated, Some(x.id))))
         }
         SesOp::Revoke { n, consumed } => format!(
             "{:?} {:?}",
@@ -619,10 +487,7 @@ fn run_ses_op<S: SessionStore + ?Sized>(s: &S, op: &SesOp) -> String {
                     },
                     expires_at: None,
                 }],
-                audit: vec![audit(
-                    AuditKind::SessionRevoked,
-                    Some(session_id(u128::from(*n)))
-                )],
+                audit: vec![audit(AuditKind::SessionRevoked, Some(session_id(u128::from(*n))))],
             }),
             s.consumed()
         ),
@@ -654,10 +519,7 @@ fn run_ses_op<S: SessionStore + ?Sized>(s: &S, op: &SesOp) -> String {
 /// Random operation sequences give the same results on `open()` as on the
 /// in-memory model, and the audit chain always verifies.
 pub fn model_check_sessions<S: SessionStore>(open: impl Fn() -> S, cases: u32) {
-    let mut runner = TestRunner::new(Config {
-        cases,
-        ..Config::default()
-    });
+    let mut runner = TestRunner::new(Config { cases, ..Config::default() });
     runner
         .run(&prop::collection::vec(ses_op(), 1..25), |ops| {
             let model = MemorySessions::new();

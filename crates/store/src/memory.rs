@@ -7,19 +7,18 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use lockstep_domain::{
-    ApiClient, AuditEntry, AuditRecord, ChainHash, DirectoryEvent, DirectoryEventId, Identity,
-    IdentityId, IdentityStatus, Session, SessionId, Timestamp, TokenHash,
+    ApiClient, AuditEntry, AuditRecord, ChainHash, DirectoryEvent, DirectoryEventId, Identity, IdentityId,
+    IdentityStatus, Session, SessionId, Timestamp, TokenHash,
 };
 
 use crate::chain::seal;
 use crate::roles::{
-    Committed, CredentialStore, DirectoryStore, IdentityFilter, IdentityPage, IdentityQuery,
-    IdentityWrite, SessionBatch, SessionStore, StoreError, StoreResult,
+    Committed, CredentialStore, DirectoryStore, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite,
+    SessionBatch, SessionStore, StoreError, StoreResult,
 };
 
 fn lock<T>(m: &Mutex<T>) -> StoreResult<MutexGuard<'_, T>> {
-    m.lock()
-        .map_err(|_| StoreError::Backend("lock poisoned".into()))
+    m.lock().map_err(|_| StoreError::Backend("lock poisoned".into()))
 }
 
 #[derive(Debug, Default)]
@@ -52,15 +51,10 @@ impl DirectoryStore for MemoryDirectory {
         let pos = st.identities.iter().position(|i| i.id == write.identity.id);
         let found = pos.map(|p| st.identities[p].version);
         if found != write.expected_version {
-            return Err(StoreError::VersionMismatch {
-                expected: write.expected_version,
-                found,
-            });
+            return Err(StoreError::VersionMismatch { expected: write.expected_version, found });
         }
         if write.changes.is_empty() {
-            return Err(StoreError::Backend(
-                "a directory write must record at least one change".into(),
-            ));
+            return Err(StoreError::Backend("a directory write must record at least one change".into()));
         }
         let mut identity = write.identity;
         if live(&identity) {
@@ -70,10 +64,7 @@ impl DirectoryStore for MemoryDirectory {
                 .iter()
                 .any(|i| i.id != identity.id && live(i) && i.user_name.to_lowercase() == lower);
             if clash {
-                return Err(StoreError::Conflict {
-                    field: "userName",
-                    value: identity.user_name,
-                });
+                return Err(StoreError::Conflict { field: "userName", value: identity.user_name });
             }
         }
         identity.version = write.expected_version.map_or(1, |v| v + 1);
@@ -100,11 +91,7 @@ impl DirectoryStore for MemoryDirectory {
     }
 
     fn identity(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
-        Ok(lock(&self.state)?
-            .identities
-            .iter()
-            .find(|i| i.id == id)
-            .cloned())
+        Ok(lock(&self.state)?.identities.iter().find(|i| i.id == id).cloned())
     }
 
     fn live_identity_by_user_name(&self, user_name: &str) -> StoreResult<Option<Identity>> {
@@ -118,10 +105,7 @@ impl DirectoryStore for MemoryDirectory {
 
     fn deleted_user_name_exists(&self, user_name: &str) -> StoreResult<bool> {
         let lower = user_name.to_lowercase();
-        Ok(lock(&self.state)?
-            .identities
-            .iter()
-            .any(|i| !live(i) && i.user_name.to_lowercase() == lower))
+        Ok(lock(&self.state)?.identities.iter().any(|i| !live(i) && i.user_name.to_lowercase() == lower))
     }
 
     fn list_identities(&self, query: &IdentityQuery) -> StoreResult<IdentityPage> {
@@ -139,12 +123,7 @@ impl DirectoryStore for MemoryDirectory {
             .collect();
         Ok(IdentityPage {
             total: matches.len(),
-            items: matches
-                .into_iter()
-                .skip(query.offset)
-                .take(query.limit)
-                .cloned()
-                .collect(),
+            items: matches.into_iter().skip(query.offset).take(query.limit).cloned().collect(),
         })
     }
 
@@ -178,17 +157,9 @@ impl SessionState {
     fn seal_all(&mut self, entries: Vec<AuditEntry>) -> Vec<AuditRecord> {
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
-            let (seq, prev) = self
-                .audit
-                .last()
-                .map_or((1, ChainHash::GENESIS), |r| (r.seq + 1, r.hash));
+            let (seq, prev) = self.audit.last().map_or((1, ChainHash::GENESIS), |r| (r.seq + 1, r.hash));
             let hash = seal(&prev, seq, &entry);
-            let record = AuditRecord {
-                seq,
-                entry,
-                prev_hash: prev,
-                hash,
-            };
+            let record = AuditRecord { seq, entry, prev_hash: prev, hash };
             self.audit.push(record.clone());
             out.push(record);
         }
@@ -214,23 +185,15 @@ impl SessionStore for MemorySessions {
         let mut st = lock(&self.state)?;
         // Same id or same secret: either way the session already exists.
         let exists = st.sessions.contains_key(&session.id)
-            || st
-                .sessions
-                .values()
-                .any(|s| s.token_hash == session.token_hash);
+            || st.sessions.values().any(|s| s.token_hash == session.token_hash);
         if exists {
             let value = session.id.to_string();
-            return Err(StoreError::Conflict {
-                field: "session",
-                value,
-            });
+            return Err(StoreError::Conflict { field: "session", value });
         }
         st.sessions.insert(session.id, session.clone());
         st.order.push(session.id);
         let mut records = st.seal_all(vec![audit]);
-        records
-            .pop()
-            .ok_or_else(|| StoreError::Backend("audit record not sealed".into()))
+        records.pop().ok_or_else(|| StoreError::Backend("audit record not sealed".into()))
     }
 
     fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
@@ -238,11 +201,7 @@ impl SessionStore for MemorySessions {
     }
 
     fn session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
-        Ok(lock(&self.state)?
-            .sessions
-            .values()
-            .find(|s| s.token_hash == *hash)
-            .cloned())
+        Ok(lock(&self.state)?.sessions.values().find(|s| s.token_hash == *hash).cloned())
     }
 
     fn sessions_of(&self, identity: IdentityId) -> StoreResult<Vec<Session>> {
@@ -299,13 +258,7 @@ impl SessionStore for MemorySessions {
     }
 
     fn audit_after(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
-        Ok(lock(&self.state)?
-            .audit
-            .iter()
-            .filter(|r| r.seq > after)
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(lock(&self.state)?.audit.iter().filter(|r| r.seq > after).take(limit).cloned().collect())
     }
 }
 
@@ -313,10 +266,7 @@ impl CredentialStore for MemorySessions {
     fn insert_client(&self, client: &ApiClient, audit: AuditEntry) -> StoreResult<()> {
         let mut st = lock(&self.state)?;
         if st.clients.iter().any(|c| c.id == client.id) {
-            return Err(StoreError::Conflict {
-                field: "client id",
-                value: client.id.to_string(),
-            });
+            return Err(StoreError::Conflict { field: "client id", value: client.id.to_string() });
         }
         st.clients.push(client.clone());
         st.seal_all(vec![audit]);

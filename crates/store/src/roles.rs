@@ -1,8 +1,8 @@
 //! The role traits.
 
 use lockstep_domain::{
-    ApiClient, AuditEntry, AuditRecord, DirectoryChange, DirectoryEvent, DirectoryEventId,
-    Identity, IdentityId, Origin, Session, SessionId, SessionState, Timestamp, TokenHash,
+    ApiClient, AuditEntry, AuditRecord, DirectoryChange, DirectoryEvent, DirectoryEventId, Identity,
+    IdentityId, Origin, Session, SessionId, SessionState, Timestamp, TokenHash,
 };
 
 /// What can go wrong in a store.
@@ -119,11 +119,8 @@ pub trait DirectoryStore: Send + Sync + std::fmt::Debug {
     fn list_identities(&self, query: &IdentityQuery) -> StoreResult<IdentityPage>;
 
     /// Events with a position greater than `after`, oldest first.
-    fn events_after(
-        &self,
-        after: Option<DirectoryEventId>,
-        limit: usize,
-    ) -> StoreResult<Vec<DirectoryEvent>>;
+    fn events_after(&self, after: Option<DirectoryEventId>, limit: usize)
+    -> StoreResult<Vec<DirectoryEvent>>;
 }
 
 /// A change to one session.

@@ -1,0 +1,193 @@
+//! The admin API: sessions, clients, audit.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use lockstep_domain::{Scope, SessionId};
+use lockstep_proto::admin::{
+    AuditPage, AuditRecordView, ClientView, CreateClientRequest, CreateSessionRequest, CreatedClient,
+    CreatedSession, SessionList, SessionView,
+};
+use lockstep_proto::format_rfc3339;
+use serde::Deserialize;
+
+use crate::error::{ApiError, Flavor};
+use crate::{AppState, Caller, blocking};
+
+const FLAVOR: Flavor = Flavor::Admin;
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    match body {
+        Ok(Json(v)) => Ok(v),
+        Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::new(FLAVOR, StatusCode::PAYLOAD_TOO_LARGE, Some("invalid_request"), e.body_text()))
+        }
+        Err(e) => Err(ApiError::bad_request(FLAVOR, e.body_text())),
+    }
+}
+
+fn engine_err(e: lockstep_engine::EngineError) -> ApiError {
+    ApiError::from_engine(FLAVOR, e)
+}
+
+/// Parses a lifetime like `15m` or `1h30m`.
+fn parse_ttl(ttl: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    ttl.map(|t| {
+        humantime::parse_duration(t.trim()).map_err(|e| {
+            ApiError::bad_request(FLAVOR, format!("ttl: {e} (use a duration like \"15m\" or \"1h\")"))
+        })
+    })
+    .transpose()
+}
+
+/// `POST /v1/sessions`.
+pub(crate) async fn create_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateSessionRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Sessions)?;
+    let req = json_body(body)?;
+    if req.subject.trim().is_empty() {
+        return Err(ApiError::bad_request(FLAVOR, "subject: must not be empty"));
+    }
+    let ttl = parse_ttl(req.ttl.as_deref())?;
+    let engine = state.engine.clone();
+    let issued = blocking(FLAVOR, move || {
+        engine.open_session(req.subject.trim(), ttl, &caller.principal).map_err(engine_err)
+    })
+    .await?;
+    let body = CreatedSession {
+        session_id: issued.session.id.to_string(),
+        access_token: issued.access_token,
+        token_type: "Bearer".into(),
+        expires_at: format_rfc3339(issued.session.expires_at),
+        subject: issued.session.identity.to_string(),
+        username: issued.session.user_name,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SubjectQuery {
+    subject: Option<String>,
+}
+
+/// `GET /v1/sessions?subject=…`.
+pub(crate) async fn list_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<SubjectQuery>, QueryRejection>,
+) -> Result<Json<SessionList>, ApiError> {
+    caller.require(Scope::Sessions)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(FLAVOR, e.body_text()))?;
+    let subject = q
+        .subject
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request(FLAVOR, "subject: query parameter is required"))?;
+    let engine = state.engine.clone();
+    let sessions = blocking(FLAVOR, move || engine.list_sessions(subject.trim()).map_err(engine_err)).await?;
+    Ok(Json(SessionList { sessions: sessions.iter().map(SessionView::from_session).collect() }))
+}
+
+/// `DELETE /v1/sessions/{id}`: 204, also when already revoked.
+pub(crate) async fn revoke_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Scope::Sessions)?;
+    let id: SessionId = id.parse().map_err(|_| {
+        ApiError::new(FLAVOR, StatusCode::NOT_FOUND, Some("not_found"), format!("session {id} not found"))
+    })?;
+    let engine = state.engine.clone();
+    blocking(FLAVOR, move || engine.revoke_session(id, &caller.principal).map_err(engine_err)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/clients` (admin only).
+pub(crate) async fn create_client(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateClientRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let req = json_body(body)?;
+    let scopes = req
+        .scopes
+        .iter()
+        .map(|s| {
+            s.parse::<Scope>().map_err(|_| {
+                ApiError::bad_request(
+                    FLAVOR,
+                    format!("scopes: unknown scope {s:?} (use scim, sessions, introspect, audit)"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let engine = state.engine.clone();
+    let created = blocking(FLAVOR, move || {
+        engine.create_client(&req.name, &scopes, &caller.principal).map_err(engine_err)
+    })
+    .await?;
+    let body = CreatedClient {
+        client_id: created.client.id.to_string(),
+        client_secret: created.secret,
+        name: created.client.name,
+        scopes: created.client.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /v1/clients` (admin only), without secrets.
+pub(crate) async fn list_clients(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<ClientView>>, ApiError> {
+    caller.require_admin()?;
+    Ok(Json(
+        state
+            .engine
+            .clients()
+            .into_iter()
+            .map(|c| ClientView {
+                client_id: c.id.to_string(),
+                name: c.name,
+                scopes: c.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+                created: format_rfc3339(c.created),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct AuditQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Largest audit page.
+const MAX_AUDIT_PAGE: usize = 1000;
+
+/// `GET /v1/audit?after=&limit=`: oldest first.
+pub(crate) async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<AuditPage>, ApiError> {
+    caller.require(Scope::Audit)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(FLAVOR, e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_AUDIT_PAGE {
+        return Err(ApiError::bad_request(FLAVOR, format!("limit: must be 1 to {MAX_AUDIT_PAGE}")));
+    }
+    let after = q.after.unwrap_or(0);
+    let engine = state.engine.clone();
+    let records = blocking(FLAVOR, move || engine.audit_page(after, limit).map_err(engine_err)).await?;
+    let next_after = (records.len() == limit).then(|| records.last().map(|r| r.seq)).flatten();
+    Ok(Json(AuditPage { records: records.iter().map(AuditRecordView::from_record).collect(), next_after }))
+}

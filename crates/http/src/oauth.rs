@@ -1,0 +1,66 @@
+//! RFC 7662 introspection and RFC 7009 revocation.
+
+use axum::Json;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use lockstep_domain::Scope;
+use lockstep_proto::oauth::{IntrospectionResponse, TokenRequest};
+
+use crate::error::ApiError;
+use crate::{AppState, Caller, blocking};
+
+fn token(form: Result<Form<TokenRequest>, FormRejection>, caller: &Caller) -> Result<String, ApiError> {
+    let Form(req) = form.map_err(|e| ApiError::bad_request(caller.flavor, e.body_text()))?;
+    match req.token {
+        Some(t) if !t.is_empty() => Ok(t),
+        _ => Err(ApiError::bad_request(caller.flavor, "the token parameter is required")),
+    }
+}
+
+fn no_store(mut r: Response) -> Response {
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `POST /oauth2/introspect` — answered from memory on this thread.
+pub(crate) async fn introspect(
+    State(state): State<AppState>,
+    caller: Caller,
+    form: Result<Form<TokenRequest>, FormRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Introspect)?;
+    let token = token(form, &caller)?;
+    let body = match state.engine.introspect(&token) {
+        None => IntrospectionResponse::inactive(),
+        Some(s) => IntrospectionResponse {
+            active: true,
+            sub: Some(s.identity.to_string()),
+            username: Some(s.user_name.to_string()),
+            exp: Some(s.expires_at.unix_seconds()),
+            iat: Some(s.issued_at.unix_seconds()),
+            token_type: Some("Bearer".into()),
+            client_id: Some(s.client.map_or_else(|| "admin".to_owned(), |c| c.to_string())),
+            sid: Some(s.id.to_string()),
+        },
+    };
+    Ok(no_store(Json(body).into_response()))
+}
+
+/// `POST /oauth2/revoke` — 200 for known and unknown tokens alike.
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    form: Result<Form<TokenRequest>, FormRejection>,
+) -> Result<Response, ApiError> {
+    caller.require_any(&[Scope::Introspect, Scope::Sessions])?;
+    let token = token(form, &caller)?;
+    let flavor = caller.flavor;
+    let engine = state.engine.clone();
+    blocking(flavor, move || {
+        engine.revoke_token(&token, &caller.principal).map_err(|e| ApiError::from_engine(flavor, e))
+    })
+    .await?;
+    Ok(no_store(().into_response()))
+}

@@ -1,0 +1,270 @@
+//! SCIM 2.0 `/Users` endpoints.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lockstep_domain::{Identity, IdentityId, Origin, Scope, SourceId};
+use lockstep_engine::{Engine, EngineError, UpdateError};
+use lockstep_proto::scim::{ListResponse, PatchRequest, SCIM_MEDIA_TYPE};
+use lockstep_scim::{
+    ListParams, ScimProblem, ScimType, apply_patch, list_query, user_from_document, user_to_document,
+};
+use serde_json::Value;
+
+use crate::error::{ApiError, Flavor};
+use crate::{AppState, Caller, blocking};
+
+const FLAVOR: Flavor = Flavor::Scim;
+
+/// The source name recorded on directory events written through SCIM.
+pub const SCIM_SOURCE: &str = "scim";
+
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    let root = match &state.config.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            format!("http://{host}")
+        }
+    };
+    format!("{root}/scim/v2")
+}
+
+fn scim_json(status: StatusCode, doc: &Value, etag: Option<String>) -> Response {
+    let mut r = (status, axum::Json(doc)).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_MEDIA_TYPE));
+    if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        r.headers_mut().insert(header::ETAG, etag);
+    }
+    r
+}
+
+fn user_response(status: StatusCode, identity: &Identity, base: &str) -> Response {
+    let doc = user_to_document(identity, base);
+    let etag = doc["meta"]["version"].as_str().map(str::to_owned);
+    let mut r = scim_json(status, &doc, etag);
+    if status == StatusCode::CREATED
+        && let Some(location) = doc["meta"]["location"].as_str().and_then(|l| HeaderValue::from_str(l).ok())
+    {
+        r.headers_mut().insert(header::LOCATION, location);
+    }
+    r
+}
+
+fn parse_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Value, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(FLAVOR, limit)
+        } else {
+            ApiError::bad_request(FLAVOR, e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ScimProblem::bad(ScimType::InvalidSyntax, format!("request body is not valid JSON: {e}")).into()
+    })
+}
+
+fn parse_id(id: &str) -> Result<IdentityId, ApiError> {
+    id.parse().map_err(|_| not_found(id))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(FLAVOR, StatusCode::NOT_FOUND, None, format!("User {id} not found"))
+}
+
+/// `If-Match`: `None` for absent or `*`; the version for `W/"n"` / `"n"`.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let value = value.to_str().unwrap_or("").trim();
+    if value == "*" {
+        return Ok(None);
+    }
+    value.trim_start_matches("W/").trim_matches('"').parse::<u64>().map(Some).map_err(|_| {
+        ApiError::new(
+            FLAVOR,
+            StatusCode::PRECONDITION_FAILED,
+            None,
+            format!("If-Match {value:?} does not match the current version"),
+        )
+    })
+}
+
+fn origin(caller: &Caller) -> Origin {
+    Origin { source: SourceId::new(SCIM_SOURCE), client: caller.principal.client_id(), source_ref: None }
+}
+
+fn engine_err(e: EngineError) -> ApiError {
+    ApiError::from_engine(FLAVOR, e)
+}
+
+fn update_err(e: UpdateError<ScimProblem>) -> ApiError {
+    match e {
+        UpdateError::Rejected(p) => p.into(),
+        UpdateError::Engine(e) => engine_err(e),
+    }
+}
+
+/// `POST /Users`.
+pub(crate) async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    let doc = parse_body(body, state.config.body_limit)?;
+    let base = base_url(&state, &headers);
+    let engine = state.engine.clone();
+    let applied = blocking(FLAVOR, move || {
+        let identity = user_from_document(&doc, engine.new_identity_id().map_err(engine_err)?, None)?;
+        engine.create_identity(identity, origin(&caller)).map_err(engine_err)
+    })
+    .await?;
+    Ok(user_response(StatusCode::CREATED, &applied.identity, &base))
+}
+
+/// `GET /Users/{id}`.
+pub(crate) async fn get_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    let identity_id = parse_id(&id)?;
+    let engine = state.engine.clone();
+    let identity = blocking(FLAVOR, move || match engine.live_identity(identity_id) {
+        Err(EngineError::NotFound(_)) => Err(not_found(&id)),
+        other => other.map_err(engine_err),
+    })
+    .await?;
+    Ok(user_response(StatusCode::OK, &identity, &base_url(&state, &headers)))
+}
+
+/// `GET /Users?filter=…&startIndex=…&count=…`.
+pub(crate) async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    let number = |name: &str| -> Result<Option<i64>, ApiError> {
+        params
+            .get(name)
+            .map(|v| {
+                v.trim().parse::<i64>().map_err(|_| {
+                    ScimProblem::bad(ScimType::InvalidValue, format!("{name} must be an integer, got {v:?}"))
+                        .into()
+                })
+            })
+            .transpose()
+    };
+    let list = ListParams {
+        filter: params.get("filter").cloned(),
+        start_index: number("startIndex")?,
+        count: number("count")?,
+    };
+    let (query, start) = list_query(&list)?;
+    let base = base_url(&state, &headers);
+    let engine = state.engine.clone();
+    let page = blocking(FLAVOR, move || {
+        engine.stores().directory.list_identities(&query).map_err(|e| engine_err(e.into()))
+    })
+    .await?;
+    let resources = page.items.iter().map(|i| user_to_document(i, &base)).collect();
+    let body = serde_json::to_value(ListResponse::new(page.total, start, resources))
+        .map_err(|e| ApiError::internal(FLAVOR, &e))?;
+    Ok(scim_json(StatusCode::OK, &body, None))
+}
+
+/// `PUT /Users/{id}`: full replace.
+pub(crate) async fn replace_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    let identity_id = parse_id(&id)?;
+    let expected = if_match(&headers)?;
+    let doc = parse_body(body, state.config.body_limit)?;
+    let base = base_url(&state, &headers);
+    let engine = state.engine.clone();
+    let applied = blocking(FLAVOR, move || {
+        update(&engine, identity_id, &id, origin(&caller), expected, |current| {
+            user_from_document(&doc, current.id, Some(current))
+        })
+    })
+    .await?;
+    Ok(user_response(StatusCode::OK, &applied, &base))
+}
+
+/// `PATCH /Users/{id}`: answers 200 with the resource.
+pub(crate) async fn patch_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    let identity_id = parse_id(&id)?;
+    let expected = if_match(&headers)?;
+    let request: PatchRequest = serde_json::from_value(parse_body(body, state.config.body_limit)?)
+        .map_err(|e| ScimProblem::bad(ScimType::InvalidSyntax, format!("not a PatchOp request: {e}")))?;
+    let base = base_url(&state, &headers);
+    let base_for_patch = base.clone();
+    let engine = state.engine.clone();
+    let applied = blocking(FLAVOR, move || {
+        update(&engine, identity_id, &id, origin(&caller), expected, |current| {
+            let Value::Object(mut doc) = user_to_document(current, &base_for_patch) else {
+                return Err(ScimProblem::bad(ScimType::InvalidSyntax, "stored user is not an object"));
+            };
+            apply_patch(&mut doc, &request)?;
+            user_from_document(&Value::Object(doc), current.id, Some(current))
+        })
+    })
+    .await?;
+    Ok(user_response(StatusCode::OK, &applied, &base))
+}
+
+fn update(
+    engine: &Engine,
+    identity_id: IdentityId,
+    id: &str,
+    origin: Origin,
+    expected: Option<u64>,
+    change: impl FnOnce(&Identity) -> Result<Identity, ScimProblem>,
+) -> Result<Identity, ApiError> {
+    match engine.update_identity(identity_id, origin, expected, change) {
+        Ok(applied) => Ok(applied.identity),
+        Err(UpdateError::Engine(EngineError::NotFound(_))) => Err(not_found(id)),
+        Err(e) => Err(update_err(e)),
+    }
+}
+
+/// `DELETE /Users/{id}`: 204; every session of the user is revoked first.
+pub(crate) async fn delete_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Scope::Scim)?;
+    let identity_id = parse_id(&id)?;
+    let expected = if_match(&headers)?;
+    let engine = state.engine.clone();
+    blocking(FLAVOR, move || match engine.delete_identity(identity_id, origin(&caller), expected) {
+        Ok(_) => Ok(()),
+        Err(EngineError::NotFound(_)) => Err(not_found(&id)),
+        Err(e) => Err(engine_err(e)),
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
