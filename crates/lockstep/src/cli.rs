@@ -1,0 +1,139 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{admin, config, demo, serve};
+
+/// Lockstep keeps every session and credential in step with the directory.
+#[derive(Debug, Parser)]
+#[command(name = "lockstep", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server on the embedded store.
+    Serve(ServeArgs),
+    /// Walk through directory event → policy → session impact against an
+    /// in-process server on a temporary directory, timing each step.
+    Demo,
+    /// Manage API clients.
+    Clients {
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
+    /// Inspect the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Manage the generated admin token.
+    AdminToken {
+        #[command(subcommand)]
+        command: AdminTokenCommand,
+    },
+}
+
+/// Settings of `serve`; each is also an environment variable and a key of
+/// the TOML config file (flag > environment > file > default).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "LOCKSTEP_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory holding directory.db and sessions.db [default: ./lockstep-data].
+    #[arg(long, env = "LOCKSTEP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long, env = "LOCKSTEP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Public base URL used in SCIM `meta.location` [default: from the Host header].
+    #[arg(long, env = "LOCKSTEP_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Commit durability: `full` (survives power loss) or `normal` (survives a crash) [default: full].
+    #[arg(long, env = "LOCKSTEP_DURABILITY")]
+    pub durability: Option<String>,
+    /// Largest request body in bytes [default: 1048576].
+    #[arg(long, env = "LOCKSTEP_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Session lifetime when a request names none [default: 15m].
+    #[arg(long, env = "LOCKSTEP_SESSION_DEFAULT_TTL")]
+    pub session_default_ttl: Option<String>,
+    /// Longest session lifetime a request may ask for [default: 12h].
+    #[arg(long, env = "LOCKSTEP_SESSION_MAX_TTL")]
+    pub session_max_ttl: Option<String>,
+    /// Log format: `text` or `json` [default: text].
+    #[arg(long, env = "LOCKSTEP_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct DataDirArg {
+    /// Data directory [default: ./lockstep-data].
+    #[arg(long, env = "LOCKSTEP_DATA_DIR", default_value = "./lockstep-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// Create an API client; prints its id and secret once.
+    Create {
+        /// Label, e.g. `okta-prod`.
+        #[arg(long)]
+        name: String,
+        /// Scope to grant (repeat): scim, sessions, introspect, audit.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// List API clients (never their secrets).
+    List {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the tamper-evident audit chain; exits 1 on a break.
+    Verify {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminTokenCommand {
+    /// Generate a new admin token (the old one stops working after a restart
+    /// of a running server); prints it once.
+    Rotate {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = config::Settings::resolve(&args)?;
+            serve::run(settings)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => demo::run(),
+        Command::Clients { command: ClientsCommand::Create { name, scopes, data } } => {
+            admin::create_client(&data.data_dir, &name, &scopes)
+        }
+        Command::Clients { command: ClientsCommand::List { data } } => admin::list_clients(&data.data_dir),
+        Command::Audit { command: AuditCommand::Verify { data } } => admin::verify_audit(&data.data_dir),
+        Command::AdminToken { command: AdminTokenCommand::Rotate { data } } => {
+            admin::rotate_admin_token(&data.data_dir)
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Settings: flag > environment > TOML file > default, validated into one
+//! typed value before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use lockstep_engine::SessionLimits;
+use lockstep_store_sqlite::Durability;
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+
+/// The TOML file. Unknown keys are errors, so a typo never silently falls
+/// back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    public_url: Option<String>,
+    durability: Option<String>,
+    body_limit: Option<usize>,
+    log_format: Option<String>,
+    sessions: Option<FileSessions>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSessions {
+    default_ttl: Option<String>,
+    max_ttl: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated settings for `serve`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub public_url: Option<String>,
+    pub durability: Durability,
+    pub body_limit: usize,
+    pub limits: SessionLimits,
+    pub log_format: LogFormat,
+    pub admin_token: Option<String>,
+}
+
+fn duration(field: &str, value: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(value.trim())
+        .with_context(|| format!("{field}: {value:?} is not a duration (use e.g. \"15m\", \"12h\")"))
+}
+
+impl Settings {
+    /// Resolves and validates settings.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => load(path)?,
+            None => FileConfig::default(),
+        };
+        let sessions = file.sessions.unwrap_or_default();
+        let listen_text = args.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_text
+            .parse::<SocketAddr>()
+            .with_context(|| format!("listen: {listen_text:?} is not an address like 127.0.0.1:8080"))?;
+        let durability = match args.durability.clone().or(file.durability).as_deref().unwrap_or("full") {
+            "full" => Durability::Full,
+            "normal" => Durability::Normal,
+            other => bail!("durability: {other:?} is not one of full, normal"),
+        };
+        let body_limit = args.body_limit.or(file.body_limit).unwrap_or(lockstep_http::DEFAULT_BODY_LIMIT);
+        if !(1024..=64 * 1024 * 1024).contains(&body_limit) {
+            bail!("body_limit: {body_limit} must be between 1024 and 67108864 bytes");
+        }
+        let defaults = SessionLimits::default();
+        let default_ttl = match args.session_default_ttl.clone().or(sessions.default_ttl) {
+            Some(v) => duration("sessions.default_ttl", &v)?,
+            None => defaults.default_ttl,
+        };
+        let max_ttl = match args.session_max_ttl.clone().or(sessions.max_ttl) {
+            Some(v) => duration("sessions.max_ttl", &v)?,
+            None => defaults.max_ttl,
+        };
+        if default_ttl.is_zero() || default_ttl > max_ttl {
+            bail!("sessions.default_ttl: must be more than 0 and at most sessions.max_ttl");
+        }
+        let log_format = match args.log_format.clone().or(file.log_format).as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("log_format: {other:?} is not one of text, json"),
+        };
+        let public_url = args.public_url.clone().or(file.public_url);
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("public_url: {url:?} must start with http:// or https://");
+        }
+        Ok(Self {
+            listen,
+            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./lockstep-data")),
+            public_url,
+            durability,
+            body_limit,
+            limits: SessionLimits { default_ttl, max_ttl },
+            log_format,
+            admin_token: std::env::var("LOCKSTEP_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+        })
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("config: cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config: {} is not valid", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lockstep.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ndurability = \"normal\"\n[sessions]\ndefault_ttl = \"5m\"\nmax_ttl = \"1h\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.durability, Durability::Normal);
+        assert_eq!(s.limits.default_ttl, Duration::from_secs(300));
+        let args = ServeArgs { config: Some(path), listen: Some("127.0.0.1:7000".into()), ..ServeArgs::default() };
+        assert_eq!(Settings::resolve(&args).unwrap().listen.port(), 7000);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let err = Settings::resolve(&ServeArgs { config: Some(path), ..ServeArgs::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+        let err = Settings::resolve(&ServeArgs { durability: Some("fast".into()), ..ServeArgs::default() })
+            .unwrap_err();
+        assert!(err.to_string().contains("durability"));
+        let err = Settings::resolve(&ServeArgs { session_max_ttl: Some("forever".into()), ..ServeArgs::default() })
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("sessions.max_ttl"));
+    }
+}

@@ -1,0 +1,144 @@
+//! `lockstep serve`: open the stores, heal, then serve.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use lockstep_engine::{Engine, EngineConfig, OsEntropy, SessionLimits, Stores, SystemClock};
+use lockstep_http::{AppState, HttpConfig};
+use lockstep_store_sqlite::{DIRECTORY_FILE, Durability, SESSIONS_FILE, SqliteDirectory, SqliteSessions};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, Settings};
+
+/// How often expired sessions are dropped from memory.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Opens the two stores in `data_dir` (creating it, private to this user).
+pub fn open_stores(data_dir: &Path, durability: Durability) -> anyhow::Result<Stores> {
+    create_private_dir(data_dir)?;
+    let directory = SqliteDirectory::open(&data_dir.join(DIRECTORY_FILE), durability)
+        .with_context(|| format!("opening {}", data_dir.join(DIRECTORY_FILE).display()))?;
+    let sessions = Arc::new(
+        SqliteSessions::open(&data_dir.join(SESSIONS_FILE), durability)
+            .with_context(|| format!("opening {}", data_dir.join(SESSIONS_FILE).display()))?,
+    );
+    Ok(Stores { directory: Arc::new(directory), sessions: sessions.clone(), credentials: sessions })
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("data_dir: cannot create {}", dir.display()))
+}
+
+/// Opens the engine (replaying unapplied directory events) on `data_dir`.
+pub fn open_engine(data_dir: &Path, durability: Durability, limits: SessionLimits) -> anyhow::Result<Engine> {
+    let stores = open_stores(data_dir, durability)?;
+    let config = EngineConfig { limits, ..EngineConfig::default() };
+    Engine::open(stores, config, Arc::new(SystemClock), Arc::new(OsEntropy)).context("opening the engine")
+}
+
+/// Takes the data directory's lock: two servers on one directory would each
+/// keep their own introspection cache and miss each other's revocations.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+    let path = data_dir.join("lockstep.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!("data_dir: {} is in use by another lockstep server", data_dir.display())
+    })?;
+    Ok(file)
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("LOCKSTEP_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    init_tracing(settings.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    create_private_dir(&settings.data_dir)?;
+    let _lock = lock_data_dir(&settings.data_dir)?;
+    let data_dir = settings.data_dir.clone();
+    let (durability, limits) = (settings.durability, settings.limits);
+    // Replay happens here, before the listener exists: nothing is served
+    // until every committed directory event has reached the sessions.
+    let engine = tokio::task::spawn_blocking(move || open_engine(&data_dir, durability, limits)).await??;
+    let engine = Arc::new(engine);
+    if let Some(token) = engine.ensure_admin_token(settings.admin_token.as_deref())? {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "lockstep: generated the admin token (shown once; only its hash is stored):")?;
+        writeln!(out, "lockstep: admin token: {token}")?;
+        out.flush()?;
+    }
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        engine: engine.clone(),
+        config: Arc::new(HttpConfig { body_limit: settings.body_limit, public_url: settings.public_url }),
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "lockstep: listening on http://{addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
+    let sweeper = engine.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            let removed = sweeper.sweep_expired();
+            if removed > 0 {
+                tracing::debug!(removed, "dropped expired sessions from memory");
+            }
+        }
+    });
+    axum::serve(listener, lockstep_http::router(state)).with_graceful_shutdown(shutdown()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
