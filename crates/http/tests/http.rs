@@ -32,7 +32,8 @@ impl Server {
             credentials: sessions,
         };
         let engine =
-            Engine::open(stores, EngineConfig::default(), Arc::new(SystemClock), Arc::new(OsEntropy)).unwrap();
+            Engine::open(stores, EngineConfig::default(), Arc::new(SystemClock), Arc::new(OsEntropy))
+                .unwrap();
         engine.ensure_admin_token(Some(ADMIN)).unwrap();
         let state = AppState { engine: Arc::new(engine), config: Arc::new(config) };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -102,7 +103,9 @@ fn deactivate(variant: u8) -> Value {
     match variant {
         0 => json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": false}]}),
         1 => json!({"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": false}}]}),
-        _ => json!({"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]}),
+        _ => {
+            json!({"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]})
+        }
     }
 }
 
@@ -161,7 +164,8 @@ async fn reactivation_does_not_resurrect_sessions() {
     let fresh = s.open_session("re@example.com").await;
     assert_eq!(s.introspect(fresh["access_token"].as_str().unwrap()).await["active"], true);
     let list: Value = s.get("/v1/sessions?subject=re@example.com").await.json().await.unwrap();
-    let states: Vec<&str> = list["sessions"].as_array().unwrap().iter().map(|x| x["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> =
+        list["sessions"].as_array().unwrap().iter().map(|x| x["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["revoked", "active"]);
     assert!(!list.to_string().contains(old["access_token"].as_str().unwrap()), "no secrets in listings");
     assert_eq!(list["sessions"][0]["revocation_reason"], "identity_deactivated");
@@ -262,12 +266,22 @@ async fn scoped_clients_reach_only_their_scopes() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = s.http.post(s.url("/v1/sessions")).bearer_auth(okta_secret).json(&json!({"subject": "scoped"})).send();
+    let r = s
+        .http
+        .post(s.url("/v1/sessions"))
+        .bearer_auth(okta_secret)
+        .json(&json!({"subject": "scoped"}))
+        .send();
     let session: Value = r.await.unwrap().json().await.unwrap();
     let token = session["access_token"].as_str().unwrap();
 
     // The gateway introspects with HTTP Basic and sees who issued the token.
-    let r = s.http.post(s.url("/oauth2/introspect")).basic_auth(id, Some(secret)).form(&[("token", token)]).send();
+    let r = s
+        .http
+        .post(s.url("/oauth2/introspect"))
+        .basic_auth(id, Some(secret))
+        .form(&[("token", token)])
+        .send();
     let body: Value = r.await.unwrap().json().await.unwrap();
     assert_eq!(body["active"], true);
     assert_eq!(body["client_id"], okta["client_id"]);
@@ -278,7 +292,8 @@ async fn scoped_clients_reach_only_their_scopes() {
         assert_eq!(r.await.unwrap().status(), StatusCode::FORBIDDEN, "{path}");
     }
     // Okta may not introspect, nor create clients (admin only).
-    let r = s.http.post(s.url("/oauth2/introspect")).bearer_auth(okta_secret).form(&[("token", token)]).send();
+    let r =
+        s.http.post(s.url("/oauth2/introspect")).bearer_auth(okta_secret).form(&[("token", token)]).send();
     let r = r.await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "insufficient_scope");
@@ -364,7 +379,8 @@ async fn scim_crud_filter_etag_and_location() {
     assert!(!created.to_string().contains("t0p-secret"), "password never returned");
     let id = created["id"].as_str().unwrap();
 
-    let list: Value = s.get("/scim/v2/Users?filter=userName%20eq%20%22bjensen%22").await.json().await.unwrap();
+    let list: Value =
+        s.get("/scim/v2/Users?filter=userName%20eq%20%22bjensen%22").await.json().await.unwrap();
     assert_eq!(list["totalResults"], 1);
     assert_eq!(list["Resources"][0]["id"], id);
     let list: Value = s.get("/scim/v2/Users?filter=externalId%20eq%20%22hr-7%22").await.json().await.unwrap();
@@ -410,7 +426,10 @@ async fn explicit_revocation_by_id_and_by_token() {
     s.create_user("rev@example.com").await;
     let a = s.open_session("rev@example.com").await;
     let b = s.open_session("rev@example.com").await;
-    let r = s.http.delete(s.url(&format!("/v1/sessions/{}", a["session_id"].as_str().unwrap()))).bearer_auth(ADMIN);
+    let r = s
+        .http
+        .delete(s.url(&format!("/v1/sessions/{}", a["session_id"].as_str().unwrap())))
+        .bearer_auth(ADMIN);
     assert_eq!(r.send().await.unwrap().status(), StatusCode::NO_CONTENT);
     assert_eq!(s.introspect(a["access_token"].as_str().unwrap()).await["active"], false);
     for token in [b["access_token"].as_str().unwrap(), "garbage", "lst_at_unknown"] {
@@ -447,8 +466,14 @@ async fn audit_pages_and_metrics_report_propagation() {
 
     let metrics = s.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("lockstep_revocation_propagation_seconds_count 3"), "{metrics}");
-    assert!(metrics.contains("lockstep_session_revocations_total{reason=\"identity_deactivated\"} 3"), "{metrics}");
-    assert!(metrics.contains("lockstep_directory_events_total{kind=\"identity_deactivated\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("lockstep_session_revocations_total{reason=\"identity_deactivated\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lockstep_directory_events_total{kind=\"identity_deactivated\"} 3"),
+        "{metrics}"
+    );
     assert!(metrics.contains("lockstep_sessions_opened_total 3"));
     assert_eq!(s.get("/nope").await.status(), StatusCode::NOT_FOUND);
 }

@@ -18,8 +18,9 @@ pub fn create_client(data_dir: &Path, name: &str, scopes: &[String]) -> anyhow::
     let scopes = scopes
         .iter()
         .map(|s| {
-            s.parse::<Scope>()
-                .map_err(|_| anyhow::anyhow!("--scope: unknown scope {s:?} (use scim, sessions, introspect, audit)"))
+            s.parse::<Scope>().map_err(|_| {
+                anyhow::anyhow!("--scope: unknown scope {s:?} (use scim, sessions, introspect, audit)")
+            })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let engine = open_engine(data_dir, Durability::Full, Default::default())?;

@@ -106,7 +106,11 @@ impl Settings {
         }
         Ok(Self {
             listen,
-            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./lockstep-data")),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./lockstep-data")),
             public_url,
             durability,
             body_limit,
@@ -118,7 +122,8 @@ impl Settings {
 }
 
 fn load(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("config: cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("config: cannot read {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config: {} is not valid", path.display()))
 }
 
@@ -140,7 +145,8 @@ mod tests {
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.durability, Durability::Normal);
         assert_eq!(s.limits.default_ttl, Duration::from_secs(300));
-        let args = ServeArgs { config: Some(path), listen: Some("127.0.0.1:7000".into()), ..ServeArgs::default() };
+        let args =
+            ServeArgs { config: Some(path), listen: Some("127.0.0.1:7000".into()), ..ServeArgs::default() };
         assert_eq!(Settings::resolve(&args).unwrap().listen.port(), 7000);
     }
 
@@ -154,8 +160,9 @@ mod tests {
         let err = Settings::resolve(&ServeArgs { durability: Some("fast".into()), ..ServeArgs::default() })
             .unwrap_err();
         assert!(err.to_string().contains("durability"));
-        let err = Settings::resolve(&ServeArgs { session_max_ttl: Some("forever".into()), ..ServeArgs::default() })
-            .unwrap_err();
+        let err =
+            Settings::resolve(&ServeArgs { session_max_ttl: Some("forever".into()), ..ServeArgs::default() })
+                .unwrap_err();
         assert!(format!("{err:#}").contains("sessions.max_ttl"));
     }
 }

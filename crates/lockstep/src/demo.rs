@@ -106,7 +106,11 @@ async fn demo() -> anyhow::Result<ExitCode> {
         .await?
         .error_for_status()?;
     let round_trip = started.elapsed();
-    say(format!("   -> {} in {:.2} ms (the response is sent only after the session impact is committed)", patched.status(), round_trip.as_secs_f64() * 1e3));
+    say(format!(
+        "   -> {} in {:.2} ms (the response is sent only after the session impact is committed)",
+        patched.status(),
+        round_trip.as_secs_f64() * 1e3
+    ));
 
     say("\n5. Introspect again, right after the PATCH response");
     let after = introspect(token).await?;
