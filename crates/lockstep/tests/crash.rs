@@ -37,8 +37,19 @@ impl Rng {
     }
 }
 
-fn start(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
+/// A running server; killed (SIGKILL) and reaped when dropped, so a failing
+/// assertion never leaves a server behind.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path) -> (Server, String) {
+    let child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("LOCKSTEP_ADMIN_TOKEN", ADMIN)
@@ -47,7 +58,8 @@ fn start(dir: &Path) -> (Child, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut server = Server(child);
+    let stdout = server.0.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -56,7 +68,7 @@ fn start(dir: &Path) -> (Child, String) {
         if let Some(addr) = line.strip_prefix("lockstep: listening on ") {
             // Keep draining stdout so the child never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
-            return (child, addr.trim().to_owned());
+            return (server, addr.trim().to_owned());
         }
     }
 }
@@ -221,7 +233,7 @@ async fn acknowledged_revocations_survive_kill_9() {
     let http = Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     for cycle in 0..cycles {
-        let (mut child, addr) = start(dir.path());
+        let (server, addr) = start(dir.path());
         let base = addr.clone();
         // Everything acknowledged before earlier kills holds after restart.
         let (revoked, still_active) = {
@@ -244,8 +256,7 @@ async fn acknowledged_revocations_survive_kill_9() {
             .map(|w| tokio::spawn(worker(base.clone(), http.clone(), ledger.clone(), rng.next(), w)))
             .collect();
         tokio::time::sleep(Duration::from_millis(50 + rng.below(450))).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        drop(server); // SIGKILL, at a random moment of the load
         for w in workers {
             let _ = w.await;
         }
@@ -254,18 +265,16 @@ async fn acknowledged_revocations_survive_kill_9() {
             killed_between_commits += 1;
         }
     }
-    let (child, addr) = start(dir.path());
+    let (server, addr) = start(dir.path());
     let base = addr.clone();
-    let l = ledger.lock().unwrap();
-    let revoked: Vec<String> = l.revoked.iter().cloned().collect();
-    let acknowledged = l.acknowledged_revocations;
-    drop(l);
+    let (revoked, acknowledged) = {
+        let l = ledger.lock().unwrap();
+        (l.revoked.iter().cloned().collect::<Vec<String>>(), l.acknowledged_revocations)
+    };
     for token in &revoked {
         assert!(!active(&http, &base, token).await, "final: acknowledged revocation lost (seed {seed})");
     }
-    let mut child = child;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(server);
     let report = audit_verify(dir.path());
     assert!(
         acknowledged > cycles,

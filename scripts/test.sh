@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it. Works from a fresh clone:
+# installs what the tests need, starts it on loopback itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+# Later suites (OpenLDAP, PostgreSQL, the SCIM conformance checker) install
+# their servers here; the spine needs only the Rust toolchain.
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests (unit, property, conformance, end-to-end, kill -9 crash test)"
+LOCKSTEP_CRASH_CYCLES="${LOCKSTEP_CRASH_CYCLES:-30}" cargo test --workspace --locked -- --nocapture 2>&1 \
+  | tee target/test-output.log | grep -E '^(test |test result|crash test)|panicked|FAILED' | grep -v ' 0 passed; 0 failed' || true
+status=${PIPESTATUS[0]}
+if [ "$status" -ne 0 ]; then
+  echo "cargo test failed (exit $status); full output in target/test-output.log" >&2
+  tail -n 80 target/test-output.log >&2
+  exit "$status"
+fi
+
+step "demo (the README walk-through, against a real server)"
+cargo run --locked --quiet -p lockstep -- demo
+
+passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.log | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' target/test-output.log | awk '{s+=$1} END {print s+0}')
+echo
+echo "lockstep tests: ${passed} passed, ${failed} failed"
