@@ -1,1 +1,246 @@
-fn main() {}
+//! `lockstep-bench`: the numbers in BENCHMARKS.md, each beside a baseline
+//! measured in the same run on the same machine.
+//!
+//! Servers run as separate processes (the release `lockstep` binary, and
+//! this binary's `bare-server`); the load generator runs here. Data sets
+//! are seeded in-process through the real engine and stores, then served
+//! by a fresh `lockstep serve` with the default (full) durability.
+#![allow(clippy::disallowed_methods, clippy::print_stdout)] // a bench reads the clock and prints
+
+mod load;
+mod seed;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::load::{LoadSpec, run_load};
+use crate::server::{ADMIN, Running};
+
+#[derive(Debug, Parser)]
+#[command(name = "lockstep-bench")]
+struct Cli {
+    /// The `lockstep` binary to measure.
+    #[arg(long, default_value = "target/release/lockstep", global = true)]
+    lockstep: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Introspection throughput at 64 keep-alive connections vs a bare axum handler.
+    Introspect {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
+    /// PATCH active=false for users with 100 live sessions vs users with none.
+    Deprovision {
+        #[arg(long, default_value_t = 200)]
+        users: usize,
+    },
+    /// 10,000 users x 10 sessions, deactivate all; time until every token is inactive.
+    Fanout {
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        #[arg(long, default_value_t = 10)]
+        sessions: usize,
+    },
+    /// Resident bytes per live session at 1M sessions vs an empty server.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        sessions: usize,
+    },
+    /// Everything, in order.
+    All,
+    /// The baseline: a bare axum handler returning a fixed JSON body.
+    #[command(hide = true)]
+    BareServer,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::BareServer => runtime.block_on(server::bare_server()),
+        Command::Introspect { seconds, connections } => {
+            runtime.block_on(introspect(&cli.lockstep, seconds, connections))
+        }
+        Command::Deprovision { users } => runtime.block_on(deprovision(&cli.lockstep, users)),
+        Command::Fanout { users, sessions } => runtime.block_on(fanout(&cli.lockstep, users, sessions)),
+        Command::Memory { sessions } => runtime.block_on(memory(&cli.lockstep, sessions)),
+        Command::All => runtime.block_on(async {
+            introspect(&cli.lockstep, 10, 64).await?;
+            deprovision(&cli.lockstep, 200).await?;
+            fanout(&cli.lockstep, 10_000, 10).await?;
+            memory(&cli.lockstep, 1_000_000).await
+        }),
+    }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    format!("{cores} cores, {cpu}")
+}
+
+async fn introspect(bin: &Path, seconds: u64, connections: usize) -> anyhow::Result<()> {
+    println!("\n## Introspection throughput ({})", machine());
+    let dir = tempfile::tempdir()?;
+    let tokens = seed::sessions_for_one_user(dir.path(), 1_000)?;
+    let lockstep = Running::lockstep(bin, dir.path()).await?;
+    let bare = Running::bare().await?;
+    let spec = |addr: &str| LoadSpec {
+        addr: addr.to_owned(),
+        path: "/oauth2/introspect".into(),
+        bearer: ADMIN.into(),
+        bodies: tokens.iter().map(|t| format!("token={t}")).collect(),
+        connections,
+        warmup: Duration::from_secs(2),
+        duration: Duration::from_secs(seconds),
+    };
+    // Check the answer is the real one before timing it.
+    let sample = lockstep.introspect(&tokens[0]).await?;
+    if sample["active"] != json!(true) {
+        bail!("seeded token is not active: {sample}");
+    }
+    println!(
+        "method: {connections} keep-alive HTTP/1.1 connections (hyper client, this process), POST form token=…, \
+         {seconds}s measured after 2s warm-up, each server its own process on 127.0.0.1; 1,000 distinct live tokens \
+         rotated; admin bearer auth on every request"
+    );
+    let base = run_load(spec(&bare.addr)).await?;
+    println!("bare axum handler (fixed JSON body): {base}");
+    let ours = run_load(spec(&lockstep.addr)).await?;
+    println!("lockstep /oauth2/introspect:         {ours}");
+    println!("ratio lockstep / bare: {:.1} %", 100.0 * ours.rps / base.rps);
+    if ours.errors > 0 || base.errors > 0 {
+        bail!("requests failed during the run");
+    }
+    Ok(())
+}
+
+async fn deprovision(bin: &Path, users: usize) -> anyhow::Result<()> {
+    println!("\n## Deprovision latency ({})", machine());
+    let dir = tempfile::tempdir()?;
+    let seeded = seed::users_with_sessions(dir.path(), users, 100, users)?;
+    let server = Running::lockstep(bin, dir.path()).await?;
+    println!(
+        "method: {users} users with 100 live sessions each and {users} users with none, seeded through the engine; \
+         `lockstep serve` with durability=full (fsync per commit); one client, sequential PATCH active=false, \
+         round trip measured client-side; propagation read from lockstep_revocation_propagation_seconds"
+    );
+    let mut baseline = Vec::new();
+    for id in &seeded.idle_users {
+        baseline.push(server.deactivate(id).await?);
+    }
+    let mut loaded = Vec::new();
+    for (id, tokens) in &seeded.users {
+        loaded.push(server.deactivate(id).await?);
+        let check = server.introspect(&tokens[tokens.len() - 1]).await?;
+        if check["active"] != json!(false) {
+            bail!("token still active after PATCH returned");
+        }
+    }
+    println!("PATCH round trip, user with 0 sessions (baseline):  {}", load::summary(&mut baseline));
+    println!("PATCH round trip, user with 100 live sessions:      {}", load::summary(&mut loaded));
+    let metrics = server.metrics().await?;
+    println!(
+        "propagation (directory commit -> session commit), from the histogram: {}",
+        load::histogram(&metrics)?
+    );
+    Ok(())
+}
+
+async fn fanout(bin: &Path, users: usize, per_user: usize) -> anyhow::Result<()> {
+    println!("\n## Fan-out ({})", machine());
+    let dir = tempfile::tempdir()?;
+    #[allow(clippy::disallowed_methods)]
+    let t = Instant::now();
+    let seeded = seed::users_with_sessions(dir.path(), users, per_user, users)?;
+    println!(
+        "seeded {users} users x {per_user} sessions (+{users} users without sessions) in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let server = Running::lockstep(bin, dir.path()).await?;
+    println!(
+        "method: `lockstep serve` (durability=full) warm-started on the seeded data; 16 concurrent clients send \
+         PATCH active=false for every user; a PATCH returns only after its sessions are revoked, so the last \
+         acknowledgement is the moment every token is inactive; then every token is introspected to prove it"
+    );
+    let idle: Vec<String> = seeded.idle_users.clone();
+    let (base_secs, _) = server.deactivate_all(&idle, 16).await?;
+    println!(
+        "baseline: deactivate {users} users with no sessions: {base_secs:.2}s ({:.0} users/s)",
+        users as f64 / base_secs
+    );
+    let ids: Vec<String> = seeded.users.iter().map(|(id, _)| id.clone()).collect();
+    let (secs, _) = server.deactivate_all(&ids, 16).await?;
+    let total = users * per_user;
+    println!(
+        "deactivate {users} users holding {total} live sessions: every token inactive after {secs:.2}s \
+         ({:.0} users/s, {:.0} sessions revoked/s)",
+        users as f64 / secs,
+        total as f64 / secs
+    );
+    #[allow(clippy::disallowed_methods)]
+    let t = Instant::now();
+    let tokens: Vec<String> = seeded.users.iter().flat_map(|(_, t)| t.iter().cloned()).collect();
+    let active = server.count_active(&tokens, 32).await?;
+    println!(
+        "verification: introspected all {} tokens in {:.1}s: {active} active",
+        tokens.len(),
+        t.elapsed().as_secs_f64()
+    );
+    if active != 0 {
+        bail!("{active} tokens still active");
+    }
+    println!("propagation, from the histogram: {}", load::histogram(&server.metrics().await?)?);
+    Ok(())
+}
+
+async fn memory(bin: &Path, sessions: usize) -> anyhow::Result<()> {
+    println!("\n## Memory per live session ({})", machine());
+    let empty = tempfile::tempdir()?;
+    seed::users_with_sessions(empty.path(), 1, 0, 0)?;
+    let full = tempfile::tempdir()?;
+    #[allow(clippy::disallowed_methods)]
+    let t = Instant::now();
+    let users = sessions / 10;
+    seed::users_with_sessions_quiet(full.path(), users.max(1), 10)?;
+    println!("seeded {sessions} live sessions ({users} users x 10) in {:.1}s", t.elapsed().as_secs_f64());
+    let baseline = Running::lockstep(bin, empty.path()).await?;
+    let base_rss = baseline.rss()?;
+    drop(baseline);
+    let loaded = Running::lockstep(bin, full.path()).await?;
+    let health: Value = loaded.health().await?;
+    let cached = health["cached_sessions"].as_u64().context("no cached_sessions")?;
+    let rss = loaded.rss()?;
+    println!(
+        "method: VmRSS of `lockstep serve` after start-up on an empty data directory (baseline) and on one with \
+         {sessions} live sessions (all loaded into the introspection cache: {cached})"
+    );
+    println!(
+        "RSS empty: {:.1} MiB; RSS with {cached} sessions: {:.1} MiB",
+        base_rss as f64 / 1048576.0,
+        rss as f64 / 1048576.0
+    );
+    println!(
+        "resident bytes per live session: {:.0}",
+        (rss.saturating_sub(base_rss)) as f64 / cached.max(1) as f64
+    );
+    Ok(())
+}
