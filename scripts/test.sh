@@ -6,8 +6,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-# Later suites (OpenLDAP, PostgreSQL, the SCIM conformance checker) install
-# their servers here; the spine needs only the Rust toolchain.
+# Later suites (OpenLDAP, PostgreSQL) install their servers here.
 
 step "format"
 cargo fmt --all -- --check
@@ -29,10 +28,16 @@ if [ "$status" -ne 0 ]; then
   exit "$status"
 fi
 
+step "SCIM conformance: scim2-tester (PyPI) against the real server"
+scim_out=$(scripts/conformance/scim.sh target/debug/lockstep 2>&1) || { echo "$scim_out"; exit 1; }
+echo "$scim_out"
+
 step "demo (the README walk-through, against a real server)"
 cargo run --locked --quiet -p lockstep -- demo
 
+scim_line=$(echo "$scim_out" | tail -1)
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.log | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' target/test-output.log | awk '{s+=$1} END {print s+0}')
 echo
+echo "$scim_line"
 echo "lockstep tests: ${passed} passed, ${failed} failed"

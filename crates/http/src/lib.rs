@@ -67,6 +67,16 @@ pub fn router(state: AppState) -> Router {
     let limit = state.config.body_limit;
     Router::new()
         .route("/scim/v2/Users", get(scim::list_users).post(scim::create_user))
+        .route("/scim/v2/Users/.search", post(scim::search_users))
+        .route("/scim/v2/.search", post(scim::search_root))
+        .route(
+            "/scim/v2/ServiceProviderConfig",
+            get(scim::service_provider_config).fallback(scim::read_only_endpoint),
+        )
+        .route("/scim/v2/ResourceTypes", get(scim::resource_types).fallback(scim::read_only_endpoint))
+        .route("/scim/v2/ResourceTypes/{id}", get(scim::resource_type).fallback(scim::read_only_endpoint))
+        .route("/scim/v2/Schemas", get(scim::schemas).fallback(scim::read_only_endpoint))
+        .route("/scim/v2/Schemas/{id}", get(scim::schema).fallback(scim::read_only_endpoint))
         .route(
             "/scim/v2/Users/{id}",
             get(scim::get_user).put(scim::replace_user).patch(scim::patch_user).delete(scim::delete_user),

@@ -9,9 +9,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lockstep_domain::{Identity, IdentityId, Origin, Scope, SourceId};
 use lockstep_engine::{Engine, EngineError, UpdateError};
-use lockstep_proto::scim::{ListResponse, PatchRequest, SCIM_MEDIA_TYPE};
+use lockstep_proto::scim::{ListResponse, PatchRequest, SCIM_MEDIA_TYPE, SEARCH_SCHEMA, SearchRequest};
 use lockstep_scim::{
-    ListParams, ScimProblem, ScimType, apply_patch, list_query, user_from_document, user_to_document,
+    ListParams, ScimProblem, ScimType, USER, apply_patch, discovery, list_query, project, user_from_document,
+    user_to_document,
 };
 use serde_json::Value;
 
@@ -43,12 +44,34 @@ fn scim_json(status: StatusCode, doc: &Value, etag: Option<String>) -> Response 
     r
 }
 
-fn user_response(status: StatusCode, identity: &Identity, base: &str) -> Response {
-    let doc = user_to_document(identity, base);
-    let etag = doc["meta"]["version"].as_str().map(str::to_owned);
+/// `attributes` / `excludedAttributes` of a request (RFC 7644 §3.9).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Projection {
+    attributes: Option<String>,
+    excluded: Option<String>,
+}
+
+impl Projection {
+    fn from_query(params: &HashMap<String, String>) -> Self {
+        Self {
+            attributes: params.get("attributes").cloned(),
+            excluded: params.get("excludedAttributes").cloned(),
+        }
+    }
+
+    fn apply(&self, doc: Value) -> Value {
+        project(&USER, doc, self.attributes.as_deref(), self.excluded.as_deref())
+    }
+}
+
+fn user_response(status: StatusCode, identity: &Identity, base: &str, projection: &Projection) -> Response {
+    let full = user_to_document(identity, base);
+    let etag = full["meta"]["version"].as_str().map(str::to_owned);
+    let location = full["meta"]["location"].as_str().map(str::to_owned);
+    let doc = projection.apply(full);
     let mut r = scim_json(status, &doc, etag);
     if status == StatusCode::CREATED
-        && let Some(location) = doc["meta"]["location"].as_str().and_then(|l| HeaderValue::from_str(l).ok())
+        && let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok())
     {
         r.headers_mut().insert(header::LOCATION, location);
     }
@@ -113,6 +136,7 @@ pub(crate) async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
@@ -124,7 +148,7 @@ pub(crate) async fn create_user(
         engine.create_identity(identity, origin(&caller)).map_err(engine_err)
     })
     .await?;
-    Ok(user_response(StatusCode::CREATED, &applied.identity, &base))
+    Ok(user_response(StatusCode::CREATED, &applied.identity, &base, &Projection::from_query(&params)))
 }
 
 /// `GET /Users/{id}`.
@@ -133,6 +157,7 @@ pub(crate) async fn get_user(
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
     let identity_id = parse_id(&id)?;
@@ -142,10 +167,46 @@ pub(crate) async fn get_user(
         other => other.map_err(engine_err),
     })
     .await?;
-    Ok(user_response(StatusCode::OK, &identity, &base_url(&state, &headers)))
+    Ok(user_response(
+        StatusCode::OK,
+        &identity,
+        &base_url(&state, &headers),
+        &Projection::from_query(&params),
+    ))
 }
 
-/// `GET /Users?filter=…&startIndex=…&count=…`.
+fn number(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
+    params
+        .get(name)
+        .map(|v| {
+            v.trim().parse::<i64>().map_err(|_| {
+                ScimProblem::bad(ScimType::InvalidValue, format!("{name} must be an integer, got {v:?}"))
+                    .into()
+            })
+        })
+        .transpose()
+}
+
+async fn list(
+    state: &AppState,
+    headers: &HeaderMap,
+    list: ListParams,
+    projection: Projection,
+) -> Result<Response, ApiError> {
+    let (query, start) = list_query(&list)?;
+    let base = base_url(state, headers);
+    let engine = state.engine.clone();
+    let page = blocking(FLAVOR, move || {
+        engine.stores().directory.list_identities(&query).map_err(|e| engine_err(e.into()))
+    })
+    .await?;
+    let resources = page.items.iter().map(|i| projection.apply(user_to_document(i, &base))).collect();
+    let body = serde_json::to_value(ListResponse::new(page.total, start, resources))
+        .map_err(|e| ApiError::internal(FLAVOR, &e))?;
+    Ok(scim_json(StatusCode::OK, &body, None))
+}
+
+/// `GET /Users?filter=…&startIndex=…&count=…&attributes=…`.
 pub(crate) async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
@@ -153,33 +214,64 @@ pub(crate) async fn list_users(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
-    let number = |name: &str| -> Result<Option<i64>, ApiError> {
-        params
-            .get(name)
-            .map(|v| {
-                v.trim().parse::<i64>().map_err(|_| {
-                    ScimProblem::bad(ScimType::InvalidValue, format!("{name} must be an integer, got {v:?}"))
-                        .into()
-                })
-            })
-            .transpose()
-    };
-    let list = ListParams {
+    if params.contains_key("sortBy") || params.contains_key("sortOrder") {
+        return Err(ScimProblem::bad(
+            ScimType::InvalidValue,
+            "sorting is not supported (see /ServiceProviderConfig)",
+        )
+        .into());
+    }
+    let params_list = ListParams {
         filter: params.get("filter").cloned(),
-        start_index: number("startIndex")?,
-        count: number("count")?,
+        start_index: number(&params, "startIndex")?,
+        count: number(&params, "count")?,
     };
-    let (query, start) = list_query(&list)?;
-    let base = base_url(&state, &headers);
-    let engine = state.engine.clone();
-    let page = blocking(FLAVOR, move || {
-        engine.stores().directory.list_identities(&query).map_err(|e| engine_err(e.into()))
-    })
-    .await?;
-    let resources = page.items.iter().map(|i| user_to_document(i, &base)).collect();
-    let body = serde_json::to_value(ListResponse::new(page.total, start, resources))
-        .map_err(|e| ApiError::internal(FLAVOR, &e))?;
-    Ok(scim_json(StatusCode::OK, &body, None))
+    list(&state, &headers, params_list, Projection::from_query(&params)).await
+}
+
+/// `POST /Users/.search` (RFC 7644 §3.4.3).
+pub(crate) async fn search_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    let request: SearchRequest = serde_json::from_value(parse_body(body, state.config.body_limit)?)
+        .map_err(|e| ScimProblem::bad(ScimType::InvalidSyntax, format!("not a SearchRequest: {e}")))?;
+    if !request.schemas.iter().any(|s| s.eq_ignore_ascii_case(SEARCH_SCHEMA)) {
+        return Err(ScimProblem::bad(
+            ScimType::InvalidSyntax,
+            format!("schemas must contain {SEARCH_SCHEMA}"),
+        )
+        .into());
+    }
+    if request.sort_by.is_some() || request.sort_order.is_some() {
+        return Err(ScimProblem::bad(
+            ScimType::InvalidValue,
+            "sorting is not supported (see /ServiceProviderConfig)",
+        )
+        .into());
+    }
+    let projection = Projection {
+        attributes: request.attributes.map(|a| a.join(",")),
+        excluded: request.excluded_attributes.map(|a| a.join(",")),
+    };
+    let params =
+        ListParams { filter: request.filter, start_index: request.start_index, count: request.count };
+    list(&state, &headers, params, projection).await
+}
+
+/// `POST /.search` at the root: searching several resource types at once is
+/// not offered (RFC 7644 §3.12: 501).
+pub(crate) async fn search_root(caller: Caller) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    Err(ApiError::new(
+        FLAVOR,
+        StatusCode::NOT_IMPLEMENTED,
+        None,
+        "searching all resource types at once is not supported; use /Users/.search",
+    ))
 }
 
 /// `PUT /Users/{id}`: full replace.
@@ -188,6 +280,7 @@ pub(crate) async fn replace_user(
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
@@ -202,7 +295,7 @@ pub(crate) async fn replace_user(
         })
     })
     .await?;
-    Ok(user_response(StatusCode::OK, &applied, &base))
+    Ok(user_response(StatusCode::OK, &applied, &base, &Projection::from_query(&params)))
 }
 
 /// `PATCH /Users/{id}`: answers 200 with the resource.
@@ -211,6 +304,7 @@ pub(crate) async fn patch_user(
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
@@ -226,12 +320,12 @@ pub(crate) async fn patch_user(
             let Value::Object(mut doc) = user_to_document(current, &base_for_patch) else {
                 return Err(ScimProblem::bad(ScimType::InvalidSyntax, "stored user is not an object"));
             };
-            apply_patch(&mut doc, &request)?;
+            apply_patch(&USER, &mut doc, &request)?;
             user_from_document(&Value::Object(doc), current.id, Some(current))
         })
     })
     .await?;
-    Ok(user_response(StatusCode::OK, &applied, &base))
+    Ok(user_response(StatusCode::OK, &applied, &base, &Projection::from_query(&params)))
 }
 
 fn update(
@@ -267,4 +361,79 @@ pub(crate) async fn delete_user(
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- discovery ---------------------------------------------------------------
+
+fn list_of(resources: Vec<Value>) -> Result<Response, ApiError> {
+    let n = resources.len();
+    let body = serde_json::to_value(ListResponse::new(n, 1, resources))
+        .map_err(|e| ApiError::internal(FLAVOR, &e))?;
+    Ok(scim_json(StatusCode::OK, &body, None))
+}
+
+/// `GET /ServiceProviderConfig`.
+pub(crate) async fn service_provider_config(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    let doc = discovery::service_provider_config(&base_url(&state, &headers), state.config.body_limit);
+    Ok(scim_json(StatusCode::OK, &doc, None))
+}
+
+/// `GET /ResourceTypes`.
+pub(crate) async fn resource_types(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    list_of(discovery::resource_types(&base_url(&state, &headers)))
+}
+
+/// `GET /ResourceTypes/{id}`.
+pub(crate) async fn resource_type(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    match discovery::resource_type_by_id(&base_url(&state, &headers), &id) {
+        Some(doc) => Ok(scim_json(StatusCode::OK, &doc, None)),
+        None => {
+            Err(ApiError::new(FLAVOR, StatusCode::NOT_FOUND, None, format!("ResourceType {id} not found")))
+        }
+    }
+}
+
+/// `GET /Schemas`.
+pub(crate) async fn schemas(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    list_of(discovery::schemas(&base_url(&state, &headers)))
+}
+
+/// `GET /Schemas/{id}`.
+pub(crate) async fn schema(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    match discovery::schema_by_id(&base_url(&state, &headers), &id) {
+        Some(doc) => Ok(scim_json(StatusCode::OK, &doc, None)),
+        None => Err(ApiError::new(FLAVOR, StatusCode::NOT_FOUND, None, format!("Schema {id} not found"))),
+    }
+}
+
+/// Any write to a discovery endpoint: 405 (RFC 7644 §4).
+pub(crate) async fn read_only_endpoint() -> ApiError {
+    ApiError::new(FLAVOR, StatusCode::METHOD_NOT_ALLOWED, None, "discovery endpoints are read-only")
 }

@@ -477,3 +477,83 @@ async fn audit_pages_and_metrics_report_propagation() {
     assert!(metrics.contains("lockstep_sessions_opened_total 3"));
     assert_eq!(s.get("/nope").await.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn discovery_describes_what_is_served_and_is_read_only() {
+    let s = Server::start().await;
+    let spc: Value = s.get("/scim/v2/ServiceProviderConfig").await.json().await.unwrap();
+    assert_eq!(spc["patch"]["supported"], true);
+    assert_eq!(spc["bulk"]["supported"], false);
+    assert_eq!(spc["etag"]["supported"], true);
+    let types: Value = s.get("/scim/v2/ResourceTypes").await.json().await.unwrap();
+    let names: Vec<&str> =
+        types["Resources"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(names, ["User"], "advertise only what is served");
+    let user_type: Value = s.get("/scim/v2/ResourceTypes/User").await.json().await.unwrap();
+    assert_eq!(user_type["endpoint"], "/Users");
+    let schemas: Value = s.get("/scim/v2/Schemas").await.json().await.unwrap();
+    assert_eq!(schemas["totalResults"], 2);
+    let user: Value = s.get(&format!("/scim/v2/Schemas/{USER}")).await.json().await.unwrap();
+    let password = user["attributes"].as_array().unwrap().iter().find(|a| a["name"] == "password").unwrap();
+    assert_eq!(
+        (password["mutability"].as_str(), password["returned"].as_str()),
+        (Some("writeOnly"), Some("never"))
+    );
+    assert_eq!(s.get("/scim/v2/Schemas/urn:nope").await.status(), StatusCode::NOT_FOUND);
+    for path in ["/scim/v2/ServiceProviderConfig", "/scim/v2/ResourceTypes", "/scim/v2/Schemas"] {
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            let r =
+                s.http.request(method.parse().unwrap(), s.url(path)).bearer_auth(ADMIN).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["status"], "405");
+        }
+    }
+}
+
+#[tokio::test]
+async fn search_and_attribute_projection() {
+    let s = Server::start().await;
+    let r = s
+        .post(
+            "/scim/v2/Users",
+            json!({"schemas": [USER], "userName": "proj", "displayName": "P", "name": {"givenName": "G", "familyName": "F"},
+                   "emails": [{"value": "p@example.com", "type": "work"}]}),
+        )
+        .await;
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let only: Value = s
+        .get(&format!("/scim/v2/Users/{id}?attributes=name.givenName,emails.value"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(only["id"], id.as_str());
+    assert_eq!(only["name"], json!({"givenName": "G"}));
+    assert_eq!(only["emails"], json!([{"value": "p@example.com"}]));
+    assert!(only.get("displayName").is_none() && only.get("userName").is_none());
+    let without: Value = s
+        .get(&format!("/scim/v2/Users/{id}?excludedAttributes=emails,name.familyName"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(without.get("emails").is_none());
+    assert_eq!(without["name"], json!({"givenName": "G"}));
+    assert_eq!(without["displayName"], "P");
+
+    let search = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                        "filter": "userName eq \"PROJ\"", "attributes": ["userName"]});
+    let r = s.post("/scim/v2/Users/.search", search).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let found: Value = r.json().await.unwrap();
+    assert_eq!(found["totalResults"], 1);
+    assert_eq!(found["Resources"][0], json!({"id": id, "schemas": [USER], "userName": "proj"}));
+    let r = s.post("/scim/v2/Users/.search", json!({"schemas": [], "filter": "userName eq \"x\""})).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = s
+        .post("/scim/v2/.search", json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}))
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(s.get("/scim/v2/Users?sortBy=userName").await.status(), StatusCode::BAD_REQUEST);
+}

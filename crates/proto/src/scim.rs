@@ -99,3 +99,35 @@ pub struct PatchOperation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
 }
+
+/// Search request schema.
+pub const SEARCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+
+/// RFC 7644 §3.4.3 `POST /.search` body.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct SearchRequest {
+    /// Must contain [`SEARCH_SCHEMA`].
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    /// Filter expression.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// 1-based start index.
+    #[serde(rename = "startIndex", default)]
+    pub start_index: Option<i64>,
+    /// Page size.
+    #[serde(default)]
+    pub count: Option<i64>,
+    /// Attributes to return.
+    #[serde(default)]
+    pub attributes: Option<Vec<String>>,
+    /// Attributes to leave out.
+    #[serde(rename = "excludedAttributes", default)]
+    pub excluded_attributes: Option<Vec<String>>,
+    /// Not supported (advertised as such); refused if present.
+    #[serde(rename = "sortBy", default)]
+    pub sort_by: Option<String>,
+    /// Not supported; refused if present.
+    #[serde(rename = "sortOrder", default)]
+    pub sort_order: Option<String>,
+}

@@ -1,21 +1,26 @@
-//! SCIM 2.0 semantics over JSON documents: the User resource mapping, the
-//! PATCH engine and the filter grammar. No I/O and no HTTP: the `http`
-//! crate routes requests here and the engine commits the results.
+//! SCIM 2.0 semantics over JSON documents: the resource schemas (which both
+//! validate documents and render discovery), the User mapping, the PATCH
+//! engine, the filter grammar and its evaluation. No I/O and no HTTP: the
+//! `http` crate routes requests here and the engine commits the results.
 //!
 //! Resources are handled as `serde_json::Value` documents rather than
 //! derived structs because SCIM attribute names are case-insensitive and
 //! PATCH paths address arbitrary attributes; every document is validated
-//! into a domain [`Identity`](lockstep_domain::Identity) before it is
-//! stored, whether it arrived by POST, PUT or PATCH.
+//! into a domain type before it is stored, whether it arrived by POST, PUT or
+//! PATCH.
 
+pub mod discovery;
+mod document;
 mod error;
+pub mod eval;
 pub mod filter;
 mod patch;
 mod query;
-mod schema;
+pub mod schema;
 mod user;
 
+pub use document::{GROUP, RESOURCE_TYPES, ResourceSchema, USER, project, validate_document};
 pub use error::{ScimProblem, ScimType};
 pub use patch::apply_patch;
 pub use query::{ListParams, list_query};
-pub use user::{user_from_document, user_to_document};
+pub use user::{etag, user_from_document, user_to_document};

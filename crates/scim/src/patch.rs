@@ -1,4 +1,4 @@
-//! The PATCH engine (RFC 7644 §3.5.2) over a User document.
+//! The PATCH engine (RFC 7644 §3.5.2) over a resource document.
 //!
 //! Operations apply in order to a copy of the current document; the result
 //! is validated like a PUT body before anything is stored, so a PATCH either
@@ -8,15 +8,21 @@
 //! - op names in any case (`Replace`, `ADD`): Entra ID sends capitalised ops;
 //! - boolean values as strings (`"False"`): Entra ID without its
 //!   `aadOptscim062020` flag; converted when the document is validated;
-//! - dotted keys in a path-less value (`{"name.givenName": "Ann"}`): Entra ID
-//!   with that flag.
+//! - dotted and URN-qualified keys in a path-less value
+//!   (`{"name.givenName": "Ann"}`): Entra ID with that flag;
+//! - `remove` of a multi-valued attribute with a `value` array removes just
+//!   those values (Entra ID's member removal), not the whole attribute;
+//! - `remove` through a value filter that matches nothing succeeds without
+//!   change, so a client retrying a removal is not told it failed.
 
-use lockstep_proto::scim::{PATCH_SCHEMA, PatchRequest, USER_SCHEMA};
+use lockstep_proto::scim::{PATCH_SCHEMA, PatchRequest};
 use serde_json::{Map, Value};
 
+use crate::document::ResourceSchema;
 use crate::error::{ScimProblem, ScimType};
-use crate::filter::AttrPath;
-use crate::schema::{ENTERPRISE_SCHEMA, Shape, lookup, name_sub};
+use crate::eval::matches;
+use crate::filter::{self, Filter};
+use crate::schema::{Attr, Mutability, find};
 
 /// Most operations accepted in one request.
 pub const MAX_OPERATIONS: usize = 1000;
@@ -30,60 +36,114 @@ enum Op {
 
 /// Where an operation writes.
 #[derive(Debug)]
-struct Target {
-    attr: &'static str,
-    shape: Shape,
-    sub: Option<String>,
+enum Target {
+    /// A whole extension object (`path` is the extension URN).
+    Extension { urn: &'static str, attrs: &'static [Attr] },
+    /// An attribute, in the document root or inside an extension object.
+    Attribute {
+        ext: Option<&'static str>,
+        attr: &'static Attr,
+        filter: Option<Filter>,
+        sub: Option<&'static Attr>,
+    },
 }
 
-impl Target {
-    fn parse(path: &str) -> Result<Self, ScimProblem> {
-        let invalid = |why: &str| ScimProblem::bad(ScimType::InvalidPath, format!("path {path:?}: {why}"));
-        if path.contains('[') {
-            return Err(invalid("value-filtered paths are not supported yet"));
-        }
-        if path.eq_ignore_ascii_case(ENTERPRISE_SCHEMA) {
-            return Ok(Self { attr: ENTERPRISE_SCHEMA, shape: Shape::Complex(&[]), sub: None });
-        }
-        let parsed = AttrPath::parse(path).map_err(|e| invalid(&e.0))?;
-        if let Some(urn) = &parsed.urn {
-            if urn.eq_ignore_ascii_case(ENTERPRISE_SCHEMA) {
-                if parsed.sub.is_some() {
-                    return Err(invalid("sub-attributes of enterprise attributes are not supported yet"));
-                }
-                return Ok(Self {
-                    attr: ENTERPRISE_SCHEMA,
-                    shape: Shape::Complex(&[]),
-                    sub: Some(parsed.attr),
-                });
+fn invalid_path(path: &str, why: &str) -> ScimProblem {
+    ScimProblem::bad(ScimType::InvalidPath, format!("path {path:?}: {why}"))
+}
+
+fn read_only(name: &str) -> ScimProblem {
+    ScimProblem::bad(ScimType::Mutability, format!("attribute {name:?} is read-only"))
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    (s.len() > prefix.len()
+        && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && s.as_bytes()[prefix.len()] == b':')
+        .then(|| &s[prefix.len() + 1..])
+}
+
+fn resolve(schema: &ResourceSchema, path: &str) -> Result<Target, ScimProblem> {
+    let path = path.trim();
+    // Split off a value filter: `attr[filter]` or `attr[filter].sub`.
+    let (head, filter, tail) = match path.find('[') {
+        Some(open) => {
+            let close = path.rfind(']').ok_or_else(|| invalid_path(path, "unbalanced \"[\""))?;
+            if close < open {
+                return Err(invalid_path(path, "unbalanced \"]\""));
             }
-            if !urn.eq_ignore_ascii_case(USER_SCHEMA) {
-                return Err(invalid("unknown schema"));
-            }
+            let inner = filter::parse(&path[open + 1..close]).map_err(|e| invalid_path(path, &e.0))?;
+            let tail = &path[close + 1..];
+            let tail = match tail.strip_prefix('.') {
+                Some(sub) => Some(sub),
+                None if tail.is_empty() => None,
+                None => return Err(invalid_path(path, "unexpected text after \"]\"")),
+            };
+            (&path[..open], Some(inner), tail)
         }
-        let (attr, shape) = lookup(&parsed.attr).ok_or_else(|| invalid("unknown attribute"))?;
-        if shape == Shape::ReadOnly {
-            return Err(ScimProblem::bad(ScimType::Mutability, format!("attribute {attr:?} is read-only")));
-        }
-        let sub = match (parsed.sub, shape) {
-            (None, _) => None,
-            (Some(sub), Shape::Complex(_)) => {
-                Some(name_sub(&sub).ok_or_else(|| invalid("unknown sub-attribute"))?.to_owned())
-            }
-            (Some(_), Shape::MultiComplex) => {
-                return Err(invalid(
-                    "sub-attributes of multi-valued attributes need a value filter, which is not supported yet",
-                ));
-            }
-            (Some(_), _) => return Err(invalid("attribute has no sub-attributes")),
-        };
-        Ok(Self { attr, shape, sub })
+        None => (path, None, None),
+    };
+    if head.contains(']') {
+        return Err(invalid_path(path, "unbalanced \"]\""));
     }
+    let (ext, local) = match schema.extensions.iter().find_map(|(urn, attrs)| {
+        if head.eq_ignore_ascii_case(urn) {
+            Some((*urn, *attrs, None))
+        } else {
+            strip_prefix_ci(head, urn).map(|rest| (*urn, *attrs, Some(rest)))
+        }
+    }) {
+        Some((urn, attrs, None)) => {
+            if filter.is_some() {
+                return Err(invalid_path(path, "an extension is not multi-valued"));
+            }
+            return Ok(Target::Extension { urn, attrs });
+        }
+        Some((urn, attrs, Some(rest))) => (Some((urn, attrs)), rest),
+        None => (None, strip_prefix_ci(head, schema.core_urn).unwrap_or(head)),
+    };
+    let (name, dotted) = match local.split_once('.') {
+        Some((n, s)) => (n, Some(s)),
+        None => (local, None),
+    };
+    let sub_name = match (dotted, tail) {
+        (Some(_), Some(_)) => return Err(invalid_path(path, "two sub-attributes")),
+        (a, b) => a.or(b),
+    };
+    let attrs = ext.map_or(schema.core, |(_, attrs)| attrs);
+    let attr = find(attrs, name).ok_or_else(|| {
+        if crate::schema::is_common_read_only(name) || name.eq_ignore_ascii_case("groups") {
+            read_only(name)
+        } else {
+            invalid_path(path, "unknown attribute")
+        }
+    })?;
+    if attr.mutability == Mutability::ReadOnly {
+        return Err(read_only(attr.name));
+    }
+    if filter.is_some() && !attr.multi {
+        return Err(invalid_path(path, "a value filter needs a multi-valued attribute"));
+    }
+    let sub = match sub_name {
+        None => None,
+        Some(sub) => {
+            let sub = find(attr.sub, sub).ok_or_else(|| invalid_path(path, "unknown sub-attribute"))?;
+            if sub.mutability == Mutability::ReadOnly {
+                return Err(read_only(&format!("{}.{}", attr.name, sub.name)));
+            }
+            Some(sub)
+        }
+    };
+    Ok(Target::Attribute { ext: ext.map(|(urn, _)| urn), attr, filter, sub })
 }
 
-/// Applies a PATCH request to `doc` (a rendered User). On error `doc` may be
-/// partly changed: callers patch a copy and discard it on error.
-pub fn apply_patch(doc: &mut Map<String, Value>, request: &PatchRequest) -> Result<(), ScimProblem> {
+/// Applies a PATCH request to `doc` (a rendered resource). On error `doc` may
+/// be partly changed: callers patch a copy and discard it on error.
+pub fn apply_patch(
+    schema: &ResourceSchema,
+    doc: &mut Map<String, Value>,
+    request: &PatchRequest,
+) -> Result<(), ScimProblem> {
     if !request.schemas.iter().any(|s| s.eq_ignore_ascii_case(PATCH_SCHEMA)) {
         return Err(ScimProblem::bad(
             ScimType::InvalidSyntax,
@@ -126,12 +186,26 @@ pub fn apply_patch(doc: &mut Map<String, Value>, request: &PatchRequest) -> Resu
                     ));
                 };
                 // Keys may be plain (`active`), dotted (`name.givenName`) or
-                // URN-qualified (`urn:…:User:displayName`): all are paths.
+                // URN-qualified: each is a path of its own.
                 for (key, value) in values {
-                    set(doc, &Target::parse(key)?, value, op)?;
+                    if crate::schema::is_common_read_only(key) {
+                        continue; // e.g. `schemas` or `id` echoed back by a client
+                    }
+                    set(doc, &resolve(schema, key)?, value, op)?;
                 }
             }
-            (Some(path), Op::Remove) => remove(doc, &Target::parse(path)?),
+            (Some(path), Op::Remove) => {
+                let target = resolve(schema, path)?;
+                if let Target::Attribute { ext: None, attr, filter: None, sub: None } = &target
+                    && attr.required
+                {
+                    return Err(ScimProblem::bad(
+                        ScimType::InvalidValue,
+                        format!("Operations[{i}]: {} is required and cannot be removed", attr.name),
+                    ));
+                }
+                remove(doc, &target, operation.value.as_ref())?
+            }
             (Some(path), _) => {
                 let value = operation.value.as_ref().ok_or_else(|| {
                     ScimProblem::bad(
@@ -139,42 +213,130 @@ pub fn apply_patch(doc: &mut Map<String, Value>, request: &PatchRequest) -> Resu
                         format!("Operations[{i}]: {op:?} requires a value"),
                     )
                 })?;
-                set(doc, &Target::parse(path)?, value, op)?;
+                set(doc, &resolve(schema, path)?, value, op)?;
             }
         }
     }
     Ok(())
 }
 
+/// Inserts under `key`, replacing any key that differs only in case.
+fn put_ci(obj: &mut Map<String, Value>, key: &str, value: Value) {
+    if let Some(existing) = obj.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned() {
+        obj.remove(&existing);
+    }
+    obj.insert(key.to_owned(), value);
+}
+
+fn merge(into: &mut Value, from: &Value) {
+    match (into, from) {
+        (Value::Object(dst), Value::Object(src)) => {
+            for (k, v) in src {
+                put_ci(dst, k, v.clone());
+            }
+        }
+        (dst, src) => *dst = src.clone(),
+    }
+}
+
+/// The object an attribute lives in: the document root, or an extension
+/// object (created if absent).
+fn container<'a>(
+    doc: &'a mut Map<String, Value>,
+    ext: Option<&str>,
+) -> Result<&'a mut Map<String, Value>, ScimProblem> {
+    let Some(urn) = ext else { return Ok(doc) };
+    let entry = doc.entry(urn.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    entry
+        .as_object_mut()
+        .ok_or_else(|| ScimProblem::bad(ScimType::InvalidValue, format!("{urn} must be an object")))
+}
+
 fn set(doc: &mut Map<String, Value>, target: &Target, value: &Value, op: Op) -> Result<(), ScimProblem> {
-    if target.shape == Shape::WriteOnly {
-        return Ok(());
+    let (ext, attr, filter, sub) = match target {
+        Target::Extension { urn, attrs } => {
+            let Value::Object(values) = value else {
+                return Err(ScimProblem::bad(ScimType::InvalidValue, format!("{urn} takes an object")));
+            };
+            for (k, v) in values {
+                if crate::schema::is_common_read_only(k) {
+                    continue;
+                }
+                let attr = find(attrs, k).ok_or_else(|| {
+                    ScimProblem::bad(ScimType::InvalidPath, format!("unknown attribute {urn}:{k}"))
+                })?;
+                let t = Target::Attribute { ext: Some(urn), attr, filter: None, sub: None };
+                set(doc, &t, v, op)?;
+            }
+            return Ok(());
+        }
+        Target::Attribute { ext, attr, filter, sub } => (*ext, *attr, filter.as_ref(), *sub),
+    };
+    if attr.mutability == Mutability::WriteOnly {
+        return Ok(()); // accepted, never stored
     }
+    let obj = container(doc, ext)?;
     if value.is_null() {
-        remove(doc, target);
+        remove_in(obj, attr, filter, sub, None);
         return Ok(());
     }
-    if let Some(sub) = &target.sub {
-        let entry = doc.entry(target.attr.to_owned()).or_insert_with(|| Value::Object(Map::new()));
-        let Value::Object(obj) = entry else {
-            return Err(ScimProblem::bad(ScimType::InvalidValue, format!("{} is not complex", target.attr)));
-        };
-        obj.insert(sub.clone(), value.clone());
-        return Ok(());
-    }
-    match target.shape {
-        Shape::MultiComplex => {
+    let current = obj.keys().find(|k| k.eq_ignore_ascii_case(attr.name)).cloned();
+    match (filter, sub) {
+        (Some(filter), _) => {
+            let Some(Value::Array(items)) = current.as_ref().and_then(|k| obj.get_mut(k)) else {
+                return Err(ScimProblem::bad(
+                    ScimType::NoTarget,
+                    format!("{}: no value matches the filter", attr.name),
+                ));
+            };
+            let mut hit = false;
+            for item in items.iter_mut().filter(|item| matches(filter, item)) {
+                hit = true;
+                match sub {
+                    Some(sub) => {
+                        if let Value::Object(o) = item {
+                            put_ci(o, sub.name, value.clone());
+                        }
+                    }
+                    None => merge(item, value),
+                }
+            }
+            if !hit {
+                return Err(ScimProblem::bad(
+                    ScimType::NoTarget,
+                    format!("{}: no value matches the filter", attr.name),
+                ));
+            }
+        }
+        (None, Some(sub)) if attr.multi => {
+            // RFC 7644 §3.5.2.3: a sub-attribute of every value.
+            if let Some(Value::Array(items)) = current.as_ref().and_then(|k| obj.get_mut(k)) {
+                for item in items.iter_mut() {
+                    if let Value::Object(o) = item {
+                        put_ci(o, sub.name, value.clone());
+                    }
+                }
+            }
+        }
+        (None, Some(sub)) => {
+            let key = current.unwrap_or_else(|| attr.name.to_owned());
+            let entry = obj.entry(key).or_insert_with(|| Value::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Value::Object(Map::new());
+            }
+            if let Value::Object(o) = entry {
+                put_ci(o, sub.name, value.clone());
+            }
+        }
+        (None, None) if attr.multi => {
             let items: Vec<Value> = match value {
                 Value::Array(items) => items.clone(),
-                Value::Object(_) => vec![value.clone()],
-                _ => {
-                    return Err(ScimProblem::bad(
-                        ScimType::InvalidValue,
-                        format!("{} takes an object or an array of objects", target.attr),
-                    ));
-                }
+                other => vec![other.clone()],
             };
-            match (op, doc.get_mut(target.attr)) {
+            match (op, current.as_ref().and_then(|k| obj.get_mut(k))) {
                 (Op::Add, Some(Value::Array(existing))) => {
                     for item in items {
                         if !existing.contains(&item) {
@@ -182,59 +344,88 @@ fn set(doc: &mut Map<String, Value>, target: &Target, value: &Value, op: Op) -> 
                         }
                     }
                 }
-                _ => {
-                    doc.insert(target.attr.to_owned(), Value::Array(items));
-                }
+                _ => put_ci(obj, attr.name, Value::Array(items)),
             }
         }
-        Shape::Complex(_) => {
-            let Value::Object(values) = value else {
-                return Err(ScimProblem::bad(
-                    ScimType::InvalidValue,
-                    format!("{} takes an object", target.attr),
-                ));
-            };
+        (None, None) if !attr.sub.is_empty() => {
             // RFC 7644 §3.5.2.1/3: sub-attributes not named are left unchanged.
-            let entry = doc.entry(target.attr.to_owned()).or_insert_with(|| Value::Object(Map::new()));
-            match entry {
-                Value::Object(obj) => {
-                    for (k, v) in values {
-                        let key = if target.attr == ENTERPRISE_SCHEMA {
-                            Some(k.clone())
-                        } else {
-                            name_sub(k).map(str::to_owned)
-                        };
-                        let key = key.ok_or_else(|| {
-                            ScimProblem::bad(
-                                ScimType::InvalidPath,
-                                format!("unknown sub-attribute {}.{k}", target.attr),
-                            )
-                        })?;
-                        obj.insert(key, v.clone());
-                    }
-                }
-                other => *other = value.clone(),
+            match current.as_ref().and_then(|k| obj.get_mut(k)) {
+                Some(existing) => merge(existing, value),
+                None => put_ci(obj, attr.name, value.clone()),
             }
         }
-        _ => {
-            doc.insert(target.attr.to_owned(), value.clone());
+        (None, None) => put_ci(obj, attr.name, value.clone()),
+    }
+    Ok(())
+}
+
+fn remove(doc: &mut Map<String, Value>, target: &Target, value: Option<&Value>) -> Result<(), ScimProblem> {
+    match target {
+        Target::Extension { urn, .. } => {
+            doc.remove(*urn);
+        }
+        Target::Attribute { ext, attr, filter, sub } => {
+            let obj = container(doc, *ext)?;
+            remove_in(obj, attr, filter.as_ref(), *sub, value);
+            if let Some(urn) = ext
+                && doc.get(*urn).is_some_and(|v| v.as_object().is_some_and(Map::is_empty))
+            {
+                doc.remove(*urn);
+            }
         }
     }
     Ok(())
 }
 
-fn remove(doc: &mut Map<String, Value>, target: &Target) {
-    match &target.sub {
-        None => {
-            doc.remove(target.attr);
+fn remove_in(
+    obj: &mut Map<String, Value>,
+    attr: &Attr,
+    filter: Option<&Filter>,
+    sub: Option<&Attr>,
+    value: Option<&Value>,
+) {
+    let Some(key) = obj.keys().find(|k| k.eq_ignore_ascii_case(attr.name)).cloned() else { return };
+    // Entra ID: `remove` of `members` with a value array removes those members.
+    let listed: Option<Vec<&Value>> = match (attr.multi, filter, sub, value) {
+        (true, None, None, Some(Value::Array(list))) => {
+            Some(list.iter().filter_map(|v| v.get("value")).collect())
         }
-        Some(sub) => {
-            if let Some(Value::Object(obj)) = doc.get_mut(target.attr) {
-                obj.remove(sub);
-                if obj.is_empty() {
-                    doc.remove(target.attr);
+        _ => None,
+    };
+    let selected = |item: &Value| match (filter, &listed) {
+        (Some(f), _) => matches(f, item),
+        (None, Some(values)) => item.get("value").is_some_and(|v| values.contains(&v)),
+        (None, None) => true,
+    };
+    match (obj.get_mut(&key), sub) {
+        (Some(Value::Array(items)), None) if filter.is_some() || listed.is_some() => {
+            items.retain(|item| !selected(item));
+        }
+        (Some(Value::Array(items)), Some(sub)) => {
+            for item in items.iter_mut().filter(|item| selected(item)) {
+                if let Value::Object(o) = item
+                    && let Some(k) = o.keys().find(|k| k.eq_ignore_ascii_case(sub.name)).cloned()
+                {
+                    o.remove(&k);
                 }
             }
         }
+        (Some(Value::Object(o)), Some(sub)) => {
+            if let Some(k) = o.keys().find(|k| k.eq_ignore_ascii_case(sub.name)).cloned() {
+                o.remove(&k);
+            }
+        }
+        _ => {
+            obj.remove(&key);
+            return;
+        }
+    }
+    let empty = match obj.get(&key) {
+        Some(Value::Array(items)) => items.is_empty(),
+        Some(Value::Object(o)) => o.is_empty(),
+        _ => false,
+    };
+    if empty {
+        obj.remove(&key);
     }
 }

@@ -7,8 +7,9 @@ use serde_json::Value;
 use crate::error::{ScimProblem, ScimType};
 use crate::filter::{self, CompareOp, Filter};
 
-/// Default page size when `count` is absent.
-pub const DEFAULT_COUNT: usize = 100;
+/// Default page size when `count` is absent: the largest page, so a client
+/// that does not page still sees every match up to `filter.maxResults`.
+pub const DEFAULT_COUNT: usize = MAX_COUNT;
 /// Largest page served (advertised as `filter.maxResults`).
 pub const MAX_COUNT: usize = 1000;
 

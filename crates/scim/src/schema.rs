@@ -1,67 +1,271 @@
-//! What the User resource accepts, by canonical attribute name.
+//! The schemas we serve, as data.
+//!
+//! One table per schema drives validation of incoming documents *and* the
+//! `/Schemas` discovery endpoint, so what is advertised is exactly what is
+//! enforced (scim2-tester writes every advertised attribute and expects it
+//! back).
 
-/// How an attribute is shaped and who may write it.
+/// SCIM attribute data types (RFC 7643 §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Shape {
-    /// A single string.
+pub enum Type {
+    /// `string`
     String,
-    /// A single boolean.
+    /// `boolean`
     Boolean,
-    /// A single complex value with these sub-attributes.
-    Complex(&'static [&'static str]),
-    /// A multi-valued complex attribute.
-    MultiComplex,
-    /// Set by the service provider only; writes are ignored on PUT/POST
-    /// (RFC 7644 §3.5.1) and refused by PATCH.
+    /// `complex`
+    Complex,
+    /// `reference`, with its `referenceTypes`.
+    Reference(&'static [&'static str]),
+    /// `dateTime`
+    DateTime,
+    /// `binary` (base64)
+    Binary,
+}
+
+impl Type {
+    fn wire(self) -> &'static str {
+        match self {
+            Type::String => "string",
+            Type::Boolean => "boolean",
+            Type::Complex => "complex",
+            Type::Reference(_) => "reference",
+            Type::DateTime => "dateTime",
+            Type::Binary => "binary",
+        }
+    }
+}
+
+/// Who may write an attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutability {
+    /// Set by the service provider only.
     ReadOnly,
-    /// Accepted, never stored or returned (RFC 7643 §4.1.1 `password`).
+    /// Client-writable.
+    ReadWrite,
+    /// Accepted on write, never returned.
     WriteOnly,
 }
 
-pub(crate) const NAME_SUBS: &[&str] =
-    &["formatted", "familyName", "givenName", "middleName", "honorificPrefix", "honorificSuffix"];
+/// One attribute definition.
+#[derive(Debug, Clone, Copy)]
+pub struct Attr {
+    pub name: &'static str,
+    pub ty: Type,
+    pub multi: bool,
+    pub required: bool,
+    pub case_exact: bool,
+    pub mutability: Mutability,
+    pub sub: &'static [Attr],
+    pub canonical: &'static [&'static str],
+    pub description: &'static str,
+}
 
-/// The enterprise User extension; stored as an opaque object.
-pub(crate) const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const fn s(name: &'static str, description: &'static str) -> Attr {
+    Attr {
+        name,
+        ty: Type::String,
+        multi: false,
+        required: false,
+        case_exact: false,
+        mutability: Mutability::ReadWrite,
+        sub: &[],
+        canonical: &[],
+        description,
+    }
+}
 
-/// Core User attributes (RFC 7643 §4.1) with their shapes.
-pub(crate) const USER_ATTRIBUTES: &[(&str, Shape)] = &[
-    ("id", Shape::ReadOnly),
-    ("meta", Shape::ReadOnly),
-    ("groups", Shape::ReadOnly),
-    ("schemas", Shape::ReadOnly),
-    ("password", Shape::WriteOnly),
-    ("externalId", Shape::String),
-    ("userName", Shape::String),
-    ("displayName", Shape::String),
-    ("nickName", Shape::String),
-    ("profileUrl", Shape::String),
-    ("title", Shape::String),
-    ("userType", Shape::String),
-    ("preferredLanguage", Shape::String),
-    ("locale", Shape::String),
-    ("timezone", Shape::String),
-    ("active", Shape::Boolean),
-    ("name", Shape::Complex(NAME_SUBS)),
-    ("emails", Shape::MultiComplex),
-    ("phoneNumbers", Shape::MultiComplex),
-    ("ims", Shape::MultiComplex),
-    ("photos", Shape::MultiComplex),
-    ("addresses", Shape::MultiComplex),
-    ("entitlements", Shape::MultiComplex),
-    ("roles", Shape::MultiComplex),
-    ("x509Certificates", Shape::MultiComplex),
+const fn with(a: Attr, ty: Type) -> Attr {
+    Attr { ty, ..a }
+}
+
+const fn multi(name: &'static str, description: &'static str, sub: &'static [Attr]) -> Attr {
+    Attr { multi: true, ty: Type::Complex, sub, ..s(name, description) }
+}
+
+const TYPE_PRIMARY_DISPLAY: [Attr; 3] = [
+    s("display", "A human-readable name, primarily used for display purposes."),
+    s("type", "A label indicating the attribute's function."),
+    with(s("primary", "Whether this is the primary value."), Type::Boolean),
 ];
 
-/// The canonical spelling and shape of an attribute name, case-insensitively.
-pub(crate) fn lookup(name: &str) -> Option<(&'static str, Shape)> {
-    if name.eq_ignore_ascii_case(ENTERPRISE_SCHEMA) {
-        return Some((ENTERPRISE_SCHEMA, Shape::Complex(&[])));
-    }
-    USER_ATTRIBUTES.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).copied()
+macro_rules! valued {
+    ($value:expr) => {
+        &[$value, TYPE_PRIMARY_DISPLAY[0], TYPE_PRIMARY_DISPLAY[1], TYPE_PRIMARY_DISPLAY[2]]
+    };
 }
 
-/// Canonical spelling of a `name` sub-attribute.
-pub(crate) fn name_sub(sub: &str) -> Option<&'static str> {
-    NAME_SUBS.iter().find(|n| n.eq_ignore_ascii_case(sub)).copied()
+/// Core User schema URN.
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+/// Enterprise User extension URN.
+pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+/// Core Group schema URN.
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+/// Core User attributes (RFC 7643 §4.1) that Lockstep stores and returns.
+/// `id`, `meta` and `groups` are read-only and rendered by the server.
+pub const USER_ATTRS: &[Attr] = &[
+    Attr {
+        required: true,
+        ..s("userName", "Unique identifier for the User, used to sign in. Unique, case-insensitive.")
+    },
+    Attr { case_exact: true, ..s("externalId", "The provisioning client's identifier for the User.") },
+    Attr {
+        ty: Type::Complex,
+        sub: &[
+            s("formatted", "The full name, formatted for display."),
+            s("familyName", "The family name."),
+            s("givenName", "The given name."),
+            s("middleName", "The middle name(s)."),
+            s("honorificPrefix", "Honorific prefix(es)."),
+            s("honorificSuffix", "Honorific suffix(es)."),
+        ],
+        ..s("name", "The components of the User's name.")
+    },
+    s("displayName", "The name of the User, suitable for display."),
+    s("nickName", "The casual way to address the User."),
+    with(s("profileUrl", "A URI pointing to the User's online profile."), Type::Reference(&["external"])),
+    s("title", "The User's title."),
+    s("userType", "The relationship between the organisation and the User."),
+    s("preferredLanguage", "The User's preferred language."),
+    s("locale", "The User's default location for localisation."),
+    s("timezone", "The User's time zone, in IANA format."),
+    // Advertised as required because every identity has a definite status and
+    // it cannot be removed; a document that omits it is still accepted (true
+    // on create, unchanged on replace), as some HR tools never send it.
+    Attr {
+        required: true,
+        ..with(
+            s("active", "The User's administrative status. false revokes every session of the User."),
+            Type::Boolean,
+        )
+    },
+    Attr {
+        mutability: Mutability::WriteOnly,
+        ..s(
+            "password",
+            "Accepted and discarded: Lockstep does not authenticate with passwords. Never returned.",
+        )
+    },
+    multi("emails", "Email addresses for the User.", valued!(s("value", "The email address."))),
+    multi("phoneNumbers", "Phone numbers for the User.", valued!(s("value", "The phone number."))),
+    multi("ims", "Instant messaging addresses.", valued!(s("value", "The address."))),
+    multi(
+        "photos",
+        "URLs of photos of the User.",
+        valued!(with(s("value", "The URL of the photo."), Type::Reference(&["external"]))),
+    ),
+    multi(
+        "addresses",
+        "Physical mailing addresses.",
+        &[
+            s("formatted", "The full address, formatted for display."),
+            s("streetAddress", "The street address."),
+            s("locality", "The city or locality."),
+            s("region", "The state or region."),
+            s("postalCode", "The postal code."),
+            s("country", "The country."),
+            TYPE_PRIMARY_DISPLAY[1],
+            TYPE_PRIMARY_DISPLAY[2],
+        ],
+    ),
+    multi("entitlements", "Entitlements of the User.", valued!(s("value", "The entitlement."))),
+    multi("roles", "Roles of the User.", valued!(s("value", "The role."))),
+    multi(
+        "x509Certificates",
+        "X.509 certificates of the User.",
+        valued!(with(s("value", "The DER certificate, base64."), Type::Binary)),
+    ),
+];
+
+/// Enterprise User extension attributes (RFC 7643 §4.3).
+pub const ENTERPRISE_ATTRS: &[Attr] = &[
+    s("employeeNumber", "Numeric or alphanumeric identifier assigned to the person."),
+    s("costCenter", "Name of a cost center."),
+    s("organization", "Name of an organization."),
+    s("division", "Name of a division."),
+    s("department", "Name of a department."),
+    Attr {
+        ty: Type::Complex,
+        sub: &[
+            with(s("value", "The id of the manager's User."), Type::Reference(&["User"])),
+            with(s("$ref", "The URI of the manager's User."), Type::Reference(&["User"])),
+            Attr { mutability: Mutability::ReadOnly, ..s("displayName", "The manager's displayName.") },
+        ],
+        ..s("manager", "The User's manager.")
+    },
+];
+
+/// Finds an attribute by name, case-insensitively.
+pub fn find(attrs: &'static [Attr], name: &str) -> Option<&'static Attr> {
+    attrs.iter().find(|a| a.name.eq_ignore_ascii_case(name))
 }
+
+/// Read-only attributes common to every resource.
+pub fn is_common_read_only(name: &str) -> bool {
+    ["id", "meta", "schemas"].iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+use serde_json::{Value, json};
+
+fn attr_json(a: &Attr) -> Value {
+    let mut v = json!({
+        "name": a.name,
+        "type": a.ty.wire(),
+        "multiValued": a.multi,
+        "description": a.description,
+        "required": a.required,
+        "mutability": match a.mutability {
+            Mutability::ReadOnly => "readOnly",
+            Mutability::ReadWrite => "readWrite",
+            Mutability::WriteOnly => "writeOnly",
+        },
+        "returned": match a.mutability {
+            Mutability::WriteOnly => "never",
+            _ if a.name == "id" => "always",
+            _ => "default",
+        },
+        "uniqueness": if a.name == "userName" { "server" } else { "none" },
+    });
+    if let Some(obj) = v.as_object_mut() {
+        if !matches!(a.ty, Type::Complex | Type::Boolean) {
+            obj.insert("caseExact".into(), json!(a.case_exact));
+        }
+        if let Type::Reference(types) = a.ty {
+            obj.insert("referenceTypes".into(), json!(types));
+        }
+        if !a.canonical.is_empty() {
+            obj.insert("canonicalValues".into(), json!(a.canonical));
+        }
+        if !a.sub.is_empty() {
+            obj.insert("subAttributes".into(), Value::Array(a.sub.iter().map(attr_json).collect()));
+        }
+    }
+    v
+}
+
+/// A `/Schemas/{id}` document.
+pub fn schema_document(id: &str, name: &str, description: &str, attrs: &[Attr], base: &str) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
+        "id": id,
+        "name": name,
+        "description": description,
+        "attributes": attrs.iter().map(attr_json).collect::<Vec<_>>(),
+        "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{id}")},
+    })
+}
+
+/// Core Group attributes (RFC 7643 §4.2). Members are Users (no nesting).
+pub const GROUP_ATTRS: &[Attr] = &[
+    Attr { required: true, ..s("displayName", "A human-readable name for the Group.") },
+    Attr { case_exact: true, ..s("externalId", "The provisioning client's identifier for the Group.") },
+    multi(
+        "members",
+        "The Users in the Group. Removing a member is a directory event for that User.",
+        &[
+            with(s("value", "The id of the member User."), Type::Reference(&["User"])),
+            with(s("$ref", "The URI of the member User."), Type::Reference(&["User"])),
+            Attr { canonical: &["User"], ..s("type", "The type of the member; only User is supported.") },
+        ],
+    ),
+];

@@ -36,7 +36,8 @@ fn patches() {
             let Value::Object(mut doc) = user_to_document(&current, "https://lockstep.test/scim/v2") else {
                 panic!()
             };
-            apply_patch(&mut doc, &request).map_err(|e| json!({"error": e.to_string()}))?;
+            apply_patch(&lockstep_scim::USER, &mut doc, &request)
+                .map_err(|e| json!({"error": e.to_string()}))?;
             let next = user_from_document(&Value::Object(doc), current.id, Some(&current))
                 .map_err(|e| json!({"error": e.to_string()}))?;
             Ok(user_to_document(&next, "https://lockstep.test/scim/v2"))
