@@ -15,11 +15,15 @@ use tokio::net::TcpStream;
 pub struct LoadSpec {
     /// `http://host:port`.
     pub addr: String,
-    /// Request path (POST).
-    pub path: String,
+    /// Method.
+    pub method: hyper::Method,
+    /// Request paths, rotated.
+    pub paths: Vec<String>,
+    /// Content type of the bodies.
+    pub content_type: String,
     /// Bearer token.
     pub bearer: String,
-    /// Form bodies, rotated.
+    /// Bodies, rotated (empty: no body).
     pub bodies: Vec<String>,
     /// Concurrent keep-alive connections.
     pub connections: usize,
@@ -124,12 +128,21 @@ pub async fn run_load(spec: LoadSpec) -> anyhow::Result<Stats> {
                 if now >= stop {
                     break;
                 }
-                let body = spec.bodies[i % spec.bodies.len()].clone();
-                i += 1;
-                let req = Request::post(spec.path.as_str())
+                let body = if spec.bodies.is_empty() {
+                    String::new()
+                } else {
+                    spec.bodies[i % spec.bodies.len()].clone()
+                };
+                let path = spec.paths[i % spec.paths.len()].as_str();
+                // Stride by the connection count: no two connections ever
+                // send the same (path, body) pair.
+                i += spec.connections;
+                let req = Request::builder()
+                    .method(spec.method.clone())
+                    .uri(path)
                     .header("host", host.as_str())
                     .header("authorization", format!("Bearer {}", spec.bearer))
-                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("content-type", spec.content_type.as_str())
                     .body(Full::new(Bytes::from(body)))?;
                 let sent = Instant::now();
                 let resp = sender.send_request(req).await?;

@@ -8,6 +8,7 @@
 #![allow(clippy::disallowed_methods, clippy::print_stdout)] // a bench reads the clock and prints
 
 mod load;
+mod scim;
 mod seed;
 mod server;
 
@@ -57,6 +58,18 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         sessions: usize,
     },
+    /// SCIM create, PATCH active=false and `filter=userName eq` lookups at
+    /// several directory sizes, beside the python-scim reference server.
+    Scim {
+        /// Directory sizes, comma-separated.
+        #[arg(long, default_value = "10000,1000000")]
+        identities: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The `scim2-server` executable (PyPI scim2-server) for the baseline.
+        #[arg(long)]
+        reference: Option<PathBuf>,
+    },
     /// Everything, in order.
     All,
     /// The baseline: a bare axum handler returning a fixed JSON body.
@@ -75,6 +88,13 @@ fn main() -> anyhow::Result<()> {
         Command::Deprovision { users } => runtime.block_on(deprovision(&cli.lockstep, users)),
         Command::Fanout { users, sessions } => runtime.block_on(fanout(&cli.lockstep, users, sessions)),
         Command::Memory { sessions } => runtime.block_on(memory(&cli.lockstep, sessions)),
+        Command::Scim { identities, seconds, reference } => {
+            let sizes = identities
+                .split(',')
+                .map(|n| n.trim().parse::<usize>().context("--identities: comma-separated numbers"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            runtime.block_on(scim::run(&cli.lockstep, &sizes, seconds, reference.as_deref()))
+        }
         Command::All => runtime.block_on(async {
             introspect(&cli.lockstep, 10, 64).await?;
             deprovision(&cli.lockstep, 200).await?;
@@ -105,7 +125,9 @@ async fn introspect(bin: &Path, seconds: u64, connections: usize) -> anyhow::Res
     let bare = Running::bare().await?;
     let spec = |addr: &str| LoadSpec {
         addr: addr.to_owned(),
-        path: "/oauth2/introspect".into(),
+        method: hyper::Method::POST,
+        paths: vec!["/oauth2/introspect".into()],
+        content_type: "application/x-www-form-urlencoded".into(),
         bearer: ADMIN.into(),
         bodies: tokens.iter().map(|t| format!("token={t}")).collect(),
         connections,

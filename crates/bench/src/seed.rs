@@ -81,3 +81,14 @@ pub fn users_with_sessions_quiet(dir: &Path, users: usize, per_user: usize) -> a
     }
     Ok(())
 }
+
+/// `n` identities without sessions; returns (SCIM id, userName).
+pub fn identities(dir: &Path, n: usize) -> anyhow::Result<Vec<(String, String)>> {
+    let engine = engine(dir)?;
+    (0..n)
+        .map(|i| {
+            let name = format!("user{i}");
+            Ok((user(&engine, &name)?, name))
+        })
+        .collect()
+}

@@ -290,9 +290,15 @@ impl DirectoryStore for SqliteDirectory {
                 Some(a) => vec![a],
                 None => vec![],
             };
-            let total: i64 = c.query_row(&count_sql, args.as_slice(), |r| r.get(0))?;
             let mut stmt = c.prepare_cached(&page_sql)?;
             let rows = stmt.query_map(args.as_slice(), identity_row)?.collect::<Result<Vec<_>, _>>()?;
+            // A first page that is not full already holds every match (the
+            // common `userName eq` lookup): no second query for the total.
+            let total = if query.offset == 0 && rows.len() < query.limit {
+                i64::try_from(rows.len()).unwrap_or(i64::MAX)
+            } else {
+                c.query_row(&count_sql, args.as_slice(), |r| r.get(0))?
+            };
             Ok((total, rows))
         })?;
         Ok(IdentityPage {

@@ -1,0 +1,218 @@
+//! SCIM throughput at several directory sizes, beside the python-scim
+//! reference server (`scim2-server`, in-memory) measured the same way.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::load::{LoadSpec, Stats, run_load};
+use crate::server::{ADMIN, Running};
+use crate::{machine, seed};
+
+const PATCH_INACTIVE: &str = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}"#;
+
+struct Target<'a> {
+    addr: &'a str,
+    bearer: &'a str,
+    /// (id, userName) of the seeded users.
+    users: &'a [(String, String)],
+    seconds: u64,
+    tag: &'a str,
+    /// Path of the SCIM base (`/scim/v2` for lockstep, empty for the reference).
+    prefix: &'a str,
+}
+
+fn spec(
+    t: &Target<'_>,
+    method: hyper::Method,
+    paths: Vec<String>,
+    bodies: Vec<String>,
+    connections: usize,
+) -> LoadSpec {
+    LoadSpec {
+        addr: t.addr.to_owned(),
+        method,
+        paths,
+        content_type: "application/scim+json".into(),
+        bearer: t.bearer.to_owned(),
+        bodies,
+        connections,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs(t.seconds),
+    }
+}
+
+/// Deterministic spread over the seeded users.
+fn spread(n: usize, len: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i.wrapping_mul(7_919) + 13) % len.max(1))
+}
+
+async fn workloads(t: &Target<'_>) -> anyhow::Result<[Stats; 3]> {
+    let lookups: Vec<String> = spread(20_000, t.users.len())
+        .map(|i| format!("{}/Users?filter=userName%20eq%20%22{}%22", t.prefix, t.users[i].1))
+        .collect();
+    let lookup = run_load(spec(t, hyper::Method::GET, lookups, vec![], 64)).await?;
+    let creates: Vec<String> = (0..400_000)
+        .map(|i| {
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                   "userName": format!("new-{}-{i}@example.com", t.tag), "active": true,
+                   "name": {"givenName": "New", "familyName": format!("User{i}")}})
+            .to_string()
+        })
+        .collect();
+    let create =
+        run_load(spec(t, hyper::Method::POST, vec![format!("{}/Users", t.prefix)], creates, 16)).await?;
+    let patches: Vec<String> = spread(t.users.len(), t.users.len())
+        .map(|i| format!("{}/Users/{}", t.prefix, t.users[i].0))
+        .collect();
+    let patch = run_load(spec(t, hyper::Method::PATCH, patches, vec![PATCH_INACTIVE.into()], 16)).await?;
+    Ok([lookup, create, patch])
+}
+
+fn report(label: &str, [lookup, create, patch]: &[Stats; 3]) {
+    println!("{label}");
+    println!("  filter=userName eq lookups (64 conns): {lookup}");
+    println!("  POST /Users creates (16 conns):        {create}");
+    println!("  PATCH active false/true (16 conns):    {patch}");
+}
+
+/// Runs the SCIM benchmark.
+pub async fn run(bin: &Path, sizes: &[usize], seconds: u64, reference: Option<&Path>) -> anyhow::Result<()> {
+    println!("\n## SCIM throughput ({})", machine());
+    println!(
+        "method: each workload {seconds}s after 1s warm-up, keep-alive HTTP/1.1 from this process; lookups rotate over \
+         20,000 seeded userNames; creates use fresh userNames; PATCHes set active=false on every seeded user, then active=true \
+         (each one a real change; every user with 0 sessions); lockstep \
+         with durability=full, directory seeded through the engine"
+    );
+    let mut ours = Vec::new();
+    for &n in sizes {
+        let dir = tempfile::tempdir()?;
+        #[allow(clippy::disallowed_methods)]
+        let t = std::time::Instant::now();
+        let users = seed::identities(dir.path(), n)?;
+        println!("seeded {n} identities in {:.1}s", t.elapsed().as_secs_f64());
+        let server = Running::lockstep(bin, dir.path()).await?;
+        let target = Target {
+            addr: &server.addr,
+            bearer: ADMIN,
+            users: &users,
+            seconds,
+            tag: &format!("l{n}"),
+            prefix: "/scim/v2",
+        };
+        let stats = workloads(&target).await?;
+        report(&format!("lockstep, {n} identities:"), &stats);
+        if stats.iter().any(|s| s.errors > 0) {
+            bail!("lockstep answered errors during the run");
+        }
+        ours.push((n, stats));
+    }
+    if let Some(reference) = reference {
+        let n = sizes.iter().copied().min().unwrap_or(10_000);
+        let (child, addr) = start_reference(reference).await?;
+        let _guard = Kill(child);
+        let users = seed_over_http(&addr, n).await?;
+        let target = Target {
+            addr: &addr,
+            bearer: "bench-reference-token",
+            users: &users,
+            seconds,
+            tag: "ref",
+            prefix: "",
+        };
+        let stats = workloads(&target).await?;
+        report(&format!("python-scim scim2-server 0.8.3 (in-memory, reference), {n} identities:"), &stats);
+        if let Some((_, l)) = ours.iter().find(|(size, _)| *size == n) {
+            println!(
+                "ratio lockstep / reference at {n}: lookups {:.1}x, creates {:.1}x, PATCH {:.1}x",
+                l[0].rps / stats[0].rps,
+                l[1].rps / stats[1].rps,
+                l[2].rps / stats[2].rps
+            );
+        }
+    }
+    Ok(())
+}
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_reference(bin: &Path) -> anyhow::Result<(Child, String)> {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let child = Command::new(bin)
+        .args([
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--bearer-token",
+            "bench-reference-token",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let addr = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if http
+            .get(format!("{addr}/ServiceProviderConfig"))
+            .bearer_auth("bench-reference-token")
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok((child, addr));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("reference server did not start")
+}
+
+/// The reference server has no storage to seed directly: POST users.
+async fn seed_over_http(addr: &str, n: usize) -> anyhow::Result<Vec<(String, String)>> {
+    let http = reqwest::Client::new();
+    let mut users = Vec::with_capacity(n);
+    let chunks: Vec<Vec<usize>> =
+        (0..n).collect::<Vec<_>>().chunks(n.div_ceil(16).max(1)).map(<[usize]>::to_vec).collect();
+    let mut tasks = Vec::new();
+    for chunk in chunks {
+        let (http, addr) = (http.clone(), addr.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in chunk {
+                let name = format!("user{i}");
+                let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name, "active": true});
+                let r: serde_json::Value = http
+                    .post(format!("{addr}/Users"))
+                    .bearer_auth("bench-reference-token")
+                    .header("content-type", "application/scim+json")
+                    .body(body.to_string())
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                out.push((r["id"].as_str().context("no id")?.to_owned(), name));
+            }
+            anyhow::Ok(out)
+        }));
+    }
+    for t in tasks {
+        users.extend(t.await??);
+    }
+    Ok(users)
+}
