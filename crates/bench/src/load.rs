@@ -105,6 +105,14 @@ pub fn histogram(metrics: &str) -> anyhow::Result<String> {
     ))
 }
 
+async fn connect(host: &str) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(host).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
 /// Runs the load and returns its statistics.
 pub async fn run_load(spec: LoadSpec) -> anyhow::Result<Stats> {
     let host = spec.addr.trim_start_matches("http://").to_owned();
@@ -116,10 +124,7 @@ pub async fn run_load(spec: LoadSpec) -> anyhow::Result<Stats> {
         let host = host.clone();
         let spec = spec.clone();
         tasks.push(tokio::spawn(async move {
-            let stream = TcpStream::connect(&host).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
+            let mut sender = connect(&host).await?;
             let mut latencies = Vec::with_capacity(200_000);
             let mut errors = 0usize;
             let mut i = c;
@@ -144,8 +149,18 @@ pub async fn run_load(spec: LoadSpec) -> anyhow::Result<Stats> {
                     .header("authorization", format!("Bearer {}", spec.bearer))
                     .header("content-type", spec.content_type.as_str())
                     .body(Full::new(Bytes::from(body)))?;
+                if sender.ready().await.is_err() {
+                    // The server closed the connection (no keep-alive): reconnect.
+                    sender = connect(&host).await?;
+                }
                 let sent = Instant::now();
-                let resp = sender.send_request(req).await?;
+                let resp = match sender.send_request(req).await {
+                    Ok(resp) => resp,
+                    Err(_) => {
+                        sender = connect(&host).await?;
+                        continue;
+                    }
+                };
                 let ok = resp.status().is_success();
                 resp.into_body().collect().await?;
                 let done = Instant::now();

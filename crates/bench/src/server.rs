@@ -67,31 +67,12 @@ impl Running {
     }
 
     pub async fn introspect(&self, token: &str) -> anyhow::Result<Value> {
-        Ok(self
-            .http
-            .post(format!("{}/oauth2/introspect", self.addr))
-            .bearer_auth(ADMIN)
-            .form(&[("token", token)])
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        self.client_view().introspect(token).await
     }
 
     /// PATCH active=false; returns the round trip.
     pub async fn deactivate(&self, id: &str) -> anyhow::Result<Duration> {
-        let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                          "Operations": [{"op": "replace", "path": "active", "value": false}]});
-        let t = Instant::now();
-        self.http
-            .patch(format!("{}/scim/v2/Users/{id}", self.addr))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(t.elapsed())
+        self.client_view().deactivate(id).await
     }
 
     /// Deactivates every id with `concurrency` clients; returns seconds.
@@ -174,9 +155,11 @@ struct ClientView {
 }
 
 impl ClientView {
-    async fn deactivate(&self, id: &str) -> anyhow::Result<()> {
+    /// PATCH active=false; returns the round trip.
+    async fn deactivate(&self, id: &str) -> anyhow::Result<Duration> {
         let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
                           "Operations": [{"op": "replace", "path": "active", "value": false}]});
+        let t = Instant::now();
         self.http
             .patch(format!("{}/scim/v2/Users/{id}", self.addr))
             .bearer_auth(ADMIN)
@@ -184,7 +167,7 @@ impl ClientView {
             .send()
             .await?
             .error_for_status()?;
-        Ok(())
+        Ok(t.elapsed())
     }
 
     async fn introspect(&self, token: &str) -> anyhow::Result<Value> {

@@ -401,12 +401,7 @@ pub(crate) async fn resource_type(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
-    match discovery::resource_type_by_id(&base_url(&state, &headers), &id) {
-        Some(doc) => Ok(scim_json(StatusCode::OK, &doc, None)),
-        None => {
-            Err(ApiError::new(FLAVOR, StatusCode::NOT_FOUND, None, format!("ResourceType {id} not found")))
-        }
-    }
+    found(discovery::resource_type_by_id(&base_url(&state, &headers), &id), "ResourceType", &id)
 }
 
 /// `GET /Schemas`.
@@ -427,9 +422,13 @@ pub(crate) async fn schema(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
-    match discovery::schema_by_id(&base_url(&state, &headers), &id) {
+    found(discovery::schema_by_id(&base_url(&state, &headers), &id), "Schema", &id)
+}
+
+fn found(doc: Option<Value>, what: &str, id: &str) -> Result<Response, ApiError> {
+    match doc {
         Some(doc) => Ok(scim_json(StatusCode::OK, &doc, None)),
-        None => Err(ApiError::new(FLAVOR, StatusCode::NOT_FOUND, None, format!("Schema {id} not found"))),
+        None => Err(ApiError::new(FLAVOR, StatusCode::NOT_FOUND, None, format!("{what} {id} not found"))),
     }
 }
 
