@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use lockstep_domain::{
-    AuditEntry, AuditKind, DirectoryChange, DirectoryEvent, Identity, IdentityId, IdentityStatus, Origin,
-    RevocationReason, Session, SessionState, Timestamp, TokenHash, diff_identity,
+    AuditEntry, AuditKind, DirectoryChange, DirectoryEvent, DirectoryEventId, Identity, IdentityId,
+    IdentityStatus, Origin, RevocationReason, Session, SessionState, Timestamp, TokenHash,
 };
 use lockstep_policy::{SessionAction, evaluate};
-use lockstep_store::{IdentityWrite, SessionBatch, SessionUpdate, StoreResult};
+use lockstep_store::{SessionBatch, SessionUpdate, StoreError, StoreResult};
 
+use crate::batch::{Rejection, Request};
 use crate::metrics::{KindLabel, ReasonLabel};
 use crate::{Engine, EngineError, EngineResult, WriterState};
 
@@ -52,46 +53,40 @@ pub(crate) struct CatchUp {
 impl Engine {
     /// Creates an identity. `draft.id` must be fresh (see
     /// [`Engine::new_identity_id`]); `version`, `created` and `modified`
-    /// are set here.
-    pub fn create_identity(&self, mut draft: Identity, origin: Origin) -> EngineResult<Applied> {
-        let mut writer = self.lock_writer()?;
-        let now = self.clock.now();
-        draft.created = now;
-        draft.modified = now;
-        draft.version = 0;
-        let changes = diff_identity(None, &draft);
-        self.commit_and_bridge(&mut writer, draft, None, changes, origin, now)
+    /// are set here. Returns once the write and its (empty) session impact
+    /// are committed.
+    pub fn create_identity(&self, draft: Identity, origin: Origin) -> EngineResult<Applied> {
+        self.submit(Request::Create { identity: draft, origin }).map_err(|e| match e {
+            UpdateError::Engine(e) => e,
+            UpdateError::Rejected(_) => {
+                EngineError::Store(StoreError::Backend("a create cannot be rejected".into()))
+            }
+        })
     }
 
-    /// Reads, changes and writes an identity under the writer lock, so the
-    /// closure always sees the current version. `if_match` (a SCIM ETag)
-    /// makes the write fail if the identity has moved on.
-    pub fn update_identity<E>(
+    /// Reads, changes and writes an identity, so the closure always sees the
+    /// current version (writes to one identity are serialised). `if_match`
+    /// (a SCIM ETag) makes the write fail if the identity has moved on.
+    /// Returns once the write and its session impact are committed.
+    pub fn update_identity<E: Send + 'static>(
         &self,
         id: IdentityId,
         origin: Origin,
         if_match: Option<u64>,
-        change: impl FnOnce(&Identity) -> Result<Identity, E>,
+        change: impl FnOnce(&Identity) -> Result<Identity, E> + Send + 'static,
     ) -> Result<Applied, UpdateError<E>> {
-        let mut writer = self.lock_writer()?;
-        let current = self.live_identity(id)?;
-        if let Some(expected) = if_match
-            && expected != current.version
-        {
-            return Err(EngineError::VersionMismatch { expected, current: current.version }.into());
+        let change =
+            Box::new(move |current: &Identity| change(current).map_err(|e| Box::new(e) as Rejection));
+        match self.submit(Request::Update { id, origin, if_match, change }) {
+            Ok(applied) => Ok(applied),
+            Err(UpdateError::Engine(e)) => Err(UpdateError::Engine(e)),
+            Err(UpdateError::Rejected(rejection)) => match rejection.downcast::<E>() {
+                Ok(e) => Err(UpdateError::Rejected(*e)),
+                Err(_) => Err(UpdateError::Engine(EngineError::Store(StoreError::Backend(
+                    "a rejection of an unexpected type".into(),
+                )))),
+            },
         }
-        let mut next = change(&current).map_err(UpdateError::Rejected)?;
-        next.id = current.id;
-        next.created = current.created;
-        next.version = current.version;
-        next.modified = current.modified;
-        let changes = diff_identity(Some(&current), &next);
-        if changes.is_empty() {
-            return Ok(Applied { identity: current, events: Vec::new(), revoked: 0 });
-        }
-        let now = self.clock.now();
-        next.modified = now;
-        Ok(self.commit_and_bridge(&mut writer, next, Some(current.version), changes, origin, now)?)
     }
 
     /// Deletes an identity: it becomes a tombstone and every session it
@@ -121,37 +116,6 @@ impl Engine {
         }
     }
 
-    fn commit_and_bridge(
-        &self,
-        writer: &mut WriterState,
-        identity: Identity,
-        expected_version: Option<u64>,
-        changes: Vec<DirectoryChange>,
-        origin: Origin,
-        now: Timestamp,
-    ) -> EngineResult<Applied> {
-        // Events committed earlier whose bridge step failed go first, so the
-        // session store always consumes the log in order.
-        self.catch_up(writer).map_err(EngineError::BridgePending)?;
-        // The source's own identifier for an identity is its externalId.
-        let mut origin = origin;
-        if origin.source_ref.is_none() {
-            origin.source_ref.clone_from(&identity.external_id);
-        }
-        let committed = self.stores.directory.commit_identity(IdentityWrite {
-            identity,
-            expected_version,
-            changes,
-            origin,
-            at: now,
-        })?;
-        let committed_at = self.clock.now();
-        let revoked = self
-            .apply_events(writer, &committed.events, Some(committed_at))
-            .map_err(EngineError::BridgePending)?;
-        Ok(Applied { identity: committed.identity, events: committed.events, revoked })
-    }
-
     /// Applies every directory event after the consumed position.
     pub(crate) fn catch_up(&self, writer: &mut WriterState) -> StoreResult<CatchUp> {
         let mut total = CatchUp::default();
@@ -161,22 +125,24 @@ impl Engine {
                 return Ok(total);
             }
             total.events += events.len();
-            total.revoked += self.apply_events(writer, &events, None)?;
+            total.revoked += self.apply_events(writer, &events, None)?.values().sum::<usize>();
         }
     }
 
     /// The bridge step: policy decision and session impact for `events`, in
     /// one session-store transaction together with their audit records and
-    /// the consumed position. Returns the number of sessions revoked.
-    fn apply_events(
+    /// the consumed position. Returns the number of sessions revoked per
+    /// event.
+    pub(crate) fn apply_events(
         &self,
         writer: &mut WriterState,
         events: &[DirectoryEvent],
         committed_at: Option<Timestamp>,
-    ) -> StoreResult<usize> {
+    ) -> StoreResult<HashMap<DirectoryEventId, usize>> {
         let Some(last) = events.last() else {
-            return Ok(0);
+            return Ok(HashMap::new());
         };
+        let mut per_event: HashMap<DirectoryEventId, usize> = HashMap::new();
         let now = self.clock.now();
         let mut batch = SessionBatch { consumed: Some(last.id), ..SessionBatch::default() };
         let mut by_identity: HashMap<IdentityId, Vec<Session>> = HashMap::new();
@@ -203,6 +169,7 @@ impl Engine {
                     SessionAction::Revoke { reason, .. } => {
                         session.state = SessionState::Revoked { at: now, reason, cause: Some(event.id) };
                         revoked.push((session.token_hash, reason));
+                        *per_event.entry(event.id).or_default() += 1;
                         (AuditKind::SessionRevoked, None, format!("reason={reason}; {why}"))
                     }
                     SessionAction::MarkForRecheck { .. } => {
@@ -261,7 +228,7 @@ impl Engine {
         for (_, reason) in &revoked {
             self.metrics.revocations.get_or_create(&ReasonLabel { reason: reason.as_str().to_owned() }).inc();
         }
-        Ok(revoked.len())
+        Ok(per_event)
     }
 }
 

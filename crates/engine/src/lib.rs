@@ -15,6 +15,7 @@
 //! memory and is cheap enough to call directly.
 
 mod auth;
+mod batch;
 mod bridge;
 mod cache;
 pub mod clock;
@@ -156,6 +157,8 @@ pub struct Engine {
     metrics: Metrics,
     /// When API clients were last re-read after an authentication miss.
     last_client_reload: AtomicI64,
+    /// Directory writes waiting for the next group commit.
+    queue: Mutex<Vec<batch::Pending>>,
 }
 
 impl Engine {
@@ -179,6 +182,7 @@ impl Engine {
             writer: Mutex::new(WriterState { consumed }),
             metrics: Metrics::new(),
             last_client_reload: AtomicI64::new(0),
+            queue: Mutex::new(Vec::new()),
         };
         {
             let mut writer = engine.lock_writer()?;

@@ -290,7 +290,7 @@ pub(crate) async fn replace_user(
     let base = base_url(&state, &headers);
     let engine = state.engine.clone();
     let applied = blocking(FLAVOR, move || {
-        update(&engine, identity_id, &id, origin(&caller), expected, |current| {
+        update(&engine, identity_id, &id, origin(&caller), expected, move |current| {
             user_from_document(&doc, current.id, Some(current))
         })
     })
@@ -316,7 +316,7 @@ pub(crate) async fn patch_user(
     let base_for_patch = base.clone();
     let engine = state.engine.clone();
     let applied = blocking(FLAVOR, move || {
-        update(&engine, identity_id, &id, origin(&caller), expected, |current| {
+        update(&engine, identity_id, &id, origin(&caller), expected, move |current| {
             let Value::Object(mut doc) = user_to_document(current, &base_for_patch) else {
                 return Err(ScimProblem::bad(ScimType::InvalidSyntax, "stored user is not an object"));
             };
@@ -334,7 +334,7 @@ fn update(
     id: &str,
     origin: Origin,
     expected: Option<u64>,
-    change: impl FnOnce(&Identity) -> Result<Identity, ScimProblem>,
+    change: impl FnOnce(&Identity) -> Result<Identity, ScimProblem> + Send + 'static,
 ) -> Result<Identity, ApiError> {
     match engine.update_identity(identity_id, origin, expected, change) {
         Ok(applied) => Ok(applied.identity),

@@ -150,98 +150,121 @@ fn live(identity: &Identity) -> bool {
     identity.status != IdentityStatus::Deprovisioned
 }
 
-impl DirectoryStore for SqliteDirectory {
-    fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
-        if write.changes.is_empty() {
-            return Err(StoreError::Backend("a directory write must record at least one change".into()));
-        }
-        let mut conn = lock(&self.pool.writer)?;
-        let tx = conn.transaction().map_err(backend)?;
-        let mut identity = write.identity;
-        let id = identity.id.to_string();
-        let found: Option<i64> = tx
-            .query_row("SELECT version FROM identities WHERE id = ?1", [&id], |r| r.get(0))
+/// One identity write inside an open transaction (or savepoint).
+fn write_identity(tx: &rusqlite::Connection, write: IdentityWrite) -> StoreResult<Committed> {
+    if write.changes.is_empty() {
+        return Err(StoreError::Backend("a directory write must record at least one change".into()));
+    }
+    let mut identity = write.identity;
+    let id = identity.id.to_string();
+    let found: Option<i64> = tx
+        .query_row("SELECT version FROM identities WHERE id = ?1", [&id], |r| r.get(0))
+        .optional()
+        .map_err(backend)?;
+    let found = found.map(i64::unsigned_abs);
+    if found != write.expected_version {
+        return Err(StoreError::VersionMismatch { expected: write.expected_version, found });
+    }
+    let lower = identity.user_name.to_lowercase();
+    if live(&identity) {
+        let clash: Option<String> = tx
+            .query_row(
+                "SELECT id FROM identities WHERE user_name_lc = ?1 AND status <> 'deprovisioned' AND id <> ?2",
+                params![lower, id],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(backend)?;
-        let found = found.map(i64::unsigned_abs);
-        if found != write.expected_version {
-            return Err(StoreError::VersionMismatch { expected: write.expected_version, found });
+        if clash.is_some() {
+            return Err(StoreError::Conflict { field: "userName", value: identity.user_name });
         }
-        let lower = identity.user_name.to_lowercase();
-        if live(&identity) {
-            let clash: Option<String> = tx
-                .query_row(
-                    "SELECT id FROM identities WHERE user_name_lc = ?1 AND status <> 'deprovisioned' AND id <> ?2",
-                    params![lower, id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend)?;
-            if clash.is_some() {
-                return Err(StoreError::Conflict { field: "userName", value: identity.user_name });
-            }
-        }
-        identity.version = write.expected_version.map_or(1, |v| v + 1);
-        let version = seq_to_sql(identity.version);
-        let values = params![
-            id,
-            identity.user_name,
-            lower,
-            identity.external_id,
-            identity.display_name,
-            identity.kind.as_str(),
-            identity.status.as_str(),
-            identity.profile,
-            version,
-            identity.created.micros(),
-            identity.modified.micros(),
-        ];
-        let sql = if write.expected_version.is_none() {
-            "INSERT INTO identities (id, user_name, user_name_lc, external_id, display_name, kind, status, profile, version, created, modified)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-        } else {
-            "UPDATE identities SET user_name = ?2, user_name_lc = ?3, external_id = ?4, display_name = ?5,
-                kind = ?6, status = ?7, profile = ?8, version = ?9, created = ?10, modified = ?11
-             WHERE id = ?1"
-        };
-        tx.execute(sql, values).map_err(backend)?;
-        let next: i64 = tx
-            .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM directory_events", [], |r| r.get(0))
-            .map_err(backend)?;
-        let mut events = Vec::with_capacity(write.changes.len());
-        let client = write.origin.client.map(|c| c.to_string());
-        for (offset, change) in write.changes.into_iter().enumerate() {
-            let seq = next + i64::try_from(offset).unwrap_or(0);
-            let (kind, detail) = encode_change(&change);
-            tx.execute(
-                "INSERT INTO directory_events (seq, at, identity, user_name, identity_kind, change, detail, source, client, source_ref)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    seq,
-                    write.at.micros(),
-                    id,
-                    identity.user_name,
-                    identity.kind.as_str(),
-                    kind,
-                    detail,
-                    write.origin.source.as_str(),
-                    client,
-                    write.origin.source_ref,
-                ],
-            )
-            .map_err(backend)?;
-            events.push(DirectoryEvent {
-                id: DirectoryEventId(seq.unsigned_abs()),
-                at: write.at,
-                identity: identity.id,
-                user_name: identity.user_name.clone(),
-                identity_kind: identity.kind,
-                change,
-                origin: write.origin.clone(),
-            });
+    }
+    identity.version = write.expected_version.map_or(1, |v| v + 1);
+    let version = seq_to_sql(identity.version);
+    let values = params![
+        id,
+        identity.user_name,
+        lower,
+        identity.external_id,
+        identity.display_name,
+        identity.kind.as_str(),
+        identity.status.as_str(),
+        identity.profile,
+        version,
+        identity.created.micros(),
+        identity.modified.micros(),
+    ];
+    let sql = if write.expected_version.is_none() {
+        "INSERT INTO identities (id, user_name, user_name_lc, external_id, display_name, kind, status, profile, version, created, modified)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    } else {
+        "UPDATE identities SET user_name = ?2, user_name_lc = ?3, external_id = ?4, display_name = ?5,
+            kind = ?6, status = ?7, profile = ?8, version = ?9, created = ?10, modified = ?11
+         WHERE id = ?1"
+    };
+    tx.execute(sql, values).map_err(backend)?;
+    let next: i64 = tx
+        .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM directory_events", [], |r| r.get(0))
+        .map_err(backend)?;
+    let mut events = Vec::with_capacity(write.changes.len());
+    let client = write.origin.client.map(|c| c.to_string());
+    for (offset, change) in write.changes.into_iter().enumerate() {
+        let seq = next + i64::try_from(offset).unwrap_or(0);
+        let (kind, detail) = encode_change(&change);
+        tx.execute(
+            "INSERT INTO directory_events (seq, at, identity, user_name, identity_kind, change, detail, source, client, source_ref)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                seq,
+                write.at.micros(),
+                id,
+                identity.user_name,
+                identity.kind.as_str(),
+                kind,
+                detail,
+                write.origin.source.as_str(),
+                client,
+                write.origin.source_ref,
+            ],
+        )
+        .map_err(backend)?;
+        events.push(DirectoryEvent {
+            id: DirectoryEventId(seq.unsigned_abs()),
+            at: write.at,
+            identity: identity.id,
+            user_name: identity.user_name.clone(),
+            identity_kind: identity.kind,
+            change,
+            origin: write.origin.clone(),
+        });
+    }
+    Ok(Committed { identity, events })
+}
+
+impl DirectoryStore for SqliteDirectory {
+    fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
+        let mut conn = lock(&self.pool.writer)?;
+        let tx = conn.transaction().map_err(backend)?;
+        let committed = write_identity(&tx, write)?;
+        tx.commit().map_err(backend)?;
+        Ok(committed)
+    }
+
+    fn commit_identities(&self, writes: Vec<IdentityWrite>) -> StoreResult<Vec<StoreResult<Committed>>> {
+        let mut conn = lock(&self.pool.writer)?;
+        let mut tx = conn.transaction().map_err(backend)?;
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            // A savepoint per write: a conflict undoes that write only.
+            let sp = tx.savepoint().map_err(backend)?;
+            let result = write_identity(&sp, write);
+            if result.is_ok() {
+                sp.commit().map_err(backend)?;
+            } // dropping an uncommitted savepoint rolls it back
+            results.push(result);
         }
         tx.commit().map_err(backend)?;
-        Ok(Committed { identity, events })
+        Ok(results)
     }
 
     fn identity(&self, id: IdentityId) -> StoreResult<Option<Identity>> {

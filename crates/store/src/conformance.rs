@@ -217,6 +217,42 @@ pub fn events_are_ordered_and_carry_their_origin<D: DirectoryStore>(d: &D) {
     assert_eq!(d.events_after(Some(DirectoryEventId(2)), 1).unwrap(), all[2..3].to_vec());
 }
 
+pub fn group_commit_isolates_failures<D: DirectoryStore>(d: &D) {
+    let existing = create(d, 9, "taken");
+    let write = |n: u128, name: &str| IdentityWrite {
+        identity: identity(n, name),
+        expected_version: None,
+        changes: vec![DirectoryChange::IdentityCreated],
+        origin: origin(),
+        at: Timestamp(7),
+    };
+    let mut stale = existing.clone();
+    stale.display_name = Some("changed".into());
+    let results = d
+        .commit_identities(vec![
+            write(0, "a"),
+            write(1, "TAKEN"),
+            IdentityWrite {
+                identity: stale,
+                expected_version: Some(5),
+                changes: vec![DirectoryChange::IdentityUpdated { changed: vec!["displayName".into()] }],
+                origin: origin(),
+                at: Timestamp(7),
+            },
+            write(2, "c"),
+        ])
+        .unwrap();
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(StoreError::Conflict { field: "userName", .. })), "{:?}", results[1]);
+    assert!(matches!(results[2], Err(StoreError::VersionMismatch { .. })), "{:?}", results[2]);
+    let c = results[3].as_ref().unwrap();
+    assert_eq!(c.events[0].id, DirectoryEventId(3), "positions stay contiguous");
+    assert_eq!(d.identity(identity_id(1)).unwrap(), None, "the failed write left nothing");
+    assert_eq!(d.identity(existing.id).unwrap(), Some(existing), "nor did the stale one");
+    let ids: Vec<u64> = d.events_after(None, 10).unwrap().iter().map(|e| e.id.0).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+}
+
 pub fn filters_and_paging<D: DirectoryStore>(d: &D) {
     for n in 0..5 {
         create(d, n, &format!("user{n}"));
@@ -567,6 +603,10 @@ macro_rules! conformance_suite {
             #[test]
             fn filters_and_paging() {
                 c::filters_and_paging(&$open_dir);
+            }
+            #[test]
+            fn group_commit_isolates_failures() {
+                c::group_commit_isolates_failures(&$open_dir);
             }
             #[test]
             fn sessions_round_trip() {

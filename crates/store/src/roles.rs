@@ -104,6 +104,14 @@ pub trait DirectoryStore: Send + Sync + std::fmt::Debug {
     /// nothing is written.
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed>;
 
+    /// Group commit: applies several writes (to distinct identities) in one
+    /// durable commit. Each write succeeds or fails on its own, exactly as
+    /// [`DirectoryStore::commit_identity`] would in that order; the outer
+    /// error means none was written. The default commits one by one.
+    fn commit_identities(&self, writes: Vec<IdentityWrite>) -> StoreResult<Vec<StoreResult<Committed>>> {
+        Ok(writes.into_iter().map(|w| self.commit_identity(w)).collect())
+    }
+
     /// An identity by id, tombstones included.
     fn identity(&self, id: IdentityId) -> StoreResult<Option<Identity>>;
 

@@ -1,0 +1,210 @@
+//! Group commit for directory writes.
+//!
+//! Every directory write costs two durable commits (directory, then bridge).
+//! One at a time, that caps writes at the disk's fsync rate whatever the
+//! concurrency. So a writer enqueues its request and then takes the writer
+//! lock; whoever holds the lock drains the whole queue and commits every
+//! request in it with one directory transaction (a savepoint per request, so
+//! one conflict fails only its own request) and one bridge transaction. A
+//! waiter that gets the lock and finds its result already set returns it.
+//!
+//! Each identity is written at most once per batch; a second request for the
+//! same identity waits for the next batch, so every request reads committed
+//! state and no in-batch overlay is needed. Nothing is acknowledged before
+//! both commits, exactly as without batching.
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lockstep_domain::{DirectoryEvent, Identity, IdentityId, Origin, Timestamp, diff_identity};
+use lockstep_store::IdentityWrite;
+
+use crate::bridge::{Applied, UpdateError};
+use crate::{Engine, EngineError, WriterState};
+
+/// A closure's refusal, type-erased so requests of any caller can share a
+/// queue; [`Engine::update_identity`] restores the type.
+pub(crate) type Rejection = Box<dyn Any + Send>;
+
+type Change = Box<dyn FnOnce(&Identity) -> Result<Identity, Rejection> + Send>;
+
+/// A directory write waiting to be committed.
+pub(crate) enum Request {
+    Create { identity: Identity, origin: Origin },
+    Update { id: IdentityId, origin: Origin, if_match: Option<u64>, change: Change },
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Create { identity, .. } => write!(f, "Create({})", identity.id),
+            Request::Update { id, .. } => write!(f, "Update({id})"),
+        }
+    }
+}
+
+impl Request {
+    fn target(&self) -> IdentityId {
+        match self {
+            Request::Create { identity, .. } => identity.id,
+            Request::Update { id, .. } => *id,
+        }
+    }
+}
+
+pub(crate) type Outcome = Result<Applied, UpdateError<Rejection>>;
+
+/// One request and, once committed, its outcome.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    request: Option<Request>,
+    result: Option<Outcome>,
+}
+
+pub(crate) type Pending = Arc<Mutex<Slot>>;
+
+fn slot(p: &Pending) -> MutexGuard<'_, Slot> {
+    p.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn finish(p: &Pending, outcome: Outcome) {
+    slot(p).result = Some(outcome);
+}
+
+enum Prepared {
+    Write(IdentityWrite),
+    Unchanged(Identity),
+}
+
+impl Engine {
+    fn queue(&self) -> MutexGuard<'_, Vec<Pending>> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Commits a request (with whatever else is waiting) and returns its
+    /// outcome once its session impact is committed.
+    pub(crate) fn submit(&self, request: Request) -> Outcome {
+        let pending: Pending = Arc::new(Mutex::new(Slot { request: Some(request), result: None }));
+        self.queue().push(pending.clone());
+        loop {
+            let mut writer = self.lock_writer()?;
+            if let Some(result) = slot(&pending).result.take() {
+                return result;
+            }
+            let batch = std::mem::take(&mut *self.queue());
+            self.run_batch(&mut writer, batch);
+            if let Some(result) = slot(&pending).result.take() {
+                return result;
+            }
+            // Deferred (a second write to the same identity): next batch.
+        }
+    }
+
+    fn run_batch(&self, writer: &mut WriterState, batch: Vec<Pending>) {
+        if let Err(e) = self.catch_up(writer) {
+            for p in &batch {
+                if slot(p).request.take().is_some() {
+                    finish(p, Err(EngineError::BridgePending(e.clone()).into()));
+                }
+            }
+            return;
+        }
+        let now = self.clock.now();
+        let mut writes = Vec::new();
+        let mut owners: Vec<Pending> = Vec::new();
+        let mut targets = HashSet::new();
+        let mut deferred = Vec::new();
+        for p in batch {
+            let Some(request) = slot(&p).request.take() else { continue };
+            if !targets.insert(request.target()) {
+                slot(&p).request = Some(request);
+                deferred.push(p);
+                continue;
+            }
+            match self.prepare(request, now) {
+                Ok(Prepared::Write(write)) => {
+                    writes.push(write);
+                    owners.push(p);
+                }
+                Ok(Prepared::Unchanged(identity)) => {
+                    finish(&p, Ok(Applied { identity, events: Vec::new(), revoked: 0 }));
+                }
+                Err(e) => finish(&p, Err(e)),
+            }
+        }
+        if !deferred.is_empty() {
+            // Ahead of newer requests, so writes to one identity keep their order.
+            let mut queue = self.queue();
+            let newer = std::mem::take(&mut *queue);
+            queue.extend(deferred);
+            queue.extend(newer);
+        }
+        if writes.is_empty() {
+            return;
+        }
+        let results = match self.stores.directory.commit_identities(writes) {
+            Ok(results) => results,
+            Err(e) => {
+                for p in &owners {
+                    finish(p, Err(EngineError::from(e.clone()).into()));
+                }
+                return;
+            }
+        };
+        let committed_at = self.clock.now();
+        let events: Vec<DirectoryEvent> =
+            results.iter().filter_map(|r| r.as_ref().ok()).flat_map(|c| c.events.iter().cloned()).collect();
+        let revoked = self.apply_events(writer, &events, Some(committed_at));
+        for (p, result) in owners.iter().zip(results) {
+            let outcome = match (result, &revoked) {
+                (Err(e), _) => Err(EngineError::from(e).into()),
+                (Ok(_), Err(e)) => Err(EngineError::BridgePending(e.clone()).into()),
+                (Ok(c), Ok(counts)) => Ok(Applied {
+                    revoked: c.events.iter().map(|e| counts.get(&e.id).copied().unwrap_or(0)).sum(),
+                    identity: c.identity,
+                    events: c.events,
+                }),
+            };
+            finish(p, outcome);
+        }
+    }
+
+    fn prepare(&self, request: Request, now: Timestamp) -> Result<Prepared, UpdateError<Rejection>> {
+        let (mut next, expected_version, changes, mut origin) = match request {
+            Request::Create { mut identity, origin } => {
+                identity.created = now;
+                identity.modified = now;
+                identity.version = 0;
+                let changes = diff_identity(None, &identity);
+                (identity, None, changes, origin)
+            }
+            Request::Update { id, origin, if_match, change } => {
+                let current = self.live_identity(id)?;
+                if let Some(expected) = if_match
+                    && expected != current.version
+                {
+                    return Err(EngineError::VersionMismatch { expected, current: current.version }.into());
+                }
+                let mut next = change(&current).map_err(UpdateError::Rejected)?;
+                next.id = current.id;
+                next.created = current.created;
+                next.version = current.version;
+                next.modified = current.modified;
+                let changes = diff_identity(Some(&current), &next);
+                if changes.is_empty() {
+                    return Ok(Prepared::Unchanged(current));
+                }
+                next.modified = now;
+                (next, Some(current.version), changes, origin)
+            }
+        };
+        next.modified = now;
+        // The source's own identifier for an identity is its externalId.
+        if origin.source_ref.is_none() {
+            origin.source_ref.clone_from(&next.external_id);
+        }
+        Ok(Prepared::Write(IdentityWrite { identity: next, expected_version, changes, origin, at: now }))
+    }
+}
