@@ -67,6 +67,16 @@ audit_kinds! {
     IdentityReactivated => "directory.identity_reactivated", Directory;
     /// An identity was deleted.
     IdentityDeleted => "directory.identity_deleted", Directory;
+    /// An identity joined a group.
+    AddedToGroup => "directory.added_to_group", Directory;
+    /// An identity left a group.
+    RemovedFromGroup => "directory.removed_from_group", Directory;
+    /// A group was created.
+    GroupCreated => "directory.group_created", Directory;
+    /// A group's attributes changed.
+    GroupUpdated => "directory.group_updated", Directory;
+    /// A group was deleted.
+    GroupDeleted => "directory.group_deleted", Directory;
     /// A session was opened.
     SessionCreated => "session.created", Session;
     /// A session was revoked.
@@ -88,6 +98,11 @@ impl AuditKind {
             ChangeKind::IdentityDeactivated => AuditKind::IdentityDeactivated,
             ChangeKind::IdentityReactivated => AuditKind::IdentityReactivated,
             ChangeKind::IdentityDeleted => AuditKind::IdentityDeleted,
+            ChangeKind::AddedToGroup => AuditKind::AddedToGroup,
+            ChangeKind::RemovedFromGroup => AuditKind::RemovedFromGroup,
+            ChangeKind::GroupCreated => AuditKind::GroupCreated,
+            ChangeKind::GroupUpdated => AuditKind::GroupUpdated,
+            ChangeKind::GroupDeleted => AuditKind::GroupDeleted,
         }
     }
 }

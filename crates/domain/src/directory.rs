@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{ClientId, DirectoryEventId, IdentityId, SourceId, Timestamp};
+use crate::{ClientId, DirectoryEventId, GroupId, IdentityId, SourceId, Timestamp};
 
 /// A string did not name a known variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +160,31 @@ pub enum DirectoryChange {
     },
     /// The identity was removed from the directory.
     IdentityDeleted,
+    /// The identity became a member of a group.
+    AddedToGroup {
+        /// The group.
+        group: GroupId,
+        /// Its display name at the time.
+        group_name: String,
+    },
+    /// The identity stopped being a member of a group (removed from it, or
+    /// the group was deleted).
+    RemovedFromGroup {
+        /// The group.
+        group: GroupId,
+        /// Its display name at the time.
+        group_name: String,
+    },
+    /// A group appeared.
+    GroupCreated,
+    /// A group's own attributes changed (membership changes are reported
+    /// per member).
+    GroupUpdated {
+        /// Names of the changed attributes.
+        changed: Vec<String>,
+    },
+    /// A group was deleted.
+    GroupDeleted,
 }
 
 named_enum!(
@@ -175,6 +200,16 @@ named_enum!(
         IdentityReactivated => "identity_reactivated",
         /// [`DirectoryChange::IdentityDeleted`].
         IdentityDeleted => "identity_deleted",
+        /// [`DirectoryChange::AddedToGroup`].
+        AddedToGroup => "added_to_group",
+        /// [`DirectoryChange::RemovedFromGroup`].
+        RemovedFromGroup => "removed_from_group",
+        /// [`DirectoryChange::GroupCreated`].
+        GroupCreated => "group_created",
+        /// [`DirectoryChange::GroupUpdated`].
+        GroupUpdated => "group_updated",
+        /// [`DirectoryChange::GroupDeleted`].
+        GroupDeleted => "group_deleted",
     }
 );
 
@@ -187,8 +222,127 @@ impl DirectoryChange {
             DirectoryChange::IdentityDeactivated { .. } => ChangeKind::IdentityDeactivated,
             DirectoryChange::IdentityReactivated { .. } => ChangeKind::IdentityReactivated,
             DirectoryChange::IdentityDeleted => ChangeKind::IdentityDeleted,
+            DirectoryChange::AddedToGroup { .. } => ChangeKind::AddedToGroup,
+            DirectoryChange::RemovedFromGroup { .. } => ChangeKind::RemovedFromGroup,
+            DirectoryChange::GroupCreated => ChangeKind::GroupCreated,
+            DirectoryChange::GroupUpdated { .. } => ChangeKind::GroupUpdated,
+            DirectoryChange::GroupDeleted => ChangeKind::GroupDeleted,
         }
     }
+}
+
+/// What a directory event is about. Only identity events can touch
+/// sessions; membership changes are identity events (one per member), so a
+/// group change reaches every affected identity's sessions.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Subject {
+    /// An identity, with its login name and kind at the time.
+    Identity {
+        /// Id.
+        id: IdentityId,
+        /// `userName` at the time.
+        user_name: String,
+        /// Kind at the time.
+        kind: IdentityKind,
+    },
+    /// A group, with its display name at the time.
+    Group {
+        /// Id.
+        id: GroupId,
+        /// `displayName` at the time.
+        display_name: String,
+    },
+}
+
+impl Subject {
+    /// The identity, for identity events.
+    pub fn identity(&self) -> Option<IdentityId> {
+        match self {
+            Subject::Identity { id, .. } => Some(*id),
+            Subject::Group { .. } => None,
+        }
+    }
+
+    /// The subject's name at the time.
+    pub fn name(&self) -> &str {
+        match self {
+            Subject::Identity { user_name, .. } => user_name,
+            Subject::Group { display_name, .. } => display_name,
+        }
+    }
+
+    /// The subject of an identity's own events.
+    pub fn of_identity(identity: &Identity) -> Self {
+        Subject::Identity { id: identity.id, user_name: identity.user_name.clone(), kind: identity.kind }
+    }
+}
+
+/// A group of identities.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Group {
+    /// Stable identifier (the SCIM `id`).
+    pub id: GroupId,
+    /// Human-readable name.
+    pub display_name: String,
+    /// The provisioning source's own identifier for this group.
+    pub external_id: Option<String>,
+    /// Member identities, sorted, without duplicates.
+    pub members: Vec<IdentityId>,
+    /// Incremented on every committed change; the SCIM ETag.
+    pub version: u64,
+    /// When the group was created.
+    pub created: Timestamp,
+    /// When the group last changed.
+    pub modified: Timestamp,
+}
+
+/// The changes that turn one version of a group into another.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct GroupDiff {
+    /// Changes of the group itself (created, updated, deleted).
+    pub group: Vec<DirectoryChange>,
+    /// Identities that joined.
+    pub added: Vec<IdentityId>,
+    /// Identities that left (all members, when the group is deleted).
+    pub removed: Vec<IdentityId>,
+}
+
+impl GroupDiff {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.group.is_empty() && self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// Derives the group and membership changes from `before` to `after`
+/// (`None`: absent, i.e. created or deleted).
+pub fn diff_group(before: Option<&Group>, after: Option<&Group>) -> GroupDiff {
+    let empty: &[IdentityId] = &[];
+    let old = before.map_or(empty, |g| g.members.as_slice());
+    let new = after.map_or(empty, |g| g.members.as_slice());
+    let mut diff = GroupDiff {
+        group: Vec::new(),
+        added: new.iter().filter(|m| !old.contains(m)).copied().collect(),
+        removed: old.iter().filter(|m| !new.contains(m)).copied().collect(),
+    };
+    match (before, after) {
+        (None, Some(_)) => diff.group.push(DirectoryChange::GroupCreated),
+        (Some(_), None) => diff.group.push(DirectoryChange::GroupDeleted),
+        (Some(b), Some(a)) => {
+            let mut changed = Vec::new();
+            if b.display_name != a.display_name {
+                changed.push("displayName".to_owned());
+            }
+            if b.external_id != a.external_id {
+                changed.push("externalId".to_owned());
+            }
+            if !changed.is_empty() {
+                diff.group.push(DirectoryChange::GroupUpdated { changed });
+            }
+        }
+        (None, None) => {}
+    }
+    diff
 }
 
 /// A committed, ordered directory change.
@@ -198,12 +352,8 @@ pub struct DirectoryEvent {
     pub id: DirectoryEventId,
     /// When the directory committed it.
     pub at: Timestamp,
-    /// The identity it concerns.
-    pub identity: IdentityId,
-    /// The identity's login name at the time (for audit readability).
-    pub user_name: String,
-    /// The identity's kind at the time.
-    pub identity_kind: IdentityKind,
+    /// What it is about.
+    pub subject: Subject,
     /// What changed.
     pub change: DirectoryChange,
     /// Who changed it.
@@ -308,6 +458,30 @@ mod tests {
         let mut gone = alice();
         gone.status = IdentityStatus::Deprovisioned;
         assert_eq!(diff_identity(Some(&disabled), &gone), vec![DirectoryChange::IdentityDeleted]);
+    }
+
+    #[test]
+    fn group_membership_diffs_name_each_member() {
+        let id = |n| IdentityId::from_uuid(Uuid::from_u128(n));
+        let group = |name: &str, members: Vec<IdentityId>| Group {
+            id: GroupId::from_uuid(Uuid::from_u128(9)),
+            display_name: name.into(),
+            external_id: None,
+            members,
+            version: 1,
+            created: Timestamp(0),
+            modified: Timestamp(0),
+        };
+        let before = group("eng", vec![id(1), id(2)]);
+        let after = group("engineering", vec![id(2), id(3)]);
+        let diff = diff_group(Some(&before), Some(&after));
+        assert_eq!(diff.added, vec![id(3)]);
+        assert_eq!(diff.removed, vec![id(1)]);
+        assert_eq!(diff.group, vec![DirectoryChange::GroupUpdated { changed: vec!["displayName".into()] }]);
+        let gone = diff_group(Some(&after), None);
+        assert_eq!(gone.removed, vec![id(2), id(3)]);
+        assert_eq!(gone.group, vec![DirectoryChange::GroupDeleted]);
+        assert!(diff_group(Some(&after), Some(&after)).is_empty());
     }
 
     #[test]

@@ -58,6 +58,10 @@ uuid_id!(
     /// An API client of Lockstep itself (a SCIM provisioner, an API gateway).
     ClientId
 );
+uuid_id!(
+    /// A group in the directory.
+    GroupId
+);
 
 /// Position of an event in the directory's ordered event log.
 ///

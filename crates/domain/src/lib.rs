@@ -16,9 +16,9 @@ mod time;
 pub use audit::{AuditEntry, AuditFamily, AuditKind, AuditRecord, ChainHash};
 pub use client::{ApiClient, Scope};
 pub use directory::{
-    ChangeKind, DirectoryChange, DirectoryEvent, Identity, IdentityKind, IdentityStatus, Origin, UnknownName,
-    diff_identity,
+    ChangeKind, DirectoryChange, DirectoryEvent, Group, GroupDiff, Identity, IdentityKind, IdentityStatus,
+    Origin, Subject, UnknownName, diff_group, diff_identity,
 };
-pub use ids::{ClientId, DirectoryEventId, IdentityId, SessionId, SourceId};
+pub use ids::{ClientId, DirectoryEventId, GroupId, IdentityId, SessionId, SourceId};
 pub use session::{CredentialKind, RevocationReason, Session, SessionState, TokenHash};
 pub use time::Timestamp;

@@ -5,7 +5,7 @@ use std::collections::hash_map::Entry;
 
 use lockstep_domain::{
     AuditEntry, AuditKind, DirectoryChange, DirectoryEvent, DirectoryEventId, Identity, IdentityId,
-    IdentityStatus, Origin, RevocationReason, Session, SessionState, Timestamp, TokenHash,
+    IdentityStatus, Origin, RevocationReason, Session, SessionState, Subject, Timestamp, TokenHash,
 };
 use lockstep_policy::{SessionAction, evaluate};
 use lockstep_store::{SessionBatch, SessionUpdate, StoreError, StoreResult};
@@ -150,12 +150,15 @@ impl Engine {
         let mut reshaped: Vec<(TokenHash, SessionState, Option<Timestamp>)> = Vec::new();
         let mut impacted_events = Vec::new();
         for event in events {
-            let sessions = match by_identity.entry(event.identity) {
+            batch.audit.push(directory_entry(event));
+            // Only identity events can touch sessions (group membership
+            // changes arrive as events of each member).
+            let Some(identity) = event.subject.identity() else { continue };
+            let sessions = match by_identity.entry(identity) {
                 Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => e.insert(self.stores.sessions.sessions_of(event.identity)?),
+                Entry::Vacant(e) => e.insert(self.stores.sessions.sessions_of(identity)?),
             };
             let decision = evaluate(event, &self.config.policy, sessions, now);
-            batch.audit.push(directory_entry(event));
             let rule = decision.reasons.first().map_or("default", |r| r.rule.as_str());
             let why = decision.reasons.first().map_or("", |r| r.text.as_str());
             if !decision.actions.is_empty() {
@@ -192,7 +195,7 @@ impl Engine {
                     at: now,
                     kind,
                     identity: Some(session.identity),
-                    user_name: Some(event.user_name.clone()),
+                    user_name: Some(event.subject.name().to_owned()),
                     session: Some(session.id),
                     directory_event: Some(event.id),
                     actor: format!("policy/{rule}"),
@@ -234,11 +237,28 @@ impl Engine {
 
 fn directory_entry(event: &DirectoryEvent) -> AuditEntry {
     let mut detail = match &event.change {
-        DirectoryChange::IdentityCreated => format!("kind={}", event.identity_kind),
-        DirectoryChange::IdentityUpdated { changed } => format!("changed={}", changed.join(",")),
+        DirectoryChange::IdentityCreated => match &event.subject {
+            Subject::Identity { kind, .. } => format!("kind={kind}"),
+            Subject::Group { .. } => String::new(),
+        },
+        DirectoryChange::IdentityUpdated { changed } | DirectoryChange::GroupUpdated { changed } => {
+            format!("changed={}", changed.join(","))
+        }
         DirectoryChange::IdentityDeactivated { from, to } => format!("status {from} -> {to}"),
         DirectoryChange::IdentityReactivated { from } => format!("status {from} -> active"),
-        DirectoryChange::IdentityDeleted => "deleted".to_owned(),
+        DirectoryChange::IdentityDeleted | DirectoryChange::GroupDeleted => "deleted".to_owned(),
+        DirectoryChange::GroupCreated => "created".to_owned(),
+        DirectoryChange::AddedToGroup { group, group_name }
+        | DirectoryChange::RemovedFromGroup { group, group_name } => {
+            format!("group={group} ({group_name})")
+        }
+    };
+    let (identity, user_name) = match &event.subject {
+        Subject::Identity { id, user_name, .. } => (Some(*id), Some(user_name.clone())),
+        Subject::Group { id, display_name } => {
+            detail = format!("group={id} ({display_name}); {detail}");
+            (None, None)
+        }
     };
     if let Some(source_ref) = &event.origin.source_ref {
         detail.push_str(&format!("; source_ref={source_ref}"));
@@ -246,8 +266,8 @@ fn directory_entry(event: &DirectoryEvent) -> AuditEntry {
     AuditEntry {
         at: event.at,
         kind: AuditKind::for_change(event.change.kind()),
-        identity: Some(event.identity),
-        user_name: Some(event.user_name.clone()),
+        identity,
+        user_name,
         session: None,
         directory_event: Some(event.id),
         actor: match event.origin.client {

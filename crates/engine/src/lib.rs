@@ -19,6 +19,7 @@ mod batch;
 mod bridge;
 mod cache;
 pub mod clock;
+mod groups;
 mod metrics;
 pub mod secrets;
 mod sessions;
@@ -35,6 +36,7 @@ pub use auth::{Principal, PrincipalKind};
 pub use bridge::{Applied, UpdateError};
 pub use cache::CachedSession;
 pub use clock::{Clock, Entropy, OsEntropy, SystemClock};
+pub use groups::AppliedGroup;
 pub use metrics::Metrics;
 pub use sessions::{CreatedClient, Introspection, IssuedSession, SessionLimits};
 

@@ -9,6 +9,7 @@
 mod api;
 mod auth;
 mod error;
+mod groups;
 mod oauth;
 mod ops;
 mod scim;
@@ -69,6 +70,15 @@ pub fn router(state: AppState) -> Router {
         .route("/scim/v2/Users", get(scim::list_users).post(scim::create_user))
         .route("/scim/v2/Users/.search", post(scim::search_users))
         .route("/scim/v2/.search", post(scim::search_root))
+        .route("/scim/v2/Groups", get(groups::list_groups).post(groups::create_group))
+        .route("/scim/v2/Groups/.search", post(groups::search_groups))
+        .route(
+            "/scim/v2/Groups/{id}",
+            get(groups::get_group)
+                .put(groups::replace_group)
+                .patch(groups::patch_group)
+                .delete(groups::delete_group),
+        )
         .route(
             "/scim/v2/ServiceProviderConfig",
             get(scim::service_provider_config).fallback(scim::read_only_endpoint),

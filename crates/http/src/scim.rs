@@ -7,12 +7,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use lockstep_domain::{Identity, IdentityId, Origin, Scope, SourceId};
+use lockstep_domain::{GroupId, Identity, IdentityId, Origin, Scope, SourceId};
 use lockstep_engine::{Engine, EngineError, UpdateError};
 use lockstep_proto::scim::{ListResponse, PatchRequest, SCIM_MEDIA_TYPE, SEARCH_SCHEMA, SearchRequest};
 use lockstep_scim::{
-    ListParams, ScimProblem, ScimType, USER, apply_patch, discovery, list_query, project, user_from_document,
-    user_to_document,
+    ListParams, ResourceSchema, ScimProblem, ScimType, USER, apply_patch, discovery, list_query, project,
+    user_from_document, user_to_document,
 };
 use serde_json::Value;
 
@@ -24,7 +24,7 @@ const FLAVOR: Flavor = Flavor::Scim;
 /// The source name recorded on directory events written through SCIM.
 pub const SCIM_SOURCE: &str = "scim";
 
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let root = match &state.config.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
@@ -35,7 +35,7 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("{root}/scim/v2")
 }
 
-fn scim_json(status: StatusCode, doc: &Value, etag: Option<String>) -> Response {
+pub(crate) fn scim_json(status: StatusCode, doc: &Value, etag: Option<String>) -> Response {
     let mut r = (status, axum::Json(doc)).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_MEDIA_TYPE));
     if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
@@ -47,28 +47,38 @@ fn scim_json(status: StatusCode, doc: &Value, etag: Option<String>) -> Response 
 /// `attributes` / `excludedAttributes` of a request (RFC 7644 §3.9).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Projection {
-    attributes: Option<String>,
-    excluded: Option<String>,
+    pub(crate) attributes: Option<String>,
+    pub(crate) excluded: Option<String>,
 }
 
 impl Projection {
-    fn from_query(params: &HashMap<String, String>) -> Self {
+    pub(crate) fn from_query(params: &HashMap<String, String>) -> Self {
         Self {
             attributes: params.get("attributes").cloned(),
             excluded: params.get("excludedAttributes").cloned(),
         }
     }
 
-    fn apply(&self, doc: Value) -> Value {
-        project(&USER, doc, self.attributes.as_deref(), self.excluded.as_deref())
+    /// From a SearchRequest's lists.
+    pub(crate) fn from_lists(attributes: Option<Vec<String>>, excluded: Option<Vec<String>>) -> Self {
+        Self { attributes: attributes.map(|a| a.join(",")), excluded: excluded.map(|a| a.join(",")) }
+    }
+
+    pub(crate) fn apply(&self, schema: &ResourceSchema, doc: Value) -> Value {
+        project(schema, doc, self.attributes.as_deref(), self.excluded.as_deref())
     }
 }
 
-fn user_response(status: StatusCode, identity: &Identity, base: &str, projection: &Projection) -> Response {
-    let full = user_to_document(identity, base);
+/// A rendered resource response: ETag from `meta.version`, `Location` on 201.
+pub(crate) fn resource_response(
+    status: StatusCode,
+    full: Value,
+    schema: &ResourceSchema,
+    projection: &Projection,
+) -> Response {
     let etag = full["meta"]["version"].as_str().map(str::to_owned);
     let location = full["meta"]["location"].as_str().map(str::to_owned);
-    let doc = projection.apply(full);
+    let doc = projection.apply(schema, full);
     let mut r = scim_json(status, &doc, etag);
     if status == StatusCode::CREATED
         && let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok())
@@ -78,7 +88,24 @@ fn user_response(status: StatusCode, identity: &Identity, base: &str, projection
     r
 }
 
-fn parse_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Value, ApiError> {
+/// An identity with the groups it belongs to, ready to render.
+type UserView = (Identity, Vec<(GroupId, String)>);
+
+fn with_groups(engine: &Engine, identity: Identity) -> Result<UserView, ApiError> {
+    let groups = engine.stores().directory.groups_of(identity.id).map_err(|e| engine_err(e.into()))?;
+    Ok((identity, groups))
+}
+
+fn user_response(
+    status: StatusCode,
+    (identity, groups): &UserView,
+    base: &str,
+    projection: &Projection,
+) -> Response {
+    resource_response(status, user_to_document(identity, groups, base), &USER, projection)
+}
+
+pub(crate) fn parse_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Value, ApiError> {
     let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(FLAVOR, limit)
@@ -100,7 +127,7 @@ fn not_found(id: &str) -> ApiError {
 }
 
 /// `If-Match`: `None` for absent or `*`; the version for `W/"n"` / `"n"`.
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
     let value = value.to_str().unwrap_or("").trim();
     if value == "*" {
@@ -116,11 +143,11 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     })
 }
 
-fn origin(caller: &Caller) -> Origin {
+pub(crate) fn origin(caller: &Caller) -> Origin {
     Origin { source: SourceId::new(SCIM_SOURCE), client: caller.principal.client_id(), source_ref: None }
 }
 
-fn engine_err(e: EngineError) -> ApiError {
+pub(crate) fn engine_err(e: EngineError) -> ApiError {
     ApiError::from_engine(FLAVOR, e)
 }
 
@@ -145,10 +172,11 @@ pub(crate) async fn create_user(
     let engine = state.engine.clone();
     let applied = blocking(FLAVOR, move || {
         let identity = user_from_document(&doc, engine.new_identity_id().map_err(engine_err)?, None)?;
-        engine.create_identity(identity, origin(&caller)).map_err(engine_err)
+        let applied = engine.create_identity(identity, origin(&caller)).map_err(engine_err)?;
+        Ok((applied.identity, Vec::new()))
     })
     .await?;
-    Ok(user_response(StatusCode::CREATED, &applied.identity, &base, &Projection::from_query(&params)))
+    Ok(user_response(StatusCode::CREATED, &applied, &base, &Projection::from_query(&params)))
 }
 
 /// `GET /Users/{id}`.
@@ -164,7 +192,7 @@ pub(crate) async fn get_user(
     let engine = state.engine.clone();
     let identity = blocking(FLAVOR, move || match engine.live_identity(identity_id) {
         Err(EngineError::NotFound(_)) => Err(not_found(&id)),
-        other => other.map_err(engine_err),
+        other => with_groups(&engine, other.map_err(engine_err)?),
     })
     .await?;
     Ok(user_response(
@@ -175,7 +203,7 @@ pub(crate) async fn get_user(
     ))
 }
 
-fn number(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
+pub(crate) fn number(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
     params
         .get(name)
         .map(|v| {
@@ -196,12 +224,15 @@ async fn list(
     let (query, start) = list_query(&list)?;
     let base = base_url(state, headers);
     let engine = state.engine.clone();
-    let page = blocking(FLAVOR, move || {
-        engine.stores().directory.list_identities(&query).map_err(|e| engine_err(e.into()))
+    let (total, views) = blocking(FLAVOR, move || {
+        let page = engine.stores().directory.list_identities(&query).map_err(|e| engine_err(e.into()))?;
+        let views = page.items.into_iter().map(|i| with_groups(&engine, i)).collect::<Result<Vec<_>, _>>()?;
+        Ok((page.total, views))
     })
     .await?;
-    let resources = page.items.iter().map(|i| projection.apply(user_to_document(i, &base))).collect();
-    let body = serde_json::to_value(ListResponse::new(page.total, start, resources))
+    let resources =
+        views.iter().map(|(i, g)| projection.apply(&USER, user_to_document(i, g, &base))).collect();
+    let body = serde_json::to_value(ListResponse::new(total, start, resources))
         .map_err(|e| ApiError::internal(FLAVOR, &e))?;
     Ok(scim_json(StatusCode::OK, &body, None))
 }
@@ -253,10 +284,7 @@ pub(crate) async fn search_users(
         )
         .into());
     }
-    let projection = Projection {
-        attributes: request.attributes.map(|a| a.join(",")),
-        excluded: request.excluded_attributes.map(|a| a.join(",")),
-    };
+    let projection = Projection::from_lists(request.attributes, request.excluded_attributes);
     let params =
         ListParams { filter: request.filter, start_index: request.start_index, count: request.count };
     list(&state, &headers, params, projection).await
@@ -317,7 +345,7 @@ pub(crate) async fn patch_user(
     let engine = state.engine.clone();
     let applied = blocking(FLAVOR, move || {
         update(&engine, identity_id, &id, origin(&caller), expected, move |current| {
-            let Value::Object(mut doc) = user_to_document(current, &base_for_patch) else {
+            let Value::Object(mut doc) = user_to_document(current, &[], &base_for_patch) else {
                 return Err(ScimProblem::bad(ScimType::InvalidSyntax, "stored user is not an object"));
             };
             apply_patch(&USER, &mut doc, &request)?;
@@ -335,9 +363,9 @@ fn update(
     origin: Origin,
     expected: Option<u64>,
     change: impl FnOnce(&Identity) -> Result<Identity, ScimProblem> + Send + 'static,
-) -> Result<Identity, ApiError> {
+) -> Result<UserView, ApiError> {
     match engine.update_identity(identity_id, origin, expected, change) {
-        Ok(applied) => Ok(applied.identity),
+        Ok(applied) => with_groups(engine, applied.identity),
         Err(UpdateError::Engine(EngineError::NotFound(_))) => Err(not_found(id)),
         Err(e) => Err(update_err(e)),
     }
@@ -365,7 +393,7 @@ pub(crate) async fn delete_user(
 
 // ---- discovery ---------------------------------------------------------------
 
-fn list_of(resources: Vec<Value>) -> Result<Response, ApiError> {
+pub(crate) fn list_of(resources: Vec<Value>) -> Result<Response, ApiError> {
     let n = resources.len();
     let body = serde_json::to_value(ListResponse::new(n, 1, resources))
         .map_err(|e| ApiError::internal(FLAVOR, &e))?;

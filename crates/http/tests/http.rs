@@ -488,11 +488,11 @@ async fn discovery_describes_what_is_served_and_is_read_only() {
     let types: Value = s.get("/scim/v2/ResourceTypes").await.json().await.unwrap();
     let names: Vec<&str> =
         types["Resources"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
-    assert_eq!(names, ["User"], "advertise only what is served");
+    assert_eq!(names, ["User", "Group"], "advertise only what is served");
     let user_type: Value = s.get("/scim/v2/ResourceTypes/User").await.json().await.unwrap();
     assert_eq!(user_type["endpoint"], "/Users");
     let schemas: Value = s.get("/scim/v2/Schemas").await.json().await.unwrap();
-    assert_eq!(schemas["totalResults"], 2);
+    assert_eq!(schemas["totalResults"], 3);
     let user: Value = s.get(&format!("/scim/v2/Schemas/{USER}")).await.json().await.unwrap();
     let password = user["attributes"].as_array().unwrap().iter().find(|a| a["name"] == "password").unwrap();
     assert_eq!(
@@ -556,4 +556,109 @@ async fn search_and_attribute_projection() {
         .await;
     assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
     assert_eq!(s.get("/scim/v2/Users?sortBy=userName").await.status(), StatusCode::BAD_REQUEST);
+}
+
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+#[tokio::test]
+async fn groups_membership_changes_are_events_of_each_member() {
+    let s = Server::start().await;
+    let a = s.create_user("ga").await;
+    let b = s.create_user("gb").await;
+    let c = s.create_user("gc").await;
+    let token = s.open_session("ga").await["access_token"].as_str().unwrap().to_owned();
+    let member = |id: &str| json!({"value": id, "type": "User"});
+
+    let r = s
+        .post(
+            "/scim/v2/Groups",
+            json!({"schemas": [GROUP], "displayName": "Engineering", "externalId": "g-1",
+                                         "members": [member(&a), member(&b)]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let group: Value = r.json().await.unwrap();
+    let gid = group["id"].as_str().unwrap().to_owned();
+    assert_eq!(group["meta"]["location"], location.as_str());
+    assert_eq!(group["members"].as_array().unwrap().len(), 2);
+    let user_a: Value = s.get(&format!("/scim/v2/Users/{a}")).await.json().await.unwrap();
+    assert_eq!(user_a["groups"][0]["value"], gid.as_str());
+    assert_eq!(user_a["groups"][0]["display"], "Engineering");
+
+    let list: Value =
+        s.get("/scim/v2/Groups?filter=displayName%20eq%20%22engineering%22").await.json().await.unwrap();
+    assert_eq!(list["totalResults"], 1);
+
+    // Okta/Entra style member changes.
+    let patch = |ops: Value| json!({"schemas": [PATCH], "Operations": ops});
+    let r = s
+        .patch(
+            &format!("/scim/v2/Groups/{gid}"),
+            patch(json!([{"op": "remove", "path": format!("members[value eq \"{b}\"]")}])),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = s
+        .patch(
+            &format!("/scim/v2/Groups/{gid}"),
+            patch(json!([{"op": "add", "path": "members", "value": [member(&c)]}])),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = s
+        .patch(
+            &format!("/scim/v2/Groups/{gid}"),
+            patch(json!([{"op": "Remove", "path": "members", "value": [{"value": c}]}])),
+        )
+        .await;
+    let after: Value = r.json().await.unwrap();
+    let members: Vec<&str> =
+        after["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap()).collect();
+    assert_eq!(members, [a.as_str()]);
+
+    let audit = s.audit().await;
+    let kinds =
+        |kind: &str, who: &str| audit.iter().filter(|r| r["kind"] == kind && r["identity"] == who).count();
+    assert_eq!(kinds("directory.added_to_group", &a), 1);
+    assert_eq!(kinds("directory.added_to_group", &b), 1);
+    assert_eq!(kinds("directory.removed_from_group", &b), 1);
+    assert_eq!(kinds("directory.added_to_group", &c), 1);
+    assert_eq!(kinds("directory.removed_from_group", &c), 1);
+    assert_eq!(kinds("directory.removed_from_group", &a), 0);
+    assert!(audit.iter().any(|r| r["kind"] == "directory.group_created"));
+
+    // Bad members are refused with nothing written.
+    for bad in [
+        json!({"value": "not-a-uuid"}),
+        json!({"value": "01a21faf-853b-7d77-8f3c-2f05024fa262"}),
+        json!({"value": a, "type": "Group"}),
+    ] {
+        let r = s
+            .patch(
+                &format!("/scim/v2/Groups/{gid}"),
+                patch(json!([{"op": "add", "path": "members", "value": [bad]}])),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(r.json::<Value>().await.unwrap()["scimType"], "invalidValue");
+    }
+    assert_eq!(s.audit().await.len(), audit.len(), "refused writes leave no event");
+
+    let r = s.http.delete(s.url(&format!("/scim/v2/Groups/{gid}"))).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.get(&format!("/scim/v2/Groups/{gid}")).await.status(), StatusCode::NOT_FOUND);
+    let audit = s.audit().await;
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|r| r["kind"] == "directory.removed_from_group" && r["identity"] == a.as_str())
+            .count(),
+        1
+    );
+    assert!(audit.iter().any(|r| r["kind"] == "directory.group_deleted"));
+    // The default policy leaves sessions alone on membership changes.
+    assert_eq!(s.introspect(&token).await["active"], true);
+    let user_a: Value = s.get(&format!("/scim/v2/Users/{a}")).await.json().await.unwrap();
+    assert!(user_a.get("groups").is_none());
 }

@@ -185,7 +185,8 @@ pub struct Decision {
 ///
 /// `sessions` may contain any sessions; only live sessions (not revoked, not
 /// expired at `now`) of the identity the event concerns are acted on, each
-/// at most once. No action ever makes a revoked session valid again.
+/// at most once. Events about a group itself act on nothing: membership
+/// changes arrive as events of each member. No action ever makes a revoked session valid again.
 pub fn evaluate(event: &DirectoryEvent, policy: &Policy, sessions: &[Session], now: Timestamp) -> Decision {
     let kind = event.change.kind();
     let (rule_name, impact) = match policy.rule_for(kind) {
@@ -197,7 +198,8 @@ pub fn evaluate(event: &DirectoryEvent, policy: &Policy, sessions: &[Session], n
     };
     let mut decision = Decision::default();
     let mut seen: Vec<SessionId> = Vec::new();
-    let affected = sessions.iter().filter(|s| s.identity == event.identity && s.is_live(now));
+    let subject = event.subject.identity();
+    let affected = sessions.iter().filter(|s| Some(s.identity) == subject && s.is_live(now));
     for session in affected {
         if seen.contains(&session.id) {
             continue;

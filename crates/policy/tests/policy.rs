@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lockstep_domain::{
     ChangeKind, CredentialKind, DirectoryChange, DirectoryEvent, DirectoryEventId, IdentityId, IdentityKind,
-    IdentityStatus, Origin, RevocationReason, Session, SessionId, SessionState, SourceId, Timestamp,
+    IdentityStatus, Origin, RevocationReason, Session, SessionId, SessionState, SourceId, Subject, Timestamp,
     TokenHash,
 };
 use lockstep_policy::{Impact, Policy, PolicyError, Rule, SessionAction, evaluate};
@@ -65,9 +65,7 @@ fn event(change: DirectoryChange) -> DirectoryEvent {
     DirectoryEvent {
         id: DirectoryEventId(7),
         at: Timestamp(900),
-        identity: identity(0),
-        user_name: "user0".into(),
-        identity_kind: IdentityKind::Human,
+        subject: Subject::Identity { id: identity(0), user_name: "user0".into(), kind: IdentityKind::Human },
         change,
         origin: Origin { source: SourceId::new("scim"), client: None, source_ref: None },
     }

@@ -41,9 +41,9 @@ pub const GROUP: ResourceSchema = ResourceSchema {
     extensions: &[],
 };
 
-/// The resource types served (and advertised). Group joins when its
-/// endpoints exist: never advertise what does not work.
-pub const RESOURCE_TYPES: &[ResourceSchema] = &[USER];
+/// The resource types served (and advertised): never advertise what does
+/// not work.
+pub const RESOURCE_TYPES: &[ResourceSchema] = &[USER, GROUP];
 
 impl ResourceSchema {
     /// The extension with this URN, case-insensitively.

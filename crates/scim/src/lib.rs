@@ -14,6 +14,7 @@ mod document;
 mod error;
 pub mod eval;
 pub mod filter;
+mod group;
 mod patch;
 mod query;
 pub mod schema;
@@ -21,6 +22,7 @@ mod user;
 
 pub use document::{GROUP, RESOURCE_TYPES, ResourceSchema, USER, project, validate_document};
 pub use error::{ScimProblem, ScimType};
+pub use group::{group_from_document, group_to_document};
 pub use patch::apply_patch;
-pub use query::{ListParams, list_query};
+pub use query::{ListParams, group_list_query, list_query};
 pub use user::{etag, user_from_document, user_to_document};

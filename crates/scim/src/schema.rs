@@ -168,6 +168,29 @@ pub const USER_ATTRS: &[Attr] = &[
             TYPE_PRIMARY_DISPLAY[2],
         ],
     ),
+    Attr {
+        mutability: Mutability::ReadOnly,
+        ..multi(
+            "groups",
+            "The Groups the User belongs to. Read-only: membership changes through /Groups.",
+            &[
+                Attr {
+                    mutability: Mutability::ReadOnly,
+                    ..with(s("value", "The id of the Group."), Type::String)
+                },
+                Attr {
+                    mutability: Mutability::ReadOnly,
+                    ..with(s("$ref", "The URI of the Group."), Type::Reference(&["Group"]))
+                },
+                Attr { mutability: Mutability::ReadOnly, ..s("display", "The Group's displayName.") },
+                Attr {
+                    mutability: Mutability::ReadOnly,
+                    canonical: &["direct"],
+                    ..s("type", "How the User is a member.")
+                },
+            ],
+        )
+    },
     multi("entitlements", "Entitlements of the User.", valued!(s("value", "The entitlement."))),
     multi("roles", "Roles of the User.", valued!(s("value", "The role."))),
     multi(

@@ -1,6 +1,6 @@
 //! SCIM User documents ↔ directory identities.
 
-use lockstep_domain::{Identity, IdentityId, IdentityKind, IdentityStatus, Timestamp};
+use lockstep_domain::{GroupId, Identity, IdentityId, IdentityKind, IdentityStatus, Timestamp};
 use lockstep_proto::format_rfc3339;
 use serde_json::{Map, Value, json};
 
@@ -67,9 +67,10 @@ pub fn user_from_document(
     })
 }
 
-/// Renders an identity as a SCIM User. `base` is the SCIM base URL (for
-/// `meta.location`), without a trailing slash.
-pub fn user_to_document(identity: &Identity, base: &str) -> Value {
+/// Renders an identity as a SCIM User, with the groups it belongs to
+/// (id, displayName). `base` is the SCIM base URL (for `meta.location`),
+/// without a trailing slash.
+pub fn user_to_document(identity: &Identity, groups: &[(GroupId, String)], base: &str) -> Value {
     let mut doc = Map::new();
     let profile: Map<String, Value> = match serde_json::from_str(&identity.profile) {
         Ok(Value::Object(m)) => m,
@@ -93,6 +94,13 @@ pub fn user_to_document(identity: &Identity, base: &str) -> Value {
         if !TYPED.contains(&k.as_str()) {
             doc.insert(k, v);
         }
+    }
+    if !groups.is_empty() {
+        let groups: Vec<Value> = groups
+            .iter()
+            .map(|(id, name)| json!({"value": id.to_string(), "$ref": format!("{base}/Groups/{id}"), "display": name, "type": "direct"}))
+            .collect();
+        doc.insert("groups".into(), Value::Array(groups));
     }
     doc.insert(
         "meta".into(),

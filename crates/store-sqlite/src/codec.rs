@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use lockstep_domain::{
-    DirectoryChange, DirectoryEventId, IdentityStatus, RevocationReason, SessionState, Timestamp,
+    DirectoryChange, DirectoryEventId, GroupId, IdentityStatus, RevocationReason, SessionState, Timestamp,
 };
 use lockstep_store::StoreError;
 
@@ -20,8 +20,17 @@ pub(crate) fn parse<T: FromStr>(what: &str, s: &str) -> Result<T, StoreError> {
 pub(crate) fn encode_change(change: &DirectoryChange) -> (&'static str, String) {
     let kind = change.kind().as_str();
     let detail = match change {
-        DirectoryChange::IdentityCreated | DirectoryChange::IdentityDeleted => String::new(),
-        DirectoryChange::IdentityUpdated { changed } => changed.join(","),
+        DirectoryChange::IdentityCreated
+        | DirectoryChange::IdentityDeleted
+        | DirectoryChange::GroupCreated
+        | DirectoryChange::GroupDeleted => String::new(),
+        DirectoryChange::IdentityUpdated { changed } | DirectoryChange::GroupUpdated { changed } => {
+            changed.join(",")
+        }
+        DirectoryChange::AddedToGroup { group, group_name }
+        | DirectoryChange::RemovedFromGroup { group, group_name } => {
+            format!("{group} {group_name}")
+        }
         DirectoryChange::IdentityDeactivated { from, to } => format!("{from}>{to}"),
         DirectoryChange::IdentityReactivated { from } => from.to_string(),
     };
@@ -45,6 +54,21 @@ pub(crate) fn decode_change(kind: &str, detail: &str) -> Result<DirectoryChange,
         }
         K::IdentityReactivated => {
             DirectoryChange::IdentityReactivated { from: parse::<IdentityStatus>("status", detail)? }
+        }
+        K::GroupCreated => DirectoryChange::GroupCreated,
+        K::GroupDeleted => DirectoryChange::GroupDeleted,
+        K::GroupUpdated => DirectoryChange::GroupUpdated {
+            changed: detail.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        },
+        K::AddedToGroup | K::RemovedFromGroup => {
+            let (group, group_name) = detail.split_once(' ').unwrap_or((detail, ""));
+            let group = parse::<GroupId>("group id", group)?;
+            let group_name = group_name.to_owned();
+            if kind == K::AddedToGroup.as_str() {
+                DirectoryChange::AddedToGroup { group, group_name }
+            } else {
+                DirectoryChange::RemovedFromGroup { group, group_name }
+            }
         }
     })
 }

@@ -3,16 +3,16 @@
 use std::path::Path;
 
 use lockstep_domain::{
-    ClientId, DirectoryEvent, DirectoryEventId, Identity, IdentityId, IdentityKind, IdentityStatus, Origin,
-    SourceId, Timestamp,
+    ClientId, DirectoryChange, DirectoryEvent, DirectoryEventId, Group, GroupId, Identity, IdentityId,
+    IdentityKind, IdentityStatus, Origin, SourceId, Subject, Timestamp,
 };
 use lockstep_store::{
-    Committed, DirectoryStore, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite, StoreError,
-    StoreResult,
+    Committed, CommittedGroup, DirectoryStore, GroupPage, GroupQuery, GroupWrite, IdentityFilter,
+    IdentityPage, IdentityQuery, IdentityWrite, StoreError, StoreResult,
 };
 use rusqlite::{OptionalExtension, Row, params};
 
-use crate::codec::{decode_change, encode_change, parse, seq_to_sql};
+use crate::codec::{corrupt, decode_change, encode_change, parse, seq_to_sql};
 use crate::conn::{Durability, Pool, backend, lock};
 
 const SCHEMA: &str = "
@@ -34,12 +34,31 @@ CREATE UNIQUE INDEX IF NOT EXISTS identities_live_user_name
     ON identities (user_name_lc) WHERE status <> 'deprovisioned';
 CREATE INDEX IF NOT EXISTS identities_user_name ON identities (user_name_lc);
 CREATE INDEX IF NOT EXISTS identities_external_id ON identities (external_id);
+CREATE TABLE IF NOT EXISTS groups (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT NOT NULL UNIQUE,
+    display_name    TEXT NOT NULL,
+    display_name_lc TEXT NOT NULL,
+    external_id     TEXT,
+    version         INTEGER NOT NULL,
+    created         INTEGER NOT NULL,
+    modified        INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS groups_display_name ON groups (display_name_lc);
+CREATE INDEX IF NOT EXISTS groups_external_id ON groups (external_id);
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    PRIMARY KEY (group_id, identity)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS group_members_identity ON group_members (identity);
 CREATE TABLE IF NOT EXISTS directory_events (
     seq           INTEGER PRIMARY KEY,
     at            INTEGER NOT NULL,
-    identity      TEXT NOT NULL,
-    user_name     TEXT NOT NULL,
-    identity_kind TEXT NOT NULL,
+    subject_type  TEXT NOT NULL,
+    subject       TEXT NOT NULL,
+    subject_name  TEXT NOT NULL,
+    identity_kind TEXT,
     change        TEXT NOT NULL,
     detail        TEXT NOT NULL,
     source        TEXT NOT NULL,
@@ -118,9 +137,10 @@ impl IdentityRow {
 struct EventRow {
     seq: i64,
     at: i64,
-    identity: String,
-    user_name: String,
-    identity_kind: String,
+    subject_type: String,
+    subject: String,
+    subject_name: String,
+    identity_kind: Option<String>,
     change: String,
     detail: String,
     source: String,
@@ -133,9 +153,21 @@ impl EventRow {
         Ok(DirectoryEvent {
             id: DirectoryEventId(self.seq.unsigned_abs()),
             at: Timestamp(self.at),
-            identity: parse::<IdentityId>("identity id", &self.identity)?,
-            user_name: self.user_name,
-            identity_kind: parse::<IdentityKind>("identity kind", &self.identity_kind)?,
+            subject: match self.subject_type.as_str() {
+                "identity" => Subject::Identity {
+                    id: parse::<IdentityId>("identity id", &self.subject)?,
+                    user_name: self.subject_name,
+                    kind: parse::<IdentityKind>(
+                        "identity kind",
+                        self.identity_kind.as_deref().unwrap_or(""),
+                    )?,
+                },
+                "group" => Subject::Group {
+                    id: parse::<GroupId>("group id", &self.subject)?,
+                    display_name: self.subject_name,
+                },
+                other => return Err(corrupt(format!("bad subject type {other:?}"))),
+            },
             change: decode_change(&self.change, &self.detail)?,
             origin: Origin {
                 source: SourceId::new(self.source),
@@ -148,6 +180,50 @@ impl EventRow {
 
 fn live(identity: &Identity) -> bool {
     identity.status != IdentityStatus::Deprovisioned
+}
+
+/// Appends one directory event inside an open transaction.
+pub(crate) fn insert_event(
+    tx: &rusqlite::Connection,
+    seq: i64,
+    at: Timestamp,
+    subject: &Subject,
+    change: &DirectoryChange,
+    origin: &Origin,
+) -> StoreResult<()> {
+    let (kind, detail) = encode_change(change);
+    let (subject_type, subject_id, name, identity_kind) = match subject {
+        Subject::Identity { id, user_name, kind } => {
+            ("identity", id.to_string(), user_name.as_str(), Some(kind.as_str()))
+        }
+        Subject::Group { id, display_name } => ("group", id.to_string(), display_name.as_str(), None),
+    };
+    tx.prepare_cached(
+        "INSERT INTO directory_events (seq, at, subject_type, subject, subject_name, identity_kind, change, detail, source, client, source_ref)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            seq,
+            at.micros(),
+            subject_type,
+            subject_id,
+            name,
+            identity_kind,
+            kind,
+            detail,
+            origin.source.as_str(),
+            origin.client.map(|c| c.to_string()),
+            origin.source_ref,
+        ])
+    })
+    .map(|_| ())
+    .map_err(backend)
+}
+
+/// The position the next event gets.
+pub(crate) fn next_event_seq(tx: &rusqlite::Connection) -> StoreResult<i64> {
+    tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM directory_events", [], |r| r.get(0)).map_err(backend)
 }
 
 /// One identity write inside an open transaction (or savepoint).
@@ -207,33 +283,14 @@ fn write_identity(tx: &rusqlite::Connection, write: IdentityWrite) -> StoreResul
         .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM directory_events", [], |r| r.get(0))
         .map_err(backend)?;
     let mut events = Vec::with_capacity(write.changes.len());
-    let client = write.origin.client.map(|c| c.to_string());
     for (offset, change) in write.changes.into_iter().enumerate() {
         let seq = next + i64::try_from(offset).unwrap_or(0);
-        let (kind, detail) = encode_change(&change);
-        tx.execute(
-            "INSERT INTO directory_events (seq, at, identity, user_name, identity_kind, change, detail, source, client, source_ref)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                seq,
-                write.at.micros(),
-                id,
-                identity.user_name,
-                identity.kind.as_str(),
-                kind,
-                detail,
-                write.origin.source.as_str(),
-                client,
-                write.origin.source_ref,
-            ],
-        )
-        .map_err(backend)?;
+        let subject = Subject::of_identity(&identity);
+        insert_event(tx, seq, write.at, &subject, &change, &write.origin)?;
         events.push(DirectoryEvent {
             id: DirectoryEventId(seq.unsigned_abs()),
             at: write.at,
-            identity: identity.id,
-            user_name: identity.user_name.clone(),
-            identity_kind: identity.kind,
+            subject,
             change,
             origin: write.origin.clone(),
         });
@@ -330,6 +387,26 @@ impl DirectoryStore for SqliteDirectory {
         })
     }
 
+    fn commit_group(&self, write: GroupWrite) -> StoreResult<CommittedGroup> {
+        let mut conn = lock(&self.pool.writer)?;
+        let tx = conn.transaction().map_err(backend)?;
+        let committed = crate::groups::write_group(&tx, write)?;
+        tx.commit().map_err(backend)?;
+        Ok(committed)
+    }
+
+    fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
+        crate::groups::group(&self.pool, id)
+    }
+
+    fn list_groups(&self, query: &GroupQuery) -> StoreResult<GroupPage> {
+        crate::groups::list_groups(&self.pool, query)
+    }
+
+    fn groups_of(&self, identity: IdentityId) -> StoreResult<Vec<(GroupId, String)>> {
+        crate::groups::groups_of(&self.pool, identity)
+    }
+
     fn events_after(
         &self,
         after: Option<DirectoryEventId>,
@@ -339,21 +416,22 @@ impl DirectoryStore for SqliteDirectory {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.pool.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT seq, at, identity, user_name, identity_kind, change, detail, source, client, source_ref
+                "SELECT seq, at, subject_type, subject, subject_name, identity_kind, change, detail, source, client, source_ref
                  FROM directory_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             stmt.query_map(params![after, limit], |r| {
                 Ok(EventRow {
                     seq: r.get(0)?,
                     at: r.get(1)?,
-                    identity: r.get(2)?,
-                    user_name: r.get(3)?,
-                    identity_kind: r.get(4)?,
-                    change: r.get(5)?,
-                    detail: r.get(6)?,
-                    source: r.get(7)?,
-                    client: r.get(8)?,
-                    source_ref: r.get(9)?,
+                    subject_type: r.get(2)?,
+                    subject: r.get(3)?,
+                    subject_name: r.get(4)?,
+                    identity_kind: r.get(5)?,
+                    change: r.get(6)?,
+                    detail: r.get(7)?,
+                    source: r.get(8)?,
+                    client: r.get(9)?,
+                    source_ref: r.get(10)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()

@@ -13,6 +13,7 @@
 mod codec;
 mod conn;
 mod directory;
+mod groups;
 mod sessions;
 
 pub use conn::Durability;

@@ -7,17 +7,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use lockstep_domain::{
-    ApiClient, AuditEntry, AuditKind, ClientId, CredentialKind, DirectoryChange, DirectoryEventId, Identity,
-    IdentityId, IdentityKind, IdentityStatus, Origin, RevocationReason, Scope, Session, SessionId,
-    SessionState, SourceId, Timestamp, TokenHash,
+    ApiClient, AuditEntry, AuditKind, ClientId, CredentialKind, DirectoryChange, DirectoryEventId, Group,
+    GroupId, Identity, IdentityId, IdentityKind, IdentityStatus, Origin, RevocationReason, Scope, Session,
+    SessionId, SessionState, SourceId, Subject, Timestamp, TokenHash,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use uuid::Uuid;
 
 use crate::{
-    CredentialStore, DirectoryStore, IdentityFilter, IdentityQuery, IdentityWrite, MemoryDirectory,
-    MemorySessions, SessionBatch, SessionStore, SessionUpdate, StoreError, verify_chain,
+    CredentialStore, DirectoryStore, GroupFilter, GroupQuery, GroupWrite, IdentityFilter, IdentityQuery,
+    IdentityWrite, MemoryDirectory, MemorySessions, SessionBatch, SessionStore, SessionUpdate, StoreError,
+    verify_chain,
 };
 
 pub fn identity_id(n: u128) -> IdentityId {
@@ -213,7 +214,7 @@ pub fn events_are_ordered_and_carry_their_origin<D: DirectoryStore>(d: &D) {
     assert_eq!(all[2..], committed.events[..]);
     assert_eq!(all[3].origin.source.as_str(), "ldap:corp");
     assert_eq!(all[3].origin.source_ref.as_deref(), Some("entryUUID-1"));
-    assert_eq!(all[3].user_name, "a2");
+    assert_eq!(all[3].subject.name(), "a2");
     assert_eq!(d.events_after(Some(DirectoryEventId(2)), 1).unwrap(), all[2..3].to_vec());
 }
 
@@ -251,6 +252,104 @@ pub fn group_commit_isolates_failures<D: DirectoryStore>(d: &D) {
     assert_eq!(d.identity(existing.id).unwrap(), Some(existing), "nor did the stale one");
     let ids: Vec<u64> = d.events_after(None, 10).unwrap().iter().map(|e| e.id.0).collect();
     assert_eq!(ids, vec![1, 2, 3]);
+}
+
+pub fn groups_and_membership<D: DirectoryStore>(d: &D) {
+    let a = create(d, 0, "a");
+    let b = create(d, 1, "b");
+    let gid = GroupId::from_uuid(Uuid::from_u128(100));
+    let subject = Subject::Group { id: gid, display_name: "Eng".into() };
+    let group = Group {
+        id: gid,
+        display_name: "Eng".into(),
+        external_id: Some("g1".into()),
+        members: vec![b.id, a.id, a.id],
+        version: 0,
+        created: Timestamp(5),
+        modified: Timestamp(5),
+    };
+    let added = |who: &Identity| {
+        (Subject::of_identity(who), DirectoryChange::AddedToGroup { group: gid, group_name: "Eng".into() })
+    };
+    let committed = d
+        .commit_group(GroupWrite {
+            id: gid,
+            group: Some(group),
+            expected_version: None,
+            events: vec![(subject.clone(), DirectoryChange::GroupCreated), added(&a), added(&b)],
+            origin: origin(),
+            at: Timestamp(5),
+        })
+        .unwrap();
+    let stored = committed.group.unwrap();
+    assert_eq!(stored.version, 1);
+    let mut expected_members = vec![a.id, b.id];
+    expected_members.sort();
+    assert_eq!(stored.members, expected_members, "sorted, without duplicates");
+    assert_eq!(d.group(gid).unwrap(), Some(stored.clone()));
+    assert_eq!(d.groups_of(a.id).unwrap(), vec![(gid, "Eng".to_owned())]);
+    let q = |filter| d.list_groups(&GroupQuery { filter, offset: 0, limit: 10 }).unwrap().total;
+    assert_eq!(q(GroupFilter::DisplayNameEq("eng".into())), 1);
+    assert_eq!(q(GroupFilter::ExternalIdEq("G1".into())), 0);
+    assert_eq!(q(GroupFilter::IdEq(gid)), 1);
+    assert_eq!(q(GroupFilter::All), 1);
+    let events = d.events_after(Some(DirectoryEventId(2)), 10).unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0].subject, subject);
+    assert_eq!(events[1].subject.identity(), Some(a.id));
+    assert_eq!(events[1].change, DirectoryChange::AddedToGroup { group: gid, group_name: "Eng".into() });
+
+    // An unknown member refuses the whole write.
+    let mut bad = stored.clone();
+    bad.members.push(identity_id(50));
+    let err = d
+        .commit_group(GroupWrite {
+            id: gid,
+            group: Some(bad),
+            expected_version: Some(1),
+            events: vec![(subject.clone(), DirectoryChange::GroupUpdated { changed: vec![] })],
+            origin: origin(),
+            at: Timestamp(6),
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(d.group(gid).unwrap(), Some(stored.clone()));
+    assert_eq!(d.events_after(None, 100).unwrap().len(), 5);
+
+    // A deleted identity no longer shows as a member.
+    let mut gone = b.clone();
+    gone.status = IdentityStatus::Deprovisioned;
+    d.commit_identity(IdentityWrite {
+        identity: gone,
+        expected_version: Some(1),
+        changes: vec![DirectoryChange::IdentityDeleted],
+        origin: origin(),
+        at: Timestamp(7),
+    })
+    .unwrap();
+    assert_eq!(d.group(gid).unwrap().unwrap().members, vec![a.id]);
+
+    // Deleting the group.
+    let deleted = d
+        .commit_group(GroupWrite {
+            id: gid,
+            group: None,
+            expected_version: Some(1),
+            events: vec![
+                (
+                    Subject::of_identity(&a),
+                    DirectoryChange::RemovedFromGroup { group: gid, group_name: "Eng".into() },
+                ),
+                (subject, DirectoryChange::GroupDeleted),
+            ],
+            origin: origin(),
+            at: Timestamp(8),
+        })
+        .unwrap();
+    assert_eq!(deleted.group, None);
+    assert_eq!(d.group(gid).unwrap(), None);
+    assert!(d.groups_of(a.id).unwrap().is_empty());
+    assert_eq!(q(GroupFilter::All), 0);
 }
 
 pub fn filters_and_paging<D: DirectoryStore>(d: &D) {
@@ -603,6 +702,10 @@ macro_rules! conformance_suite {
             #[test]
             fn filters_and_paging() {
                 c::filters_and_paging(&$open_dir);
+            }
+            #[test]
+            fn groups_and_membership() {
+                c::groups_and_membership(&$open_dir);
             }
             #[test]
             fn group_commit_isolates_failures() {

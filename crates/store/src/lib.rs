@@ -20,6 +20,7 @@ pub mod conformance;
 pub use chain::{ChainBreak, seal, verify_chain};
 pub use memory::{MemoryDirectory, MemorySessions};
 pub use roles::{
-    Committed, CredentialStore, DirectoryStore, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite,
-    SessionBatch, SessionStore, SessionUpdate, StoreError, StoreResult,
+    Committed, CommittedGroup, CredentialStore, DirectoryStore, GroupFilter, GroupPage, GroupQuery,
+    GroupWrite, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite, SessionBatch, SessionStore,
+    SessionUpdate, StoreError, StoreResult,
 };

@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use lockstep_domain::{
-    ApiClient, AuditEntry, AuditRecord, ChainHash, DirectoryEvent, DirectoryEventId, Identity, IdentityId,
-    IdentityStatus, Session, SessionId, Timestamp, TokenHash,
+    ApiClient, AuditEntry, AuditRecord, ChainHash, DirectoryEvent, DirectoryEventId, Group, GroupId,
+    Identity, IdentityId, IdentityStatus, Session, SessionId, Subject, Timestamp, TokenHash,
 };
 
 use crate::chain::seal;
 use crate::roles::{
-    Committed, CredentialStore, DirectoryStore, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite,
-    SessionBatch, SessionStore, StoreError, StoreResult,
+    Committed, CommittedGroup, CredentialStore, DirectoryStore, GroupFilter, GroupPage, GroupQuery,
+    GroupWrite, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite, SessionBatch, SessionStore,
+    StoreError, StoreResult,
 };
 
 fn lock<T>(m: &Mutex<T>) -> StoreResult<MutexGuard<'_, T>> {
@@ -26,6 +27,21 @@ struct DirectoryState {
     /// In creation order (the order listings use).
     identities: Vec<Identity>,
     events: Vec<DirectoryEvent>,
+    /// In creation order.
+    groups: Vec<Group>,
+}
+
+impl DirectoryState {
+    fn is_live(&self, id: IdentityId) -> bool {
+        self.identities.iter().any(|i| i.id == id && live(i))
+    }
+
+    /// A group as read: members that were deleted since are left out.
+    fn visible(&self, group: &Group) -> Group {
+        let mut g = group.clone();
+        g.members.retain(|m| self.is_live(*m));
+        g
+    }
 }
 
 /// In-memory directory.
@@ -78,9 +94,7 @@ impl DirectoryStore for MemoryDirectory {
             let event = DirectoryEvent {
                 id: DirectoryEventId(next),
                 at: write.at,
-                identity: identity.id,
-                user_name: identity.user_name.clone(),
-                identity_kind: identity.kind,
+                subject: Subject::of_identity(&identity),
                 change,
                 origin: write.origin.clone(),
             };
@@ -125,6 +139,89 @@ impl DirectoryStore for MemoryDirectory {
             total: matches.len(),
             items: matches.into_iter().skip(query.offset).take(query.limit).cloned().collect(),
         })
+    }
+
+    fn commit_group(&self, write: GroupWrite) -> StoreResult<CommittedGroup> {
+        let mut st = lock(&self.state)?;
+        let pos = st.groups.iter().position(|g| g.id == write.id);
+        let found = pos.map(|p| st.groups[p].version);
+        if found != write.expected_version {
+            return Err(StoreError::VersionMismatch { expected: write.expected_version, found });
+        }
+        if write.events.is_empty() {
+            return Err(StoreError::Backend("a directory write must record at least one change".into()));
+        }
+        let group = match write.group {
+            Some(mut group) => {
+                group.members.sort();
+                group.members.dedup();
+                if let Some(missing) = group.members.iter().find(|m| !st.is_live(**m)) {
+                    return Err(StoreError::NotFound(format!("identity {missing}")));
+                }
+                group.id = write.id;
+                group.version = write.expected_version.map_or(1, |v| v + 1);
+                match pos {
+                    Some(p) => st.groups[p] = group.clone(),
+                    None => st.groups.push(group.clone()),
+                }
+                Some(group)
+            }
+            None => {
+                if let Some(p) = pos {
+                    st.groups.remove(p);
+                }
+                None
+            }
+        };
+        let first = st.events.last().map_or(1, |e| e.id.0 + 1);
+        let mut events = Vec::with_capacity(write.events.len());
+        for (next, (subject, change)) in (first..).zip(write.events) {
+            let event = DirectoryEvent {
+                id: DirectoryEventId(next),
+                at: write.at,
+                subject,
+                change,
+                origin: write.origin.clone(),
+            };
+            st.events.push(event.clone());
+            events.push(event);
+        }
+        Ok(CommittedGroup { group, events })
+    }
+
+    fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
+        let st = lock(&self.state)?;
+        Ok(st.groups.iter().find(|g| g.id == id).map(|g| st.visible(g)))
+    }
+
+    fn list_groups(&self, query: &GroupQuery) -> StoreResult<GroupPage> {
+        let st = lock(&self.state)?;
+        let matches: Vec<&Group> = st
+            .groups
+            .iter()
+            .filter(|g| match &query.filter {
+                GroupFilter::All => true,
+                GroupFilter::DisplayNameEq(n) => g.display_name.to_lowercase() == n.to_lowercase(),
+                GroupFilter::ExternalIdEq(e) => g.external_id.as_deref() == Some(e.as_str()),
+                GroupFilter::IdEq(id) => g.id == *id,
+            })
+            .collect();
+        Ok(GroupPage {
+            total: matches.len(),
+            items: matches.into_iter().skip(query.offset).take(query.limit).map(|g| st.visible(g)).collect(),
+        })
+    }
+
+    fn groups_of(&self, identity: IdentityId) -> StoreResult<Vec<(GroupId, String)>> {
+        let st = lock(&self.state)?;
+        let mut out: Vec<(GroupId, String)> = st
+            .groups
+            .iter()
+            .filter(|g| g.members.contains(&identity))
+            .map(|g| (g.id, g.display_name.clone()))
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+        Ok(out)
     }
 
     fn events_after(

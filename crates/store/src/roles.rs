@@ -1,8 +1,8 @@
 //! The role traits.
 
 use lockstep_domain::{
-    ApiClient, AuditEntry, AuditRecord, DirectoryChange, DirectoryEvent, DirectoryEventId, Identity,
-    IdentityId, Origin, Session, SessionId, SessionState, Timestamp, TokenHash,
+    ApiClient, AuditEntry, AuditRecord, DirectoryChange, DirectoryEvent, DirectoryEventId, Group, GroupId,
+    Identity, IdentityId, Origin, Session, SessionId, SessionState, Subject, Timestamp, TokenHash,
 };
 
 /// What can go wrong in a store.
@@ -98,6 +98,68 @@ pub struct IdentityPage {
     pub items: Vec<Identity>,
 }
 
+/// One atomic group write: the group's new state (or its deletion) and the
+/// events describing it — group events and one membership event per member
+/// that joined or left.
+#[derive(Clone, Debug)]
+pub struct GroupWrite {
+    /// Which group.
+    pub id: GroupId,
+    /// The group after the change (`version` assigned by the store), or
+    /// `None` to delete it.
+    pub group: Option<Group>,
+    /// `None` to create (fails if it exists); `Some(v)` if stored at `v`.
+    pub expected_version: Option<u64>,
+    /// Events to append, in order. Must not be empty.
+    pub events: Vec<(Subject, DirectoryChange)>,
+    /// Who caused them.
+    pub origin: Origin,
+    /// Commit time.
+    pub at: Timestamp,
+}
+
+/// The result of a group write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedGroup {
+    /// The group as stored (`None` after a deletion).
+    pub group: Option<Group>,
+    /// The events appended, in order.
+    pub events: Vec<DirectoryEvent>,
+}
+
+/// Which groups a listing selects, each answered from an index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupFilter {
+    /// Every group.
+    All,
+    /// `displayName` equal, case-insensitively.
+    DisplayNameEq(String),
+    /// `externalId` equal.
+    ExternalIdEq(String),
+    /// `id` equal.
+    IdEq(GroupId),
+}
+
+/// A page request over groups, ordered by creation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupQuery {
+    /// Selection.
+    pub filter: GroupFilter,
+    /// Zero-based offset.
+    pub offset: usize,
+    /// Maximum number of items.
+    pub limit: usize,
+}
+
+/// A page of groups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupPage {
+    /// How many groups match in total.
+    pub total: usize,
+    /// The page.
+    pub items: Vec<Group>,
+}
+
 /// The directory role: entitlement truth and its ordered change log.
 pub trait DirectoryStore: Send + Sync + std::fmt::Debug {
     /// Applies a write and appends its events, atomically. On any error
@@ -129,6 +191,20 @@ pub trait DirectoryStore: Send + Sync + std::fmt::Debug {
     /// Events with a position greater than `after`, oldest first.
     fn events_after(&self, after: Option<DirectoryEventId>, limit: usize)
     -> StoreResult<Vec<DirectoryEvent>>;
+
+    /// Applies a group write and appends its events, atomically. Every
+    /// member must be a live identity (`NotFound` otherwise); on any error
+    /// nothing is written.
+    fn commit_group(&self, write: GroupWrite) -> StoreResult<CommittedGroup>;
+
+    /// A group by id. Members that have since been deleted are left out.
+    fn group(&self, id: GroupId) -> StoreResult<Option<Group>>;
+
+    /// A page of groups.
+    fn list_groups(&self, query: &GroupQuery) -> StoreResult<GroupPage>;
+
+    /// The groups an identity belongs to: (id, displayName), by name.
+    fn groups_of(&self, identity: IdentityId) -> StoreResult<Vec<(GroupId, String)>>;
 }
 
 /// A change to one session.

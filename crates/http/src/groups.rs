@@ -1,0 +1,243 @@
+//! SCIM 2.0 `/Groups` endpoints. Membership changes reach sessions as one
+//! directory event per affected member, through the bridge.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use lockstep_domain::{Group, GroupId, Scope};
+use lockstep_engine::{EngineError, UpdateError};
+use lockstep_proto::scim::{ListResponse, PatchRequest, SEARCH_SCHEMA, SearchRequest};
+use lockstep_scim::{
+    GROUP, ListParams, ScimProblem, ScimType, apply_patch, group_from_document, group_list_query,
+    group_to_document,
+};
+use serde_json::Value;
+
+use crate::error::{ApiError, Flavor};
+use crate::scim::{
+    Projection, base_url, engine_err, if_match, number, origin, parse_body, resource_response, scim_json,
+};
+use crate::{AppState, Caller, blocking};
+
+const FLAVOR: Flavor = Flavor::Scim;
+
+fn parse_id(id: &str) -> Result<GroupId, ApiError> {
+    id.parse().map_err(|_| not_found(id))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(FLAVOR, StatusCode::NOT_FOUND, None, format!("Group {id} not found"))
+}
+
+fn engine_or_not_found(e: EngineError, id: &str) -> ApiError {
+    match e {
+        EngineError::NotFound(_) => not_found(id),
+        other => engine_err(other),
+    }
+}
+
+fn update_err(e: UpdateError<ScimProblem>, id: &str) -> ApiError {
+    match e {
+        UpdateError::Rejected(p) => p.into(),
+        UpdateError::Engine(e) => engine_or_not_found(e, id),
+    }
+}
+
+fn group_response(status: StatusCode, group: &Group, base: &str, projection: &Projection) -> Response {
+    resource_response(status, group_to_document(group, base), &GROUP, projection)
+}
+
+/// `POST /Groups`.
+pub(crate) async fn create_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    let doc = parse_body(body, state.config.body_limit)?;
+    let base = base_url(&state, &headers);
+    let engine = state.engine.clone();
+    let applied = blocking(FLAVOR, move || {
+        let group = group_from_document(&doc, engine.new_group_id().map_err(engine_err)?, None)?;
+        engine.create_group(group, origin(&caller)).map_err(engine_err)
+    })
+    .await?;
+    let group = applied.group.ok_or_else(|| ApiError::internal(FLAVOR, &"created group missing"))?;
+    Ok(group_response(StatusCode::CREATED, &group, &base, &Projection::from_query(&params)))
+}
+
+/// `GET /Groups/{id}`.
+pub(crate) async fn get_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    let group_id = parse_id(&id)?;
+    let engine = state.engine.clone();
+    let group =
+        blocking(FLAVOR, move || engine.group(group_id).map_err(|e| engine_or_not_found(e, &id))).await?;
+    Ok(group_response(StatusCode::OK, &group, &base_url(&state, &headers), &Projection::from_query(&params)))
+}
+
+async fn list(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: ListParams,
+    projection: Projection,
+) -> Result<Response, ApiError> {
+    let (query, start) = group_list_query(&params)?;
+    let base = base_url(state, headers);
+    let engine = state.engine.clone();
+    let page = blocking(FLAVOR, move || {
+        engine.stores().directory.list_groups(&query).map_err(|e| engine_err(e.into()))
+    })
+    .await?;
+    let resources =
+        page.items.iter().map(|g| projection.apply(&GROUP, group_to_document(g, &base))).collect();
+    let body = serde_json::to_value(ListResponse::new(page.total, start, resources))
+        .map_err(|e| ApiError::internal(FLAVOR, &e))?;
+    Ok(scim_json(StatusCode::OK, &body, None))
+}
+
+/// `GET /Groups?filter=…`.
+pub(crate) async fn list_groups(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    if params.contains_key("sortBy") || params.contains_key("sortOrder") {
+        return Err(ScimProblem::bad(
+            ScimType::InvalidValue,
+            "sorting is not supported (see /ServiceProviderConfig)",
+        )
+        .into());
+    }
+    let list_params = ListParams {
+        filter: params.get("filter").cloned(),
+        start_index: number(&params, "startIndex")?,
+        count: number(&params, "count")?,
+    };
+    list(&state, &headers, list_params, Projection::from_query(&params)).await
+}
+
+/// `POST /Groups/.search`.
+pub(crate) async fn search_groups(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    let request: SearchRequest = serde_json::from_value(parse_body(body, state.config.body_limit)?)
+        .map_err(|e| ScimProblem::bad(ScimType::InvalidSyntax, format!("not a SearchRequest: {e}")))?;
+    if !request.schemas.iter().any(|s| s.eq_ignore_ascii_case(SEARCH_SCHEMA)) {
+        return Err(ScimProblem::bad(
+            ScimType::InvalidSyntax,
+            format!("schemas must contain {SEARCH_SCHEMA}"),
+        )
+        .into());
+    }
+    if request.sort_by.is_some() || request.sort_order.is_some() {
+        return Err(ScimProblem::bad(
+            ScimType::InvalidValue,
+            "sorting is not supported (see /ServiceProviderConfig)",
+        )
+        .into());
+    }
+    let projection = Projection::from_lists(request.attributes, request.excluded_attributes);
+    let params =
+        ListParams { filter: request.filter, start_index: request.start_index, count: request.count };
+    list(&state, &headers, params, projection).await
+}
+
+/// `PUT /Groups/{id}`: full replace, including the member list.
+pub(crate) async fn replace_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    let group_id = parse_id(&id)?;
+    let expected = if_match(&headers)?;
+    let doc = parse_body(body, state.config.body_limit)?;
+    let base = base_url(&state, &headers);
+    let engine = state.engine.clone();
+    let applied = blocking(FLAVOR, move || {
+        engine
+            .update_group(group_id, origin(&caller), expected, |current| {
+                group_from_document(&doc, current.id, Some(current))
+            })
+            .map_err(|e| update_err(e, &id))
+    })
+    .await?;
+    let group = applied.group.ok_or_else(|| ApiError::internal(FLAVOR, &"updated group missing"))?;
+    Ok(group_response(StatusCode::OK, &group, &base, &Projection::from_query(&params)))
+}
+
+/// `PATCH /Groups/{id}`: answers 200 with the group.
+pub(crate) async fn patch_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Scim)?;
+    let group_id = parse_id(&id)?;
+    let expected = if_match(&headers)?;
+    let request: PatchRequest = serde_json::from_value(parse_body(body, state.config.body_limit)?)
+        .map_err(|e| ScimProblem::bad(ScimType::InvalidSyntax, format!("not a PatchOp request: {e}")))?;
+    let base = base_url(&state, &headers);
+    let base_for_patch = base.clone();
+    let engine = state.engine.clone();
+    let applied = blocking(FLAVOR, move || {
+        engine
+            .update_group(group_id, origin(&caller), expected, |current| {
+                let Value::Object(mut doc) = group_to_document(current, &base_for_patch) else {
+                    return Err(ScimProblem::bad(ScimType::InvalidSyntax, "stored group is not an object"));
+                };
+                apply_patch(&GROUP, &mut doc, &request)?;
+                group_from_document(&Value::Object(doc), current.id, Some(current))
+            })
+            .map_err(|e| update_err(e, &id))
+    })
+    .await?;
+    let group = applied.group.ok_or_else(|| ApiError::internal(FLAVOR, &"patched group missing"))?;
+    Ok(group_response(StatusCode::OK, &group, &base, &Projection::from_query(&params)))
+}
+
+/// `DELETE /Groups/{id}`: 204; every member gets a membership event first.
+pub(crate) async fn delete_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Scope::Scim)?;
+    let group_id = parse_id(&id)?;
+    let expected = if_match(&headers)?;
+    let engine = state.engine.clone();
+    blocking(FLAVOR, move || {
+        engine
+            .delete_group(group_id, origin(&caller), expected)
+            .map(|_| ())
+            .map_err(|e| engine_or_not_found(e, &id))
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

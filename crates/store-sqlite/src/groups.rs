@@ -1,0 +1,180 @@
+//! Groups and memberships in `directory.db`.
+
+use lockstep_domain::{DirectoryEvent, DirectoryEventId, Group, GroupId, IdentityId, Timestamp};
+use lockstep_store::{
+    CommittedGroup, GroupFilter, GroupPage, GroupQuery, GroupWrite, StoreError, StoreResult,
+};
+use rusqlite::{OptionalExtension, params};
+
+use crate::codec::{parse, seq_to_sql};
+use crate::conn::Pool;
+use crate::conn::backend;
+use crate::directory::{insert_event, next_event_seq};
+
+/// A group write inside an open transaction.
+pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> StoreResult<CommittedGroup> {
+    if write.events.is_empty() {
+        return Err(StoreError::Backend("a directory write must record at least one change".into()));
+    }
+    let id = write.id.to_string();
+    let found: Option<i64> = tx
+        .query_row("SELECT version FROM groups WHERE id = ?1", [&id], |r| r.get(0))
+        .optional()
+        .map_err(backend)?;
+    let found = found.map(i64::unsigned_abs);
+    if found != write.expected_version {
+        return Err(StoreError::VersionMismatch { expected: write.expected_version, found });
+    }
+    tx.execute("DELETE FROM group_members WHERE group_id = ?1", [&id]).map_err(backend)?;
+    let group = match write.group {
+        None => {
+            tx.execute("DELETE FROM groups WHERE id = ?1", [&id]).map_err(backend)?;
+            None
+        }
+        Some(mut group) => {
+            group.id = write.id;
+            group.members.sort();
+            group.members.dedup();
+            group.version = write.expected_version.map_or(1, |v| v + 1);
+            tx.execute(
+                "INSERT INTO groups (id, display_name, display_name_lc, external_id, version, created, modified)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name,
+                    display_name_lc = excluded.display_name_lc, external_id = excluded.external_id,
+                    version = excluded.version, modified = excluded.modified",
+                params![
+                    id,
+                    group.display_name,
+                    group.display_name.to_lowercase(),
+                    group.external_id,
+                    seq_to_sql(group.version),
+                    group.created.micros(),
+                    group.modified.micros(),
+                ],
+            )
+            .map_err(backend)?;
+            let mut live = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM identities WHERE id = ?1 AND status <> 'deprovisioned')",
+                )
+                .map_err(backend)?;
+            let mut insert = tx
+                .prepare_cached("INSERT INTO group_members (group_id, identity) VALUES (?1, ?2)")
+                .map_err(backend)?;
+            for member in &group.members {
+                let member_id = member.to_string();
+                let exists: bool = live.query_row([&member_id], |r| r.get(0)).map_err(backend)?;
+                if !exists {
+                    return Err(StoreError::NotFound(format!("identity {member}")));
+                }
+                insert.execute(params![id, member_id]).map_err(backend)?;
+            }
+            Some(group)
+        }
+    };
+    let first = next_event_seq(tx)?;
+    let mut events = Vec::with_capacity(write.events.len());
+    for (offset, (subject, change)) in write.events.into_iter().enumerate() {
+        let seq = first + i64::try_from(offset).unwrap_or(0);
+        insert_event(tx, seq, write.at, &subject, &change, &write.origin)?;
+        events.push(DirectoryEvent {
+            id: DirectoryEventId(seq.unsigned_abs()),
+            at: write.at,
+            subject,
+            change,
+            origin: write.origin.clone(),
+        });
+    }
+    Ok(CommittedGroup { group, events })
+}
+
+type GroupRow = (String, String, Option<String>, i64, i64, i64);
+
+fn members(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT m.identity FROM group_members m JOIN identities i ON i.id = m.identity
+         WHERE m.group_id = ?1 AND i.status <> 'deprovisioned' ORDER BY m.identity",
+    )?;
+    stmt.query_map([id], |r| r.get(0))?.collect()
+}
+
+fn decode(row: GroupRow, members: Vec<String>) -> StoreResult<Group> {
+    let (id, display_name, external_id, version, created, modified) = row;
+    Ok(Group {
+        id: parse::<GroupId>("group id", &id)?,
+        display_name,
+        external_id,
+        members: members.iter().map(|m| parse::<IdentityId>("identity id", m)).collect::<StoreResult<_>>()?,
+        version: version.unsigned_abs(),
+        created: Timestamp(created),
+        modified: Timestamp(modified),
+    })
+}
+
+const COLUMNS: &str = "id, display_name, external_id, version, created, modified";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+pub(crate) fn group(pool: &Pool, id: GroupId) -> StoreResult<Option<Group>> {
+    let found = pool.read(|c| {
+        let sql = format!("SELECT {COLUMNS} FROM groups WHERE id = ?1");
+        match c.query_row(&sql, [id.to_string()], row).optional()? {
+            Some(r) => {
+                let m = members(c, &r.0)?;
+                Ok(Some((r, m)))
+            }
+            None => Ok(None),
+        }
+    })?;
+    found.map(|(r, m)| decode(r, m)).transpose()
+}
+
+pub(crate) fn list_groups(pool: &Pool, query: &GroupQuery) -> StoreResult<GroupPage> {
+    let (cond, arg): (&str, Option<String>) = match &query.filter {
+        GroupFilter::All => ("1 = 1", None),
+        GroupFilter::DisplayNameEq(n) => ("display_name_lc = ?1", Some(n.to_lowercase())),
+        GroupFilter::ExternalIdEq(e) => ("external_id = ?1", Some(e.clone())),
+        GroupFilter::IdEq(id) => ("id = ?1", Some(id.to_string())),
+    };
+    let page_sql = format!(
+        "SELECT {COLUMNS} FROM groups WHERE {cond} ORDER BY seq LIMIT {} OFFSET {}",
+        query.limit, query.offset
+    );
+    let count_sql = format!("SELECT COUNT(*) FROM groups WHERE {cond}");
+    let (total, rows) = pool.read(|c| {
+        let args: Vec<&dyn rusqlite::ToSql> = match &arg {
+            Some(a) => vec![a],
+            None => vec![],
+        };
+        let mut stmt = c.prepare_cached(&page_sql)?;
+        let rows = stmt.query_map(args.as_slice(), row)?.collect::<Result<Vec<_>, _>>()?;
+        let total: i64 = if query.offset == 0 && rows.len() < query.limit {
+            i64::try_from(rows.len()).unwrap_or(i64::MAX)
+        } else {
+            c.query_row(&count_sql, args.as_slice(), |r| r.get(0))?
+        };
+        let mut with_members = Vec::with_capacity(rows.len());
+        for r in rows {
+            let m = members(c, &r.0)?;
+            with_members.push((r, m));
+        }
+        Ok((total, with_members))
+    })?;
+    Ok(GroupPage {
+        total: usize::try_from(total).unwrap_or(0),
+        items: rows.into_iter().map(|(r, m)| decode(r, m)).collect::<StoreResult<_>>()?,
+    })
+}
+
+pub(crate) fn groups_of(pool: &Pool, identity: IdentityId) -> StoreResult<Vec<(GroupId, String)>> {
+    let rows: Vec<(String, String)> = pool.read(|c| {
+        let mut stmt = c.prepare_cached(
+            "SELECT g.id, g.display_name FROM group_members m JOIN groups g ON g.id = m.group_id
+             WHERE m.identity = ?1 ORDER BY g.display_name, g.id",
+        )?;
+        stmt.query_map([identity.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+    })?;
+    rows.into_iter().map(|(id, name)| Ok((parse::<GroupId>("group id", &id)?, name))).collect()
+}
