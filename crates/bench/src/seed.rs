@@ -26,6 +26,7 @@ fn user(engine: &Engine, name: &str) -> anyhow::Result<String> {
         external_id: None,
         display_name: None,
         kind: IdentityKind::Human,
+        owner: None,
         status: IdentityStatus::Active,
         profile: "{}".into(),
         version: 0,

@@ -67,6 +67,8 @@ audit_kinds! {
     IdentityReactivated => "directory.identity_reactivated", Directory;
     /// An identity was deleted.
     IdentityDeleted => "directory.identity_deleted", Directory;
+    /// A non-human identity's owner changed.
+    OwnerChanged => "directory.owner_changed", Directory;
     /// An identity joined a group.
     AddedToGroup => "directory.added_to_group", Directory;
     /// An identity left a group.
@@ -98,6 +100,7 @@ impl AuditKind {
             ChangeKind::IdentityDeactivated => AuditKind::IdentityDeactivated,
             ChangeKind::IdentityReactivated => AuditKind::IdentityReactivated,
             ChangeKind::IdentityDeleted => AuditKind::IdentityDeleted,
+            ChangeKind::OwnerChanged => AuditKind::OwnerChanged,
             ChangeKind::AddedToGroup => AuditKind::AddedToGroup,
             ChangeKind::RemovedFromGroup => AuditKind::RemovedFromGroup,
             ChangeKind::GroupCreated => AuditKind::GroupCreated,

@@ -110,6 +110,9 @@ pub struct Identity {
     pub display_name: Option<String>,
     /// Human or one of the non-human kinds.
     pub kind: IdentityKind,
+    /// The human accountable for a non-human identity (required for those);
+    /// when the owner leaves, this is who the credential outlived.
+    pub owner: Option<IdentityId>,
     /// Lifecycle status.
     pub status: IdentityStatus,
     /// The remaining attributes as an opaque document owned by the protocol
@@ -160,6 +163,13 @@ pub enum DirectoryChange {
     },
     /// The identity was removed from the directory.
     IdentityDeleted,
+    /// The accountable owner of a non-human identity changed.
+    OwnerChanged {
+        /// The previous owner.
+        from: Option<IdentityId>,
+        /// The new owner.
+        to: Option<IdentityId>,
+    },
     /// The identity became a member of a group.
     AddedToGroup {
         /// The group.
@@ -200,6 +210,8 @@ named_enum!(
         IdentityReactivated => "identity_reactivated",
         /// [`DirectoryChange::IdentityDeleted`].
         IdentityDeleted => "identity_deleted",
+        /// [`DirectoryChange::OwnerChanged`].
+        OwnerChanged => "owner_changed",
         /// [`DirectoryChange::AddedToGroup`].
         AddedToGroup => "added_to_group",
         /// [`DirectoryChange::RemovedFromGroup`].
@@ -222,6 +234,7 @@ impl DirectoryChange {
             DirectoryChange::IdentityDeactivated { .. } => ChangeKind::IdentityDeactivated,
             DirectoryChange::IdentityReactivated { .. } => ChangeKind::IdentityReactivated,
             DirectoryChange::IdentityDeleted => ChangeKind::IdentityDeleted,
+            DirectoryChange::OwnerChanged { .. } => ChangeKind::OwnerChanged,
             DirectoryChange::AddedToGroup { .. } => ChangeKind::AddedToGroup,
             DirectoryChange::RemovedFromGroup { .. } => ChangeKind::RemovedFromGroup,
             DirectoryChange::GroupCreated => ChangeKind::GroupCreated,
@@ -389,6 +402,9 @@ pub fn diff_identity(before: Option<&Identity>, after: &Identity) -> Vec<Directo
     if !changed.is_empty() {
         changes.push(DirectoryChange::IdentityUpdated { changed });
     }
+    if before.owner != after.owner {
+        changes.push(DirectoryChange::OwnerChanged { from: before.owner, to: after.owner });
+    }
     match (before.status, after.status) {
         (from, to) if from == to => {}
         (_, IdentityStatus::Deprovisioned) => changes.push(DirectoryChange::IdentityDeleted),
@@ -412,6 +428,7 @@ mod tests {
             external_id: None,
             display_name: None,
             kind: IdentityKind::Human,
+            owner: None,
             status: IdentityStatus::Active,
             profile: "{}".into(),
             version: 1,

@@ -18,7 +18,9 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use lockstep_domain::{DirectoryEvent, Identity, IdentityId, Origin, Timestamp, diff_identity};
+use lockstep_domain::{
+    DirectoryEvent, Identity, IdentityId, IdentityKind, IdentityStatus, Origin, Timestamp, diff_identity,
+};
 use lockstep_store::IdentityWrite;
 
 use crate::bridge::{Applied, UpdateError};
@@ -171,9 +173,29 @@ impl Engine {
         }
     }
 
+    /// A non-human identity needs an owner; an owner is a live human other
+    /// than the identity itself.
+    fn check_ownership(&self, identity: &Identity) -> Result<(), EngineError> {
+        let invalid = |message: String| EngineError::Invalid { field: "owner", message };
+        match identity.owner {
+            None if identity.kind != IdentityKind::Human => {
+                Err(invalid(format!("a {} identity needs an owner (a human User)", identity.kind)))
+            }
+            None => Ok(()),
+            Some(owner) if owner == identity.id => Err(invalid("an identity cannot own itself".into())),
+            Some(owner) => match self.stores.directory.identity(owner)? {
+                Some(o) if o.status != IdentityStatus::Deprovisioned && o.kind == IdentityKind::Human => {
+                    Ok(())
+                }
+                _ => Err(invalid(format!("{owner} is not a live human User"))),
+            },
+        }
+    }
+
     fn prepare(&self, request: Request, now: Timestamp) -> Result<Prepared, UpdateError<Rejection>> {
         let (mut next, expected_version, changes, mut origin) = match request {
             Request::Create { mut identity, origin } => {
+                self.check_ownership(&identity)?;
                 identity.created = now;
                 identity.modified = now;
                 identity.version = 0;
@@ -195,6 +217,13 @@ impl Engine {
                 let changes = diff_identity(Some(&current), &next);
                 if changes.is_empty() {
                     return Ok(Prepared::Unchanged(current));
+                }
+                // Only a write that sets kind or owner is checked: an identity
+                // whose owner has left must still be deactivatable.
+                if (next.kind != current.kind || next.owner != current.owner)
+                    && next.status != lockstep_domain::IdentityStatus::Deprovisioned
+                {
+                    self.check_ownership(&next)?;
                 }
                 next.modified = now;
                 (next, Some(current.version), changes, origin)

@@ -246,6 +246,10 @@ fn directory_entry(event: &DirectoryEvent) -> AuditEntry {
         }
         DirectoryChange::IdentityDeactivated { from, to } => format!("status {from} -> {to}"),
         DirectoryChange::IdentityReactivated { from } => format!("status {from} -> active"),
+        DirectoryChange::OwnerChanged { from, to } => {
+            let show = |o: &Option<IdentityId>| o.map_or_else(|| "none".to_owned(), |o| o.to_string());
+            format!("owner {} -> {}", show(from), show(to))
+        }
         DirectoryChange::IdentityDeleted | DirectoryChange::GroupDeleted => "deleted".to_owned(),
         DirectoryChange::GroupCreated => "created".to_owned(),
         DirectoryChange::AddedToGroup { group, group_name }

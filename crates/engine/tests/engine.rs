@@ -48,6 +48,7 @@ fn draft(engine: &Engine, user_name: &str) -> Identity {
         external_id: Some("hr-42".into()),
         display_name: None,
         kind: IdentityKind::Human,
+        owner: None,
         status: IdentityStatus::Active,
         profile: "{}".into(),
         version: 0,

@@ -11,7 +11,7 @@ use lockstep_domain::{GroupId, Identity, IdentityId, Origin, Scope, SourceId};
 use lockstep_engine::{Engine, EngineError, UpdateError};
 use lockstep_proto::scim::{ListResponse, PatchRequest, SCIM_MEDIA_TYPE, SEARCH_SCHEMA, SearchRequest};
 use lockstep_scim::{
-    ListParams, ResourceSchema, ScimProblem, ScimType, USER, apply_patch, discovery, list_query, project,
+    ListParams, ResourceSchema, ScimProblem, ScimType, USER, discovery, list_query, project,
     user_from_document, user_to_document,
 };
 use serde_json::Value;
@@ -341,15 +341,10 @@ pub(crate) async fn patch_user(
     let request: PatchRequest = serde_json::from_value(parse_body(body, state.config.body_limit)?)
         .map_err(|e| ScimProblem::bad(ScimType::InvalidSyntax, format!("not a PatchOp request: {e}")))?;
     let base = base_url(&state, &headers);
-    let base_for_patch = base.clone();
     let engine = state.engine.clone();
     let applied = blocking(FLAVOR, move || {
         update(&engine, identity_id, &id, origin(&caller), expected, move |current| {
-            let Value::Object(mut doc) = user_to_document(current, &[], &base_for_patch) else {
-                return Err(ScimProblem::bad(ScimType::InvalidSyntax, "stored user is not an object"));
-            };
-            apply_patch(&USER, &mut doc, &request)?;
-            user_from_document(&Value::Object(doc), current.id, Some(current))
+            lockstep_scim::patch_user(current, &request)
         })
     })
     .await?;

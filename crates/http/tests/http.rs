@@ -662,3 +662,81 @@ async fn groups_membership_changes_are_events_of_each_member() {
     let user_a: Value = s.get(&format!("/scim/v2/Users/{a}")).await.json().await.unwrap();
     assert!(user_a.get("groups").is_none());
 }
+
+const NHI: &str = "urn:ietf:params:scim:schemas:extension:lockstep:2.0:User";
+
+#[tokio::test]
+async fn non_human_identities_have_owners_and_go_through_the_same_bridge() {
+    let s = Server::start().await;
+    let owner = s.create_user("owner@example.com").await;
+    let nhi = |name: &str, ext: Value| json!({"schemas": [USER, NHI], "userName": name, NHI: ext});
+    let r = s
+        .post("/scim/v2/Users", nhi("ci-bot", json!({"identityKind": "service_account", "owner": {"value": owner}, "riskTier": "non_human"})))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let bot: Value = r.json().await.unwrap();
+    let bot_id = bot["id"].as_str().unwrap().to_owned();
+    assert_eq!(bot[NHI]["identityKind"], "service_account");
+    assert_eq!(bot[NHI]["owner"]["value"], owner.as_str());
+    assert_eq!(bot[NHI]["riskTier"], "non_human");
+    assert!(bot["schemas"].as_array().unwrap().iter().any(|u| u == NHI));
+
+    // Refused: no owner, an owner that is not a human, an unknown kind.
+    for (ext, needle) in [
+        (json!({"identityKind": "workload"}), "owner"),
+        (json!({"identityKind": "workload", "owner": {"value": bot_id}}), "not a live human"),
+        (json!({"identityKind": "robot", "owner": {"value": owner}}), "identityKind"),
+    ] {
+        let r = s.post("/scim/v2/Users", nhi("bad-bot", ext)).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["scimType"], "invalidValue");
+        assert!(body["detail"].as_str().unwrap().contains(needle), "{body}");
+    }
+
+    // Filterable from an index.
+    let filter = format!("/scim/v2/Users?filter={NHI}:identityKind%20eq%20%22service_account%22");
+    let list: Value = s.get(&filter).await.json().await.unwrap();
+    assert_eq!(list["totalResults"], 1);
+    assert_eq!(list["Resources"][0]["id"], bot_id.as_str());
+
+    // An identity provider's full-profile PUT without the extension keeps kind and owner.
+    let r = s.http.put(s.url(&format!("/scim/v2/Users/{bot_id}"))).bearer_auth(ADMIN)
+        .json(&json!({"schemas": [USER], "userName": "ci-bot", "displayName": "CI bot"})).send().await.unwrap();
+    let put: Value = r.json().await.unwrap();
+    assert_eq!(put[NHI]["identityKind"], "service_account");
+    assert_eq!(put[NHI]["owner"]["value"], owner.as_str());
+
+    // A new owner is its own directory event.
+    let other = s.create_user("other@example.com").await;
+    let r = s
+        .patch(&format!("/scim/v2/Users/{bot_id}"), json!({"schemas": [PATCH], "Operations": [
+            {"op": "replace", "path": format!("{NHI}:owner"), "value": {"value": other}}]}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let audit = s.audit().await;
+    let changed = audit.iter().find(|r| r["kind"] == "directory.owner_changed").unwrap();
+    assert!(changed["detail"].as_str().unwrap().contains(&other));
+
+    // Its credentials are cut by the same bridge, even after its owner is gone.
+    let token = s.open_session(&bot_id).await["access_token"].as_str().unwrap().to_owned();
+    let r = s.http.delete(s.url(&format!("/scim/v2/Users/{other}"))).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.introspect(&token).await["active"], true, "no owner policy yet: the default leaves it");
+    let r = s.patch(&format!("/scim/v2/Users/{bot_id}"), deactivate(1)).await;
+    assert_eq!(r.status(), StatusCode::OK, "an orphaned identity can still be deactivated");
+    assert_eq!(s.introspect(&token).await, json!({"active": false}));
+
+    // Removing the extension explicitly makes it a plain human record again.
+    let r = s
+        .patch(&format!("/scim/v2/Users/{owner}"), json!({"schemas": [PATCH], "Operations": [
+            {"op": "add", "path": NHI, "value": {"riskTier": "privileged"}}]}))
+        .await;
+    let human: Value = r.json().await.unwrap();
+    assert_eq!(human[NHI], json!({"identityKind": "human", "riskTier": "privileged"}));
+    let r = s
+        .patch(&format!("/scim/v2/Users/{owner}"), json!({"schemas": [PATCH], "Operations": [{"op": "remove", "path": NHI}]}))
+        .await;
+    let plain: Value = r.json().await.unwrap();
+    assert!(plain.get(NHI).is_none(), "{plain}");
+}

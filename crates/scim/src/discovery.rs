@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use crate::document::{RESOURCE_TYPES, ResourceSchema};
 use crate::query::MAX_COUNT;
 use crate::schema::{
-    ENTERPRISE_ATTRS, ENTERPRISE_SCHEMA, GROUP_ATTRS, GROUP_SCHEMA, USER_ATTRS, USER_SCHEMA, schema_document,
+    ENTERPRISE_ATTRS, ENTERPRISE_SCHEMA, GROUP_ATTRS, GROUP_SCHEMA, LOCKSTEP_ATTRS, LOCKSTEP_SCHEMA,
+    USER_ATTRS, USER_SCHEMA, schema_document,
 };
 
 /// The service provider configuration. `max_payload` is the body limit.
@@ -59,6 +60,7 @@ pub fn schemas(base: &str) -> Vec<Value> {
     for (id, name, description, attrs) in [
         (USER_SCHEMA, "User", "User Account", USER_ATTRS),
         (ENTERPRISE_SCHEMA, "EnterpriseUser", "Enterprise User", ENTERPRISE_ATTRS),
+        (LOCKSTEP_SCHEMA, "LockstepIdentity", "Non-human identities: kind, owner, risk tier", LOCKSTEP_ATTRS),
         (GROUP_SCHEMA, "Group", "Group", GROUP_ATTRS),
     ] {
         if RESOURCE_TYPES.iter().any(|rt| rt.core_urn == id || rt.extensions.iter().any(|(u, _)| *u == id)) {

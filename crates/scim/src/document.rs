@@ -4,8 +4,8 @@ use serde_json::{Map, Value};
 
 use crate::error::{ScimProblem, ScimType};
 use crate::schema::{
-    Attr, ENTERPRISE_ATTRS, ENTERPRISE_SCHEMA, GROUP_ATTRS, GROUP_SCHEMA, Mutability, Type, USER_ATTRS,
-    USER_SCHEMA, find, is_common_read_only,
+    Attr, ENTERPRISE_ATTRS, ENTERPRISE_SCHEMA, GROUP_ATTRS, GROUP_SCHEMA, LOCKSTEP_ATTRS, LOCKSTEP_SCHEMA,
+    Mutability, Type, USER_ATTRS, USER_SCHEMA, find, is_common_read_only,
 };
 
 /// A resource type's schemas.
@@ -29,7 +29,7 @@ pub const USER: ResourceSchema = ResourceSchema {
     endpoint: "/Users",
     core_urn: USER_SCHEMA,
     core: USER_ATTRS,
-    extensions: &[(ENTERPRISE_SCHEMA, ENTERPRISE_ATTRS)],
+    extensions: &[(ENTERPRISE_SCHEMA, ENTERPRISE_ATTRS), (LOCKSTEP_SCHEMA, LOCKSTEP_ATTRS)],
 };
 
 /// The Group resource type.

@@ -25,4 +25,4 @@ pub use error::{ScimProblem, ScimType};
 pub use group::{group_from_document, group_to_document};
 pub use patch::apply_patch;
 pub use query::{ListParams, group_list_query, list_query};
-pub use user::{etag, user_from_document, user_to_document};
+pub use user::{etag, patch_user, user_from_document, user_to_document};

@@ -59,7 +59,9 @@ fn compile<T>(
 /// effective 1-based `startIndex`.
 pub fn list_query(params: &ListParams) -> Result<(IdentityQuery, usize), ScimProblem> {
     let (offset, limit, start) = paging(params);
-    let filter = compile(params, "userName, externalId or id", indexed)?.unwrap_or(IdentityFilter::All);
+    let filter =
+        compile(params, "userName, externalId, id or the Lockstep extension's identityKind", indexed)?
+            .unwrap_or(IdentityFilter::All);
     Ok((IdentityQuery { filter, offset, limit }, start))
 }
 
@@ -93,6 +95,11 @@ fn simple_eq(f: &Filter, schema: &str) -> Option<(String, String)> {
 }
 
 fn indexed(f: &Filter) -> Option<IdentityFilter> {
+    if let Some((attr, v)) = simple_eq(f, crate::schema::LOCKSTEP_SCHEMA)
+        && attr == "identitykind"
+    {
+        return v.parse().ok().map(IdentityFilter::KindEq);
+    }
     let (attr, v) = simple_eq(f, lockstep_proto::scim::USER_SCHEMA)?;
     match attr.as_str() {
         "username" => Some(IdentityFilter::UserNameEq(v)),

@@ -98,6 +98,11 @@ macro_rules! valued {
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 /// Enterprise User extension URN.
 pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+/// Lockstep's extension for non-human identities. Under the
+/// `urn:ietf:params:scim:schemas:extension:<name>:2.0:User` pattern because
+/// Entra ID's attribute mapping only offers custom extensions named so.
+pub const LOCKSTEP_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:lockstep:2.0:User";
+
 /// Core Group schema URN.
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
@@ -215,6 +220,28 @@ pub const ENTERPRISE_ATTRS: &[Attr] = &[
             Attr { mutability: Mutability::ReadOnly, ..s("displayName", "The manager's displayName.") },
         ],
         ..s("manager", "The User's manager.")
+    },
+];
+
+/// Lockstep extension attributes.
+pub const LOCKSTEP_ATTRS: &[Attr] = &[
+    Attr {
+        case_exact: true,
+        canonical: &["human", "service_account", "workload", "api_client"],
+        ..s("identityKind", "What the identity is. Non-human kinds need an owner.")
+    },
+    Attr {
+        ty: Type::Complex,
+        sub: &[
+            with(s("value", "The id of the owning human User."), Type::Reference(&["User"])),
+            with(s("$ref", "The URI of the owning User."), Type::Reference(&["User"])),
+        ],
+        ..s("owner", "The human accountable for a non-human identity (required for those).")
+    },
+    Attr {
+        case_exact: true,
+        canonical: &["standard", "privileged", "non_human"],
+        ..s("riskTier", "A hint of the policy tier to apply.")
     },
 ];
 

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::document::{USER, validate_document};
 use crate::error::{ScimProblem, ScimType};
-use crate::schema::{ENTERPRISE_SCHEMA, USER_SCHEMA};
+use crate::schema::{ENTERPRISE_SCHEMA, LOCKSTEP_SCHEMA, USER_SCHEMA};
 
 /// Longest accepted `userName`, in characters.
 const MAX_USER_NAME: usize = 256;
@@ -42,6 +42,7 @@ pub fn user_from_document(
             format!("userName is longer than {MAX_USER_NAME} characters"),
         ));
     }
+    let (kind, owner) = nhi(&mut attrs, current)?;
     let external_id = text(&mut attrs, "externalId");
     let display_name = text(&mut attrs, "displayName");
     let active = attrs.remove("active").and_then(|v| v.as_bool());
@@ -58,13 +59,81 @@ pub fn user_from_document(
         user_name,
         external_id,
         display_name,
-        kind: current.map_or(IdentityKind::Human, |c| c.kind),
+        kind,
+        owner,
         status,
         profile: Value::Object(attrs).to_string(),
         version: current.map_or(0, |c| c.version),
         created: current.map_or(Timestamp(0), |c| c.created),
         modified: current.map_or(Timestamp(0), |c| c.modified),
     })
+}
+
+/// Reads the Lockstep extension: identity kind and owner; the risk tier
+/// hint stays in the profile. The extension's content is authoritative when
+/// present (an absent owner clears it); when the document has no extension
+/// at all, kind, owner and tier stay as they were, so an identity provider
+/// that knows nothing of the extension (Okta's full-profile PUT) cannot turn
+/// a service account into a person.
+fn nhi(
+    attrs: &mut Map<String, Value>,
+    current: Option<&Identity>,
+) -> Result<(IdentityKind, Option<IdentityId>), ScimProblem> {
+    let Some(Value::Object(mut ext)) = attrs.remove(LOCKSTEP_SCHEMA) else {
+        if let Some(kept) = current.and_then(|c| stored_extension(&c.profile)) {
+            attrs.insert(LOCKSTEP_SCHEMA.to_owned(), Value::Object(kept));
+        }
+        return Ok(current.map_or((IdentityKind::Human, None), |c| (c.kind, c.owner)));
+    };
+    let kind = match ext.remove("identityKind") {
+        Some(Value::String(k)) => k.parse::<IdentityKind>().map_err(|_| {
+            ScimProblem::bad(
+                ScimType::InvalidValue,
+                format!("{LOCKSTEP_SCHEMA}:identityKind: unknown kind {k:?}"),
+            )
+        })?,
+        _ => current.map_or(IdentityKind::Human, |c| c.kind),
+    };
+    let owner = match ext.remove("owner") {
+        Some(owner) => {
+            let value = owner.get("value").and_then(Value::as_str).ok_or_else(|| {
+                ScimProblem::bad(
+                    ScimType::InvalidValue,
+                    format!("{LOCKSTEP_SCHEMA}:owner needs a value (a User id)"),
+                )
+            })?;
+            Some(value.parse::<IdentityId>().map_err(|_| {
+                ScimProblem::bad(
+                    ScimType::InvalidValue,
+                    format!("{LOCKSTEP_SCHEMA}:owner: {value:?} is not a User id"),
+                )
+            })?)
+        }
+        None => None,
+    };
+    if let Some(tier) = ext.get("riskTier").and_then(Value::as_str)
+        && !["standard", "privileged", "non_human"].contains(&tier)
+    {
+        return Err(ScimProblem::bad(
+            ScimType::InvalidValue,
+            format!("{LOCKSTEP_SCHEMA}:riskTier: unknown tier {tier:?}"),
+        ));
+    }
+    if !ext.is_empty() {
+        attrs.insert(LOCKSTEP_SCHEMA.to_owned(), Value::Object(ext));
+    }
+    Ok((kind, owner))
+}
+
+/// What of the extension the profile holds (the risk tier).
+fn stored_extension(profile: &str) -> Option<Map<String, Value>> {
+    match serde_json::from_str::<Value>(profile) {
+        Ok(Value::Object(mut m)) => match m.remove(LOCKSTEP_SCHEMA) {
+            Some(Value::Object(ext)) => Some(ext),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Renders an identity as a SCIM User, with the groups it belongs to
@@ -76,9 +145,26 @@ pub fn user_to_document(identity: &Identity, groups: &[(GroupId, String)], base:
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };
+    let mut profile = profile;
+    let mut ext = match profile.remove(LOCKSTEP_SCHEMA) {
+        Some(Value::Object(e)) => e,
+        _ => Map::new(),
+    };
+    if identity.kind != IdentityKind::Human || identity.owner.is_some() || !ext.is_empty() {
+        ext.insert("identityKind".into(), Value::String(identity.kind.as_str().to_owned()));
+        if let Some(owner) = identity.owner {
+            ext.insert(
+                "owner".into(),
+                json!({"value": owner.to_string(), "$ref": format!("{base}/Users/{owner}")}),
+            );
+        }
+        profile.insert(LOCKSTEP_SCHEMA.to_owned(), Value::Object(ext));
+    }
     let mut schemas = vec![Value::String(USER_SCHEMA.to_owned())];
-    if profile.contains_key(ENTERPRISE_SCHEMA) {
-        schemas.push(Value::String(ENTERPRISE_SCHEMA.to_owned()));
+    for urn in [ENTERPRISE_SCHEMA, LOCKSTEP_SCHEMA] {
+        if profile.contains_key(urn) {
+            schemas.push(Value::String(urn.to_owned()));
+        }
     }
     doc.insert("schemas".into(), Value::Array(schemas));
     doc.insert("id".into(), Value::String(identity.id.to_string()));
@@ -118,4 +204,24 @@ pub fn user_to_document(identity: &Identity, groups: &[(GroupId, String)], base:
 /// The weak ETag of a version.
 pub fn etag(version: u64) -> String {
     format!("W/\"{version}\"")
+}
+
+/// Applies a PATCH to a user and validates the result like a PUT body.
+///
+/// Removing the Lockstep extension explicitly (it was there, the patched
+/// document has none) makes the identity a plain human again; merely not
+/// sending it (a PUT from a client that does not know it) changes nothing.
+pub fn patch_user(
+    current: &Identity,
+    request: &lockstep_proto::scim::PatchRequest,
+) -> Result<Identity, ScimProblem> {
+    let Value::Object(mut doc) = user_to_document(current, &[], "") else {
+        return Err(ScimProblem::bad(ScimType::InvalidSyntax, "stored user is not an object"));
+    };
+    let had_extension = doc.contains_key(LOCKSTEP_SCHEMA);
+    crate::patch::apply_patch(&crate::document::USER, &mut doc, request)?;
+    if had_extension && !doc.contains_key(LOCKSTEP_SCHEMA) {
+        doc.insert(LOCKSTEP_SCHEMA.to_owned(), json!({"identityKind": "human"}));
+    }
+    user_from_document(&Value::Object(doc), current.id, Some(current))
 }

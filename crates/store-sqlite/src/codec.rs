@@ -4,7 +4,8 @@
 use std::str::FromStr;
 
 use lockstep_domain::{
-    DirectoryChange, DirectoryEventId, GroupId, IdentityStatus, RevocationReason, SessionState, Timestamp,
+    DirectoryChange, DirectoryEventId, GroupId, IdentityId, IdentityStatus, RevocationReason, SessionState,
+    Timestamp,
 };
 use lockstep_store::StoreError;
 
@@ -33,6 +34,10 @@ pub(crate) fn encode_change(change: &DirectoryChange) -> (&'static str, String) 
         }
         DirectoryChange::IdentityDeactivated { from, to } => format!("{from}>{to}"),
         DirectoryChange::IdentityReactivated { from } => from.to_string(),
+        DirectoryChange::OwnerChanged { from, to } => {
+            let show = |o: &Option<IdentityId>| o.map_or_else(|| "-".to_owned(), |o| o.to_string());
+            format!("{}>{}", show(from), show(to))
+        }
     };
     (kind, detail)
 }
@@ -54,6 +59,14 @@ pub(crate) fn decode_change(kind: &str, detail: &str) -> Result<DirectoryChange,
         }
         K::IdentityReactivated => {
             DirectoryChange::IdentityReactivated { from: parse::<IdentityStatus>("status", detail)? }
+        }
+        K::OwnerChanged => {
+            let (from, to) = detail.split_once('>').ok_or_else(|| corrupt(detail))?;
+            let owner = |o: &str| match o {
+                "-" => Ok(None),
+                id => parse::<IdentityId>("owner id", id).map(Some),
+            };
+            DirectoryChange::OwnerChanged { from: owner(from)?, to: owner(to)? }
         }
         K::GroupCreated => DirectoryChange::GroupCreated,
         K::GroupDeleted => DirectoryChange::GroupDeleted,

@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS identities (
     external_id  TEXT,
     display_name TEXT,
     kind         TEXT NOT NULL,
+    owner        TEXT,
     status       TEXT NOT NULL,
     profile      TEXT NOT NULL,
     version      INTEGER NOT NULL,
@@ -34,6 +35,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS identities_live_user_name
     ON identities (user_name_lc) WHERE status <> 'deprovisioned';
 CREATE INDEX IF NOT EXISTS identities_user_name ON identities (user_name_lc);
 CREATE INDEX IF NOT EXISTS identities_external_id ON identities (external_id);
+CREATE INDEX IF NOT EXISTS identities_kind ON identities (kind);
+CREATE INDEX IF NOT EXISTS identities_owner ON identities (owner);
 CREATE TABLE IF NOT EXISTS groups (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     id              TEXT NOT NULL UNIQUE,
@@ -72,7 +75,7 @@ CREATE TRIGGER IF NOT EXISTS directory_events_append_only_d BEFORE DELETE ON dir
 ";
 
 const IDENTITY_COLUMNS: &str =
-    "id, user_name, external_id, display_name, kind, status, profile, version, created, modified";
+    "id, user_name, external_id, display_name, kind, status, profile, version, created, modified, owner";
 
 /// The directory role on SQLite.
 #[derive(Debug)]
@@ -100,6 +103,7 @@ struct IdentityRow {
     version: i64,
     created: i64,
     modified: i64,
+    owner: Option<String>,
 }
 
 fn identity_row(row: &Row<'_>) -> rusqlite::Result<IdentityRow> {
@@ -114,6 +118,7 @@ fn identity_row(row: &Row<'_>) -> rusqlite::Result<IdentityRow> {
         version: row.get(7)?,
         created: row.get(8)?,
         modified: row.get(9)?,
+        owner: row.get(10)?,
     })
 }
 
@@ -125,6 +130,7 @@ impl IdentityRow {
             external_id: self.external_id,
             display_name: self.display_name,
             kind: parse::<IdentityKind>("identity kind", &self.kind)?,
+            owner: self.owner.map(|o| parse::<IdentityId>("owner id", &o)).transpose()?,
             status: parse::<IdentityStatus>("status", &self.status)?,
             profile: self.profile,
             version: self.version.unsigned_abs(),
@@ -269,19 +275,18 @@ fn write_identity(tx: &rusqlite::Connection, write: IdentityWrite) -> StoreResul
         version,
         identity.created.micros(),
         identity.modified.micros(),
+        identity.owner.map(|o| o.to_string()),
     ];
     let sql = if write.expected_version.is_none() {
-        "INSERT INTO identities (id, user_name, user_name_lc, external_id, display_name, kind, status, profile, version, created, modified)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        "INSERT INTO identities (id, user_name, user_name_lc, external_id, display_name, kind, status, profile, version, created, modified, owner)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
     } else {
         "UPDATE identities SET user_name = ?2, user_name_lc = ?3, external_id = ?4, display_name = ?5,
-            kind = ?6, status = ?7, profile = ?8, version = ?9, created = ?10, modified = ?11
+            kind = ?6, status = ?7, profile = ?8, version = ?9, created = ?10, modified = ?11, owner = ?12
          WHERE id = ?1"
     };
     tx.execute(sql, values).map_err(backend)?;
-    let next: i64 = tx
-        .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM directory_events", [], |r| r.get(0))
-        .map_err(backend)?;
+    let next = next_event_seq(tx)?;
     let mut events = Vec::with_capacity(write.changes.len());
     for (offset, change) in write.changes.into_iter().enumerate() {
         let seq = next + i64::try_from(offset).unwrap_or(0);
@@ -358,6 +363,7 @@ impl DirectoryStore for SqliteDirectory {
             IdentityFilter::UserNameEq(n) => ("user_name_lc = ?1", Some(n.to_lowercase())),
             IdentityFilter::ExternalIdEq(e) => ("external_id = ?1", Some(e.clone())),
             IdentityFilter::IdEq(id) => ("id = ?1", Some(id.to_string())),
+            IdentityFilter::KindEq(kind) => ("kind = ?1", Some(kind.as_str().to_owned())),
         };
         let where_ = format!("status <> 'deprovisioned' AND {cond}");
         let count_sql = format!("SELECT COUNT(*) FROM identities WHERE {where_}");

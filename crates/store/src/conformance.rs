@@ -40,6 +40,7 @@ pub fn identity(n: u128, user_name: &str) -> Identity {
         external_id: Some(format!("ext-{n}")),
         display_name: Some(format!("User {n}")),
         kind: IdentityKind::Human,
+        owner: None,
         status: IdentityStatus::Active,
         profile: "{\"name\":{\"givenName\":\"Ann\"}}".into(),
         version: 0,

@@ -133,6 +133,7 @@ impl DirectoryStore for MemoryDirectory {
                 IdentityFilter::UserNameEq(n) => i.user_name.to_lowercase() == n.to_lowercase(),
                 IdentityFilter::ExternalIdEq(e) => i.external_id.as_deref() == Some(e.as_str()),
                 IdentityFilter::IdEq(id) => i.id == *id,
+                IdentityFilter::KindEq(kind) => i.kind == *kind,
             })
             .collect();
         Ok(IdentityPage {

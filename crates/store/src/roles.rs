@@ -2,7 +2,8 @@
 
 use lockstep_domain::{
     ApiClient, AuditEntry, AuditRecord, DirectoryChange, DirectoryEvent, DirectoryEventId, Group, GroupId,
-    Identity, IdentityId, Origin, Session, SessionId, SessionState, Subject, Timestamp, TokenHash,
+    Identity, IdentityId, IdentityKind, Origin, Session, SessionId, SessionState, Subject, Timestamp,
+    TokenHash,
 };
 
 /// What can go wrong in a store.
@@ -76,6 +77,8 @@ pub enum IdentityFilter {
     ExternalIdEq(String),
     /// `id` equal.
     IdEq(IdentityId),
+    /// Identity kind equal (non-human identities are first-class).
+    KindEq(IdentityKind),
 }
 
 /// A page request over live identities, ordered by creation.
