@@ -492,7 +492,7 @@ async fn discovery_describes_what_is_served_and_is_read_only() {
     let user_type: Value = s.get("/scim/v2/ResourceTypes/User").await.json().await.unwrap();
     assert_eq!(user_type["endpoint"], "/Users");
     let schemas: Value = s.get("/scim/v2/Schemas").await.json().await.unwrap();
-    assert_eq!(schemas["totalResults"], 3);
+    assert_eq!(schemas["totalResults"], 4);
     let user: Value = s.get(&format!("/scim/v2/Schemas/{USER}")).await.json().await.unwrap();
     let password = user["attributes"].as_array().unwrap().iter().find(|a| a["name"] == "password").unwrap();
     assert_eq!(
@@ -701,8 +701,14 @@ async fn non_human_identities_have_owners_and_go_through_the_same_bridge() {
     assert_eq!(list["Resources"][0]["id"], bot_id.as_str());
 
     // An identity provider's full-profile PUT without the extension keeps kind and owner.
-    let r = s.http.put(s.url(&format!("/scim/v2/Users/{bot_id}"))).bearer_auth(ADMIN)
-        .json(&json!({"schemas": [USER], "userName": "ci-bot", "displayName": "CI bot"})).send().await.unwrap();
+    let r = s
+        .http
+        .put(s.url(&format!("/scim/v2/Users/{bot_id}")))
+        .bearer_auth(ADMIN)
+        .json(&json!({"schemas": [USER], "userName": "ci-bot", "displayName": "CI bot"}))
+        .send()
+        .await
+        .unwrap();
     let put: Value = r.json().await.unwrap();
     assert_eq!(put[NHI]["identityKind"], "service_account");
     assert_eq!(put[NHI]["owner"]["value"], owner.as_str());
@@ -710,8 +716,11 @@ async fn non_human_identities_have_owners_and_go_through_the_same_bridge() {
     // A new owner is its own directory event.
     let other = s.create_user("other@example.com").await;
     let r = s
-        .patch(&format!("/scim/v2/Users/{bot_id}"), json!({"schemas": [PATCH], "Operations": [
-            {"op": "replace", "path": format!("{NHI}:owner"), "value": {"value": other}}]}))
+        .patch(
+            &format!("/scim/v2/Users/{bot_id}"),
+            json!({"schemas": [PATCH], "Operations": [
+            {"op": "replace", "path": format!("{NHI}:owner"), "value": {"value": other}}]}),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     let audit = s.audit().await;
@@ -729,13 +738,19 @@ async fn non_human_identities_have_owners_and_go_through_the_same_bridge() {
 
     // Removing the extension explicitly makes it a plain human record again.
     let r = s
-        .patch(&format!("/scim/v2/Users/{owner}"), json!({"schemas": [PATCH], "Operations": [
-            {"op": "add", "path": NHI, "value": {"riskTier": "privileged"}}]}))
+        .patch(
+            &format!("/scim/v2/Users/{owner}"),
+            json!({"schemas": [PATCH], "Operations": [
+            {"op": "add", "path": NHI, "value": {"riskTier": "privileged"}}]}),
+        )
         .await;
     let human: Value = r.json().await.unwrap();
     assert_eq!(human[NHI], json!({"identityKind": "human", "riskTier": "privileged"}));
     let r = s
-        .patch(&format!("/scim/v2/Users/{owner}"), json!({"schemas": [PATCH], "Operations": [{"op": "remove", "path": NHI}]}))
+        .patch(
+            &format!("/scim/v2/Users/{owner}"),
+            json!({"schemas": [PATCH], "Operations": [{"op": "remove", "path": NHI}]}),
+        )
         .await;
     let plain: Value = r.json().await.unwrap();
     assert!(plain.get(NHI).is_none(), "{plain}");
