@@ -204,11 +204,7 @@ impl Engine {
             }
             Request::Update { id, origin, if_match, change } => {
                 let current = self.live_identity(id)?;
-                if let Some(expected) = if_match
-                    && expected != current.version
-                {
-                    return Err(EngineError::VersionMismatch { expected, current: current.version }.into());
-                }
+                crate::check_if_match(if_match, current.version)?;
                 let mut next = change(&current).map_err(UpdateError::Rejected)?;
                 next.id = current.id;
                 next.created = current.created;

@@ -55,11 +55,7 @@ impl Engine {
     ) -> Result<AppliedGroup, UpdateError<E>> {
         let mut writer = self.lock_writer()?;
         let current = self.group(id)?;
-        if let Some(expected) = if_match
-            && expected != current.version
-        {
-            return Err(EngineError::VersionMismatch { expected, current: current.version }.into());
-        }
+        crate::check_if_match(if_match, current.version)?;
         let mut next = change(&current).map_err(UpdateError::Rejected)?;
         next.id = current.id;
         next.created = current.created;
@@ -77,11 +73,7 @@ impl Engine {
     ) -> EngineResult<AppliedGroup> {
         let mut writer = self.lock_writer()?;
         let current = self.group(id)?;
-        if let Some(expected) = if_match
-            && expected != current.version
-        {
-            return Err(EngineError::VersionMismatch { expected, current: current.version });
-        }
+        crate::check_if_match(if_match, current.version)?;
         self.write_group(&mut writer, id, Some(current), None, origin)
     }
 

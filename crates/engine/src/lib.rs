@@ -270,5 +270,13 @@ impl Engine {
     }
 }
 
+/// `If-Match` semantics: a stated version must be the current one.
+pub(crate) fn check_if_match(expected: Option<u64>, current: u64) -> EngineResult<()> {
+    match expected {
+        Some(expected) if expected != current => Err(EngineError::VersionMismatch { expected, current }),
+        _ => Ok(()),
+    }
+}
+
 /// Default lifetime and ceiling of sessions.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15 * 60);

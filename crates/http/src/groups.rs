@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use lockstep_domain::{Group, GroupId, Scope};
 use lockstep_engine::{EngineError, UpdateError};
-use lockstep_proto::scim::{ListResponse, PatchRequest, SEARCH_SCHEMA, SearchRequest};
+use lockstep_proto::scim::{ListResponse, PatchRequest};
 use lockstep_scim::{
     GROUP, ListParams, ScimProblem, ScimType, apply_patch, group_from_document, group_list_query,
     group_to_document,
@@ -19,7 +19,8 @@ use serde_json::Value;
 
 use crate::error::{ApiError, Flavor};
 use crate::scim::{
-    Projection, base_url, engine_err, if_match, number, origin, parse_body, resource_response, scim_json,
+    Projection, base_url, engine_err, if_match, list_request, origin, parse_body, resource_response,
+    scim_json, search_request,
 };
 use crate::{AppState, Caller, blocking};
 
@@ -116,19 +117,8 @@ pub(crate) async fn list_groups(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
-    if params.contains_key("sortBy") || params.contains_key("sortOrder") {
-        return Err(ScimProblem::bad(
-            ScimType::InvalidValue,
-            "sorting is not supported (see /ServiceProviderConfig)",
-        )
-        .into());
-    }
-    let list_params = ListParams {
-        filter: params.get("filter").cloned(),
-        start_index: number(&params, "startIndex")?,
-        count: number(&params, "count")?,
-    };
-    list(&state, &headers, list_params, Projection::from_query(&params)).await
+    let (list_params, projection) = list_request(&params)?;
+    list(&state, &headers, list_params, projection).await
 }
 
 /// `POST /Groups/.search`.
@@ -139,26 +129,8 @@ pub(crate) async fn search_groups(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
-    let request: SearchRequest = serde_json::from_value(parse_body(body, state.config.body_limit)?)
-        .map_err(|e| ScimProblem::bad(ScimType::InvalidSyntax, format!("not a SearchRequest: {e}")))?;
-    if !request.schemas.iter().any(|s| s.eq_ignore_ascii_case(SEARCH_SCHEMA)) {
-        return Err(ScimProblem::bad(
-            ScimType::InvalidSyntax,
-            format!("schemas must contain {SEARCH_SCHEMA}"),
-        )
-        .into());
-    }
-    if request.sort_by.is_some() || request.sort_order.is_some() {
-        return Err(ScimProblem::bad(
-            ScimType::InvalidValue,
-            "sorting is not supported (see /ServiceProviderConfig)",
-        )
-        .into());
-    }
-    let projection = Projection::from_lists(request.attributes, request.excluded_attributes);
-    let params =
-        ListParams { filter: request.filter, start_index: request.start_index, count: request.count };
-    list(&state, &headers, params, projection).await
+    let (list_params, projection) = search_request(body, state.config.body_limit)?;
+    list(&state, &headers, list_params, projection).await
 }
 
 /// `PUT /Groups/{id}`: full replace, including the member list.

@@ -7,13 +7,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use lockstep_domain::{GroupId, Identity, IdentityId, Origin, Scope, SourceId};
+use lockstep_domain::{Identity, IdentityId, Origin, Scope, SourceId};
 use lockstep_engine::{Engine, EngineError, UpdateError};
 use lockstep_proto::scim::{ListResponse, PatchRequest, SCIM_MEDIA_TYPE, SEARCH_SCHEMA, SearchRequest};
 use lockstep_scim::{
     ListParams, ResourceSchema, ScimProblem, ScimType, USER, discovery, list_query, project,
     user_from_document, user_to_document,
 };
+use lockstep_store::{IdentityFilter, IdentityQuery};
 use serde_json::Value;
 
 use crate::error::{ApiError, Flavor};
@@ -89,7 +90,7 @@ pub(crate) fn resource_response(
 }
 
 /// An identity with the groups it belongs to, ready to render.
-type UserView = (Identity, Vec<(GroupId, String)>);
+type UserView = lockstep_store::UserWithGroups;
 
 fn with_groups(engine: &Engine, identity: Identity) -> Result<UserView, ApiError> {
     let groups = engine.stores().directory.groups_of(identity.id).map_err(|e| engine_err(e.into()))?;
@@ -190,9 +191,14 @@ pub(crate) async fn get_user(
     caller.require(Scope::Scim)?;
     let identity_id = parse_id(&id)?;
     let engine = state.engine.clone();
-    let identity = blocking(FLAVOR, move || match engine.live_identity(identity_id) {
-        Err(EngineError::NotFound(_)) => Err(not_found(&id)),
-        other => with_groups(&engine, other.map_err(engine_err)?),
+    let query = IdentityQuery { filter: IdentityFilter::IdEq(identity_id), offset: 0, limit: 1 };
+    let identity = blocking(FLAVOR, move || {
+        let (_, mut found) = engine
+            .stores()
+            .directory
+            .list_identities_with_groups(&query)
+            .map_err(|e| engine_err(e.into()))?;
+        found.pop().ok_or_else(|| not_found(&id))
     })
     .await?;
     Ok(user_response(
@@ -225,9 +231,7 @@ async fn list(
     let base = base_url(state, headers);
     let engine = state.engine.clone();
     let (total, views) = blocking(FLAVOR, move || {
-        let page = engine.stores().directory.list_identities(&query).map_err(|e| engine_err(e.into()))?;
-        let views = page.items.into_iter().map(|i| with_groups(&engine, i)).collect::<Result<Vec<_>, _>>()?;
-        Ok((page.total, views))
+        engine.stores().directory.list_identities_with_groups(&query).map_err(|e| engine_err(e.into()))
     })
     .await?;
     let resources =
@@ -235,6 +239,45 @@ async fn list(
     let body = serde_json::to_value(ListResponse::new(total, start, resources))
         .map_err(|e| ApiError::internal(FLAVOR, &e))?;
     Ok(scim_json(StatusCode::OK, &body, None))
+}
+
+fn no_sorting() -> ApiError {
+    ScimProblem::bad(ScimType::InvalidValue, "sorting is not supported (see /ServiceProviderConfig)").into()
+}
+
+/// List parameters and projection of a `GET /{type}` query string.
+pub(crate) fn list_request(params: &HashMap<String, String>) -> Result<(ListParams, Projection), ApiError> {
+    if params.contains_key("sortBy") || params.contains_key("sortOrder") {
+        return Err(no_sorting());
+    }
+    let list = ListParams {
+        filter: params.get("filter").cloned(),
+        start_index: number(params, "startIndex")?,
+        count: number(params, "count")?,
+    };
+    Ok((list, Projection::from_query(params)))
+}
+
+/// List parameters and projection of a `POST /{type}/.search` body.
+pub(crate) fn search_request(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<(ListParams, Projection), ApiError> {
+    let request: SearchRequest = serde_json::from_value(parse_body(body, limit)?)
+        .map_err(|e| ScimProblem::bad(ScimType::InvalidSyntax, format!("not a SearchRequest: {e}")))?;
+    if !request.schemas.iter().any(|s| s.eq_ignore_ascii_case(SEARCH_SCHEMA)) {
+        return Err(ScimProblem::bad(
+            ScimType::InvalidSyntax,
+            format!("schemas must contain {SEARCH_SCHEMA}"),
+        )
+        .into());
+    }
+    if request.sort_by.is_some() || request.sort_order.is_some() {
+        return Err(no_sorting());
+    }
+    let projection = Projection::from_lists(request.attributes, request.excluded_attributes);
+    let list = ListParams { filter: request.filter, start_index: request.start_index, count: request.count };
+    Ok((list, projection))
 }
 
 /// `GET /Users?filter=…&startIndex=…&count=…&attributes=…`.
@@ -245,19 +288,8 @@ pub(crate) async fn list_users(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
-    if params.contains_key("sortBy") || params.contains_key("sortOrder") {
-        return Err(ScimProblem::bad(
-            ScimType::InvalidValue,
-            "sorting is not supported (see /ServiceProviderConfig)",
-        )
-        .into());
-    }
-    let params_list = ListParams {
-        filter: params.get("filter").cloned(),
-        start_index: number(&params, "startIndex")?,
-        count: number(&params, "count")?,
-    };
-    list(&state, &headers, params_list, Projection::from_query(&params)).await
+    let (list_params, projection) = list_request(&params)?;
+    list(&state, &headers, list_params, projection).await
 }
 
 /// `POST /Users/.search` (RFC 7644 §3.4.3).
@@ -268,26 +300,8 @@ pub(crate) async fn search_users(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
-    let request: SearchRequest = serde_json::from_value(parse_body(body, state.config.body_limit)?)
-        .map_err(|e| ScimProblem::bad(ScimType::InvalidSyntax, format!("not a SearchRequest: {e}")))?;
-    if !request.schemas.iter().any(|s| s.eq_ignore_ascii_case(SEARCH_SCHEMA)) {
-        return Err(ScimProblem::bad(
-            ScimType::InvalidSyntax,
-            format!("schemas must contain {SEARCH_SCHEMA}"),
-        )
-        .into());
-    }
-    if request.sort_by.is_some() || request.sort_order.is_some() {
-        return Err(ScimProblem::bad(
-            ScimType::InvalidValue,
-            "sorting is not supported (see /ServiceProviderConfig)",
-        )
-        .into());
-    }
-    let projection = Projection::from_lists(request.attributes, request.excluded_attributes);
-    let params =
-        ListParams { filter: request.filter, start_index: request.start_index, count: request.count };
-    list(&state, &headers, params, projection).await
+    let (list_params, projection) = search_request(body, state.config.body_limit)?;
+    list(&state, &headers, list_params, projection).await
 }
 
 /// `POST /.search` at the root: searching several resource types at once is

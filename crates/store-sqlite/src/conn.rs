@@ -1,7 +1,7 @@
 //! Connection set-up shared by both stores.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use lockstep_store::{StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags};
@@ -39,10 +39,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> StoreResult<MutexGuard<'_, T>> {
 }
 
 /// A writer and a few readers on one database file.
+///
+/// Readers are a free list: a request takes whichever connection is free
+/// and, when none is, waits for the first one given back (a fixed fallback
+/// connection would make every waiter queue behind one reader while others
+/// sit idle).
 #[derive(Debug)]
 pub(crate) struct Pool {
     pub(crate) writer: Mutex<Connection>,
-    readers: Vec<Mutex<Connection>>,
+    readers: Mutex<Vec<Connection>>,
+    returned: Condvar,
 }
 
 const READERS: usize = 4;
@@ -65,21 +71,28 @@ impl Pool {
             )
             .map_err(backend)?;
             reader.execute_batch("PRAGMA busy_timeout=5000;").map_err(backend)?;
-            readers.push(Mutex::new(reader));
+            readers.push(reader);
         }
-        Ok(Self { writer: Mutex::new(writer), readers })
+        Ok(Self { writer: Mutex::new(writer), readers: Mutex::new(readers), returned: Condvar::new() })
     }
 
-    /// Runs `f` on a free reader, or waits for the first one.
+    /// Runs `f` on a free reader, waiting for one if all are busy.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
-        for reader in &self.readers {
-            if let Ok(conn) = reader.try_lock() {
-                return f(&conn).map_err(backend);
+        let conn = {
+            let mut free = lock(&self.readers)?;
+            loop {
+                if let Some(conn) = free.pop() {
+                    break conn;
+                }
+                free = self
+                    .returned
+                    .wait(free)
+                    .map_err(|_| StoreError::Backend("reader pool lock poisoned".into()))?;
             }
-        }
-        match self.readers.first() {
-            Some(reader) => f(&*lock(reader)?).map_err(backend),
-            None => f(&*lock(&self.writer)?).map_err(backend),
-        }
+        };
+        let result = f(&conn);
+        lock(&self.readers)?.push(conn);
+        self.returned.notify_one();
+        result.map_err(backend)
     }
 }

@@ -8,7 +8,7 @@ use lockstep_domain::{
 };
 use lockstep_store::{
     Committed, CommittedGroup, DirectoryStore, GroupPage, GroupQuery, GroupWrite, IdentityFilter,
-    IdentityPage, IdentityQuery, IdentityWrite, StoreError, StoreResult,
+    IdentityPage, IdentityQuery, IdentityWrite, StoreError, StoreResult, UserWithGroups,
 };
 use rusqlite::{OptionalExtension, Row, params};
 
@@ -35,8 +35,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS identities_live_user_name
     ON identities (user_name_lc) WHERE status <> 'deprovisioned';
 CREATE INDEX IF NOT EXISTS identities_user_name ON identities (user_name_lc);
 CREATE INDEX IF NOT EXISTS identities_external_id ON identities (external_id);
-CREATE INDEX IF NOT EXISTS identities_kind ON identities (kind);
-CREATE INDEX IF NOT EXISTS identities_owner ON identities (owner);
+-- Partial: most identities are human and own nothing, so writes to them
+-- never touch these; filters on a non-human kind stay indexed.
+CREATE INDEX IF NOT EXISTS identities_kind ON identities (kind) WHERE kind <> 'human';
+CREATE INDEX IF NOT EXISTS identities_owner ON identities (owner) WHERE owner IS NOT NULL;
 CREATE TABLE IF NOT EXISTS groups (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     id              TEXT NOT NULL UNIQUE,
@@ -303,6 +305,56 @@ fn write_identity(tx: &rusqlite::Connection, write: IdentityWrite) -> StoreResul
     Ok(Committed { identity, events })
 }
 
+/// Raw rows of a listing, with raw memberships when asked for.
+type ListedRows = Vec<(IdentityRow, Vec<(String, String)>)>;
+
+impl SqliteDirectory {
+    /// One read transaction for a page of identities and, if asked, the
+    /// groups of each (a second reader acquisition per request would halve
+    /// lookup throughput under load).
+    fn query_identities(&self, query: &IdentityQuery, with_groups: bool) -> StoreResult<(usize, ListedRows)> {
+        let (cond, arg): (&str, Option<String>) = match &query.filter {
+            IdentityFilter::All => ("1 = 1", None),
+            IdentityFilter::UserNameEq(n) => ("user_name_lc = ?1", Some(n.to_lowercase())),
+            IdentityFilter::ExternalIdEq(e) => ("external_id = ?1", Some(e.clone())),
+            IdentityFilter::IdEq(id) => ("id = ?1", Some(id.to_string())),
+            // Non-human kinds are spelled out so the partial index applies.
+            IdentityFilter::KindEq(kind) => match kind {
+                lockstep_domain::IdentityKind::Human => ("kind = ?1", Some(kind.as_str().to_owned())),
+                _ => ("kind = ?1 AND kind <> 'human'", Some(kind.as_str().to_owned())),
+            },
+        };
+        let where_ = format!("status <> 'deprovisioned' AND {cond}");
+        let count_sql = format!("SELECT COUNT(*) FROM identities WHERE {where_}");
+        let page_sql = format!(
+            "SELECT {IDENTITY_COLUMNS} FROM identities WHERE {where_} ORDER BY seq LIMIT {} OFFSET {}",
+            query.limit, query.offset
+        );
+        let (total, rows) = self.pool.read(|c| {
+            let args: Vec<&dyn rusqlite::ToSql> = match &arg {
+                Some(a) => vec![a],
+                None => vec![],
+            };
+            let mut stmt = c.prepare_cached(&page_sql)?;
+            let rows = stmt.query_map(args.as_slice(), identity_row)?.collect::<Result<Vec<_>, _>>()?;
+            // A first page that is not full already holds every match (the
+            // common `userName eq` lookup): no second query for the total.
+            let total = if query.offset == 0 && rows.len() < query.limit {
+                i64::try_from(rows.len()).unwrap_or(i64::MAX)
+            } else {
+                c.query_row(&count_sql, args.as_slice(), |r| r.get(0))?
+            };
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let groups = if with_groups { crate::groups::memberships(c, &row.id)? } else { Vec::new() };
+                out.push((row, groups));
+            }
+            Ok((total, out))
+        })?;
+        Ok((usize::try_from(total).unwrap_or(0), rows))
+    }
+}
+
 impl DirectoryStore for SqliteDirectory {
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
         let mut conn = lock(&self.pool.writer)?;
@@ -358,39 +410,23 @@ impl DirectoryStore for SqliteDirectory {
     }
 
     fn list_identities(&self, query: &IdentityQuery) -> StoreResult<IdentityPage> {
-        let (cond, arg): (&str, Option<String>) = match &query.filter {
-            IdentityFilter::All => ("1 = 1", None),
-            IdentityFilter::UserNameEq(n) => ("user_name_lc = ?1", Some(n.to_lowercase())),
-            IdentityFilter::ExternalIdEq(e) => ("external_id = ?1", Some(e.clone())),
-            IdentityFilter::IdEq(id) => ("id = ?1", Some(id.to_string())),
-            IdentityFilter::KindEq(kind) => ("kind = ?1", Some(kind.as_str().to_owned())),
-        };
-        let where_ = format!("status <> 'deprovisioned' AND {cond}");
-        let count_sql = format!("SELECT COUNT(*) FROM identities WHERE {where_}");
-        let page_sql = format!(
-            "SELECT {IDENTITY_COLUMNS} FROM identities WHERE {where_} ORDER BY seq LIMIT {} OFFSET {}",
-            query.limit, query.offset
-        );
-        let (total, rows) = self.pool.read(|c| {
-            let args: Vec<&dyn rusqlite::ToSql> = match &arg {
-                Some(a) => vec![a],
-                None => vec![],
-            };
-            let mut stmt = c.prepare_cached(&page_sql)?;
-            let rows = stmt.query_map(args.as_slice(), identity_row)?.collect::<Result<Vec<_>, _>>()?;
-            // A first page that is not full already holds every match (the
-            // common `userName eq` lookup): no second query for the total.
-            let total = if query.offset == 0 && rows.len() < query.limit {
-                i64::try_from(rows.len()).unwrap_or(i64::MAX)
-            } else {
-                c.query_row(&count_sql, args.as_slice(), |r| r.get(0))?
-            };
-            Ok((total, rows))
-        })?;
+        let (total, rows) = self.query_identities(query, false)?;
         Ok(IdentityPage {
-            total: usize::try_from(total).unwrap_or(0),
-            items: rows.into_iter().map(IdentityRow::decode).collect::<StoreResult<_>>()?,
+            total,
+            items: rows.into_iter().map(|(row, _)| row.decode()).collect::<StoreResult<_>>()?,
         })
+    }
+
+    fn list_identities_with_groups(
+        &self,
+        query: &IdentityQuery,
+    ) -> StoreResult<(usize, Vec<UserWithGroups>)> {
+        let (total, rows) = self.query_identities(query, true)?;
+        let users = rows
+            .into_iter()
+            .map(|(row, groups)| Ok((row.decode()?, crate::groups::decode_memberships(groups)?)))
+            .collect::<StoreResult<_>>()?;
+        Ok((total, users))
     }
 
     fn commit_group(&self, write: GroupWrite) -> StoreResult<CommittedGroup> {

@@ -169,12 +169,21 @@ pub(crate) fn list_groups(pool: &Pool, query: &GroupQuery) -> StoreResult<GroupP
 }
 
 pub(crate) fn groups_of(pool: &Pool, identity: IdentityId) -> StoreResult<Vec<(GroupId, String)>> {
-    let rows: Vec<(String, String)> = pool.read(|c| {
-        let mut stmt = c.prepare_cached(
-            "SELECT g.id, g.display_name FROM group_members m JOIN groups g ON g.id = m.group_id
-             WHERE m.identity = ?1 ORDER BY g.display_name, g.id",
-        )?;
-        stmt.query_map([identity.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
-    })?;
+    decode_memberships(pool.read(|c| memberships(c, &identity.to_string()))?)
+}
+
+/// Raw (group id, displayName) rows of one identity, on a given connection.
+pub(crate) fn memberships(
+    c: &rusqlite::Connection,
+    identity: &str,
+) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT g.id, g.display_name FROM group_members m JOIN groups g ON g.id = m.group_id
+         WHERE m.identity = ?1 ORDER BY g.display_name, g.id",
+    )?;
+    stmt.query_map([identity], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+}
+
+pub(crate) fn decode_memberships(rows: Vec<(String, String)>) -> StoreResult<Vec<(GroupId, String)>> {
     rows.into_iter().map(|(id, name)| Ok((parse::<GroupId>("group id", &id)?, name))).collect()
 }

@@ -22,5 +22,5 @@ pub use memory::{MemoryDirectory, MemorySessions};
 pub use roles::{
     Committed, CommittedGroup, CredentialStore, DirectoryStore, GroupFilter, GroupPage, GroupQuery,
     GroupWrite, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite, SessionBatch, SessionStore,
-    SessionUpdate, StoreError, StoreResult,
+    SessionUpdate, StoreError, StoreResult, UserWithGroups,
 };

@@ -208,7 +208,26 @@ pub trait DirectoryStore: Send + Sync + std::fmt::Debug {
 
     /// The groups an identity belongs to: (id, displayName), by name.
     fn groups_of(&self, identity: IdentityId) -> StoreResult<Vec<(GroupId, String)>>;
+
+    /// A page of live identities, each with the groups it belongs to, read
+    /// together (a SCIM User is rendered with its groups). The default reads
+    /// them one by one.
+    fn list_identities_with_groups(
+        &self,
+        query: &IdentityQuery,
+    ) -> StoreResult<(usize, Vec<UserWithGroups>)> {
+        let page = self.list_identities(query)?;
+        let mut out = Vec::with_capacity(page.items.len());
+        for identity in page.items {
+            let groups = self.groups_of(identity.id)?;
+            out.push((identity, groups));
+        }
+        Ok((page.total, out))
+    }
 }
+
+/// An identity and the groups (id, displayName) it belongs to.
+pub type UserWithGroups = (Identity, Vec<(GroupId, String)>);
 
 /// A change to one session.
 #[derive(Clone, Debug, PartialEq, Eq)]
