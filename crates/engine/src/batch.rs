@@ -197,7 +197,6 @@ impl Engine {
             Request::Create { mut identity, origin } => {
                 self.check_ownership(&identity)?;
                 identity.created = now;
-                identity.modified = now;
                 identity.version = 0;
                 let changes = diff_identity(None, &identity);
                 (identity, None, changes, origin)
@@ -209,7 +208,6 @@ impl Engine {
                 next.id = current.id;
                 next.created = current.created;
                 next.version = current.version;
-                next.modified = current.modified;
                 let changes = diff_identity(Some(&current), &next);
                 if changes.is_empty() {
                     return Ok(Prepared::Unchanged(current));
@@ -221,7 +219,6 @@ impl Engine {
                 {
                     self.check_ownership(&next)?;
                 }
-                next.modified = now;
                 (next, Some(current.version), changes, origin)
             }
         };

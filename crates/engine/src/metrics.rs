@@ -43,8 +43,11 @@ pub struct Metrics {
     pub revocations: Family<ReasonLabel, Counter>,
     /// Sessions opened.
     pub sessions_opened: Counter,
-    /// Introspection answers.
-    pub introspections: Family<ActiveLabel, Counter>,
+    /// Introspection answers that were active. Resolved from the family once,
+    /// so the introspection hot path does no label allocation or lookup.
+    pub introspected_active: Counter,
+    /// Introspection answers that were inactive.
+    pub introspected_inactive: Counter,
     /// Sessions in the introspection cache.
     pub live_sessions: Gauge,
 }
@@ -81,6 +84,10 @@ impl Metrics {
         registry.register("sessions_opened", "Sessions opened", sessions_opened.clone());
         let introspections = Family::<ActiveLabel, Counter>::default();
         registry.register("introspections", "Token introspection answers", introspections.clone());
+        let introspected_active =
+            introspections.get_or_create(&ActiveLabel { active: "true".into() }).clone();
+        let introspected_inactive =
+            introspections.get_or_create(&ActiveLabel { active: "false".into() }).clone();
         let live_sessions = Gauge::default();
         registry.register("live_sessions", "Sessions held in the introspection cache", live_sessions.clone());
         Self {
@@ -89,7 +96,8 @@ impl Metrics {
             directory_events,
             revocations,
             sessions_opened,
-            introspections,
+            introspected_active,
+            introspected_inactive,
             live_sessions,
         }
     }

@@ -9,7 +9,7 @@ use lockstep_domain::{
 use lockstep_store::{SessionBatch, SessionUpdate};
 
 use crate::cache::CachedSession;
-use crate::metrics::{ActiveLabel, ReasonLabel};
+use crate::metrics::ReasonLabel;
 use crate::{Engine, EngineError, EngineResult, Principal, secrets};
 
 /// Session lifetime limits.
@@ -200,8 +200,10 @@ impl Engine {
     /// for re-check consults the directory.
     pub fn introspect(&self, token: &str) -> Introspection {
         let answer = self.introspect_inner(token);
-        let label = ActiveLabel { active: if answer.is_some() { "true" } else { "false" }.to_owned() };
-        self.metrics.introspections.get_or_create(&label).inc();
+        match answer {
+            Some(_) => self.metrics.introspected_active.inc(),
+            None => self.metrics.introspected_inactive.inc(),
+        };
         answer
     }
 
