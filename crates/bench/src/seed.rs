@@ -28,6 +28,7 @@ fn user(engine: &Engine, name: &str) -> anyhow::Result<String> {
         kind: IdentityKind::Human,
         owner: None,
         status: IdentityStatus::Active,
+        emails: Vec::new(),
         profile: "{}".into(),
         version: 0,
         created: Timestamp(0),

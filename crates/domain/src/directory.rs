@@ -115,6 +115,10 @@ pub struct Identity {
     pub owner: Option<IdentityId>,
     /// Lifecycle status.
     pub status: IdentityStatus,
+    /// E-mail addresses, lifted out of the profile by the protocol that
+    /// wrote them because they are what identity providers search by (the
+    /// profile keeps their type and primary flag).
+    pub emails: Vec<String>,
     /// The remaining attributes as an opaque document owned by the protocol
     /// that wrote them (SCIM JSON today). The directory stores and returns it
     /// but never interprets it: entitlement decisions use the typed fields.
@@ -430,6 +434,7 @@ mod tests {
             kind: IdentityKind::Human,
             owner: None,
             status: IdentityStatus::Active,
+            emails: Vec::new(),
             profile: "{}".into(),
             version: 1,
             created: Timestamp(0),

@@ -50,6 +50,7 @@ fn draft(engine: &Engine, user_name: &str) -> Identity {
         kind: IdentityKind::Human,
         owner: None,
         status: IdentityStatus::Active,
+        emails: Vec::new(),
         profile: "{}".into(),
         version: 0,
         created: Timestamp(0),

@@ -95,16 +95,20 @@ async fn list(
     params: ListParams,
     projection: Projection,
 ) -> Result<Response, ApiError> {
-    let (query, start) = group_list_query(&params)?;
+    let plan = group_list_query(&params)?;
+    let start = plan.start;
     let base = base_url(state, headers);
     let engine = state.engine.clone();
-    let page = blocking(FLAVOR, move || {
-        engine.stores().directory.list_groups(&query).map_err(|e| engine_err(e.into()))
+    let (total, groups) = blocking(FLAVOR, move || {
+        let page =
+            engine.stores().directory.list_groups(&plan.group_query()).map_err(|e| engine_err(e.into()))?;
+        Ok(plan.finish(page.total, page.items, |g, f| {
+            lockstep_scim::eval::matches(f, &group_to_document(g, ""))
+        })?)
     })
     .await?;
-    let resources =
-        page.items.iter().map(|g| projection.apply(&GROUP, group_to_document(g, &base))).collect();
-    let body = serde_json::to_value(ListResponse::new(page.total, start, resources))
+    let resources = groups.iter().map(|g| projection.apply(&GROUP, group_to_document(g, &base))).collect();
+    let body = serde_json::to_value(ListResponse::new(total, start, resources))
         .map_err(|e| ApiError::internal(FLAVOR, &e))?;
     Ok(scim_json(StatusCode::OK, &body, None))
 }

@@ -12,9 +12,9 @@ use lockstep_engine::{Engine, EngineError, UpdateError};
 use lockstep_proto::scim::{ListResponse, PatchRequest, SCIM_MEDIA_TYPE, SEARCH_SCHEMA, SearchRequest};
 use lockstep_scim::{
     ListParams, ResourceSchema, ScimProblem, ScimType, USER, discovery, list_query, project,
-    user_from_document, user_to_document,
+    user_from_document, user_matches, user_to_document,
 };
-use lockstep_store::{IdentityFilter, IdentityQuery};
+use lockstep_store::{IdentityField, IdentityFilter, IdentityQuery};
 use serde_json::Value;
 
 use crate::error::{ApiError, Flavor};
@@ -191,7 +191,11 @@ pub(crate) async fn get_user(
     caller.require(Scope::Scim)?;
     let identity_id = parse_id(&id)?;
     let engine = state.engine.clone();
-    let query = IdentityQuery { filter: IdentityFilter::IdEq(identity_id), offset: 0, limit: 1 };
+    let query = IdentityQuery {
+        filter: IdentityFilter::eq(IdentityField::Id, identity_id.to_string()),
+        offset: 0,
+        limit: 1,
+    };
     let identity = blocking(FLAVOR, move || {
         let (_, mut found) = engine
             .stores()
@@ -227,11 +231,17 @@ async fn list(
     list: ListParams,
     projection: Projection,
 ) -> Result<Response, ApiError> {
-    let (query, start) = list_query(&list)?;
+    let plan = list_query(&list)?;
+    let start = plan.start;
     let base = base_url(state, headers);
     let engine = state.engine.clone();
     let (total, views) = blocking(FLAVOR, move || {
-        engine.stores().directory.list_identities_with_groups(&query).map_err(|e| engine_err(e.into()))
+        let (total, candidates) = engine
+            .stores()
+            .directory
+            .list_identities_with_groups(&plan.identity_query())
+            .map_err(|e| engine_err(e.into()))?;
+        Ok(plan.finish(total, candidates, |(identity, groups), f| user_matches(f, identity, groups))?)
     })
     .await?;
     let resources =

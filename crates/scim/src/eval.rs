@@ -16,6 +16,9 @@ fn get<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
 /// The values a path selects in `v` (several when it crosses a multi-valued
 /// attribute).
 fn select<'a>(v: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
+    // An extension attribute lives in the object keyed by its schema URN;
+    // a core-schema prefix names the top level.
+    let v = path.urn.as_deref().and_then(|urn| get(v, urn)).unwrap_or(v);
     let Some(top) = get(v, &path.attr) else { return Vec::new() };
     let tops: Vec<&Value> = match top {
         Value::Array(items) => items.iter().collect(),
@@ -87,6 +90,7 @@ pub fn matches(filter: &Filter, v: &Value) -> bool {
             selected.iter().any(|x| compare(x, *op, value, case_exact))
         }
         Filter::ValuePath { path, filter } => {
+            let v = path.urn.as_deref().and_then(|urn| get(v, urn)).unwrap_or(v);
             let Some(Value::Array(items)) = get(v, &path.attr) else { return false };
             items.iter().any(|item| matches(filter, item))
         }
@@ -104,7 +108,10 @@ mod tests {
         let user = json!({
             "userName": "BJensen", "externalId": "X1", "active": true, "title": "Tour Guide",
             "emails": [{"value": "bjensen@example.com", "type": "work"}, {"value": "babs@jensen.org", "type": "home"}],
-            "meta": {"lastModified": "2011-05-13T04:42:34Z"}
+            "meta": {"lastModified": "2011-05-13T04:42:34Z"},
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {
+                "employeeNumber": "701984", "manager": {"value": "26118915"}
+            }
         });
         for (f, want) in [
             ("userName eq \"bjensen\"", true),
@@ -118,6 +125,12 @@ mod tests {
             ("meta.lastModified ge \"2011-05-13T04:42:34Z\"", true),
             ("active eq true and not (userName sw \"x\")", true),
             ("userName ne \"bjensen\" or title eq \"tour guide\"", true),
+            ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq \"701984\"", true),
+            (
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq \"26118915\"",
+                true,
+            ),
+            ("urn:ietf:params:scim:schemas:core:2.0:User:userName sw \"bj\"", true),
         ] {
             assert_eq!(matches(&parse(f).unwrap(), &user), want, "{f}");
         }

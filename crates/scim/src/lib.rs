@@ -24,5 +24,5 @@ pub use document::{GROUP, RESOURCE_TYPES, ResourceSchema, USER, project, validat
 pub use error::{ScimProblem, ScimType};
 pub use group::{group_from_document, group_to_document};
 pub use patch::apply_patch;
-pub use query::{ListParams, group_list_query, list_query};
-pub use user::{etag, patch_user, user_from_document, user_to_document};
+pub use query::{ListParams, ListPlan, MAX_EXAMINED, group_list_query, list_query};
+pub use user::{etag, patch_user, user_from_document, user_matches, user_to_document};

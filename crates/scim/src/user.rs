@@ -54,9 +54,21 @@ pub fn user_from_document(
         (None, Some(status)) => status,
         (None, None) => IdentityStatus::Active,
     };
+    // Addresses stay in the profile (with type and primary) and are also
+    // lifted out for the directory's e-mail index.
+    let emails = match attrs.get("emails") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|e| e.get("value").and_then(Value::as_str))
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
     Ok(Identity {
         id,
         user_name,
+        emails,
         external_id,
         display_name,
         kind,
@@ -199,6 +211,25 @@ pub fn user_to_document(identity: &Identity, groups: &[(GroupId, String)], base:
         }),
     );
     Value::Object(doc)
+}
+
+/// Whether a User matches a SCIM filter, evaluated on its document. The
+/// Lockstep extension's `identityKind` is filled in for plain humans (whose
+/// rendering omits the extension) so that the evaluator and the directory
+/// index agree that every User has a kind.
+pub fn user_matches(
+    filter: &crate::filter::Filter,
+    identity: &Identity,
+    groups: &[(GroupId, String)],
+) -> bool {
+    let mut doc = user_to_document(identity, groups, "");
+    if let Some(obj) = doc.as_object_mut() {
+        let ext = obj.entry(LOCKSTEP_SCHEMA).or_insert_with(|| json!({}));
+        if let Some(ext) = ext.as_object_mut() {
+            ext.entry("identityKind").or_insert_with(|| Value::String(identity.kind.as_str().to_owned()));
+        }
+    }
+    crate::eval::matches(filter, &doc)
 }
 
 /// The weak ETag of a version.

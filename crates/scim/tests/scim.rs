@@ -19,6 +19,33 @@ fn filters() {
     });
 }
 
+/// How each filter is planned: the store filter the indexes answer and
+/// whether the SCIM filter must still be checked on candidates.
+#[test]
+fn plans() {
+    use lockstep_scim::{ListParams, group_list_query, list_query};
+    insta::glob!("cases/plan/*.txt", |path| {
+        let groups = path.file_name().unwrap().to_string_lossy().starts_with("groups");
+        let input = std::fs::read_to_string(path).unwrap();
+        let mut out = String::new();
+        for line in input.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+            let params = ListParams { filter: Some(line.to_owned()), ..Default::default() };
+            let planned = if groups {
+                group_list_query(&params).map(|p| (format!("{:?}", p.index), p.residual.is_some()))
+            } else {
+                list_query(&params).map(|p| (format!("{:?}", p.index), p.residual.is_some()))
+            };
+            let shown = match planned {
+                Ok((index, false)) => format!("index (exact): {index}"),
+                Ok((index, true)) => format!("index: {index}\n  then checked on each candidate"),
+                Err(e) => format!("{}: {}", e.scim_type.map_or("error", |t| t.as_str()), e.detail),
+            };
+            out.push_str(&format!("{line}\n  {shown}\n"));
+        }
+        insta::assert_snapshot!(out);
+    });
+}
+
 fn fixed_id() -> IdentityId {
     "0193b7a0-0000-7000-8000-000000000001".parse().unwrap()
 }
@@ -88,17 +115,165 @@ fn invalid_documents_are_refused_with_the_right_scim_type() {
 #[test]
 fn list_parameters() {
     use lockstep_scim::{ListParams, list_query};
-    use lockstep_store::IdentityFilter;
-    let (q, start) = list_query(&ListParams {
+    use lockstep_store::{IdentityField, IdentityFilter};
+    let plan = list_query(&ListParams {
         filter: Some("userName eq \"Bob\"".into()),
         start_index: Some(0),
         count: Some(-3),
     })
     .unwrap();
-    assert_eq!((q.filter, q.offset, q.limit, start), (IdentityFilter::UserNameEq("Bob".into()), 0, 0, 1));
-    let (q, _) = list_query(&ListParams { count: Some(1_000_000), ..Default::default() }).unwrap();
-    assert_eq!(q.limit, 1000);
+    let q = plan.identity_query();
+    assert_eq!(
+        (q.filter, q.offset, q.limit, plan.start),
+        (IdentityFilter::eq(IdentityField::UserName, "Bob"), 0, 0, 1)
+    );
+    let plan = list_query(&ListParams { count: Some(1_000_000), ..Default::default() }).unwrap();
+    assert_eq!(plan.limit, 1000);
     let err =
         list_query(&ListParams { filter: Some("userName eq".into()), ..Default::default() }).unwrap_err();
     assert_eq!(err.scim_type.unwrap().as_str(), "invalidFilter");
+}
+
+mod planned_equals_evaluated {
+    //! A planned listing (index, then the residual check) selects exactly
+    //! what evaluating the filter on every User document selects.
+    use lockstep_domain::{DirectoryChange, IdentityId, Origin, SourceId, Timestamp};
+    use lockstep_scim::{ListParams, filter, list_query, user_from_document, user_matches};
+    use lockstep_store::{DirectoryStore, IdentityWrite, MemoryDirectory};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// A small pool, so that values and operands collide often.
+    fn word() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["a", "ab", "AB", "abé", "aBÉ@x.org", "b@x.org", "é", "x.org", "ab@x.org"])
+            .prop_map(String::from)
+    }
+
+    fn user() -> impl Strategy<Value = Value> {
+        (
+            word(),
+            prop::option::of(word()),
+            prop::option::of(word()),
+            any::<bool>(),
+            prop::option::of(word()),
+            prop::collection::vec((word(), prop::sample::select(vec!["work", "home"])), 0..4),
+            prop::sample::select(vec!["human", "service_account", "workload"]),
+        )
+            .prop_map(|(name, display, external, active, title, emails, kind)| {
+                let mut doc = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": name, "active": active});
+                if let Some(d) = display {
+                    doc["displayName"] = json!(d);
+                }
+                if let Some(e) = external {
+                    doc["externalId"] = json!(e);
+                }
+                if let Some(t) = title {
+                    doc["title"] = json!(t);
+                }
+                doc["emails"] = emails.into_iter().map(|(v, t)| json!({"value": v, "type": t})).collect();
+                if kind != "human" {
+                    let owner = "00000000-0000-0000-0000-000000000001";
+                    doc["urn:ietf:params:scim:schemas:extension:lockstep:2.0:User"] =
+                        json!({"identityKind": kind, "owner": {"value": owner}});
+                }
+                doc
+            })
+    }
+
+    fn filter_text() -> impl Strategy<Value = String> {
+        let attr = prop::sample::select(vec![
+            "userName",
+            "displayName",
+            "externalId",
+            "emails.value",
+            "title",
+            "id",
+            "urn:ietf:params:scim:schemas:extension:lockstep:2.0:User:identityKind",
+        ]);
+        let op = prop::sample::select(vec!["eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le"]);
+        let inner_op = prop::sample::select(vec!["eq", "co", "sw", "ew", "gt"]);
+        let leaf = prop_oneof![
+            3 => (attr.clone(), op.clone(), word()).prop_map(|(a, o, v)| format!("{a} {o} \"{v}\"")),
+            2 => (op, word()).prop_map(|(o, v)| format!("emails.value {o} \"{v}\"")),
+            1 => attr.prop_map(|a| format!("{a} pr")),
+            1 => (prop::sample::select(vec!["eq", "ne", "gt"]), any::<bool>())
+                .prop_map(|(o, b)| format!("active {o} {b}")),
+            2 => (
+                inner_op.clone(),
+                word(),
+                prop::option::of((prop::sample::select(vec!["type", "value"]), inner_op, word(), any::<bool>()))
+            )
+                .prop_map(|(o, v, more)| match more {
+                    None => format!("emails[value {o} \"{v}\"]"),
+                    Some((a2, o2, v2, and)) => {
+                        let joiner = if and { "and" } else { "or" };
+                        format!("emails[value {o} \"{v}\" {joiner} {a2} {o2} \"{v2}\"]")
+                    }
+                }),
+            1 => Just("emails[type eq \"work\" and value pr]".to_owned()),
+        ];
+        leaf.prop_recursive(3, 12, 2, |inner| {
+            prop_oneof![
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) and ({b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) or ({b})")),
+                inner.prop_map(|a| format!("not ({a})")),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn plans_select_what_evaluation_selects(
+            users in prop::collection::vec(user(), 1..8),
+            filters in prop::collection::vec(filter_text(), 4..12),
+        ) {
+            let dir = MemoryDirectory::new();
+            for (n, doc) in users.iter().enumerate() {
+                let mut doc = doc.clone();
+                doc["userName"] = json!(format!("{}{n}", doc["userName"].as_str().unwrap()));
+                let id = IdentityId::from_uuid(uuid::Uuid::from_u128(n as u128 + 100));
+                let identity = user_from_document(&doc, id, None).unwrap();
+                dir.commit_identity(IdentityWrite {
+                    identity,
+                    expected_version: None,
+                    changes: vec![DirectoryChange::IdentityCreated],
+                    origin: Origin { source: SourceId::new("scim"), client: None, source_ref: None },
+                    at: Timestamp(1),
+                }).unwrap();
+            }
+            let everyone = dir
+                .list_identities_with_groups(&lockstep_store::IdentityQuery {
+                    filter: lockstep_store::Filter::All, offset: 0, limit: 100,
+                })
+                .unwrap()
+                .1;
+            for text in &filters {
+                let parsed = filter::parse(text).unwrap();
+                let expected: Vec<IdentityId> = everyone
+                    .iter()
+                    .filter(|(i, g)| user_matches(&parsed, i, g))
+                    .map(|(i, _)| i.id)
+                    .collect();
+                let plan = list_query(&ListParams { filter: Some(text.clone()), ..Default::default() }).unwrap();
+                let (total, candidates) = dir.list_identities_with_groups(&plan.identity_query()).unwrap();
+                let (total, page) = plan.finish(total, candidates, |(i, g), f| user_matches(f, i, g)).unwrap();
+                let got: Vec<IdentityId> = page.iter().map(|(i, _)| i.id).collect();
+                prop_assert_eq!(total, expected.len(), "{}", text);
+                prop_assert_eq!(got, expected, "{} planned as {:?}", text, plan.index);
+            }
+        }
+    }
+}
+
+#[test]
+fn partly_indexed_filters_examine_a_bounded_number_of_candidates() {
+    use lockstep_scim::{ListParams, MAX_EXAMINED, list_query};
+    let plan =
+        list_query(&ListParams { filter: Some("title eq \"x\"".into()), ..Default::default() }).unwrap();
+    assert_eq!(plan.identity_query().limit, MAX_EXAMINED + 1);
+    let err = plan.finish(MAX_EXAMINED + 1, Vec::<()>::new(), |_, _| true).unwrap_err();
+    assert_eq!((err.status, err.scim_type.unwrap().as_str()), (400, "tooMany"));
+    assert_eq!(plan.finish(3, vec![1, 2, 3], |n, _| *n != 2).unwrap(), (2, vec![1, 3]));
 }

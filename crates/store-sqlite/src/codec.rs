@@ -123,3 +123,50 @@ pub(crate) fn decode_state(
 pub(crate) fn seq_to_sql(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
+
+/// A list of strings as one column: each escaped (`\` → `\\`, newline →
+/// `\n`) and terminated by a newline, so any list round-trips (`[""]` is
+/// one newline, `[]` the empty string).
+pub(crate) fn encode_list(items: &[String]) -> String {
+    items.iter().map(|i| format!("{}\n", i.replace('\\', "\\\\").replace('\n', "\\n"))).collect()
+}
+
+/// The inverse of [`encode_list`].
+pub(crate) fn decode_list(column: &str) -> Vec<String> {
+    column
+        .split_terminator('\n')
+        .map(|item| {
+            let mut out = String::with_capacity(item.len());
+            let mut chars = item.chars();
+            while let Some(c) = chars.next() {
+                if c != '\\' {
+                    out.push(c);
+                    continue;
+                }
+                match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some(other) => out.push(other),
+                    None => out.push('\\'),
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::*;
+
+    #[test]
+    fn lists_round_trip() {
+        for items in [
+            vec![],
+            vec![String::new()],
+            vec!["a@b".to_owned()],
+            vec!["x\ny".into(), "back\\slash\\n".into(), "".into()],
+        ] {
+            assert_eq!(decode_list(&encode_list(&items)), items, "{items:?}");
+        }
+    }
+}

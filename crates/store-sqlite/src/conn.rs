@@ -54,7 +54,10 @@ pub(crate) struct Pool {
 const READERS: usize = 4;
 
 impl Pool {
-    pub(crate) fn open(path: &Path, durability: Durability, schema: &str) -> StoreResult<Self> {
+    /// Opens the file and applies `schema`. A file that already has tables
+    /// but an older `user_version` than `version` is refused with a message
+    /// saying so, rather than failing half-way through the schema.
+    pub(crate) fn open(path: &Path, durability: Durability, schema: &str, version: i32) -> StoreResult<Self> {
         let writer = Connection::open(path).map_err(backend)?;
         writer
             .execute_batch(&format!(
@@ -62,7 +65,19 @@ impl Pool {
                 durability.pragma()
             ))
             .map_err(backend)?;
+        let found: i32 = writer.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
+        let tables: i64 = writer
+            .query_row("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0))
+            .map_err(backend)?;
+        if tables > 0 && found < version {
+            return Err(StoreError::Backend(format!(
+                "{} has schema version {found}, this build needs {version}: it was written by an older \
+                 development build and cannot be upgraded in place; start from an empty data directory",
+                path.display()
+            )));
+        }
         writer.execute_batch(schema).map_err(backend)?;
+        writer.execute_batch(&format!("PRAGMA user_version = {version};")).map_err(backend)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open_with_flags(

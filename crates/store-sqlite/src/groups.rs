@@ -1,9 +1,7 @@
 //! Groups and memberships in `directory.db`.
 
 use lockstep_domain::{DirectoryEvent, DirectoryEventId, Group, GroupId, IdentityId, Timestamp};
-use lockstep_store::{
-    CommittedGroup, GroupFilter, GroupPage, GroupQuery, GroupWrite, StoreError, StoreResult,
-};
+use lockstep_store::{CommittedGroup, GroupPage, GroupQuery, GroupWrite, StoreError, StoreResult};
 use rusqlite::{OptionalExtension, params};
 
 use crate::codec::{parse, seq_to_sql};
@@ -17,13 +15,21 @@ pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> Store
         return Err(StoreError::Backend("a directory write must record at least one change".into()));
     }
     let id = write.id.to_string();
-    let found: Option<i64> = tx
-        .query_row("SELECT version FROM groups WHERE id = ?1", [&id], |r| r.get(0))
+    let found: Option<(i64, i64, String)> = tx
+        .query_row("SELECT seq, version, display_name_lc FROM groups WHERE id = ?1", [&id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()
         .map_err(backend)?;
-    let found = found.map(i64::unsigned_abs);
-    if found != write.expected_version {
-        return Err(StoreError::VersionMismatch { expected: write.expected_version, found });
+    let found_version = found.as_ref().map(|f| f.1.unsigned_abs());
+    if found_version != write.expected_version {
+        return Err(StoreError::VersionMismatch { expected: write.expected_version, found: found_version });
+    }
+    let new_name = write.group.as_ref().map(|g| g.display_name.to_lowercase());
+    if let Some((seq, _, old)) = &found
+        && new_name.as_ref() != Some(old)
+    {
+        tx.execute("DELETE FROM group_grams WHERE rowid = ?1", [seq]).map_err(backend)?;
     }
     tx.execute("DELETE FROM group_members WHERE group_id = ?1", [&id]).map_err(backend)?;
     let group = match write.group {
@@ -53,6 +59,13 @@ pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> Store
                 ],
             )
             .map_err(backend)?;
+            if found.as_ref().map(|f| &f.2) != new_name.as_ref() {
+                let seq: i64 = tx
+                    .query_row("SELECT seq FROM groups WHERE id = ?1", [&id], |r| r.get(0))
+                    .map_err(backend)?;
+                tx.execute("INSERT INTO group_grams (rowid, text) VALUES (?1, ?2)", params![seq, new_name])
+                    .map_err(backend)?;
+            }
             let mut live = tx
                 .prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM identities WHERE id = ?1 AND status <> 'deprovisioned')",
@@ -132,28 +145,23 @@ pub(crate) fn group(pool: &Pool, id: GroupId) -> StoreResult<Option<Group>> {
 }
 
 pub(crate) fn list_groups(pool: &Pool, query: &GroupQuery) -> StoreResult<GroupPage> {
-    let (cond, arg): (&str, Option<String>) = match &query.filter {
-        GroupFilter::All => ("1 = 1", None),
-        GroupFilter::DisplayNameEq(n) => ("display_name_lc = ?1", Some(n.to_lowercase())),
-        GroupFilter::ExternalIdEq(e) => ("external_id = ?1", Some(e.clone())),
-        GroupFilter::IdEq(id) => ("id = ?1", Some(id.to_string())),
-    };
+    let compiled = crate::search::compile(&query.filter);
+    let cond = compiled.sql;
     let page_sql = format!(
-        "SELECT {COLUMNS} FROM groups WHERE {cond} ORDER BY seq LIMIT {} OFFSET {}",
-        query.limit, query.offset
+        "SELECT {COLUMNS} FROM groups WHERE {cond} ORDER BY {} LIMIT {} OFFSET {}",
+        crate::directory::order_by(&query.filter),
+        query.limit,
+        query.offset
     );
     let count_sql = format!("SELECT COUNT(*) FROM groups WHERE {cond}");
     let (total, rows) = pool.read(|c| {
-        let args: Vec<&dyn rusqlite::ToSql> = match &arg {
-            Some(a) => vec![a],
-            None => vec![],
-        };
+        let args = rusqlite::params_from_iter(compiled.args.iter());
         let mut stmt = c.prepare_cached(&page_sql)?;
-        let rows = stmt.query_map(args.as_slice(), row)?.collect::<Result<Vec<_>, _>>()?;
+        let rows = stmt.query_map(args.clone(), row)?.collect::<Result<Vec<_>, _>>()?;
         let total: i64 = if query.offset == 0 && rows.len() < query.limit {
             i64::try_from(rows.len()).unwrap_or(i64::MAX)
         } else {
-            c.query_row(&count_sql, args.as_slice(), |r| r.get(0))?
+            c.query_row(&count_sql, args, |r| r.get(0))?
         };
         let mut with_members = Vec::with_capacity(rows.len());
         for r in rows {

@@ -14,6 +14,7 @@ mod codec;
 mod conn;
 mod directory;
 mod groups;
+mod search;
 mod sessions;
 
 pub use conn::Durability;

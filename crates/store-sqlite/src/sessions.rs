@@ -77,7 +77,7 @@ pub struct SqliteSessions {
 impl SqliteSessions {
     /// Opens (creating if needed) the session database at `path`.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
-        Ok(Self { pool: Pool::open(path, durability, SCHEMA)? })
+        Ok(Self { pool: Pool::open(path, durability, SCHEMA, 0)? })
     }
 }
 

@@ -16,9 +16,9 @@ use proptest::test_runner::{Config, TestRunner};
 use uuid::Uuid;
 
 use crate::{
-    CredentialStore, DirectoryStore, GroupFilter, GroupQuery, GroupWrite, IdentityFilter, IdentityQuery,
-    IdentityWrite, MemoryDirectory, MemorySessions, SessionBatch, SessionStore, SessionUpdate, StoreError,
-    verify_chain,
+    CredentialStore, DirectoryStore, Filter, GroupField, GroupFilter, GroupQuery, GroupWrite, IdentityField,
+    IdentityFilter, IdentityQuery, IdentityWrite, MemoryDirectory, MemorySessions, SessionBatch,
+    SessionStore, SessionUpdate, StoreError, TextOp, verify_chain,
 };
 
 pub fn identity_id(n: u128) -> IdentityId {
@@ -42,6 +42,7 @@ pub fn identity(n: u128, user_name: &str) -> Identity {
         kind: IdentityKind::Human,
         owner: None,
         status: IdentityStatus::Active,
+        emails: Vec::new(),
         profile: "{\"name\":{\"givenName\":\"Ann\"}}".into(),
         version: 0,
         created: Timestamp(1_000),
@@ -290,9 +291,9 @@ pub fn groups_and_membership<D: DirectoryStore>(d: &D) {
     assert_eq!(d.group(gid).unwrap(), Some(stored.clone()));
     assert_eq!(d.groups_of(a.id).unwrap(), vec![(gid, "Eng".to_owned())]);
     let q = |filter| d.list_groups(&GroupQuery { filter, offset: 0, limit: 10 }).unwrap().total;
-    assert_eq!(q(GroupFilter::DisplayNameEq("eng".into())), 1);
-    assert_eq!(q(GroupFilter::ExternalIdEq("G1".into())), 0);
-    assert_eq!(q(GroupFilter::IdEq(gid)), 1);
+    assert_eq!(q(GroupFilter::eq(GroupField::DisplayName, "eng")), 1);
+    assert_eq!(q(GroupFilter::eq(GroupField::ExternalId, "G1")), 0);
+    assert_eq!(q(GroupFilter::eq(GroupField::Id, gid.to_string())), 1);
     assert_eq!(q(GroupFilter::All), 1);
     let events = d.events_after(Some(DirectoryEventId(2)), 10).unwrap();
     assert_eq!(events.len(), 3);
@@ -362,10 +363,10 @@ pub fn filters_and_paging<D: DirectoryStore>(d: &D) {
     assert_eq!(page.total, 5);
     let names: Vec<_> = page.items.iter().map(|i| i.user_name.as_str()).collect();
     assert_eq!(names, ["user1", "user2"]);
-    assert_eq!(q(IdentityFilter::UserNameEq("USER3".into()), 0, 10).items[0].id, identity_id(3));
-    assert_eq!(q(IdentityFilter::ExternalIdEq("ext-4".into()), 0, 10).items[0].id, identity_id(4));
-    assert_eq!(q(IdentityFilter::ExternalIdEq("EXT-4".into()), 0, 10).total, 0);
-    assert_eq!(q(IdentityFilter::IdEq(identity_id(2)), 0, 10).total, 1);
+    assert_eq!(q(IdentityFilter::eq(IdentityField::UserName, "USER3"), 0, 10).items[0].id, identity_id(3));
+    assert_eq!(q(IdentityFilter::eq(IdentityField::ExternalId, "ext-4"), 0, 10).items[0].id, identity_id(4));
+    assert_eq!(q(IdentityFilter::eq(IdentityField::ExternalId, "EXT-4"), 0, 10).total, 0);
+    assert_eq!(q(IdentityFilter::eq(IdentityField::Id, identity_id(2).to_string()), 0, 10).total, 1);
     assert_eq!(q(IdentityFilter::All, 0, 0).items.len(), 0);
 }
 
@@ -586,6 +587,168 @@ pub fn model_check_directory<D: DirectoryStore>(open: impl Fn() -> D, cases: u32
         .unwrap();
 }
 
+/// Search keys of one generated identity.
+#[derive(Clone, Debug)]
+struct Keys {
+    user_name: String,
+    display_name: Option<String>,
+    external_id: Option<String>,
+    emails: Vec<String>,
+    status: u8,
+    kind: u8,
+}
+
+/// Short strings over an alphabet with case pairs, a non-ASCII letter and
+/// e-mail punctuation, so that filters hit, miss and fold often.
+fn text(max: usize) -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(vec!['a', 'A', 'b', 'é', 'É', '@', '.', '"']), 0..max)
+        .prop_map(|cs| cs.into_iter().collect())
+}
+
+/// Field values from a small pool (plus random ones), so that operands
+/// drawn from [`operand`] hit often, including through trigrams.
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => prop::sample::select(vec!["abé", "ABÉ@x.org", "b@x.org", "x.org", "a", "É", "ab@x.org", "Ab\"a.b"])
+            .prop_map(String::from),
+        1 => text(7),
+    ]
+}
+
+fn operand() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => prop::sample::select(vec!["x.or", "@x.", "bé", "é@x", "ab", "b@x.org", "ABÉ", "x.org", "b\"a", ""])
+            .prop_map(String::from),
+        2 => text(5),
+        1 => prop::sample::select(vec!["true", "false", "human", "workload", "Service_Account"]).prop_map(String::from),
+    ]
+}
+
+fn keys() -> impl Strategy<Value = Keys> {
+    (
+        value(),
+        prop::option::of(value()),
+        prop::option::of(value()),
+        prop::collection::vec(value(), 0..3),
+        0u8..4,
+        0u8..4,
+    )
+        .prop_map(|(user_name, display_name, external_id, emails, status, kind)| Keys {
+            user_name,
+            display_name,
+            external_id,
+            emails,
+            status,
+            kind,
+        })
+}
+
+fn search_filter() -> impl Strategy<Value = IdentityFilter> {
+    let field = prop::sample::select(vec![
+        IdentityField::Id,
+        IdentityField::UserName,
+        IdentityField::ExternalId,
+        IdentityField::DisplayName,
+        IdentityField::Email,
+        IdentityField::Active,
+        IdentityField::Kind,
+    ]);
+    let op = prop::sample::select(vec![
+        TextOp::Eq,
+        TextOp::StartsWith,
+        TextOp::EndsWith,
+        TextOp::Contains,
+        TextOp::Gt,
+        TextOp::Ge,
+        TextOp::Lt,
+        TextOp::Le,
+    ]);
+    let value = operand();
+    let leaf = prop_oneof![
+        Just(Filter::All),
+        field.clone().prop_map(Filter::Present),
+        (field, op, value).prop_map(|(field, op, value)| Filter::Text { field, op, value }),
+    ];
+    leaf.prop_recursive(3, 16, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Filter::And),
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Filter::Or),
+            inner.prop_map(|f| Filter::Not(Box::new(f))),
+        ]
+    })
+}
+
+fn write_keys<D: DirectoryStore + ?Sized>(d: &D, n: u128, k: &Keys) {
+    let current = d.identity(identity_id(n)).unwrap();
+    let mut next = current.clone().unwrap_or_else(|| identity(n, ""));
+    // Unique among live identities: the generated name plus the number.
+    next.user_name = format!("{}{n}", k.user_name);
+    next.display_name = k.display_name.clone();
+    next.external_id = k.external_id.clone();
+    next.emails = k.emails.clone();
+    next.status =
+        [IdentityStatus::Active, IdentityStatus::Suspended, IdentityStatus::Disabled, IdentityStatus::Active]
+            [usize::from(k.status)];
+    next.kind = IdentityKind::ALL[usize::from(k.kind)];
+    let changes = lockstep_domain::diff_identity(current.as_ref(), &next);
+    if changes.is_empty() {
+        return;
+    }
+    d.commit_identity(IdentityWrite {
+        expected_version: current.map(|c| c.version),
+        identity: next,
+        changes,
+        origin: origin(),
+        at: Timestamp(1_000),
+    })
+    .unwrap();
+}
+
+/// Random filters select the same identities, in the same order and with
+/// the same total, on `open()` as on the model (whose [`Filter::holds`] is
+/// the reference semantics), after creates and re-keying updates.
+pub fn model_check_search<D: DirectoryStore>(open: impl Fn() -> D, cases: u32) {
+    let mut runner = TestRunner::new(Config { cases, ..Config::default() });
+    let input = (
+        prop::collection::vec(keys(), 1..8),
+        prop::collection::vec((0u8..8, keys()), 0..4),
+        prop::collection::vec(search_filter(), 1..8),
+    );
+    runner
+        .run(&input, |(created, updates, filters)| {
+            let model = MemoryDirectory::new();
+            let real = open();
+            for d in [&model as &dyn DirectoryStore, &real as &dyn DirectoryStore] {
+                for (n, k) in created.iter().enumerate() {
+                    write_keys(d, n as u128, k);
+                }
+                for (n, k) in &updates {
+                    if usize::from(*n) < created.len() {
+                        write_keys(d, u128::from(*n), k);
+                    }
+                }
+            }
+            for filter in &filters {
+                for (offset, limit) in [(0, 100), (1, 2)] {
+                    let q = IdentityQuery { filter: filter.clone(), offset, limit };
+                    let ids = |d: &dyn DirectoryStore| {
+                        let page = d.list_identities(&q).unwrap();
+                        (page.total, page.items.into_iter().map(|i| i.id).collect::<Vec<_>>())
+                    };
+                    prop_assert_eq!(
+                        ids(&model),
+                        ids(&real),
+                        "filter {:?} window {:?}",
+                        filter,
+                        (offset, limit)
+                    );
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
 #[derive(Clone, Debug)]
 enum SesOp {
     Insert { n: u8, who: u8, expires: u8 },
@@ -735,6 +898,11 @@ macro_rules! conformance_suite {
             #[test]
             fn model_check_directory() {
                 c::model_check_directory(|| $open_dir, $cases);
+            }
+            #[test]
+            fn model_check_search() {
+                // Cheap per case, and the space (filters × data) is large.
+                c::model_check_search(|| $open_dir, $cases * 4);
             }
             #[test]
             fn model_check_sessions() {

@@ -20,7 +20,7 @@ pub mod conformance;
 pub use chain::{ChainBreak, seal, verify_chain};
 pub use memory::{MemoryDirectory, MemorySessions};
 pub use roles::{
-    Committed, CommittedGroup, CredentialStore, DirectoryStore, GroupFilter, GroupPage, GroupQuery,
-    GroupWrite, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite, SessionBatch, SessionStore,
-    SessionUpdate, StoreError, StoreResult, UserWithGroups,
+    Committed, CommittedGroup, CredentialStore, DirectoryStore, Filter, GroupField, GroupFilter, GroupPage,
+    GroupQuery, GroupWrite, IdentityField, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite,
+    SearchField, SessionBatch, SessionStore, SessionUpdate, StoreError, StoreResult, TextOp, UserWithGroups,
 };

@@ -13,8 +13,8 @@ use lockstep_domain::{
 
 use crate::chain::seal;
 use crate::roles::{
-    Committed, CommittedGroup, CredentialStore, DirectoryStore, GroupFilter, GroupPage, GroupQuery,
-    GroupWrite, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite, SessionBatch, SessionStore,
+    Committed, CommittedGroup, CredentialStore, DirectoryStore, GroupField, GroupPage, GroupQuery,
+    GroupWrite, IdentityField, IdentityPage, IdentityQuery, IdentityWrite, SessionBatch, SessionStore,
     StoreError, StoreResult,
 };
 
@@ -128,13 +128,7 @@ impl DirectoryStore for MemoryDirectory {
             .identities
             .iter()
             .filter(|i| live(i))
-            .filter(|i| match &query.filter {
-                IdentityFilter::All => true,
-                IdentityFilter::UserNameEq(n) => i.user_name.to_lowercase() == n.to_lowercase(),
-                IdentityFilter::ExternalIdEq(e) => i.external_id.as_deref() == Some(e.as_str()),
-                IdentityFilter::IdEq(id) => i.id == *id,
-                IdentityFilter::KindEq(kind) => i.kind == *kind,
-            })
+            .filter(|i| query.filter.holds(&|field: IdentityField| field.values(i)))
             .collect();
         Ok(IdentityPage {
             total: matches.len(),
@@ -197,16 +191,8 @@ impl DirectoryStore for MemoryDirectory {
 
     fn list_groups(&self, query: &GroupQuery) -> StoreResult<GroupPage> {
         let st = lock(&self.state)?;
-        let matches: Vec<&Group> = st
-            .groups
-            .iter()
-            .filter(|g| match &query.filter {
-                GroupFilter::All => true,
-                GroupFilter::DisplayNameEq(n) => g.display_name.to_lowercase() == n.to_lowercase(),
-                GroupFilter::ExternalIdEq(e) => g.external_id.as_deref() == Some(e.as_str()),
-                GroupFilter::IdEq(id) => g.id == *id,
-            })
-            .collect();
+        let matches: Vec<&Group> =
+            st.groups.iter().filter(|g| query.filter.holds(&|field: GroupField| field.values(g))).collect();
         Ok(GroupPage {
             total: matches.len(),
             items: matches.into_iter().skip(query.offset).take(query.limit).map(|g| st.visible(g)).collect(),

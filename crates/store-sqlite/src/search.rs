@@ -1,0 +1,231 @@
+//! Filters compiled to SQL that each index can answer.
+//!
+//! Every comparison becomes a self-contained boolean term that is never
+//! NULL (a nullable column is guarded with `IS NOT NULL`), so `NOT` keeps
+//! the two-valued meaning of [`Filter::holds`], the reference semantics.
+//! Equality, order and prefix comparisons are ranges on a B-tree index;
+//! substring and suffix comparisons of three or more characters are first
+//! narrowed by a trigram (FTS5) index and then checked exactly, because a
+//! trigram match is only a candidate.
+
+use lockstep_store::{Filter, GroupField, IdentityField, SearchField, TextOp};
+use rusqlite::types::Value;
+
+/// Trigram rows per identity: `rowid = seq * IDENTITY_SLOTS + slot`.
+pub(crate) const IDENTITY_SLOTS: i64 = 4;
+/// Slot of the joined e-mail addresses in `identity_grams`.
+pub(crate) const EMAIL_SLOT: i64 = 3;
+
+/// How one field is stored.
+pub(crate) enum Column {
+    /// A column of the row itself.
+    Plain {
+        /// SQL expression (folded already when the field ignores case).
+        expr: &'static str,
+        /// Whether it can be NULL.
+        nullable: bool,
+        /// `(trigram table, slot count, slot)` when substrings are indexed.
+        grams: Option<(&'static str, i64, i64)>,
+    },
+    /// The identity's e-mail table.
+    Emails,
+    /// Derived from `status`.
+    Active,
+}
+
+/// A field of a table [`compile`] can search.
+pub(crate) trait Searchable: SearchField + Copy {
+    fn column(self) -> Column;
+}
+
+impl Searchable for IdentityField {
+    fn column(self) -> Column {
+        let grams = |slot| Some(("identity_grams", IDENTITY_SLOTS, slot));
+        match self {
+            IdentityField::Id => Column::Plain { expr: "id", nullable: false, grams: None },
+            IdentityField::UserName => {
+                Column::Plain { expr: "user_name_lc", nullable: false, grams: grams(0) }
+            }
+            IdentityField::DisplayName => {
+                Column::Plain { expr: "display_name_lc", nullable: true, grams: grams(1) }
+            }
+            IdentityField::ExternalId => {
+                Column::Plain { expr: "external_id", nullable: true, grams: grams(2) }
+            }
+            IdentityField::Email => Column::Emails,
+            IdentityField::Active => Column::Active,
+            IdentityField::Kind => Column::Plain { expr: "kind", nullable: false, grams: None },
+        }
+    }
+}
+
+impl Searchable for GroupField {
+    fn column(self) -> Column {
+        match self {
+            GroupField::Id => Column::Plain { expr: "id", nullable: false, grams: None },
+            GroupField::DisplayName => {
+                Column::Plain { expr: "display_name_lc", nullable: false, grams: Some(("group_grams", 1, 0)) }
+            }
+            GroupField::ExternalId => Column::Plain { expr: "external_id", nullable: true, grams: None },
+        }
+    }
+}
+
+/// A compiled `WHERE` term and its positional (`?`) arguments.
+#[derive(Debug, Default)]
+pub(crate) struct Compiled {
+    pub(crate) sql: String,
+    pub(crate) args: Vec<Value>,
+}
+
+/// Compiles `filter` into a term over a table whose row key is `seq`.
+pub(crate) fn compile<F: Searchable>(filter: &Filter<F>) -> Compiled {
+    let mut out = Compiled::default();
+    out.sql = term(filter, &mut out.args);
+    out
+}
+
+fn term<F: Searchable>(filter: &Filter<F>, args: &mut Vec<Value>) -> String {
+    match filter {
+        Filter::All => "1".to_owned(),
+        Filter::Text { field, op, value } => text(field.column(), *op, &field.fold(value), args),
+        Filter::Present(field) => present(field.column()),
+        Filter::And(parts) if parts.is_empty() => "1".to_owned(),
+        Filter::Or(parts) if parts.is_empty() => "0".to_owned(),
+        Filter::And(parts) => join(parts, " AND ", args),
+        Filter::Or(parts) => join(parts, " OR ", args),
+        Filter::Not(part) => format!("NOT ({})", term(part, args)),
+    }
+}
+
+fn join<F: Searchable>(parts: &[Filter<F>], sep: &str, args: &mut Vec<Value>) -> String {
+    let terms: Vec<String> = parts.iter().map(|p| format!("({})", term(p, args))).collect();
+    terms.join(sep)
+}
+
+fn present(column: Column) -> String {
+    match column {
+        Column::Plain { expr, nullable: true, .. } => format!("({expr} IS NOT NULL AND {expr} > '')"),
+        Column::Plain { expr, nullable: false, .. } => format!("{expr} > ''"),
+        Column::Emails => "seq IN (SELECT identity FROM identity_emails WHERE value_lc > '')".to_owned(),
+        Column::Active => "1".to_owned(),
+    }
+}
+
+fn text(column: Column, op: TextOp, value: &str, args: &mut Vec<Value>) -> String {
+    match column {
+        Column::Plain { expr, nullable, grams } => {
+            // Placeholders are positional: bind in the order they appear.
+            let narrow = narrowing(grams, op, value, args);
+            let exact = compare(expr, op, value, args);
+            let mut guarded = if nullable { format!("{expr} IS NOT NULL AND {exact}") } else { exact };
+            if expr == "kind" && op == TextOp::Eq && value != "human" {
+                // Spelled out so that the partial index (non-human kinds only) applies.
+                guarded.push_str(" AND kind <> 'human'");
+            }
+            match narrow {
+                Some(narrow) => format!("({narrow} AND {guarded})"),
+                None => format!("({guarded})"),
+            }
+        }
+        Column::Emails => {
+            let exact = compare("value_lc", op, value, args);
+            let narrow = narrowing(Some(("identity_grams", IDENTITY_SLOTS, EMAIL_SLOT)), op, value, args)
+                .map(|n| format!(" AND {}", n.replacen("seq IN", "identity IN", 1)))
+                .unwrap_or_default();
+            format!("seq IN (SELECT identity FROM identity_emails WHERE {exact}{narrow})")
+        }
+        Column::Active => match (op, value) {
+            (TextOp::Eq, "true") => "status = 'active'".to_owned(),
+            // Spelled as the partial index's condition so the index applies.
+            (TextOp::Eq, "false") => "status <> 'active'".to_owned(),
+            _ => format!(
+                "({})",
+                compare("(CASE WHEN status = 'active' THEN 'true' ELSE 'false' END)", op, value, args)
+            ),
+        },
+    }
+}
+
+/// The exact comparison of `expr` (never NULL) with `value`.
+fn compare(expr: &str, op: TextOp, value: &str, args: &mut Vec<Value>) -> String {
+    let mut bind = |v: Value| {
+        args.push(v);
+        "?"
+    };
+    match op {
+        TextOp::Eq => format!("{expr} = {}", bind(Value::Text(value.to_owned()))),
+        TextOp::Gt => format!("{expr} > {}", bind(Value::Text(value.to_owned()))),
+        TextOp::Ge => format!("{expr} >= {}", bind(Value::Text(value.to_owned()))),
+        TextOp::Lt => format!("{expr} < {}", bind(Value::Text(value.to_owned()))),
+        TextOp::Le => format!("{expr} <= {}", bind(Value::Text(value.to_owned()))),
+        _ if value.is_empty() => format!("{expr} IS NOT NULL"),
+        TextOp::StartsWith => match successor(value) {
+            // [prefix, successor(prefix)) is exactly the strings that start
+            // with prefix, and it is an index range.
+            Some(upper) => {
+                let lower = bind(Value::Text(value.to_owned()));
+                format!("{expr} >= {lower} AND {expr} < {}", bind(Value::Text(upper)))
+            }
+            None => format!("{expr} >= {}", bind(Value::Text(value.to_owned()))),
+        },
+        TextOp::Contains => format!("instr({expr}, {}) > 0", bind(Value::Text(value.to_owned()))),
+        TextOp::EndsWith => {
+            let n = i64::try_from(value.chars().count()).unwrap_or(i64::MAX);
+            let len = bind(Value::Integer(n));
+            format!("substr({expr}, -{len}) = {}", bind(Value::Text(value.to_owned())))
+        }
+    }
+}
+
+/// A trigram pre-selection for substring and suffix comparisons of at
+/// least three characters (shorter ones have no trigram to look up).
+fn narrowing(
+    grams: Option<(&'static str, i64, i64)>,
+    op: TextOp,
+    value: &str,
+    args: &mut Vec<Value>,
+) -> Option<String> {
+    let (table, slots, slot) = grams?;
+    if !matches!(op, TextOp::Contains | TextOp::EndsWith) || value.chars().count() < 3 {
+        return None;
+    }
+    args.push(format!("\"{}\"", value.replace('"', "\"\"")).into());
+    Some(if slots == 1 {
+        format!("seq IN (SELECT rowid FROM {table} WHERE {table} MATCH ?)")
+    } else {
+        format!(
+            "seq IN (SELECT rowid / {slots} FROM {table} WHERE {table} MATCH ? AND rowid % {slots} = {slot})"
+        )
+    })
+}
+
+/// The least string greater than every string that starts with `prefix`,
+/// if any: the prefix with its last incrementable character incremented.
+fn successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = u32::from(last) + 1;
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successor_bounds_the_prefix_range() {
+        assert_eq!(successor("ab").as_deref(), Some("ac"));
+        assert_eq!(successor("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(successor("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(successor("\u{10FFFF}"), None);
+    }
+}
