@@ -154,6 +154,12 @@ impl Engine {
             // Only identity events can touch sessions (group membership
             // changes arrive as events of each member).
             let Some(identity) = event.subject.identity() else { continue };
+            // A kind the policy never acts on has an empty decision whatever
+            // the sessions: skip it without reading them (most writes —
+            // creates, profile edits — are such events).
+            if !self.config.policy.acts_on(event.change.kind()) {
+                continue;
+            }
             let sessions = match by_identity.entry(identity) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => e.insert(self.stores.sessions.sessions_of(identity)?),

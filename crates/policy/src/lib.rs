@@ -120,6 +120,25 @@ impl Policy {
     fn rule_for(&self, kind: ChangeKind) -> Option<&Rule> {
         self.rules.iter().find(|r| r.on == kind)
     }
+
+    /// The impact this policy gives a change kind, and the rule that says so.
+    fn impact_of(&self, kind: ChangeKind) -> (&str, Impact) {
+        match self.rule_for(kind) {
+            Some(rule) => (rule.name.as_str(), rule.impact),
+            // Validation guarantees lifecycle loss has a rule; this keeps the
+            // function total (and fail-closed) for policies built by hand.
+            None if is_lifecycle_loss(kind) => ("lifecycle-floor", Impact::RevokeAll),
+            None => ("default", Impact::Nothing),
+        }
+    }
+
+    /// Whether an event of this kind can act on any session. When it cannot,
+    /// [`evaluate`] returns no actions whatever the sessions, so a caller
+    /// need not load them (most directory writes — creates, profile edits —
+    /// are such events).
+    pub fn acts_on(&self, kind: ChangeKind) -> bool {
+        self.impact_of(kind).1 != Impact::Nothing
+    }
 }
 
 fn is_lifecycle_loss(kind: ChangeKind) -> bool {
@@ -189,13 +208,7 @@ pub struct Decision {
 /// changes arrive as events of each member. No action ever makes a revoked session valid again.
 pub fn evaluate(event: &DirectoryEvent, policy: &Policy, sessions: &[Session], now: Timestamp) -> Decision {
     let kind = event.change.kind();
-    let (rule_name, impact) = match policy.rule_for(kind) {
-        Some(rule) => (rule.name.as_str(), rule.impact),
-        // Validation guarantees lifecycle loss has a rule; this keeps the
-        // function total (and fail-closed) for policies built by hand.
-        None if is_lifecycle_loss(kind) => ("lifecycle-floor", Impact::RevokeAll),
-        None => ("default", Impact::Nothing),
-    };
+    let (rule_name, impact) = policy.impact_of(kind);
     let mut decision = Decision::default();
     let mut seen: Vec<SessionId> = Vec::new();
     let subject = event.subject.identity();

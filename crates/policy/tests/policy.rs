@@ -169,6 +169,31 @@ proptest! {
         let b = evaluate(&event(change), &Policy::default_rules(), &sessions, Timestamp(now));
         prop_assert_eq!(a, b);
     }
+
+    /// The bridge skips loading sessions for kinds the policy does not act
+    /// on; that is only sound if such kinds never yield an action.
+    #[test]
+    fn kinds_the_policy_does_not_act_on_yield_no_actions(
+        sessions in sessions_strategy(),
+        change in change_strategy(),
+        now in 0i64..2_000,
+        shorten in any::<bool>(),
+    ) {
+        let policy = if shorten {
+            Policy::new(vec![Rule {
+                name: "shorten-on-update".into(),
+                on: ChangeKind::IdentityUpdated,
+                impact: Impact::ShortenTtl(Duration::from_micros(10)),
+            }]).unwrap()
+        } else {
+            Policy::default_rules()
+        };
+        let kind = change.kind();
+        let d = evaluate(&event(change), &policy, &sessions, Timestamp(now));
+        if !policy.acts_on(kind) {
+            prop_assert!(d.actions.is_empty());
+        }
+    }
 }
 
 #[test]

@@ -53,6 +53,10 @@ pub(crate) struct Pool {
 
 const READERS: usize = 4;
 
+/// Cached statements per connection: the fixed statements plus the shapes
+/// of filter queries in use.
+const STATEMENT_CACHE: usize = 128;
+
 impl Pool {
     /// Opens the file and applies `schema`. A file that already has tables
     /// but an older `user_version` than `version` is refused with a message
@@ -77,6 +81,7 @@ impl Pool {
             )));
         }
         writer.execute_batch(schema).map_err(backend)?;
+        writer.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         writer.execute_batch(&format!("PRAGMA user_version = {version};")).map_err(backend)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -86,6 +91,7 @@ impl Pool {
             )
             .map_err(backend)?;
             reader.execute_batch("PRAGMA busy_timeout=5000;").map_err(backend)?;
+            reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             readers.push(reader);
         }
         Ok(Self { writer: Mutex::new(writer), readers: Mutex::new(readers), returned: Condvar::new() })
@@ -109,5 +115,34 @@ impl Pool {
         lock(&self.readers)?.push(conn);
         self.returned.notify_one();
         result.map_err(backend)
+    }
+}
+
+/// `query_row` and `execute` through the connection's statement cache:
+/// rusqlite's plain ones compile the SQL on every call, which on the write
+/// path costs more than the statement itself.
+pub(crate) trait Cached {
+    fn cached_row<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T>;
+
+    fn cached_exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+}
+
+impl Cached for Connection {
+    fn cached_row<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+
+    fn cached_exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
     }
 }

@@ -13,7 +13,7 @@ use lockstep_store::{
 use rusqlite::{OptionalExtension, Row, params};
 
 use crate::codec::{corrupt, decode_change, decode_list, encode_change, encode_list, parse, seq_to_sql};
-use crate::conn::{Durability, Pool, backend, lock};
+use crate::conn::{Cached, Durability, Pool, backend, lock};
 use crate::search::{EMAIL_SLOT, IDENTITY_SLOTS, compile};
 
 const SCHEMA: &str = "
@@ -258,11 +258,14 @@ pub(crate) fn insert_event(
 
 /// The position the next event gets.
 pub(crate) fn next_event_seq(tx: &rusqlite::Connection) -> StoreResult<i64> {
-    tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM directory_events", [], |r| r.get(0)).map_err(backend)
+    tx.cached_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM directory_events", [], |r| r.get(0)).map_err(backend)
 }
 
 /// One identity write inside an open transaction (or savepoint).
-fn write_identity(tx: &rusqlite::Connection, write: IdentityWrite) -> StoreResult<Committed> {
+fn write_identity(
+    tx: &rusqlite::Connection,
+    write: IdentityWrite,
+) -> StoreResult<(Committed, Option<Reindex>)> {
     if write.changes.is_empty() {
         return Err(StoreError::Backend("a directory write must record at least one change".into()));
     }
@@ -332,13 +335,13 @@ fn write_identity(tx: &rusqlite::Connection, write: IdentityWrite) -> StoreResul
          WHERE id = ?1"
     };
     tx.prepare_cached(sql).and_then(|mut stmt| stmt.execute(values)).map_err(backend)?;
-    match found {
+    let reindex = match found {
         // Most updates (PATCH active, a profile edit) leave every search
         // key alone: then no index but the row's own is written.
-        Some((_, _, old)) if old == keys => {}
-        Some((seq, _, old)) => keys.reindex(tx, seq, Some(&old))?,
-        None => keys.reindex(tx, tx.last_insert_rowid(), None)?,
-    }
+        Some((_, _, old)) if old == keys => None,
+        Some((seq, _, old)) => Some(Reindex { seq, old: Some(old), new: keys }),
+        None => Some(Reindex { seq: tx.last_insert_rowid(), old: None, new: keys }),
+    };
     let next = next_event_seq(tx)?;
     let mut events = Vec::with_capacity(write.changes.len());
     for (offset, change) in write.changes.into_iter().enumerate() {
@@ -353,7 +356,23 @@ fn write_identity(tx: &rusqlite::Connection, write: IdentityWrite) -> StoreResul
             origin: write.origin.clone(),
         });
     }
-    Ok(Committed { identity, events })
+    Ok((Committed { identity, events }, reindex))
+}
+
+/// Search-index rows to rewrite after an identity write. Applied after the
+/// write's savepoint is released, once per batch: FTS5 flushes its pending
+/// trigrams at every savepoint, so maintaining it inside each write's
+/// savepoint would cost a segment per write instead of one per batch.
+struct Reindex {
+    seq: i64,
+    old: Option<SearchKeys>,
+    new: SearchKeys,
+}
+
+impl Reindex {
+    fn apply(self, tx: &rusqlite::Connection) -> StoreResult<()> {
+        self.new.reindex(tx, self.seq, self.old.as_ref())
+    }
 }
 
 /// What an identity is searched by, as stored (folded where the field
@@ -467,7 +486,7 @@ impl SqliteDirectory {
             let total = if query.offset == 0 && rows.len() < query.limit {
                 i64::try_from(rows.len()).unwrap_or(i64::MAX)
             } else {
-                c.query_row(&count_sql, args, |r| r.get(0))?
+                c.cached_row(&count_sql, args, |r| r.get(0))?
             };
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
@@ -484,7 +503,10 @@ impl DirectoryStore for SqliteDirectory {
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
         let mut conn = lock(&self.pool.writer)?;
         let tx = conn.transaction().map_err(backend)?;
-        let committed = write_identity(&tx, write)?;
+        let (committed, reindex) = write_identity(&tx, write)?;
+        if let Some(reindex) = reindex {
+            reindex.apply(&tx)?;
+        }
         tx.commit().map_err(backend)?;
         Ok(committed)
     }
@@ -493,6 +515,7 @@ impl DirectoryStore for SqliteDirectory {
         let mut conn = lock(&self.pool.writer)?;
         let mut tx = conn.transaction().map_err(backend)?;
         let mut results = Vec::with_capacity(writes.len());
+        let mut reindexes = Vec::new();
         for write in writes {
             // A savepoint per write: a conflict undoes that write only.
             let sp = tx.savepoint().map_err(backend)?;
@@ -500,7 +523,13 @@ impl DirectoryStore for SqliteDirectory {
             if result.is_ok() {
                 sp.commit().map_err(backend)?;
             } // dropping an uncommitted savepoint rolls it back
-            results.push(result);
+            results.push(result.map(|(committed, reindex)| {
+                reindexes.extend(reindex);
+                committed
+            }));
+        }
+        for reindex in reindexes {
+            reindex.apply(&tx)?;
         }
         tx.commit().map_err(backend)?;
         Ok(results)
@@ -509,7 +538,7 @@ impl DirectoryStore for SqliteDirectory {
     fn identity(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
         let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE id = ?1");
         self.pool
-            .read(|c| c.query_row(&sql, [id.to_string()], identity_row).optional())?
+            .read(|c| c.cached_row(&sql, [id.to_string()], identity_row).optional())?
             .map(IdentityRow::decode)
             .transpose()
     }
@@ -519,15 +548,14 @@ impl DirectoryStore for SqliteDirectory {
             "SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_name_lc = ?1 AND status <> 'deprovisioned'"
         );
         self.pool
-            .read(|c| c.query_row(&sql, [user_name.to_lowercase()], identity_row).optional())?
+            .read(|c| c.cached_row(&sql, [user_name.to_lowercase()], identity_row).optional())?
             .map(IdentityRow::decode)
             .transpose()
     }
 
     fn deleted_user_name_exists(&self, user_name: &str) -> StoreResult<bool> {
         self.pool.read(|c| {
-            c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM identities WHERE user_name_lc = ?1 AND status = 'deprovisioned')",
+            c.cached_row("SELECT EXISTS (SELECT 1 FROM identities WHERE user_name_lc = ?1 AND status = 'deprovisioned')",
                 [user_name.to_lowercase()],
                 |r| r.get(0),
             )
@@ -584,7 +612,7 @@ impl DirectoryStore for SqliteDirectory {
         let rows = self.pool.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, at, subject_type, subject, subject_name, identity_kind, change, detail, source, client, source_ref
-                 FROM directory_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                 FROM directory_events WHERE seq > ?1 ORDER BY seq LIMIT CAST(?2 AS INTEGER)",
             )?;
             stmt.query_map(params![after, limit], |r| {
                 Ok(EventRow {

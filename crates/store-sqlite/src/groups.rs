@@ -5,6 +5,7 @@ use lockstep_store::{CommittedGroup, GroupPage, GroupQuery, GroupWrite, StoreErr
 use rusqlite::{OptionalExtension, params};
 
 use crate::codec::{parse, seq_to_sql};
+use crate::conn::Cached;
 use crate::conn::Pool;
 use crate::conn::backend;
 use crate::directory::{insert_event, next_event_seq};
@@ -16,7 +17,7 @@ pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> Store
     }
     let id = write.id.to_string();
     let found: Option<(i64, i64, String)> = tx
-        .query_row("SELECT seq, version, display_name_lc FROM groups WHERE id = ?1", [&id], |r| {
+        .cached_row("SELECT seq, version, display_name_lc FROM groups WHERE id = ?1", [&id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()
@@ -29,12 +30,12 @@ pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> Store
     if let Some((seq, _, old)) = &found
         && new_name.as_ref() != Some(old)
     {
-        tx.execute("DELETE FROM group_grams WHERE rowid = ?1", [seq]).map_err(backend)?;
+        tx.cached_exec("DELETE FROM group_grams WHERE rowid = ?1", [seq]).map_err(backend)?;
     }
-    tx.execute("DELETE FROM group_members WHERE group_id = ?1", [&id]).map_err(backend)?;
+    tx.cached_exec("DELETE FROM group_members WHERE group_id = ?1", [&id]).map_err(backend)?;
     let group = match write.group {
         None => {
-            tx.execute("DELETE FROM groups WHERE id = ?1", [&id]).map_err(backend)?;
+            tx.cached_exec("DELETE FROM groups WHERE id = ?1", [&id]).map_err(backend)?;
             None
         }
         Some(mut group) => {
@@ -42,8 +43,7 @@ pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> Store
             group.members.sort();
             group.members.dedup();
             group.version = write.expected_version.map_or(1, |v| v + 1);
-            tx.execute(
-                "INSERT INTO groups (id, display_name, display_name_lc, external_id, version, created, modified)
+            tx.cached_exec("INSERT INTO groups (id, display_name, display_name_lc, external_id, version, created, modified)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name,
                     display_name_lc = excluded.display_name_lc, external_id = excluded.external_id,
@@ -61,10 +61,13 @@ pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> Store
             .map_err(backend)?;
             if found.as_ref().map(|f| &f.2) != new_name.as_ref() {
                 let seq: i64 = tx
-                    .query_row("SELECT seq FROM groups WHERE id = ?1", [&id], |r| r.get(0))
+                    .cached_row("SELECT seq FROM groups WHERE id = ?1", [&id], |r| r.get(0))
                     .map_err(backend)?;
-                tx.execute("INSERT INTO group_grams (rowid, text) VALUES (?1, ?2)", params![seq, new_name])
-                    .map_err(backend)?;
+                tx.cached_exec(
+                    "INSERT INTO group_grams (rowid, text) VALUES (?1, ?2)",
+                    params![seq, new_name],
+                )
+                .map_err(backend)?;
             }
             let mut live = tx
                 .prepare_cached(
@@ -106,7 +109,7 @@ type GroupRow = (String, String, Option<String>, i64, i64, i64);
 fn members(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Vec<String>> {
     let mut stmt = c.prepare_cached(
         "SELECT m.identity FROM group_members m JOIN identities i ON i.id = m.identity
-         WHERE m.group_id = ?1 AND i.status <> 'deprovisioned' ORDER BY m.identity",
+         WHERE m.group_id = CAST(?1 AS TEXT) AND i.status <> 'deprovisioned' ORDER BY m.identity",
     )?;
     stmt.query_map([id], |r| r.get(0))?.collect()
 }
@@ -133,7 +136,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRow> {
 pub(crate) fn group(pool: &Pool, id: GroupId) -> StoreResult<Option<Group>> {
     let found = pool.read(|c| {
         let sql = format!("SELECT {COLUMNS} FROM groups WHERE id = ?1");
-        match c.query_row(&sql, [id.to_string()], row).optional()? {
+        match c.cached_row(&sql, [id.to_string()], row).optional()? {
             Some(r) => {
                 let m = members(c, &r.0)?;
                 Ok(Some((r, m)))
@@ -161,7 +164,7 @@ pub(crate) fn list_groups(pool: &Pool, query: &GroupQuery) -> StoreResult<GroupP
         let total: i64 = if query.offset == 0 && rows.len() < query.limit {
             i64::try_from(rows.len()).unwrap_or(i64::MAX)
         } else {
-            c.query_row(&count_sql, args, |r| r.get(0))?
+            c.cached_row(&count_sql, args, |r| r.get(0))?
         };
         let mut with_members = Vec::with_capacity(rows.len());
         for r in rows {
@@ -187,7 +190,7 @@ pub(crate) fn memberships(
 ) -> rusqlite::Result<Vec<(String, String)>> {
     let mut stmt = c.prepare_cached(
         "SELECT g.id, g.display_name FROM group_members m JOIN groups g ON g.id = m.group_id
-         WHERE m.identity = ?1 ORDER BY g.display_name, g.id",
+         WHERE m.identity = CAST(?1 AS TEXT) ORDER BY g.display_name, g.id",
     )?;
     stmt.query_map([identity], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
 }

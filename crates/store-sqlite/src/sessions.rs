@@ -10,7 +10,7 @@ use lockstep_store::{CredentialStore, SessionBatch, SessionStore, StoreError, St
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use crate::codec::{corrupt, decode_state, encode_state, parse, seq_to_sql};
-use crate::conn::{Durability, Pool, backend, lock};
+use crate::conn::{Cached, Durability, Pool, backend, lock};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -173,7 +173,7 @@ impl AuditRow {
 /// Appends entries to the chain inside `tx`.
 fn seal_all(tx: &Transaction<'_>, entries: Vec<AuditEntry>) -> StoreResult<Vec<AuditRecord>> {
     let head: Option<(i64, Vec<u8>)> = tx
-        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
+        .cached_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()
@@ -255,7 +255,7 @@ impl SessionStore for SqliteSessions {
     fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1");
         self.pool
-            .read(|c| c.query_row(&sql, [id.to_string()], session_row).optional())?
+            .read(|c| c.cached_row(&sql, [id.to_string()], session_row).optional())?
             .map(SessionRow::decode)
             .transpose()
     }
@@ -263,13 +263,15 @@ impl SessionStore for SqliteSessions {
     fn session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?1");
         self.pool
-            .read(|c| c.query_row(&sql, [hash.0.as_slice()], session_row).optional())?
+            .read(|c| c.cached_row(&sql, [hash.0.as_slice()], session_row).optional())?
             .map(SessionRow::decode)
             .transpose()
     }
 
     fn sessions_of(&self, identity: IdentityId) -> StoreResult<Vec<Session>> {
-        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE identity = ?1 ORDER BY rowid");
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE identity = CAST(?1 AS TEXT) ORDER BY rowid"
+        );
         let rows = self.pool.read(|c| {
             let mut stmt = c.prepare_cached(&sql)?;
             stmt.query_map([identity.to_string()], session_row)?.collect::<Result<Vec<_>, _>>()
@@ -283,7 +285,7 @@ impl SessionStore for SqliteSessions {
         );
         let mut failure = None;
         self.pool.read(|c| {
-            let mut stmt = c.prepare(&sql)?;
+            let mut stmt = c.prepare_cached(&sql)?;
             let mut rows = stmt.query([now.micros()])?;
             while let Some(row) = rows.next()? {
                 match session_row(row).map(SessionRow::decode) {
@@ -305,7 +307,7 @@ impl SessionStore for SqliteSessions {
         let tx = conn.transaction().map_err(backend)?;
         if let Some(new) = batch.consumed {
             let old: Option<i64> = tx
-                .query_row("SELECT consumed FROM bridge_cursor WHERE id = 1", [], |r| r.get(0))
+                .cached_row("SELECT consumed FROM bridge_cursor WHERE id = 1", [], |r| r.get(0))
                 .optional()
                 .map_err(backend)?;
             if old.is_some_and(|old| seq_to_sql(new.0) <= old) {
@@ -334,7 +336,7 @@ impl SessionStore for SqliteSessions {
                 .map_err(backend)?;
             if changed == 0 {
                 let exists: bool = tx
-                    .query_row("SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)", [&id], |r| r.get(0))
+                    .cached_row("SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)", [&id], |r| r.get(0))
                     .map_err(backend)?;
                 if !exists {
                     return Err(StoreError::NotFound(format!("session {id}")));
@@ -342,7 +344,7 @@ impl SessionStore for SqliteSessions {
             }
         }
         if let Some(new) = batch.consumed {
-            tx.execute(
+            tx.cached_exec(
                 "INSERT INTO bridge_cursor (id, consumed) VALUES (1, ?1)
                  ON CONFLICT (id) DO UPDATE SET consumed = excluded.consumed",
                 [seq_to_sql(new.0)],
@@ -356,7 +358,7 @@ impl SessionStore for SqliteSessions {
 
     fn consumed(&self) -> StoreResult<Option<DirectoryEventId>> {
         let v: Option<i64> = self.pool.read(|c| {
-            c.query_row("SELECT consumed FROM bridge_cursor WHERE id = 1", [], |r| r.get(0)).optional()
+            c.cached_row("SELECT consumed FROM bridge_cursor WHERE id = 1", [], |r| r.get(0)).optional()
         })?;
         Ok(v.map(|v| DirectoryEventId(v.unsigned_abs())))
     }
@@ -366,7 +368,7 @@ impl SessionStore for SqliteSessions {
         let rows = self.pool.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, at, kind, identity, user_name, session, directory_event, actor, detail, prev_hash, hash
-                 FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                 FROM audit WHERE seq > ?1 ORDER BY seq LIMIT CAST(?2 AS INTEGER)",
             )?;
             stmt.query_map(params![seq_to_sql(after), limit], |r| {
                 Ok(AuditRow {
@@ -394,7 +396,7 @@ impl CredentialStore for SqliteSessions {
         let mut conn = lock(&self.pool.writer)?;
         let tx = conn.transaction().map_err(backend)?;
         let scopes: Vec<&str> = client.scopes.iter().map(|s| s.as_str()).collect();
-        tx.execute(
+        tx.cached_exec(
             "INSERT INTO clients (id, name, secret_hash, scopes, created) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 client.id.to_string(),
@@ -434,7 +436,7 @@ impl CredentialStore for SqliteSessions {
 
     fn admin_token_hash(&self) -> StoreResult<Option<TokenHash>> {
         let v: Option<Vec<u8>> = self.pool.read(|c| {
-            c.query_row("SELECT token_hash FROM admin_token WHERE id = 1", [], |r| r.get(0)).optional()
+            c.cached_row("SELECT token_hash FROM admin_token WHERE id = 1", [], |r| r.get(0)).optional()
         })?;
         v.map(|h| hash32(&h).map(TokenHash)).transpose()
     }
