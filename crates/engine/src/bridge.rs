@@ -214,6 +214,10 @@ impl Engine {
         for (hash, _) in &revoked {
             self.forget(hash);
         }
+        // Without a session change the batch is audit records and the
+        // cursor, which replaying the (durable) directory log re-derives:
+        // it need not wait for its own fsync.
+        batch.replayable = batch.updates.is_empty();
         self.stores.sessions.apply(batch)?;
         writer.consumed = Some(last.id);
         for (hash, state, expires_at) in reshaped {

@@ -160,7 +160,7 @@ pub struct Engine {
     /// When API clients were last re-read after an authentication miss.
     last_client_reload: AtomicI64,
     /// Directory writes waiting for the next group commit.
-    queue: Mutex<Vec<batch::Pending>>,
+    queue: Mutex<batch::Queue>,
 }
 
 impl Engine {
@@ -184,7 +184,7 @@ impl Engine {
             writer: Mutex::new(WriterState { consumed }),
             metrics: Metrics::new(),
             last_client_reload: AtomicI64::new(0),
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(batch::Queue::default()),
         };
         {
             let mut writer = engine.lock_writer()?;

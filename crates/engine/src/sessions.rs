@@ -175,6 +175,7 @@ impl Engine {
         let now = self.clock.now();
         self.forget(&session.token_hash);
         let sealed = self.stores.sessions.apply(SessionBatch {
+            replayable: false,
             consumed: None,
             updates: vec![SessionUpdate {
                 session: session.id,

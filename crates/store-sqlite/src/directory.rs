@@ -10,10 +10,11 @@ use lockstep_store::{
     Committed, CommittedGroup, DirectoryStore, GroupPage, GroupQuery, GroupWrite, IdentityPage,
     IdentityQuery, IdentityWrite, StoreError, StoreResult, UserWithGroups,
 };
+use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, Row, params};
 
 use crate::codec::{corrupt, decode_change, decode_list, encode_change, encode_list, parse, seq_to_sql};
-use crate::conn::{Cached, Durability, Pool, backend, lock};
+use crate::conn::{Cached, Durability, Pool, Tuning, backend, lock};
 use crate::search::{EMAIL_SLOT, IDENTITY_SLOTS, compile};
 
 const SCHEMA: &str = "
@@ -36,7 +37,10 @@ CREATE TABLE IF NOT EXISTS identities (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS identities_live_user_name
     ON identities (user_name_lc) WHERE status <> 'deprovisioned';
-CREATE INDEX IF NOT EXISTS identities_user_name ON identities (user_name_lc);
+-- Tombstones by name (is a userName one that was deleted?); live names are
+-- in the unique index above, so no index holds every row's name twice.
+CREATE INDEX IF NOT EXISTS identities_deleted_user_name
+    ON identities (user_name_lc) WHERE status = 'deprovisioned';
 CREATE INDEX IF NOT EXISTS identities_external_id ON identities (external_id);
 CREATE INDEX IF NOT EXISTS identities_display_name ON identities (display_name_lc);
 -- Partial: a deactivated identity is the exception; `active eq false` (who
@@ -53,7 +57,7 @@ CREATE INDEX IF NOT EXISTS identity_emails_value ON identity_emails (value_lc);
 -- 1 displayName, 2 externalId, 3 e-mails joined by newlines) for `co` and
 -- `ew`. Contentless: the text itself stays in `identities`.
 CREATE VIRTUAL TABLE IF NOT EXISTS identity_grams
-    USING fts5(text, tokenize = 'trigram case_sensitive 1', content = '', contentless_delete = 1);
+    USING fts5(text, tokenize = 'trigram case_sensitive 1', content = '', contentless_delete = 1, detail = none);
 -- Partial: most identities are human and own nothing, so writes to them
 -- never touch these; filters on a non-human kind stay indexed.
 CREATE INDEX IF NOT EXISTS identities_kind ON identities (kind) WHERE kind <> 'human';
@@ -71,7 +75,7 @@ CREATE TABLE IF NOT EXISTS groups (
 CREATE INDEX IF NOT EXISTS groups_display_name ON groups (display_name_lc);
 CREATE INDEX IF NOT EXISTS groups_external_id ON groups (external_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS group_grams
-    USING fts5(text, tokenize = 'trigram case_sensitive 1', content = '', contentless_delete = 1);
+    USING fts5(text, tokenize = 'trigram case_sensitive 1', content = '', contentless_delete = 1, detail = none);
 CREATE TABLE IF NOT EXISTS group_members (
     group_id TEXT NOT NULL,
     identity TEXT NOT NULL,
@@ -112,7 +116,9 @@ pub struct SqliteDirectory {
 impl SqliteDirectory {
     /// Opens (creating if needed) the directory database at `path`.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
-        Ok(Self { pool: Pool::open(path, durability, SCHEMA, SCHEMA_VERSION)? })
+        Ok(Self {
+            pool: Pool::open(path, durability, SCHEMA, SCHEMA_VERSION, Tuning { cache_kib: 64 * 1024 })?,
+        })
     }
 }
 
@@ -271,22 +277,13 @@ fn write_identity(
     }
     let mut identity = write.identity;
     let id = identity.id.to_string();
-    let found: Option<(i64, i64, SearchKeys)> = tx
-        .prepare_cached(
-            "SELECT seq, version, user_name_lc, display_name_lc, external_id, emails FROM identities WHERE id = ?1",
-        )
+    // The stored row: its seq, version and every column a write may change.
+    let found: Option<(i64, i64, Vec<Value>)> = tx
+        .prepare_cached(&format!("SELECT seq, version, {WRITTEN_COLUMNS} FROM identities WHERE id = ?1"))
         .and_then(|mut stmt| {
             stmt.query_row([&id], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    SearchKeys {
-                        user_name: r.get(2)?,
-                        display_name: r.get(3)?,
-                        external_id: r.get(4)?,
-                        emails: fold_emails(&decode_list(&r.get::<_, String>(5)?)),
-                    },
-                ))
+                let old = (0..WRITTEN.len()).map(|i| r.get::<_, Value>(i + 2)).collect::<Result<_, _>>()?;
+                Ok((r.get(0)?, r.get(1)?, old))
             })
             .optional()
         })
@@ -296,7 +293,10 @@ fn write_identity(
         return Err(StoreError::VersionMismatch { expected: write.expected_version, found: found_version });
     }
     let keys = SearchKeys::of(&identity);
-    if live(&identity) {
+    identity.version = write.expected_version.map_or(1, |v| v + 1);
+    let new = written_values(&identity, &keys);
+    let name_changed = found.as_ref().is_none_or(|(_, _, old)| old[USER_NAME_LC] != new[USER_NAME_LC]);
+    if live(&identity) && name_changed {
         let clash: Option<String> = tx
             .prepare_cached(
                 "SELECT id FROM identities WHERE user_name_lc = ?1 AND status <> 'deprovisioned' AND id <> ?2",
@@ -307,40 +307,37 @@ fn write_identity(
             return Err(StoreError::Conflict { field: "userName", value: identity.user_name });
         }
     }
-    identity.version = write.expected_version.map_or(1, |v| v + 1);
-    let version = seq_to_sql(identity.version);
-    let values = params![
-        id,
-        identity.user_name,
-        keys.user_name,
-        identity.external_id,
-        identity.display_name,
-        identity.kind.as_str(),
-        identity.status.as_str(),
-        identity.profile,
-        version,
-        identity.created.micros(),
-        identity.modified.micros(),
-        identity.owner.map(|o| o.to_string()),
-        keys.display_name,
-        encode_list(&identity.emails),
-    ];
-    let sql = if write.expected_version.is_none() {
-        "INSERT INTO identities (id, user_name, user_name_lc, external_id, display_name, kind, status, profile, version, created, modified, owner, display_name_lc, emails)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-    } else {
-        "UPDATE identities SET user_name = ?2, user_name_lc = ?3, external_id = ?4, display_name = ?5,
-            kind = ?6, status = ?7, profile = ?8, version = ?9, created = ?10, modified = ?11, owner = ?12,
-            display_name_lc = ?13, emails = ?14
-         WHERE id = ?1"
+    let old_keys = match &found {
+        None => {
+            let placeholders = vec!["?"; WRITTEN.len() + 1].join(", ");
+            let sql = format!("INSERT INTO identities (id, {WRITTEN_COLUMNS}) VALUES ({placeholders})");
+            let values = std::iter::once(Value::Text(id.clone())).chain(new.iter().cloned());
+            tx.prepare_cached(&sql)
+                .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(values)))
+                .map_err(backend)?;
+            None
+        }
+        Some((seq, _, old)) => {
+            // Only the columns whose value changed are assigned: SQLite
+            // rewrites every index on an assigned column, changed or not,
+            // and each is a page in the WAL. A PATCH of `active` then
+            // touches the row and the status indexes, not all nine.
+            let changed: Vec<usize> = (0..WRITTEN.len()).filter(|&i| old[i] != new[i]).collect();
+            let set: Vec<String> = changed.iter().map(|&i| format!("{} = ?", WRITTEN[i])).collect();
+            let sql = format!("UPDATE identities SET {} WHERE seq = ?", set.join(", "));
+            let values = changed.iter().map(|&i| new[i].clone()).chain(std::iter::once(Value::Integer(*seq)));
+            tx.prepare_cached(&sql)
+                .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(values)))
+                .map_err(backend)?;
+            Some(SearchKeys::from_row(old))
+        }
     };
-    tx.prepare_cached(sql).and_then(|mut stmt| stmt.execute(values)).map_err(backend)?;
-    let reindex = match found {
+    let reindex = match (found, old_keys) {
         // Most updates (PATCH active, a profile edit) leave every search
         // key alone: then no index but the row's own is written.
-        Some((_, _, old)) if old == keys => None,
-        Some((seq, _, old)) => Some(Reindex { seq, old: Some(old), new: keys }),
-        None => Some(Reindex { seq: tx.last_insert_rowid(), old: None, new: keys }),
+        (Some(_), Some(old)) if old == keys => None,
+        (Some((seq, _, _)), old) => Some(Reindex { seq, old, new: keys }),
+        (None, _) => Some(Reindex { seq: tx.last_insert_rowid(), old: None, new: keys }),
     };
     let next = next_event_seq(tx)?;
     let mut events = Vec::with_capacity(write.changes.len());
@@ -375,6 +372,49 @@ impl Reindex {
     }
 }
 
+/// Columns a write sets, in the order of [`written_values`].
+const WRITTEN: [&str; 13] = [
+    "user_name",
+    "user_name_lc",
+    "external_id",
+    "display_name",
+    "display_name_lc",
+    "kind",
+    "owner",
+    "status",
+    "profile",
+    "version",
+    "created",
+    "modified",
+    "emails",
+];
+const WRITTEN_COLUMNS: &str = "user_name, user_name_lc, external_id, display_name, display_name_lc, kind, owner, status, profile, version, created, modified, emails";
+const USER_NAME_LC: usize = 1;
+const DISPLAY_NAME_LC: usize = 4;
+const EXTERNAL_ID: usize = 2;
+const EMAILS: usize = 12;
+
+/// An identity's values for [`WRITTEN`].
+fn written_values(identity: &Identity, keys: &SearchKeys) -> Vec<Value> {
+    let text = |s: &str| Value::Text(s.to_owned());
+    let opt = |s: Option<&str>| s.map_or(Value::Null, text);
+    vec![
+        text(&identity.user_name),
+        text(&keys.user_name),
+        opt(identity.external_id.as_deref()),
+        opt(identity.display_name.as_deref()),
+        opt(keys.display_name.as_deref()),
+        text(identity.kind.as_str()),
+        identity.owner.map_or(Value::Null, |o| Value::Text(o.to_string())),
+        text(identity.status.as_str()),
+        text(&identity.profile),
+        Value::Integer(seq_to_sql(identity.version)),
+        Value::Integer(identity.created.micros()),
+        Value::Integer(identity.modified.micros()),
+        Value::Text(encode_list(&identity.emails)),
+    ]
+}
+
 /// What an identity is searched by, as stored (folded where the field
 /// ignores case).
 #[derive(PartialEq, Eq)]
@@ -397,6 +437,20 @@ fn fold_emails(emails: &[String]) -> String {
 }
 
 impl SearchKeys {
+    /// From stored [`WRITTEN`] values.
+    fn from_row(row: &[Value]) -> Self {
+        let text = |v: &Value| match v {
+            Value::Text(s) => Some(s.clone()),
+            _ => None,
+        };
+        Self {
+            user_name: text(&row[USER_NAME_LC]).unwrap_or_default(),
+            display_name: text(&row[DISPLAY_NAME_LC]),
+            external_id: text(&row[EXTERNAL_ID]),
+            emails: fold_emails(&decode_list(&text(&row[EMAILS]).unwrap_or_default())),
+        }
+    }
+
     fn of(identity: &Identity) -> Self {
         Self {
             user_name: identity.user_name.to_lowercase(),
@@ -667,6 +721,11 @@ mod tests {
 
     /// The attributes identity providers query are answered from an index:
     /// the plan never reads the whole `identities` table.
+    #[test]
+    fn written_columns_are_listed_in_order() {
+        assert_eq!(WRITTEN.join(", "), WRITTEN_COLUMNS);
+    }
+
     #[test]
     fn provider_queries_never_scan_the_directory() {
         let dir = tempfile::tempdir().unwrap();

@@ -119,9 +119,13 @@ fn text(column: Column, op: TextOp, value: &str, args: &mut Vec<Value>) -> Strin
             let narrow = narrowing(grams, op, value, args);
             let exact = compare(expr, op, value, args);
             let mut guarded = if nullable { format!("{expr} IS NOT NULL AND {exact}") } else { exact };
+            // Partial indexes apply only where the query spells out their
+            // condition, also inside an OR: non-human kinds, live names.
             if expr == "kind" && op == TextOp::Eq && value != "human" {
-                // Spelled out so that the partial index (non-human kinds only) applies.
                 guarded.push_str(" AND kind <> 'human'");
+            }
+            if expr == "user_name_lc" {
+                guarded.push_str(" AND status <> 'deprovisioned'");
             }
             match narrow {
                 Some(narrow) => format!("({narrow} AND {guarded})"),
@@ -199,7 +203,7 @@ fn narrowing(
     if !matches!(op, TextOp::Contains | TextOp::EndsWith) || value.chars().count() < 3 {
         return None;
     }
-    args.push(format!("\"{}\"", value.replace('"', "\"\"")).into());
+    args.push(Value::Text(trigram_query(value)));
     Some(if slots == 1 {
         format!("seq IN (SELECT rowid FROM {table} WHERE {table} MATCH ?)")
     } else {
@@ -208,6 +212,31 @@ fn narrowing(
         )
     })
 }
+
+/// An FTS5 query matching rows that contain every trigram of `value` (at
+/// most [`MAX_TRIGRAMS`] of them): a superset of the rows containing
+/// `value`, which the exact comparison then narrows. The index keeps no
+/// positions (`detail=none`, a smaller index and cheaper commits), so it
+/// cannot answer the phrase itself.
+fn trigram_query(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let mut grams: Vec<String> = Vec::new();
+    for window in chars.windows(3) {
+        let gram: String = window.iter().collect();
+        if !grams.contains(&gram) {
+            grams.push(gram);
+        }
+    }
+    grams
+        .iter()
+        .take(MAX_TRIGRAMS)
+        .map(|g| format!("\"{}\"", g.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Trigrams looked up per comparison; more narrow little further.
+const MAX_TRIGRAMS: usize = 8;
 
 /// The least string greater than every string that starts with `prefix`,
 /// if any: the prefix with its last incrementable character incremented.

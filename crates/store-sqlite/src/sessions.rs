@@ -10,7 +10,7 @@ use lockstep_store::{CredentialStore, SessionBatch, SessionStore, StoreError, St
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use crate::codec::{corrupt, decode_state, encode_state, parse, seq_to_sql};
-use crate::conn::{Cached, Durability, Pool, backend, lock};
+use crate::conn::{Cached, Durability, Pool, Tuning, backend, lock};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -72,12 +72,16 @@ const SESSION_COLUMNS: &str = "id, identity, kind, token_hash, client, user_name
 #[derive(Debug)]
 pub struct SqliteSessions {
     pool: Pool,
+    durability: Durability,
 }
 
 impl SqliteSessions {
     /// Opens (creating if needed) the session database at `path`.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
-        Ok(Self { pool: Pool::open(path, durability, SCHEMA, 0)? })
+        Ok(Self {
+            pool: Pool::open(path, durability, SCHEMA, 0, Tuning { cache_kib: 8 * 1024 })?,
+            durability,
+        })
     }
 }
 
@@ -212,6 +216,60 @@ fn seal_all(tx: &Transaction<'_>, entries: Vec<AuditEntry>) -> StoreResult<Vec<A
     Ok(out)
 }
 
+/// One session batch in its own transaction on the writer.
+fn apply_batch(conn: &mut rusqlite::Connection, batch: SessionBatch) -> StoreResult<Vec<AuditRecord>> {
+    let tx = conn.transaction().map_err(backend)?;
+    if let Some(new) = batch.consumed {
+        let old: Option<i64> = tx
+            .cached_row("SELECT consumed FROM bridge_cursor WHERE id = 1", [], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        if old.is_some_and(|old| seq_to_sql(new.0) <= old) {
+            return Ok(Vec::new());
+        }
+    }
+    for update in &batch.updates {
+        let (state, revoked_at, reason, cause) = encode_state(&update.state);
+        let id = update.session.to_string();
+        let changed = tx
+            .prepare_cached(
+                "UPDATE sessions SET state = ?2, revoked_at = ?3, reason = ?4, cause = ?5,
+                        expires_at = COALESCE(?6, expires_at)
+                     WHERE id = ?1 AND state <> 'revoked'",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    id,
+                    state,
+                    revoked_at,
+                    reason,
+                    cause,
+                    update.expires_at.map(|t| t.micros())
+                ])
+            })
+            .map_err(backend)?;
+        if changed == 0 {
+            let exists: bool = tx
+                .cached_row("SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)", [&id], |r| r.get(0))
+                .map_err(backend)?;
+            if !exists {
+                return Err(StoreError::NotFound(format!("session {id}")));
+            }
+        }
+    }
+    if let Some(new) = batch.consumed {
+        tx.cached_exec(
+            "INSERT INTO bridge_cursor (id, consumed) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET consumed = excluded.consumed",
+            [seq_to_sql(new.0)],
+        )
+        .map_err(backend)?;
+    }
+    let sealed = seal_all(&tx, batch.audit)?;
+    tx.commit().map_err(backend)?;
+    Ok(sealed)
+}
+
 fn conflict(e: rusqlite::Error, field: &'static str, value: String) -> StoreError {
     match e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
@@ -304,56 +362,17 @@ impl SessionStore for SqliteSessions {
 
     fn apply(&self, batch: SessionBatch) -> StoreResult<Vec<AuditRecord>> {
         let mut conn = lock(&self.pool.writer)?;
-        let tx = conn.transaction().map_err(backend)?;
-        if let Some(new) = batch.consumed {
-            let old: Option<i64> = tx
-                .cached_row("SELECT consumed FROM bridge_cursor WHERE id = 1", [], |r| r.get(0))
-                .optional()
-                .map_err(backend)?;
-            if old.is_some_and(|old| seq_to_sql(new.0) <= old) {
-                return Ok(Vec::new());
-            }
+        // In WAL mode a commit at synchronous=NORMAL is not fsynced but is
+        // ordered before every later commit, whose fsync makes it durable
+        // too; it survives a crash of the process either way.
+        let lazy = batch.replayable && self.durability == Durability::Full;
+        if !lazy {
+            return apply_batch(&mut conn, batch);
         }
-        for update in &batch.updates {
-            let (state, revoked_at, reason, cause) = encode_state(&update.state);
-            let id = update.session.to_string();
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE sessions SET state = ?2, revoked_at = ?3, reason = ?4, cause = ?5,
-                        expires_at = COALESCE(?6, expires_at)
-                     WHERE id = ?1 AND state <> 'revoked'",
-                )
-                .and_then(|mut stmt| {
-                    stmt.execute(params![
-                        id,
-                        state,
-                        revoked_at,
-                        reason,
-                        cause,
-                        update.expires_at.map(|t| t.micros())
-                    ])
-                })
-                .map_err(backend)?;
-            if changed == 0 {
-                let exists: bool = tx
-                    .cached_row("SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)", [&id], |r| r.get(0))
-                    .map_err(backend)?;
-                if !exists {
-                    return Err(StoreError::NotFound(format!("session {id}")));
-                }
-            }
-        }
-        if let Some(new) = batch.consumed {
-            tx.cached_exec(
-                "INSERT INTO bridge_cursor (id, consumed) VALUES (1, ?1)
-                 ON CONFLICT (id) DO UPDATE SET consumed = excluded.consumed",
-                [seq_to_sql(new.0)],
-            )
-            .map_err(backend)?;
-        }
-        let sealed = seal_all(&tx, batch.audit)?;
-        tx.commit().map_err(backend)?;
-        Ok(sealed)
+        conn.cached_exec("PRAGMA synchronous = NORMAL", []).map_err(backend)?;
+        let applied = apply_batch(&mut conn, batch);
+        conn.cached_exec("PRAGMA synchronous = FULL", []).map_err(backend)?;
+        applied
     }
 
     fn consumed(&self) -> StoreResult<Option<DirectoryEventId>> {

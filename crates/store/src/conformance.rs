@@ -400,6 +400,7 @@ pub fn batches_are_atomic_with_the_cursor<S: SessionStore>(s: &S) {
         cause: Some(DirectoryEventId(3)),
     };
     let batch = SessionBatch {
+        replayable: false,
         consumed: Some(DirectoryEventId(3)),
         updates: vec![SessionUpdate { session: a.id, state: revoked, expires_at: None }],
         audit: vec![
@@ -416,6 +417,7 @@ pub fn batches_are_atomic_with_the_cursor<S: SessionStore>(s: &S) {
     assert_eq!(s.audit_after(0, 100).unwrap().len(), 3);
     // A batch naming a missing session writes nothing, cursor included.
     let bad = SessionBatch {
+        replayable: false,
         consumed: Some(DirectoryEventId(4)),
         updates: vec![SessionUpdate { session: session_id(99), state: revoked, expires_at: None }],
         audit: vec![audit(AuditKind::SessionRevoked, None)],
@@ -431,12 +433,14 @@ pub fn revoked_is_terminal<S: SessionStore>(s: &S) {
     let revoked =
         SessionState::Revoked { at: Timestamp(5), reason: RevocationReason::AdminRevoked, cause: None };
     s.apply(SessionBatch {
+        replayable: false,
         consumed: None,
         updates: vec![SessionUpdate { session: a.id, state: revoked, expires_at: None }],
         audit: vec![],
     })
     .unwrap();
     s.apply(SessionBatch {
+        replayable: false,
         consumed: None,
         updates: vec![SessionUpdate {
             session: a.id,
@@ -776,6 +780,7 @@ fn run_ses_op<S: SessionStore + ?Sized>(s: &S, op: &SesOp) -> String {
         SesOp::Revoke { n, consumed } => format!(
             "{:?} {:?}",
             s.apply(SessionBatch {
+                replayable: false,
                 consumed: consumed.map(|c| DirectoryEventId(u64::from(c))),
                 updates: vec![SessionUpdate {
                     session: session_id(u128::from(*n)),
@@ -793,6 +798,7 @@ fn run_ses_op<S: SessionStore + ?Sized>(s: &S, op: &SesOp) -> String {
         SesOp::Shorten { n, expires } => format!(
             "{:?}",
             s.apply(SessionBatch {
+                replayable: false,
                 consumed: None,
                 updates: vec![SessionUpdate {
                     session: session_id(u128::from(*n)),

@@ -436,6 +436,12 @@ pub struct SessionBatch {
     pub updates: Vec<SessionUpdate>,
     /// Audit entries, sealed into the chain in order.
     pub audit: Vec<AuditEntry>,
+    /// The commit need not reach stable storage before `apply` returns:
+    /// everything in it (audit records, the cursor) is re-derived by
+    /// replaying the directory log if it is lost, and the next synchronous
+    /// commit makes it durable. Only for bridge batches without session
+    /// changes; a revocation is always synchronous.
+    pub replayable: bool,
 }
 
 /// The session-authority role: session validity, the bridge cursor and the
