@@ -25,6 +25,10 @@ pub struct LoadSpec {
     pub bearer: String,
     /// Bodies, rotated (empty: no body).
     pub bodies: Vec<String>,
+    /// Rotate bodies once per pass over `paths` rather than per request:
+    /// every path gets bodies[0], then every path bodies[1], and so on (a
+    /// PATCH that alternates a value is then a real change every time).
+    pub body_per_pass: bool,
     /// Concurrent keep-alive connections.
     pub connections: usize,
     /// Unrecorded lead-in.
@@ -135,6 +139,8 @@ pub async fn run_load(spec: LoadSpec) -> anyhow::Result<Stats> {
                 }
                 let body = if spec.bodies.is_empty() {
                     String::new()
+                } else if spec.body_per_pass {
+                    spec.bodies[(i / spec.paths.len().max(1)) % spec.bodies.len()].clone()
                 } else {
                     spec.bodies[i % spec.bodies.len()].clone()
                 };

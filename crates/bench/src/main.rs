@@ -130,6 +130,7 @@ async fn introspect(bin: &Path, seconds: u64, connections: usize) -> anyhow::Res
         content_type: "application/x-www-form-urlencoded".into(),
         bearer: ADMIN.into(),
         bodies: tokens.iter().map(|t| format!("token={t}")).collect(),
+        body_per_pass: false,
         connections,
         warmup: Duration::from_secs(2),
         duration: Duration::from_secs(seconds),

@@ -13,6 +13,7 @@ use crate::server::{ADMIN, Running};
 use crate::{machine, seed};
 
 const PATCH_INACTIVE: &str = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}"#;
+const PATCH_ACTIVE: &str = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":true}]}"#;
 
 struct Target<'a> {
     addr: &'a str,
@@ -34,6 +35,7 @@ fn spec(
 ) -> LoadSpec {
     LoadSpec {
         addr: t.addr.to_owned(),
+        body_per_pass: method == hyper::Method::PATCH,
         method,
         paths,
         content_type: "application/scim+json".into(),
@@ -50,33 +52,49 @@ fn spread(n: usize, len: usize) -> impl Iterator<Item = usize> {
     (0..n).map(move |i| (i.wrapping_mul(7_919) + 13) % len.max(1))
 }
 
-async fn workloads(t: &Target<'_>) -> anyhow::Result<[Stats; 3]> {
+/// Results of one target: lookups, then creates and PATCHes at 16 and at
+/// 64 concurrent connections (group commit shares a durable commit among
+/// the requests that wait for it, so concurrency changes write rates).
+type Results = [Stats; 5];
+
+async fn workloads(t: &Target<'_>) -> anyhow::Result<Results> {
     let lookups: Vec<String> = spread(20_000, t.users.len())
         .map(|i| format!("{}/Users?filter=userName%20eq%20%22{}%22", t.prefix, t.users[i].1))
         .collect();
     let lookup = run_load(spec(t, hyper::Method::GET, lookups, vec![], 64)).await?;
-    let creates: Vec<String> = (0..400_000)
-        .map(|i| {
-            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                   "userName": format!("new-{}-{i}@example.com", t.tag), "active": true,
-                   "name": {"givenName": "New", "familyName": format!("User{i}")}})
-            .to_string()
-        })
-        .collect();
-    let create =
-        run_load(spec(t, hyper::Method::POST, vec![format!("{}/Users", t.prefix)], creates, 16)).await?;
-    let patches: Vec<String> = spread(t.users.len(), t.users.len())
-        .map(|i| format!("{}/Users/{}", t.prefix, t.users[i].0))
-        .collect();
-    let patch = run_load(spec(t, hyper::Method::PATCH, patches, vec![PATCH_INACTIVE.into()], 16)).await?;
-    Ok([lookup, create, patch])
+    let creates = |round: usize| -> Vec<String> {
+        (0..200_000)
+            .map(|i| {
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                       "userName": format!("new-{}-{round}-{i}@example.com", t.tag), "active": true,
+                       "name": {"givenName": "New", "familyName": format!("User{i}")}})
+                .to_string()
+            })
+            .collect()
+    };
+    let users = vec![format!("{}/Users", t.prefix)];
+    let create = run_load(spec(t, hyper::Method::POST, users.clone(), creates(16), 16)).await?;
+    // Each PATCH run has its own half of the users, and alternates
+    // active=false / active=true per pass over them, so every PATCH is a
+    // real change (a PATCH that changes nothing commits nothing).
+    let half = t.users.len() / 2;
+    let patches = |users: &[(String, String)]| -> Vec<String> {
+        spread(users.len(), users.len()).map(|i| format!("{}/Users/{}", t.prefix, users[i].0)).collect()
+    };
+    let flips = vec![PATCH_INACTIVE.to_owned(), PATCH_ACTIVE.to_owned()];
+    let patch = run_load(spec(t, hyper::Method::PATCH, patches(&t.users[..half]), flips.clone(), 16)).await?;
+    let create64 = run_load(spec(t, hyper::Method::POST, users, creates(64), 64)).await?;
+    let patch64 = run_load(spec(t, hyper::Method::PATCH, patches(&t.users[half..]), flips, 64)).await?;
+    Ok([lookup, create, patch, create64, patch64])
 }
 
-fn report(label: &str, [lookup, create, patch]: &[Stats; 3]) {
+fn report(label: &str, [lookup, create, patch, create64, patch64]: &Results) {
     println!("{label}");
     println!("  filter=userName eq lookups (64 conns): {lookup}");
     println!("  POST /Users creates (16 conns):        {create}");
     println!("  PATCH active false/true (16 conns):    {patch}");
+    println!("  POST /Users creates (64 conns):        {create64}");
+    println!("  PATCH active false/true (64 conns):    {patch64}");
 }
 
 /// Runs the SCIM benchmark.
@@ -84,8 +102,8 @@ pub async fn run(bin: &Path, sizes: &[usize], seconds: u64, reference: Option<&P
     println!("\n## SCIM throughput ({})", machine());
     println!(
         "method: each workload {seconds}s after 1s warm-up, keep-alive HTTP/1.1 from this process; lookups rotate over \
-         20,000 seeded userNames; creates use fresh userNames; PATCHes set active=false on every seeded user, then active=true \
-         (each one a real change; every user with 0 sessions); lockstep \
+         20,000 seeded userNames; creates use fresh userNames; PATCHes set active=false on every user of their half of the seeded users, \
+         then active=true on every one, and so on (each one a real change; every user with 0 sessions); lockstep \
          with durability=full, directory seeded through the engine"
     );
     let mut ours = Vec::new();
@@ -128,10 +146,13 @@ pub async fn run(bin: &Path, sizes: &[usize], seconds: u64, reference: Option<&P
         report(&format!("python-scim scim2-server 0.8.3 (in-memory, reference), {n} identities:"), &stats);
         if let Some((_, l)) = ours.iter().find(|(size, _)| *size == n) {
             println!(
-                "ratio lockstep / reference at {n}: lookups {:.1}x, creates {:.1}x, PATCH {:.1}x",
+                "ratio lockstep / reference at {n}: lookups {:.1}x, creates {:.1}x, PATCH {:.1}x (16 conns); \
+                 creates {:.1}x, PATCH {:.1}x (64 conns)",
                 l[0].rps / stats[0].rps,
                 l[1].rps / stats[1].rps,
-                l[2].rps / stats[2].rps
+                l[2].rps / stats[2].rps,
+                l[3].rps / stats[3].rps,
+                l[4].rps / stats[4].rps
             );
         }
     }
