@@ -38,8 +38,18 @@ type Change = Box<dyn FnOnce(&Identity) -> Result<Identity, Rejection> + Send>;
 
 /// A directory write waiting to be committed.
 pub(crate) enum Request {
-    Create { identity: Identity, origin: Origin },
-    Update { id: IdentityId, origin: Origin, if_match: Option<u64>, change: Change },
+    Create {
+        identity: Identity,
+        origin: Origin,
+    },
+    Update {
+        id: IdentityId,
+        origin: Origin,
+        if_match: Option<u64>,
+        change: Change,
+        /// The change already applied to the identity at this version.
+        guess: Option<(u64, Identity)>,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -258,10 +268,13 @@ impl Engine {
                 let changes = diff_identity(None, &identity);
                 (identity, None, changes, origin)
             }
-            Request::Update { id, origin, if_match, change } => {
+            Request::Update { id, origin, if_match, change, guess } => {
                 let current = self.live_identity(id)?;
                 crate::check_if_match(if_match, current.version)?;
-                let mut next = change(&current).map_err(UpdateError::Rejected)?;
+                let mut next = match guess {
+                    Some((version, next)) if version == current.version => next,
+                    _ => change(&current).map_err(UpdateError::Rejected)?,
+                };
                 next.id = current.id;
                 next.created = current.created;
                 next.version = current.version;

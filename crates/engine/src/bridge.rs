@@ -73,11 +73,21 @@ impl Engine {
         id: IdentityId,
         origin: Origin,
         if_match: Option<u64>,
-        change: impl FnOnce(&Identity) -> Result<Identity, E> + Send + 'static,
+        change: impl Fn(&Identity) -> Result<Identity, E> + Send + 'static,
     ) -> Result<Applied, UpdateError<E>> {
+        // The change (for SCIM: render, patch, validate) runs here, on the
+        // caller's thread, against the current state; the batch reuses the
+        // result if the identity is still at that version, and runs the
+        // change again under the writer lock only if it moved on. A refusal
+        // (bad If-Match, invalid change) is final: it was true of a state
+        // the identity was in.
+        let current = self.live_identity(id)?;
+        crate::check_if_match(if_match, current.version)?;
+        let guess = change(&current).map_err(UpdateError::Rejected)?;
         let change =
             Box::new(move |current: &Identity| change(current).map_err(|e| Box::new(e) as Rejection));
-        match self.submit(Request::Update { id, origin, if_match, change }) {
+        let guess = Some((current.version, guess));
+        match self.submit(Request::Update { id, origin, if_match, change, guess }) {
             Ok(applied) => Ok(applied),
             Err(UpdateError::Engine(e)) => Err(UpdateError::Engine(e)),
             Err(UpdateError::Rejected(rejection)) => match rejection.downcast::<E>() {

@@ -381,7 +381,7 @@ fn update(
     id: &str,
     origin: Origin,
     expected: Option<u64>,
-    change: impl FnOnce(&Identity) -> Result<Identity, ScimProblem> + Send + 'static,
+    change: impl Fn(&Identity) -> Result<Identity, ScimProblem> + Send + 'static,
 ) -> Result<UserView, ApiError> {
     match engine.update_identity(identity_id, origin, expected, change) {
         Ok(applied) => with_groups(engine, applied.identity),

@@ -30,17 +30,20 @@ CREATE TABLE IF NOT EXISTS identities (
     kind         TEXT NOT NULL,
     owner        TEXT,
     status       TEXT NOT NULL,
+    -- 1 unless deprovisioned. Its own column so that the partial indexes
+    -- on live (or deleted) names are not rewritten by every status change.
+    live         INTEGER NOT NULL,
     profile      TEXT NOT NULL,
     version      INTEGER NOT NULL,
     created      INTEGER NOT NULL,
     modified     INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS identities_live_user_name
-    ON identities (user_name_lc) WHERE status <> 'deprovisioned';
+    ON identities (user_name_lc) WHERE live = 1;
 -- Tombstones by name (is a userName one that was deleted?); live names are
 -- in the unique index above, so no index holds every row's name twice.
 CREATE INDEX IF NOT EXISTS identities_deleted_user_name
-    ON identities (user_name_lc) WHERE status = 'deprovisioned';
+    ON identities (user_name_lc) WHERE live = 0;
 CREATE INDEX IF NOT EXISTS identities_external_id ON identities (external_id);
 CREATE INDEX IF NOT EXISTS identities_display_name ON identities (display_name_lc);
 -- Partial: a deactivated identity is the exception; `active eq false` (who
@@ -298,9 +301,7 @@ fn write_identity(
     let name_changed = found.as_ref().is_none_or(|(_, _, old)| old[USER_NAME_LC] != new[USER_NAME_LC]);
     if live(&identity) && name_changed {
         let clash: Option<String> = tx
-            .prepare_cached(
-                "SELECT id FROM identities WHERE user_name_lc = ?1 AND status <> 'deprovisioned' AND id <> ?2",
-            )
+            .prepare_cached("SELECT id FROM identities WHERE user_name_lc = ?1 AND live = 1 AND id <> ?2")
             .and_then(|mut stmt| stmt.query_row(params![keys.user_name, id], |r| r.get(0)).optional())
             .map_err(backend)?;
         if clash.is_some() {
@@ -373,7 +374,7 @@ impl Reindex {
 }
 
 /// Columns a write sets, in the order of [`written_values`].
-const WRITTEN: [&str; 13] = [
+const WRITTEN: [&str; 14] = [
     "user_name",
     "user_name_lc",
     "external_id",
@@ -382,17 +383,18 @@ const WRITTEN: [&str; 13] = [
     "kind",
     "owner",
     "status",
+    "live",
     "profile",
     "version",
     "created",
     "modified",
     "emails",
 ];
-const WRITTEN_COLUMNS: &str = "user_name, user_name_lc, external_id, display_name, display_name_lc, kind, owner, status, profile, version, created, modified, emails";
+const WRITTEN_COLUMNS: &str = "user_name, user_name_lc, external_id, display_name, display_name_lc, kind, owner, status, live, profile, version, created, modified, emails";
 const USER_NAME_LC: usize = 1;
 const DISPLAY_NAME_LC: usize = 4;
 const EXTERNAL_ID: usize = 2;
-const EMAILS: usize = 12;
+const EMAILS: usize = 13;
 
 /// An identity's values for [`WRITTEN`].
 fn written_values(identity: &Identity, keys: &SearchKeys) -> Vec<Value> {
@@ -407,6 +409,7 @@ fn written_values(identity: &Identity, keys: &SearchKeys) -> Vec<Value> {
         text(identity.kind.as_str()),
         identity.owner.map_or(Value::Null, |o| Value::Text(o.to_string())),
         text(identity.status.as_str()),
+        Value::Integer(i64::from(live(identity))),
         text(&identity.profile),
         Value::Integer(seq_to_sql(identity.version)),
         Value::Integer(identity.created.micros()),
@@ -523,7 +526,7 @@ impl SqliteDirectory {
     /// lookup throughput under load).
     fn query_identities(&self, query: &IdentityQuery, with_groups: bool) -> StoreResult<(usize, ListedRows)> {
         let compiled = compile(&query.filter);
-        let where_ = format!("status <> 'deprovisioned' AND ({})", compiled.sql);
+        let where_ = format!("live = 1 AND ({})", compiled.sql);
         let count_sql = format!("SELECT COUNT(*) FROM identities WHERE {where_}");
         let page_sql = format!(
             "SELECT {IDENTITY_COLUMNS} FROM identities WHERE {where_} ORDER BY {} LIMIT {} OFFSET {}",
@@ -598,9 +601,7 @@ impl DirectoryStore for SqliteDirectory {
     }
 
     fn live_identity_by_user_name(&self, user_name: &str) -> StoreResult<Option<Identity>> {
-        let sql = format!(
-            "SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_name_lc = ?1 AND status <> 'deprovisioned'"
-        );
+        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_name_lc = ?1 AND live = 1");
         self.pool
             .read(|c| c.cached_row(&sql, [user_name.to_lowercase()], identity_row).optional())?
             .map(IdentityRow::decode)
@@ -609,7 +610,8 @@ impl DirectoryStore for SqliteDirectory {
 
     fn deleted_user_name_exists(&self, user_name: &str) -> StoreResult<bool> {
         self.pool.read(|c| {
-            c.cached_row("SELECT EXISTS (SELECT 1 FROM identities WHERE user_name_lc = ?1 AND status = 'deprovisioned')",
+            c.cached_row(
+                "SELECT EXISTS (SELECT 1 FROM identities WHERE user_name_lc = ?1 AND live = 0)",
                 [user_name.to_lowercase()],
                 |r| r.get(0),
             )
@@ -700,7 +702,7 @@ mod tests {
         let compiled = compile(filter);
         let sql = format!(
             "EXPLAIN QUERY PLAN SELECT {IDENTITY_COLUMNS} FROM identities
-             WHERE status <> 'deprovisioned' AND ({}) ORDER BY {} LIMIT 100 OFFSET 0",
+             WHERE live = 1 AND ({}) ORDER BY {} LIMIT 100 OFFSET 0",
             compiled.sql,
             order_by(filter)
         );

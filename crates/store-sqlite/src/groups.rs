@@ -70,9 +70,7 @@ pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> Store
                 .map_err(backend)?;
             }
             let mut live = tx
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM identities WHERE id = ?1 AND status <> 'deprovisioned')",
-                )
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM identities WHERE id = ?1 AND live = 1)")
                 .map_err(backend)?;
             let mut insert = tx
                 .prepare_cached("INSERT INTO group_members (group_id, identity) VALUES (?1, ?2)")
@@ -109,7 +107,7 @@ type GroupRow = (String, String, Option<String>, i64, i64, i64);
 fn members(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Vec<String>> {
     let mut stmt = c.prepare_cached(
         "SELECT m.identity FROM group_members m JOIN identities i ON i.id = m.identity
-         WHERE m.group_id = CAST(?1 AS TEXT) AND i.status <> 'deprovisioned' ORDER BY m.identity",
+         WHERE m.group_id = CAST(?1 AS TEXT) AND i.live = 1 ORDER BY m.identity",
     )?;
     stmt.query_map([id], |r| r.get(0))?.collect()
 }

@@ -125,7 +125,7 @@ fn text(column: Column, op: TextOp, value: &str, args: &mut Vec<Value>) -> Strin
                 guarded.push_str(" AND kind <> 'human'");
             }
             if expr == "user_name_lc" {
-                guarded.push_str(" AND status <> 'deprovisioned'");
+                guarded.push_str(" AND live = 1");
             }
             match narrow {
                 Some(narrow) => format!("({narrow} AND {guarded})"),
