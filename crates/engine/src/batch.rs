@@ -106,6 +106,32 @@ fn finish(p: &Pending, outcome: Outcome) {
     p.changed.notify_one();
 }
 
+/// Leadership of the queue, handed over when dropped — also if the batch
+/// panics, when every request of the batch still waiting is failed rather
+/// than left asleep and the queue is not left without a leader.
+struct Leading<'a> {
+    engine: &'a Engine,
+    /// The batch being committed.
+    batch: Vec<Pending>,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        for p in &self.batch {
+            // Only after a panic is anything here without a result (a
+            // result already collected leaves None too; no one reads it).
+            let mut s = slot(p);
+            if s.result.is_none() {
+                s.request = None;
+                let failed = StoreError::Backend("the batch committing this write failed".into());
+                s.result = Some(Err(EngineError::Store(failed).into()));
+                p.changed.notify_one();
+            }
+        }
+        self.engine.hand_over();
+    }
+}
+
 enum Prepared {
     Write(IdentityWrite),
     Unchanged(Identity),
@@ -138,12 +164,13 @@ impl Engine {
         }
         // Leading: this thread's request is queued (a deferred request
         // stays queued), so batches run until it has its result.
+        let mut leading = Leading { engine: self, batch: Vec::new() };
         loop {
-            let batch = std::mem::take(&mut self.queue().pending);
+            leading.batch = std::mem::take(&mut self.queue().pending);
             match self.lock_writer() {
-                Ok(mut writer) => self.run_batch(&mut writer, batch),
+                Ok(mut writer) => self.run_batch(&mut writer, leading.batch.clone()),
                 Err(_) => {
-                    for p in &batch {
+                    for p in &leading.batch {
                         if slot(p).request.take().is_some() {
                             let poisoned = StoreError::Backend("writer lock poisoned".into());
                             finish(p, Err(EngineError::Store(poisoned).into()));
@@ -151,10 +178,10 @@ impl Engine {
                     }
                 }
             }
+            leading.batch.clear();
             let done = slot(&pending).result.take();
             if let Some(result) = done {
-                self.hand_over();
-                return result;
+                return result; // `leading` hands over on drop
             }
         }
     }
