@@ -1,6 +1,6 @@
 //! Groups and memberships in `directory.db`.
 
-use lockstep_domain::{DirectoryEvent, DirectoryEventId, Group, GroupId, IdentityId, Timestamp};
+use lockstep_domain::{Group, GroupId, IdentityId, Timestamp};
 use lockstep_store::{CommittedGroup, GroupPage, GroupQuery, GroupWrite, StoreError, StoreResult};
 use rusqlite::{OptionalExtension, params};
 
@@ -8,7 +8,7 @@ use crate::codec::{parse, seq_to_sql};
 use crate::conn::Cached;
 use crate::conn::Pool;
 use crate::conn::backend;
-use crate::directory::{insert_event, next_event_seq};
+use crate::directory::append_events;
 
 /// A group write inside an open transaction.
 pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> StoreResult<CommittedGroup> {
@@ -86,19 +86,7 @@ pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> Store
             Some(group)
         }
     };
-    let first = next_event_seq(tx)?;
-    let mut events = Vec::with_capacity(write.events.len());
-    for (offset, (subject, change)) in write.events.into_iter().enumerate() {
-        let seq = first + i64::try_from(offset).unwrap_or(0);
-        insert_event(tx, seq, write.at, &subject, &change, &write.origin)?;
-        events.push(DirectoryEvent {
-            id: DirectoryEventId(seq.unsigned_abs()),
-            at: write.at,
-            subject,
-            change,
-            origin: write.origin.clone(),
-        });
-    }
+    let events = append_events(tx, write.at, &write.origin, write.events)?;
     Ok(CommittedGroup { group, events })
 }
 

@@ -26,11 +26,23 @@ pub(crate) enum Column {
         nullable: bool,
         /// `(trigram table, slot count, slot)` when substrings are indexed.
         grams: Option<(&'static str, i64, i64)>,
+        /// The condition of a partial index on the column, spelled out in
+        /// every comparison that cannot match the value it excludes (if
+        /// any): SQLite uses a partial index only where the query states
+        /// its condition, also inside an OR.
+        partial: Option<Partial>,
     },
     /// The identity's e-mail table.
     Emails,
     /// Derived from `status`.
     Active,
+}
+
+/// A partial index's condition and the one value it leaves out.
+#[derive(Clone, Copy)]
+pub(crate) struct Partial {
+    condition: &'static str,
+    excludes: Option<&'static str>,
 }
 
 /// A field of a table [`compile`] can search.
@@ -40,33 +52,39 @@ pub(crate) trait Searchable: SearchField + Copy {
 
 impl Searchable for IdentityField {
     fn column(self) -> Column {
-        let grams = |slot| Some(("identity_grams", IDENTITY_SLOTS, slot));
+        let plain = |expr, nullable, slot: Option<i64>, partial| Column::Plain {
+            expr,
+            nullable,
+            grams: slot.map(|slot| ("identity_grams", IDENTITY_SLOTS, slot)),
+            partial,
+        };
         match self {
-            IdentityField::Id => Column::Plain { expr: "id", nullable: false, grams: None },
+            IdentityField::Id => plain("id", false, None, None),
+            // Listings are of live identities: the unique index of live names.
             IdentityField::UserName => {
-                Column::Plain { expr: "user_name_lc", nullable: false, grams: grams(0) }
+                plain("user_name_lc", false, Some(0), Some(Partial { condition: "live = 1", excludes: None }))
             }
-            IdentityField::DisplayName => {
-                Column::Plain { expr: "display_name_lc", nullable: true, grams: grams(1) }
-            }
-            IdentityField::ExternalId => {
-                Column::Plain { expr: "external_id", nullable: true, grams: grams(2) }
-            }
+            IdentityField::DisplayName => plain("display_name_lc", true, Some(1), None),
+            IdentityField::ExternalId => plain("external_id", true, Some(2), None),
             IdentityField::Email => Column::Emails,
             IdentityField::Active => Column::Active,
-            IdentityField::Kind => Column::Plain { expr: "kind", nullable: false, grams: None },
+            IdentityField::Kind => plain(
+                "kind",
+                false,
+                None,
+                Some(Partial { condition: "kind <> 'human'", excludes: Some("human") }),
+            ),
         }
     }
 }
 
 impl Searchable for GroupField {
     fn column(self) -> Column {
+        let plain = |expr, nullable, grams| Column::Plain { expr, nullable, grams, partial: None };
         match self {
-            GroupField::Id => Column::Plain { expr: "id", nullable: false, grams: None },
-            GroupField::DisplayName => {
-                Column::Plain { expr: "display_name_lc", nullable: false, grams: Some(("group_grams", 1, 0)) }
-            }
-            GroupField::ExternalId => Column::Plain { expr: "external_id", nullable: true, grams: None },
+            GroupField::Id => plain("id", false, None),
+            GroupField::DisplayName => plain("display_name_lc", false, Some(("group_grams", 1, 0))),
+            GroupField::ExternalId => plain("external_id", true, None),
         }
     }
 }
@@ -114,18 +132,15 @@ fn present(column: Column) -> String {
 
 fn text(column: Column, op: TextOp, value: &str, args: &mut Vec<Value>) -> String {
     match column {
-        Column::Plain { expr, nullable, grams } => {
+        Column::Plain { expr, nullable, grams, partial } => {
             // Placeholders are positional: bind in the order they appear.
-            let narrow = narrowing(grams, op, value, args);
+            let narrow = narrowing("seq", grams, op, value, args);
             let exact = compare(expr, op, value, args);
             let mut guarded = if nullable { format!("{expr} IS NOT NULL AND {exact}") } else { exact };
-            // Partial indexes apply only where the query spells out their
-            // condition, also inside an OR: non-human kinds, live names.
-            if expr == "kind" && op == TextOp::Eq && value != "human" {
-                guarded.push_str(" AND kind <> 'human'");
-            }
-            if expr == "user_name_lc" {
-                guarded.push_str(" AND live = 1");
+            if let Some(Partial { condition, excludes }) = partial
+                && excludes.is_none_or(|excluded| !op.holds(excluded, value))
+            {
+                guarded = format!("{guarded} AND {condition}");
             }
             match narrow {
                 Some(narrow) => format!("({narrow} AND {guarded})"),
@@ -134,8 +149,9 @@ fn text(column: Column, op: TextOp, value: &str, args: &mut Vec<Value>) -> Strin
         }
         Column::Emails => {
             let exact = compare("value_lc", op, value, args);
-            let narrow = narrowing(Some(("identity_grams", IDENTITY_SLOTS, EMAIL_SLOT)), op, value, args)
-                .map(|n| format!(" AND {}", n.replacen("seq IN", "identity IN", 1)))
+            let grams = Some(("identity_grams", IDENTITY_SLOTS, EMAIL_SLOT));
+            let narrow = narrowing("identity", grams, op, value, args)
+                .map(|n| format!(" AND {n}"))
                 .unwrap_or_default();
             format!("seq IN (SELECT identity FROM identity_emails WHERE {exact}{narrow})")
         }
@@ -191,9 +207,12 @@ fn compare(expr: &str, op: TextOp, value: &str, args: &mut Vec<Value>) -> String
     }
 }
 
-/// A trigram pre-selection for substring and suffix comparisons of at
-/// least three characters (shorter ones have no trigram to look up).
+/// A trigram pre-selection of `key` (the identity's seq, under whatever
+/// name the enclosing query gives it) for substring and suffix
+/// comparisons of at least three characters (shorter ones have no trigram
+/// to look up).
 fn narrowing(
+    key: &str,
     grams: Option<(&'static str, i64, i64)>,
     op: TextOp,
     value: &str,
@@ -205,10 +224,10 @@ fn narrowing(
     }
     args.push(Value::Text(trigram_query(value)));
     Some(if slots == 1 {
-        format!("seq IN (SELECT rowid FROM {table} WHERE {table} MATCH ?)")
+        format!("{key} IN (SELECT rowid FROM {table} WHERE {table} MATCH ?)")
     } else {
         format!(
-            "seq IN (SELECT rowid / {slots} FROM {table} WHERE {table} MATCH ? AND rowid % {slots} = {slot})"
+            "{key} IN (SELECT rowid / {slots} FROM {table} WHERE {table} MATCH ? AND rowid % {slots} = {slot})"
         )
     })
 }
