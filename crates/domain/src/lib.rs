@@ -11,6 +11,7 @@ mod client;
 mod directory;
 mod ids;
 mod session;
+pub mod text;
 mod time;
 
 pub use audit::{AuditEntry, AuditFamily, AuditKind, AuditRecord, ChainHash};

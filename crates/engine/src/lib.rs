@@ -84,6 +84,12 @@ pub enum EngineError {
         /// What is wrong with it.
         message: String,
     },
+    /// A client asked to revoke a token that was issued to someone else
+    /// (RFC 7009 §2.1).
+    #[error(
+        "the token was not issued to this client; only the client it was issued to, or the admin, may revoke it"
+    )]
+    NotIssuedToCaller,
     /// The random source failed.
     #[error(transparent)]
     Entropy(#[from] clock::EntropyError),

@@ -154,9 +154,19 @@ impl Engine {
     }
 
     /// RFC 7009 revocation by token value. Unknown tokens are not an error.
+    ///
+    /// RFC 7009 §2.1 binds revocation to the client the token was issued
+    /// to: a client may revoke only tokens it obtained, so a resource
+    /// server's introspection credential cannot log users out. The admin
+    /// may revoke any token.
     pub fn revoke_token(&self, token: &str, principal: &Principal) -> EngineResult<()> {
         let hash = secrets::hash(token);
         if let Some(session) = self.stores.sessions.session_by_token(&hash)? {
+            if let Some(caller) = principal.client_id()
+                && session.client != Some(caller)
+            {
+                return Err(EngineError::NotIssuedToCaller);
+            }
             self.revoke(session, RevocationReason::ClientRevoked, principal)?;
         }
         Ok(())
@@ -172,6 +182,16 @@ impl Engine {
             return Ok(false);
         }
         let _writer = self.lock_writer()?;
+        // Every session change happens under the writer lock, so the state
+        // read here is the state this revocation applies to: of several
+        // callers revoking one session at once (or a caller and the
+        // bridge), exactly one finds it live and records the revocation.
+        let Some(session) = self.stores.sessions.session(session.id)? else {
+            return Err(EngineError::NotFound(format!("session {}", session.id)));
+        };
+        if session.state.is_revoked() {
+            return Ok(false);
+        }
         let now = self.clock.now();
         self.forget(&session.token_hash);
         let sealed = self.stores.sessions.apply(SessionBatch {
@@ -240,12 +260,11 @@ impl Engine {
         principal: &Principal,
     ) -> EngineResult<CreatedClient> {
         let name = name.trim();
-        if name.is_empty() || name.len() > 200 {
-            return Err(EngineError::Invalid {
-                field: "name",
-                message: "must be 1 to 200 characters".into(),
-            });
+        if name.is_empty() {
+            return Err(EngineError::Invalid { field: "name", message: "must not be empty".into() });
         }
+        lockstep_domain::text::check_identifier(name, 200)
+            .map_err(|problem| EngineError::Invalid { field: "name", message: problem.to_string() })?;
         if scopes.is_empty() {
             return Err(EngineError::Invalid {
                 field: "scopes",

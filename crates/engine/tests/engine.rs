@@ -287,3 +287,48 @@ fn concurrent_writers_share_commits_and_lose_nothing() {
         assert!(reopened.introspect(token).is_none());
     }
 }
+
+/// Eight callers revoking one session at the same instant, half by id and
+/// half by token, record exactly one revocation.
+#[test]
+fn racing_revocations_are_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(open(dir.path()));
+    engine.create_identity(draft(&engine, "race"), origin()).unwrap();
+    for round in 0..20 {
+        let issued = engine.open_session("race", None, &Principal::admin()).unwrap();
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|n| {
+                let (engine, start, issued) = (engine.clone(), start.clone(), issued.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    if n % 2 == 0 {
+                        engine.revoke_session(issued.session.id, &Principal::admin()).unwrap();
+                    } else {
+                        engine.revoke_token(&issued.access_token, &Principal::admin()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let records = engine
+            .audit_page(0, 10_000)
+            .unwrap()
+            .into_iter()
+            .filter(|r| {
+                r.entry.kind == AuditKind::SessionRevoked && r.entry.session == Some(issued.session.id)
+            })
+            .count();
+        assert_eq!(records, 1, "round {round}");
+    }
+    let metrics = engine.metrics().encode().unwrap();
+    let revoked: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("lockstep_session_revocations_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(revoked, 20);
+}

@@ -146,6 +146,12 @@ impl ApiError {
                 Some(if scim { ScimType::InvalidValue.as_str() } else { "invalid_request" }),
                 e.to_string(),
             ),
+            EngineError::NotIssuedToCaller => Self::new(
+                flavor,
+                S::BAD_REQUEST,
+                Some(if scim { ScimType::InvalidValue.as_str() } else { "unauthorized_client" }),
+                e.to_string(),
+            ),
             EngineError::Entropy(_) | EngineError::Store(_) | EngineError::BridgePending(_) => {
                 Self::internal(flavor, &e)
             }

@@ -64,8 +64,9 @@ pub(crate) async fn create_group(
     let doc = parse_body(body, state.config.body_limit)?;
     let base = base_url(&state, &headers);
     let engine = state.engine.clone();
+    let limits = state.config.scim_limits;
     let applied = blocking(FLAVOR, move || {
-        let group = group_from_document(&doc, engine.new_group_id().map_err(engine_err)?, None)?;
+        let group = group_from_document(&doc, engine.new_group_id().map_err(engine_err)?, None, &limits)?;
         engine.create_group(group, origin(&caller)).map_err(engine_err)
     })
     .await?;
@@ -152,10 +153,11 @@ pub(crate) async fn replace_group(
     let doc = parse_body(body, state.config.body_limit)?;
     let base = base_url(&state, &headers);
     let engine = state.engine.clone();
+    let limits = state.config.scim_limits;
     let applied = blocking(FLAVOR, move || {
         engine
             .update_group(group_id, origin(&caller), expected, |current| {
-                group_from_document(&doc, current.id, Some(current))
+                group_from_document(&doc, current.id, Some(current), &limits)
             })
             .map_err(|e| update_err(e, &id))
     })
@@ -181,6 +183,7 @@ pub(crate) async fn patch_group(
     let base = base_url(&state, &headers);
     let base_for_patch = base.clone();
     let engine = state.engine.clone();
+    let limits = state.config.scim_limits;
     let applied = blocking(FLAVOR, move || {
         engine
             .update_group(group_id, origin(&caller), expected, |current| {
@@ -188,7 +191,7 @@ pub(crate) async fn patch_group(
                     return Err(ScimProblem::bad(ScimType::InvalidSyntax, "stored group is not an object"));
                 };
                 apply_patch(&GROUP, &mut doc, &request)?;
-                group_from_document(&Value::Object(doc), current.id, Some(current))
+                group_from_document(&Value::Object(doc), current.id, Some(current), &limits)
             })
             .map_err(|e| update_err(e, &id))
     })

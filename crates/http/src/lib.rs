@@ -12,6 +12,7 @@ mod error;
 mod groups;
 mod oauth;
 mod ops;
+mod reject;
 mod scim;
 
 use std::sync::Arc;
@@ -37,11 +38,17 @@ pub struct HttpConfig {
     /// Public base URL (e.g. `https://lockstep.example.com`), used in SCIM
     /// `meta.location`; when unset, derived from the request's `Host`.
     pub public_url: Option<String>,
+    /// Size limits on SCIM documents below the body limit.
+    pub scim_limits: lockstep_scim::Limits,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { body_limit: DEFAULT_BODY_LIMIT, public_url: None }
+        Self {
+            body_limit: DEFAULT_BODY_LIMIT,
+            public_url: None,
+            scim_limits: lockstep_scim::Limits::default(),
+        }
     }
 }
 
@@ -101,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(reject::protocol_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -171,8 +171,10 @@ pub(crate) async fn create_user(
     let doc = parse_body(body, state.config.body_limit)?;
     let base = base_url(&state, &headers);
     let engine = state.engine.clone();
+    let limits = state.config.scim_limits;
     let applied = blocking(FLAVOR, move || {
-        let identity = user_from_document(&doc, engine.new_identity_id().map_err(engine_err)?, None)?;
+        let identity =
+            user_from_document(&doc, engine.new_identity_id().map_err(engine_err)?, None, &limits)?;
         let applied = engine.create_identity(identity, origin(&caller)).map_err(engine_err)?;
         Ok((applied.identity, Vec::new()))
     })
@@ -341,9 +343,10 @@ pub(crate) async fn replace_user(
     let doc = parse_body(body, state.config.body_limit)?;
     let base = base_url(&state, &headers);
     let engine = state.engine.clone();
+    let limits = state.config.scim_limits;
     let applied = blocking(FLAVOR, move || {
         update(&engine, identity_id, &id, origin(&caller), expected, move |current| {
-            user_from_document(&doc, current.id, Some(current))
+            user_from_document(&doc, current.id, Some(current), &limits)
         })
     })
     .await?;
@@ -366,9 +369,10 @@ pub(crate) async fn patch_user(
         .map_err(|e| ScimProblem::bad(ScimType::InvalidSyntax, format!("not a PatchOp request: {e}")))?;
     let base = base_url(&state, &headers);
     let engine = state.engine.clone();
+    let limits = state.config.scim_limits;
     let applied = blocking(FLAVOR, move || {
         update(&engine, identity_id, &id, origin(&caller), expected, move |current| {
-            lockstep_scim::patch_user(current, &request)
+            lockstep_scim::patch_user(current, &request, &limits)
         })
     })
     .await?;

@@ -24,6 +24,18 @@ struct FileConfig {
     body_limit: Option<usize>,
     log_format: Option<String>,
     sessions: Option<FileSessions>,
+    scim: Option<FileScim>,
+}
+
+/// `[scim]`: size limits below the body limit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileScim {
+    max_identifier_length: Option<usize>,
+    max_string_length: Option<usize>,
+    max_binary_length: Option<usize>,
+    max_values: Option<usize>,
+    max_group_members: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +65,7 @@ pub struct Settings {
     pub limits: SessionLimits,
     pub log_format: LogFormat,
     pub admin_token: Option<String>,
+    pub scim_limits: lockstep_scim::Limits,
 }
 
 fn duration(field: &str, value: &str) -> anyhow::Result<Duration> {
@@ -68,6 +81,7 @@ impl Settings {
             None => FileConfig::default(),
         };
         let sessions = file.sessions.unwrap_or_default();
+        let scim_limits = scim_limits(file.scim.unwrap_or_default())?;
         let listen_text = args.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen = listen_text
             .parse::<SocketAddr>()
@@ -117,8 +131,25 @@ impl Settings {
             limits: SessionLimits { default_ttl, max_ttl },
             log_format,
             admin_token: std::env::var("LOCKSTEP_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+            scim_limits,
         })
     }
+}
+
+fn scim_limits(file: FileScim) -> anyhow::Result<lockstep_scim::Limits> {
+    let d = lockstep_scim::Limits::default();
+    let limit = |key: &str, value: Option<usize>, default: usize, max: usize| match value {
+        None => Ok(default),
+        Some(v) if (1..=max).contains(&v) => Ok(v),
+        Some(v) => bail!("scim.{key}: {v} must be between 1 and {max}"),
+    };
+    Ok(lockstep_scim::Limits {
+        max_identifier: limit("max_identifier_length", file.max_identifier_length, d.max_identifier, 4096)?,
+        max_string: limit("max_string_length", file.max_string_length, d.max_string, 1 << 20)?,
+        max_binary: limit("max_binary_length", file.max_binary_length, d.max_binary, 1 << 24)?,
+        max_values: limit("max_values", file.max_values, d.max_values, 100_000)?,
+        max_members: limit("max_group_members", file.max_group_members, d.max_members, 10_000_000)?,
+    })
 }
 
 fn load(path: &Path) -> anyhow::Result<FileConfig> {

@@ -101,7 +101,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let state = AppState {
         engine: engine.clone(),
-        config: Arc::new(HttpConfig { body_limit: settings.body_limit, public_url: settings.public_url }),
+        config: Arc::new(HttpConfig {
+            body_limit: settings.body_limit,
+            public_url: settings.public_url,
+            scim_limits: settings.scim_limits,
+        }),
     };
     {
         let mut out = std::io::stdout().lock();

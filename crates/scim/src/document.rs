@@ -52,12 +52,71 @@ impl ResourceSchema {
     }
 }
 
+/// Size limits below the request body limit, so that one request cannot
+/// store a megabyte in a `displayName` or ten thousand e-mail addresses.
+/// Every limit is configurable (`[scim]` in the config file) and refused
+/// with `invalidValue` naming the attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest identifier (`userName`, `externalId`, a group's
+    /// `displayName`), in characters.
+    pub max_identifier: usize,
+    /// Longest other string, in characters.
+    pub max_string: usize,
+    /// Longest binary value (base64 text, e.g. an X.509 certificate).
+    pub max_binary: usize,
+    /// Most values of one multi-valued attribute (`emails`, `roles`, …).
+    pub max_values: usize,
+    /// Most members of one group.
+    pub max_members: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_identifier: 256,
+            max_string: 1024,
+            max_binary: 16 * 1024,
+            max_values: 100,
+            max_members: 100_000,
+        }
+    }
+}
+
 fn invalid_value(path: &str, expected: &str) -> ScimProblem {
     ScimProblem::bad(ScimType::InvalidValue, format!("attribute {path:?} must be {expected}"))
 }
 
 /// Validates one attribute value; returns what to store (`None`: nothing).
-pub(crate) fn check_value(attr: &Attr, value: &Value, path: &str) -> Result<Option<Value>, ScimProblem> {
+/// Refuses a string attribute value that is too long or holds characters
+/// the attribute may not hold (see [`lockstep_domain::text`]).
+fn check_text(attr: &Attr, text: &str, path: &str, limits: &Limits) -> Result<(), ScimProblem> {
+    use lockstep_domain::text::{TextProblem, check_identifier, check_single_line, is_control};
+    let result = if attr.identifier {
+        check_identifier(text, limits.max_identifier)
+    } else if matches!(attr.ty, Type::Binary) {
+        check_single_line(text, limits.max_binary)
+    } else if attr.multiline {
+        match text.chars().find(|c| is_control(*c) && !matches!(c, '\n' | '\r' | '\t')) {
+            Some(c) => Err(TextProblem::Control(c)),
+            None if text.chars().count() > limits.max_string => {
+                Err(TextProblem::TooLong { max: limits.max_string })
+            }
+            None => Ok(()),
+        }
+    } else {
+        check_single_line(text, limits.max_string)
+    };
+    result
+        .map_err(|problem| ScimProblem::bad(ScimType::InvalidValue, format!("attribute {path:?} {problem}")))
+}
+
+pub(crate) fn check_value(
+    attr: &Attr,
+    value: &Value,
+    path: &str,
+    limits: &Limits,
+) -> Result<Option<Value>, ScimProblem> {
     match attr.mutability {
         Mutability::ReadOnly | Mutability::WriteOnly => return Ok(None),
         Mutability::ReadWrite => {}
@@ -70,21 +129,36 @@ pub(crate) fn check_value(attr: &Attr, value: &Value, path: &str) -> Result<Opti
             Value::Array(items) => items.iter().collect(),
             _ => return Err(invalid_value(path, "an array")),
         };
+        let max = if attr.name == "members" { limits.max_members } else { limits.max_values };
+        if items.len() > max {
+            return Err(ScimProblem::bad(
+                ScimType::InvalidValue,
+                format!("attribute {path:?} has {} values; at most {max} are accepted", items.len()),
+            ));
+        }
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            if let Some(v) = check_single(attr, item, path)? {
+            if let Some(v) = check_single(attr, item, path, limits)? {
                 out.push(v);
             }
         }
         return Ok((!out.is_empty()).then_some(Value::Array(out)));
     }
-    check_single(attr, value, path)
+    check_single(attr, value, path, limits)
 }
 
-fn check_single(attr: &Attr, value: &Value, path: &str) -> Result<Option<Value>, ScimProblem> {
+fn check_single(
+    attr: &Attr,
+    value: &Value,
+    path: &str,
+    limits: &Limits,
+) -> Result<Option<Value>, ScimProblem> {
     match attr.ty {
         Type::String | Type::Reference(_) | Type::Binary => match value {
-            Value::String(_) => Ok(Some(value.clone())),
+            Value::String(text) => {
+                check_text(attr, text, path, limits)?;
+                Ok(Some(value.clone()))
+            }
             _ => Err(invalid_value(path, "a string")),
         },
         Type::DateTime => match value {
@@ -105,7 +179,7 @@ fn check_single(attr: &Attr, value: &Value, path: &str) -> Result<Option<Value>,
                 let sub = find(attr.sub, k).ok_or_else(|| {
                     ScimProblem::bad(ScimType::InvalidSyntax, format!("unknown sub-attribute {path}.{k}"))
                 })?;
-                if let Some(v) = check_value(sub, v, &format!("{path}.{}", sub.name))? {
+                if let Some(v) = check_value(sub, v, &format!("{path}.{}", sub.name), limits)? {
                     out.insert(sub.name.to_owned(), v);
                 }
             }
@@ -118,7 +192,11 @@ fn check_single(attr: &Attr, value: &Value, path: &str) -> Result<Option<Value>,
 /// writable attributes under their canonical names (extensions as nested
 /// objects keyed by URN); read-only attributes are ignored and write-only
 /// ones dropped.
-pub fn validate_document(schema: &ResourceSchema, doc: &Value) -> Result<Map<String, Value>, ScimProblem> {
+pub fn validate_document(
+    schema: &ResourceSchema,
+    doc: &Value,
+    limits: &Limits,
+) -> Result<Map<String, Value>, ScimProblem> {
     let Value::Object(doc) = doc else {
         return Err(ScimProblem::bad(
             ScimType::InvalidSyntax,
@@ -142,7 +220,7 @@ pub fn validate_document(schema: &ResourceSchema, doc: &Value) -> Result<Map<Str
                     let attr = find(attrs, k).ok_or_else(|| {
                         ScimProblem::bad(ScimType::InvalidSyntax, format!("unknown attribute {urn}:{k}"))
                     })?;
-                    if let Some(v) = check_value(attr, v, &format!("{urn}:{}", attr.name))? {
+                    if let Some(v) = check_value(attr, v, &format!("{urn}:{}", attr.name), limits)? {
                         stored.insert(attr.name.to_owned(), v);
                     }
                 }
@@ -158,7 +236,7 @@ pub fn validate_document(schema: &ResourceSchema, doc: &Value) -> Result<Map<Str
                     format!("unknown attribute {key:?} for resource type {}", schema.name),
                 )
             })?;
-            if let Some(v) = check_value(attr, value, attr.name)? {
+            if let Some(v) = check_value(attr, value, attr.name, limits)? {
                 out.insert(attr.name.to_owned(), v);
             }
             attr.name

@@ -34,8 +34,11 @@ fn compare(actual: &Value, op: CompareOp, expected: &Value, case_exact: bool) ->
     use std::cmp::Ordering;
     let ordering = match (actual, expected) {
         (Value::String(a), Value::String(b)) => {
-            let (a, b) =
-                if case_exact { (a.clone(), b.clone()) } else { (a.to_lowercase(), b.to_lowercase()) };
+            let (a, b) = if case_exact {
+                (a.clone(), b.clone())
+            } else {
+                (lockstep_domain::text::fold(a), lockstep_domain::text::fold(b))
+            };
             match op {
                 CompareOp::Co => return a.contains(&b),
                 CompareOp::Sw => return a.starts_with(&b),

@@ -92,10 +92,14 @@ impl AttrPath {
             Some((a, b)) => (a, Some(b)),
             None => (rest, None),
         };
+        // RFC 7644: ATTRNAME = ALPHA *(nameChar), nameChar = "-" / "_" /
+        // DIGIT / ALPHA. `$ref` is the one name outside it that RFC 7643
+        // itself uses.
         let valid = |n: &str| {
             let mut chars = n.chars();
-            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '$')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$')
+            n == "$ref"
+                || (chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
         };
         if !valid(attr) || sub.is_some_and(|s| !valid(s)) {
             return Err(FilterError::new(format!("invalid attribute path {s:?}")));
@@ -216,6 +220,9 @@ struct Parser {
     tokens: Vec<Token>,
     pos: usize,
     depth: usize,
+    /// Inside `attr[...]`: RFC 7644's valFilter has no value paths of its
+    /// own (`emails[value[type eq "x"]]` is not a filter).
+    in_value_filter: bool,
 }
 
 /// Nesting deeper than this is refused, so a hostile filter cannot exhaust
@@ -296,8 +303,21 @@ impl Parser {
     fn attr_expression(&mut self, word: &str) -> Result<Filter, FilterError> {
         let path = AttrPath::parse(word)?;
         if self.peek() == Some(&Token::OpenBracket) {
+            if self.in_value_filter {
+                return Err(FilterError::new(format!(
+                    "a value filter cannot hold another one ({word}[...] inside [...])"
+                )));
+            }
+            if path.sub.is_some() {
+                return Err(FilterError::new(format!(
+                    "a value filter applies to a multi-valued attribute, not to a sub-attribute ({word}[...])"
+                )));
+            }
             self.pos += 1;
-            let inner = self.or()?;
+            self.in_value_filter = true;
+            let inner = self.or();
+            self.in_value_filter = false;
+            let inner = inner?;
             if self.next() != Some(Token::CloseBracket) {
                 return Err(FilterError::new("expected \"]\""));
             }
@@ -349,7 +369,7 @@ pub fn parse(input: &str) -> Result<Filter, FilterError> {
     if input.len() > 4096 {
         return Err(FilterError::new("filter longer than 4096 bytes"));
     }
-    let mut parser = Parser { tokens: lex(input)?, pos: 0, depth: 0 };
+    let mut parser = Parser { tokens: lex(input)?, pos: 0, depth: 0, in_value_filter: false };
     if parser.tokens.is_empty() {
         return Err(FilterError::new("empty filter"));
     }

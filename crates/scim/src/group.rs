@@ -4,13 +4,10 @@ use lockstep_domain::{Group, GroupId, IdentityId, Timestamp};
 use lockstep_proto::format_rfc3339;
 use serde_json::{Map, Value, json};
 
-use crate::document::{GROUP, validate_document};
+use crate::document::{GROUP, Limits, validate_document};
 use crate::error::{ScimProblem, ScimType};
 use crate::schema::GROUP_SCHEMA;
 use crate::user::etag;
-
-/// Longest accepted `displayName`, in characters.
-const MAX_DISPLAY_NAME: usize = 256;
 
 fn invalid(message: String) -> ScimProblem {
     ScimProblem::bad(ScimType::InvalidValue, message)
@@ -20,15 +17,17 @@ fn invalid(message: String) -> ScimProblem {
 /// their `id` in `value` (`$ref` is derived and ignored; nested groups are
 /// not supported). Whether each member exists is checked when the write is
 /// committed.
-pub fn group_from_document(doc: &Value, id: GroupId, current: Option<&Group>) -> Result<Group, ScimProblem> {
-    let mut attrs = validate_document(&GROUP, doc)?;
+pub fn group_from_document(
+    doc: &Value,
+    id: GroupId,
+    current: Option<&Group>,
+    limits: &Limits,
+) -> Result<Group, ScimProblem> {
+    let mut attrs = validate_document(&GROUP, doc, limits)?;
     let display_name = match attrs.remove("displayName") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
         _ => return Err(invalid("displayName is required and must not be empty".into())),
     };
-    if display_name.chars().count() > MAX_DISPLAY_NAME {
-        return Err(invalid(format!("displayName is longer than {MAX_DISPLAY_NAME} characters")));
-    }
     let external_id = match attrs.remove("externalId") {
         Some(Value::String(s)) => Some(s),
         _ => None,

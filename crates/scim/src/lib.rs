@@ -20,7 +20,7 @@ mod query;
 pub mod schema;
 mod user;
 
-pub use document::{GROUP, RESOURCE_TYPES, ResourceSchema, USER, project, validate_document};
+pub use document::{GROUP, Limits, RESOURCE_TYPES, ResourceSchema, USER, project, validate_document};
 pub use error::{ScimProblem, ScimType};
 pub use group::{group_from_document, group_to_document};
 pub use patch::apply_patch;

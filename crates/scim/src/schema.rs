@@ -58,6 +58,13 @@ pub struct Attr {
     pub sub: &'static [Attr],
     pub canonical: &'static [&'static str],
     pub description: &'static str,
+    /// Names something (`userName`, `externalId`, a group's `displayName`):
+    /// invisible formatting and direction characters are refused, and the
+    /// identifier length limit applies.
+    pub identifier: bool,
+    /// May hold line breaks (`addresses.formatted`); every other string is
+    /// single-line and refuses control characters.
+    pub multiline: bool,
 }
 
 const fn s(name: &'static str, description: &'static str) -> Attr {
@@ -71,7 +78,13 @@ const fn s(name: &'static str, description: &'static str) -> Attr {
         sub: &[],
         canonical: &[],
         description,
+        identifier: false,
+        multiline: false,
     }
+}
+
+const fn ident(a: Attr) -> Attr {
+    Attr { identifier: true, ..a }
 }
 
 const fn with(a: Attr, ty: Type) -> Attr {
@@ -111,9 +124,12 @@ pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 pub const USER_ATTRS: &[Attr] = &[
     Attr {
         required: true,
-        ..s("userName", "Unique identifier for the User, used to sign in. Unique, case-insensitive.")
+        ..ident(s(
+            "userName",
+            "Unique identifier for the User, used to sign in. Unique, compared ignoring case and width.",
+        ))
     },
-    Attr { case_exact: true, ..s("externalId", "The provisioning client's identifier for the User.") },
+    Attr { case_exact: true, ..ident(s("externalId", "The provisioning client's identifier for the User.")) },
     Attr {
         ty: Type::Complex,
         sub: &[
@@ -163,7 +179,7 @@ pub const USER_ATTRS: &[Attr] = &[
         "addresses",
         "Physical mailing addresses.",
         &[
-            s("formatted", "The full address, formatted for display."),
+            Attr { multiline: true, ..s("formatted", "The full address, formatted for display.") },
             s("streetAddress", "The street address."),
             s("locality", "The city or locality."),
             s("region", "The state or region."),
@@ -307,8 +323,11 @@ pub fn schema_document(id: &str, name: &str, description: &str, attrs: &[Attr], 
 
 /// Core Group attributes (RFC 7643 §4.2). Members are Users (no nesting).
 pub const GROUP_ATTRS: &[Attr] = &[
-    Attr { required: true, ..s("displayName", "A human-readable name for the Group.") },
-    Attr { case_exact: true, ..s("externalId", "The provisioning client's identifier for the Group.") },
+    Attr { required: true, ..ident(s("displayName", "A human-readable name for the Group.")) },
+    Attr {
+        case_exact: true,
+        ..ident(s("externalId", "The provisioning client's identifier for the Group."))
+    },
     multi(
         "members",
         "The Users in the Group. Removing a member is a directory event for that User.",

@@ -4,12 +4,9 @@ use lockstep_domain::{GroupId, Identity, IdentityId, IdentityKind, IdentityStatu
 use lockstep_proto::format_rfc3339;
 use serde_json::{Map, Value, json};
 
-use crate::document::{USER, validate_document};
+use crate::document::{Limits, USER, validate_document};
 use crate::error::{ScimProblem, ScimType};
 use crate::schema::{ENTERPRISE_SCHEMA, LOCKSTEP_SCHEMA, USER_SCHEMA};
-
-/// Longest accepted `userName`, in characters.
-const MAX_USER_NAME: usize = 256;
 
 /// Attributes held in typed identity fields rather than in the profile.
 const TYPED: &[&str] = &["userName", "externalId", "displayName", "active"];
@@ -26,8 +23,9 @@ pub fn user_from_document(
     doc: &Value,
     id: IdentityId,
     current: Option<&Identity>,
+    limits: &Limits,
 ) -> Result<Identity, ScimProblem> {
-    let mut attrs = validate_document(&USER, doc)?;
+    let mut attrs = validate_document(&USER, doc, limits)?;
     let text = |attrs: &mut Map<String, Value>, k: &str| match attrs.remove(k) {
         Some(Value::String(s)) => Some(s),
         _ => None,
@@ -36,12 +34,6 @@ pub fn user_from_document(
         text(&mut attrs, "userName").map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).ok_or_else(
             || ScimProblem::bad(ScimType::InvalidValue, "userName is required and must not be empty"),
         )?;
-    if user_name.chars().count() > MAX_USER_NAME {
-        return Err(ScimProblem::bad(
-            ScimType::InvalidValue,
-            format!("userName is longer than {MAX_USER_NAME} characters"),
-        ));
-    }
     let (kind, owner) = nhi(&mut attrs, current)?;
     let external_id = text(&mut attrs, "externalId");
     let display_name = text(&mut attrs, "displayName");
@@ -245,6 +237,7 @@ pub fn etag(version: u64) -> String {
 pub fn patch_user(
     current: &Identity,
     request: &lockstep_proto::scim::PatchRequest,
+    limits: &Limits,
 ) -> Result<Identity, ScimProblem> {
     let Value::Object(mut doc) = user_to_document(current, &[], "") else {
         return Err(ScimProblem::bad(ScimType::InvalidSyntax, "stored user is not an object"));
@@ -254,5 +247,5 @@ pub fn patch_user(
     if had_extension && !doc.contains_key(LOCKSTEP_SCHEMA) {
         doc.insert(LOCKSTEP_SCHEMA.to_owned(), json!({"identityKind": "human"}));
     }
-    user_from_document(&Value::Object(doc), current.id, Some(current))
+    user_from_document(&Value::Object(doc), current.id, Some(current), limits)
 }

@@ -54,7 +54,7 @@ fn fixed_id() -> IdentityId {
 fn patches() {
     insta::glob!("cases/patch/*.json", |path| {
         let case: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let mut current = user_from_document(&case["before"], fixed_id(), None).unwrap();
+        let mut current = user_from_document(&case["before"], fixed_id(), None, &Default::default()).unwrap();
         current.version = 3;
         current.created = Timestamp(1_764_000_000_000_000);
         current.modified = current.created;
@@ -66,8 +66,9 @@ fn patches() {
             };
             apply_patch(&lockstep_scim::USER, &mut doc, &request)
                 .map_err(|e| json!({"error": e.to_string()}))?;
-            let next = user_from_document(&Value::Object(doc), current.id, Some(&current))
-                .map_err(|e| json!({"error": e.to_string()}))?;
+            let next =
+                user_from_document(&Value::Object(doc), current.id, Some(&current), &Default::default())
+                    .map_err(|e| json!({"error": e.to_string()}))?;
             Ok(user_to_document(&next, &[], "https://lockstep.test/scim/v2"))
         });
         insta::assert_json_snapshot!(match out {
@@ -84,7 +85,7 @@ fn documents_round_trip_and_never_return_the_password() {
         "UserName": "ann", "password": "hunter2", "ACTIVE": true,
         "Name": {"GivenName": "Ann"}, "id": "ignored", "meta": {"version": "ignored"}
     });
-    let identity = user_from_document(&doc, fixed_id(), None).unwrap();
+    let identity = user_from_document(&doc, fixed_id(), None, &Default::default()).unwrap();
     assert_eq!(identity.user_name, "ann");
     let rendered = user_to_document(&identity, &[], "http://x/scim/v2");
     assert_eq!(rendered["name"]["givenName"], "Ann");
@@ -106,7 +107,7 @@ fn invalid_documents_are_refused_with_the_right_scim_type() {
         (json!({"userName": "a", "name": {"nick": "x"}}), "invalidSyntax"),
     ];
     for (doc, expected) in cases {
-        let err = user_from_document(&doc, fixed_id(), None).unwrap_err();
+        let err = user_from_document(&doc, fixed_id(), None, &Default::default()).unwrap_err();
         assert_eq!(err.scim_type.unwrap().as_str(), expected, "{doc}");
         assert_eq!(err.status, 400);
     }
@@ -234,7 +235,7 @@ mod planned_equals_evaluated {
                 let mut doc = doc.clone();
                 doc["userName"] = json!(format!("{}{n}", doc["userName"].as_str().unwrap()));
                 let id = IdentityId::from_uuid(uuid::Uuid::from_u128(n as u128 + 100));
-                let identity = user_from_document(&doc, id, None).unwrap();
+                let identity = user_from_document(&doc, id, None, &Default::default()).unwrap();
                 dir.commit_identity(IdentityWrite {
                     identity,
                     expected_version: None,

@@ -443,7 +443,7 @@ struct SearchKeys {
 /// newline inside an address only costs a false candidate, which the exact
 /// check on `identity_emails` drops).
 fn fold_emails(emails: &[String]) -> String {
-    let mut folded: Vec<String> = emails.iter().map(|e| e.to_lowercase()).collect();
+    let mut folded: Vec<String> = emails.iter().map(|e| lockstep_domain::text::fold(e)).collect();
     folded.sort();
     folded.dedup();
     folded.join("\n")
@@ -466,8 +466,8 @@ impl SearchKeys {
 
     fn of(identity: &Identity) -> Self {
         Self {
-            user_name: identity.user_name.to_lowercase(),
-            display_name: identity.display_name.as_ref().map(|d| d.to_lowercase()),
+            user_name: lockstep_domain::text::fold(&identity.user_name),
+            display_name: identity.display_name.as_deref().map(lockstep_domain::text::fold),
             external_id: identity.external_id.clone(),
             emails: fold_emails(&identity.emails),
         }
@@ -613,7 +613,7 @@ impl DirectoryStore for SqliteDirectory {
     fn live_identity_by_user_name(&self, user_name: &str) -> StoreResult<Option<Identity>> {
         let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_name_lc = ?1 AND live = 1");
         self.pool
-            .read(|c| c.cached_row(&sql, [user_name.to_lowercase()], identity_row).optional())?
+            .read(|c| c.cached_row(&sql, [lockstep_domain::text::fold(user_name)], identity_row).optional())?
             .map(IdentityRow::decode)
             .transpose()
     }
@@ -622,7 +622,7 @@ impl DirectoryStore for SqliteDirectory {
         self.pool.read(|c| {
             c.cached_row(
                 "SELECT EXISTS (SELECT 1 FROM identities WHERE user_name_lc = ?1 AND live = 0)",
-                [user_name.to_lowercase()],
+                [lockstep_domain::text::fold(user_name)],
                 |r| r.get(0),
             )
         })

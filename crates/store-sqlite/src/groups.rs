@@ -26,7 +26,7 @@ pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> Store
     if found_version != write.expected_version {
         return Err(StoreError::VersionMismatch { expected: write.expected_version, found: found_version });
     }
-    let new_name = write.group.as_ref().map(|g| g.display_name.to_lowercase());
+    let new_name = write.group.as_ref().map(|g| lockstep_domain::text::fold(&g.display_name));
     if let Some((seq, _, old)) = &found
         && new_name.as_ref() != Some(old)
     {
@@ -51,7 +51,7 @@ pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> Store
                 params![
                     id,
                     group.display_name,
-                    group.display_name.to_lowercase(),
+                    lockstep_domain::text::fold(&group.display_name),
                     group.external_id,
                     seq_to_sql(group.version),
                     group.created.micros(),

@@ -56,6 +56,7 @@ CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit
 CREATE TABLE IF NOT EXISTS clients (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
+    name_key    TEXT NOT NULL UNIQUE,
     secret_hash BLOB NOT NULL UNIQUE,
     scopes      TEXT NOT NULL,
     created     INTEGER NOT NULL
@@ -65,6 +66,10 @@ CREATE TABLE IF NOT EXISTS admin_token (
     token_hash BLOB NOT NULL
 );
 ";
+
+/// `PRAGMA user_version` of this schema. Version 1 added the unique
+/// client name key.
+const SCHEMA_VERSION: i32 = 1;
 
 const SESSION_COLUMNS: &str = "id, identity, kind, token_hash, client, user_name, claims_version, issued_at, expires_at, state, revoked_at, reason, cause";
 
@@ -79,7 +84,7 @@ impl SqliteSessions {
     /// Opens (creating if needed) the session database at `path`.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
         Ok(Self {
-            pool: Pool::open(path, durability, SCHEMA, 0, Tuning { cache_kib: 8 * 1024 })?,
+            pool: Pool::open(path, durability, SCHEMA, SCHEMA_VERSION, Tuning { cache_kib: 8 * 1024 })?,
             durability,
         })
     }
@@ -410,22 +415,37 @@ impl SessionStore for SqliteSessions {
     }
 }
 
+fn name_taken(tx: &Transaction<'_>, name: &str) -> bool {
+    tx.cached_row(
+        "SELECT EXISTS (SELECT 1 FROM clients WHERE name_key = ?1)",
+        [lockstep_domain::text::fold(name)],
+        |r| r.get(0),
+    )
+    .unwrap_or(false)
+}
+
 impl CredentialStore for SqliteSessions {
     fn insert_client(&self, client: &ApiClient, audit: AuditEntry) -> StoreResult<()> {
         let mut conn = lock(&self.pool.writer)?;
         let tx = conn.transaction().map_err(backend)?;
         let scopes: Vec<&str> = client.scopes.iter().map(|s| s.as_str()).collect();
         tx.cached_exec(
-            "INSERT INTO clients (id, name, secret_hash, scopes, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO clients (id, name, name_key, secret_hash, scopes, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 client.id.to_string(),
                 client.name,
+                lockstep_domain::text::fold(&client.name),
                 client.secret_hash.0.as_slice(),
                 scopes.join(" "),
                 client.created.micros()
             ],
         )
-        .map_err(|e| conflict(e, "client id", client.id.to_string()))?;
+        .map_err(|e| match conflict(e, "client id", client.id.to_string()) {
+            StoreError::Conflict { .. } if name_taken(&tx, &client.name) => {
+                StoreError::Conflict { field: "name", value: client.name.clone() }
+            }
+            other => other,
+        })?;
         seal_all(&tx, vec![audit])?;
         tx.commit().map_err(backend)
     }

@@ -496,6 +496,19 @@ pub fn credentials_round_trip<S: CredentialStore>(s: &S) {
     assert_eq!(s.clients().unwrap(), vec![client.clone()]);
     assert!(s.insert_client(&client, audit(AuditKind::ClientCreated, None)).is_err());
     assert_eq!(s.clients().unwrap().len(), 1);
+    // Names are identifiers: unique under the identifier key, so a
+    // look-alike (`ＯＫＴＡ`) cannot sit beside `okta` in a client list.
+    let look_alike = ApiClient {
+        id: ClientId::from_uuid(Uuid::from_u128(4)),
+        name: "ＯＫＴＡ".into(),
+        secret_hash: TokenHash([4; 32]),
+        ..client.clone()
+    };
+    assert!(matches!(
+        s.insert_client(&look_alike, audit(AuditKind::ClientCreated, None)),
+        Err(StoreError::Conflict { field: "name", .. })
+    ));
+    assert_eq!(s.clients().unwrap().len(), 1);
 }
 
 // ---- model checks -----------------------------------------------------------

@@ -17,6 +17,7 @@ use crate::roles::{
     GroupWrite, IdentityField, IdentityPage, IdentityQuery, IdentityWrite, SessionBatch, SessionStore,
     StoreError, StoreResult,
 };
+use lockstep_domain::text::fold;
 
 fn lock<T>(m: &Mutex<T>) -> StoreResult<MutexGuard<'_, T>> {
     m.lock().map_err(|_| StoreError::Backend("lock poisoned".into()))
@@ -74,11 +75,9 @@ impl DirectoryStore for MemoryDirectory {
         }
         let mut identity = write.identity;
         if live(&identity) {
-            let lower = identity.user_name.to_lowercase();
-            let clash = st
-                .identities
-                .iter()
-                .any(|i| i.id != identity.id && live(i) && i.user_name.to_lowercase() == lower);
+            let lower = fold(&identity.user_name);
+            let clash =
+                st.identities.iter().any(|i| i.id != identity.id && live(i) && fold(&i.user_name) == lower);
             if clash {
                 return Err(StoreError::Conflict { field: "userName", value: identity.user_name });
             }
@@ -109,17 +108,13 @@ impl DirectoryStore for MemoryDirectory {
     }
 
     fn live_identity_by_user_name(&self, user_name: &str) -> StoreResult<Option<Identity>> {
-        let lower = user_name.to_lowercase();
-        Ok(lock(&self.state)?
-            .identities
-            .iter()
-            .find(|i| live(i) && i.user_name.to_lowercase() == lower)
-            .cloned())
+        let lower = fold(user_name);
+        Ok(lock(&self.state)?.identities.iter().find(|i| live(i) && fold(&i.user_name) == lower).cloned())
     }
 
     fn deleted_user_name_exists(&self, user_name: &str) -> StoreResult<bool> {
-        let lower = user_name.to_lowercase();
-        Ok(lock(&self.state)?.identities.iter().any(|i| !live(i) && i.user_name.to_lowercase() == lower))
+        let lower = fold(user_name);
+        Ok(lock(&self.state)?.identities.iter().any(|i| !live(i) && fold(&i.user_name) == lower))
     }
 
     fn list_identities(&self, query: &IdentityQuery) -> StoreResult<IdentityPage> {
@@ -351,6 +346,9 @@ impl CredentialStore for MemorySessions {
         let mut st = lock(&self.state)?;
         if st.clients.iter().any(|c| c.id == client.id) {
             return Err(StoreError::Conflict { field: "client id", value: client.id.to_string() });
+        }
+        if st.clients.iter().any(|c| fold(&c.name) == fold(&client.name)) {
+            return Err(StoreError::Conflict { field: "name", value: client.name.clone() });
         }
         st.clients.push(client.clone());
         st.seal_all(vec![audit]);

@@ -175,9 +175,10 @@ pub trait SearchField: Copy {
         false
     }
 
-    /// `text` as compared: lower-cased when the field ignores case.
+    /// `text` as compared: under the identifier key ([`lockstep_domain::text::fold`]:
+    /// width, compatibility forms and case) when the field ignores case.
     fn fold(self, text: &str) -> String {
-        if self.ignores_case() { text.to_lowercase() } else { text.to_owned() }
+        if self.ignores_case() { lockstep_domain::text::fold(text) } else { text.to_owned() }
     }
 }
 
@@ -475,7 +476,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 
 /// Lockstep's own credentials: API clients and the admin token.
 pub trait CredentialStore: Send + Sync + std::fmt::Debug {
-    /// Stores a new client with its audit entry.
+    /// Stores a new client with its audit entry. Client names are unique
+    /// under the identifier key ([`lockstep_domain::text::fold`]):
+    /// `Conflict { field: "name" }` otherwise.
     fn insert_client(&self, client: &ApiClient, audit: AuditEntry) -> StoreResult<()>;
 
     /// Every client.

@@ -96,6 +96,8 @@ impl Server {
     }
 }
 
+mod hardening;
+
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
@@ -310,7 +312,7 @@ async fn scoped_clients_reach_only_their_scopes() {
 
 #[tokio::test]
 async fn malformed_scim_gets_scim_errors_and_writes_nothing() {
-    let s = Server::start_with(HttpConfig { body_limit: 4096, public_url: None }).await;
+    let s = Server::start_with(HttpConfig { body_limit: 4096, ..HttpConfig::default() }).await;
     let id = s.create_user("keep@example.com").await;
     let users = s.user_count().await;
     let audit = s.audit().await.len();
