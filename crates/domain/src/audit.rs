@@ -8,7 +8,7 @@
 use std::fmt;
 
 use crate::directory::UnknownName;
-use crate::{ChangeKind, DirectoryEventId, IdentityId, SessionId, Timestamp};
+use crate::{ChangeKind, ClientId, DirectoryEventId, IdentityId, SessionId, SourceId, Timestamp};
 
 /// Which family an audit entry belongs to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -19,6 +19,8 @@ pub enum AuditFamily {
     Session,
     /// A change to Lockstep's own credentials.
     Admin,
+    /// A change of the policy in force.
+    Policy,
 }
 
 macro_rules! audit_kinds {
@@ -69,6 +71,12 @@ audit_kinds! {
     IdentityDeleted => "directory.identity_deleted", Directory;
     /// A non-human identity's owner changed.
     OwnerChanged => "directory.owner_changed", Directory;
+    /// A non-human identity lost its last active owner.
+    OwnerLost => "directory.owner_lost", Directory;
+    /// A non-human identity has an active owner again.
+    OwnerRestored => "directory.owner_restored", Directory;
+    /// An identity's policy tiers changed.
+    TierChanged => "directory.tier_changed", Directory;
     /// An identity joined a group.
     AddedToGroup => "directory.added_to_group", Directory;
     /// An identity left a group.
@@ -87,6 +95,12 @@ audit_kinds! {
     SessionMarkedForRecheck => "session.marked_for_recheck", Session;
     /// A session's expiry was brought forward.
     SessionExpiryShortened => "session.expiry_shortened", Session;
+    /// A session was suspended until a condition clears.
+    SessionSuspended => "session.suspended", Session;
+    /// A suspended session became active again.
+    SessionResumed => "session.resumed", Session;
+    /// The policy in force changed (at start or on reload).
+    PolicyChanged => "policy.changed", Policy;
     /// An API client was created.
     ClientCreated => "admin.client_created", Admin;
 }
@@ -101,6 +115,9 @@ impl AuditKind {
             ChangeKind::IdentityReactivated => AuditKind::IdentityReactivated,
             ChangeKind::IdentityDeleted => AuditKind::IdentityDeleted,
             ChangeKind::OwnerChanged => AuditKind::OwnerChanged,
+            ChangeKind::OwnerLost => AuditKind::OwnerLost,
+            ChangeKind::OwnerRestored => AuditKind::OwnerRestored,
+            ChangeKind::TierChanged => AuditKind::TierChanged,
             ChangeKind::AddedToGroup => AuditKind::AddedToGroup,
             ChangeKind::RemovedFromGroup => AuditKind::RemovedFromGroup,
             ChangeKind::GroupCreated => AuditKind::GroupCreated,
@@ -113,6 +130,87 @@ impl AuditKind {
 impl fmt::Display for AuditKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Who caused an audit record. Rendered as one canonical string
+/// (`admin`, `client:<id>`, `scim/admin`, `scim/client:<id>`,
+/// `policy/<rule>`, `lockstep`) that parses back, so a reader of the trail
+/// (or a SET encoder) never has to guess at a formatted string.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Actor {
+    /// The admin token (or a local administrative command).
+    Admin,
+    /// An API client of Lockstep.
+    Client(ClientId),
+    /// A directory source, and the client that wrote through it (`None`:
+    /// the admin, or the source's own connector).
+    Source {
+        /// The source.
+        source: SourceId,
+        /// The writing client.
+        client: Option<ClientId>,
+    },
+    /// The policy, applying the named rule (e.g. `privileged.on_attributes_changed`).
+    Policy {
+        /// The rule.
+        rule: String,
+    },
+    /// Lockstep itself: start-up, timers.
+    System,
+}
+
+impl Actor {
+    /// The policy applying `rule`.
+    pub fn policy(rule: impl Into<String>) -> Self {
+        Actor::Policy { rule: rule.into() }
+    }
+
+    /// The rule, for policy decisions.
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Actor::Policy { rule } => Some(rule),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Admin => f.write_str("admin"),
+            Actor::Client(id) => write!(f, "client:{id}"),
+            Actor::Source { source, client: None } => write!(f, "{source}/admin"),
+            Actor::Source { source, client: Some(id) } => write!(f, "{source}/client:{id}"),
+            Actor::Policy { rule } => write!(f, "policy/{rule}"),
+            Actor::System => f.write_str("lockstep"),
+        }
+    }
+}
+
+impl std::str::FromStr for Actor {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || UnknownName { what: "actor", got: s.to_owned() };
+        let client = |id: &str| id.parse::<ClientId>().map_err(|_| bad());
+        Ok(match s {
+            "admin" => Actor::Admin,
+            "lockstep" => Actor::System,
+            _ => {
+                if let Some(id) = s.strip_prefix("client:") {
+                    Actor::Client(client(id)?)
+                } else if let Some(rule) = s.strip_prefix("policy/") {
+                    Actor::Policy { rule: rule.to_owned() }
+                } else {
+                    let (source, who) = s.split_once('/').ok_or_else(bad)?;
+                    let client = match who {
+                        "admin" => None,
+                        other => Some(client(other.strip_prefix("client:").ok_or_else(bad)?)?),
+                    };
+                    Actor::Source { source: SourceId::new(source), client }
+                }
+            }
+        })
     }
 }
 
@@ -132,9 +230,8 @@ pub struct AuditEntry {
     /// For `directory.*`: the event itself. For `session.*`: the directory
     /// event that caused it (`None` for a revocation by hand).
     pub directory_event: Option<DirectoryEventId>,
-    /// Who did it: `source/client` for directory changes, `admin`,
-    /// `client:<id>`, or `policy` for bridge decisions.
-    pub actor: String,
+    /// Who did it.
+    pub actor: Actor,
     /// Human-readable detail (changed attributes, reason). Never a secret.
     pub detail: String,
 }
@@ -170,4 +267,25 @@ pub struct AuditRecord {
     pub prev_hash: ChainHash,
     /// Hash over `prev_hash`, `seq` and the entry.
     pub hash: ChainHash,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actors_round_trip() {
+        let id = ClientId::from_uuid(uuid::Uuid::from_u128(7));
+        for actor in [
+            Actor::Admin,
+            Actor::System,
+            Actor::Client(id),
+            Actor::Source { source: SourceId::new("scim"), client: None },
+            Actor::Source { source: SourceId::new("corp-ldap"), client: Some(id) },
+            Actor::policy("privileged.on_attributes_changed"),
+        ] {
+            assert_eq!(actor.to_string().parse::<Actor>(), Ok(actor.clone()), "{actor}");
+        }
+        assert!("nobody".parse::<Actor>().is_err());
+    }
 }

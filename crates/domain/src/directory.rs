@@ -34,6 +34,10 @@ macro_rules! named_enum {
             /// Every variant, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
+            /// Every variant's name, in declaration order (what a protocol
+            /// advertises as the canonical values).
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
             /// The stable lower-case name used on the wire and in storage.
             pub const fn as_str(self) -> &'static str {
                 match self {
@@ -72,8 +76,91 @@ named_enum!(
         Workload => "workload",
         /// An API client.
         ApiClient => "api_client",
+        /// An AI agent acting on its own or for its owners.
+        Agent => "agent",
     }
 );
+
+impl IdentityKind {
+    /// Whether this kind is non-human (never signs in interactively).
+    pub const fn is_non_human(self) -> bool {
+        !matches!(self, IdentityKind::Human)
+    }
+}
+
+named_enum!(
+    /// The directory's hint of how an identity should be treated by policy
+    /// (SCIM: the Lockstep extension's `riskTier`).
+    RiskTier, "risk tier" {
+        /// Ordinary access.
+        Standard => "standard",
+        /// Privileged access: shorter lifetimes, stricter impacts.
+        Privileged => "privileged",
+        /// Treated as a non-human identity.
+        NonHuman => "non_human",
+    }
+);
+
+/// The policy tiers an identity is in, derived from the directory (never
+/// stored on a session). An identity can be in both `privileged` and
+/// `non_human` (a service account in an administrators' group); in neither
+/// it is `standard`. Where two tiers set the same setting, the stricter
+/// one wins.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, PartialOrd, Ord)]
+pub struct Tiers {
+    /// In the privileged tier.
+    pub privileged: bool,
+    /// In the non-human tier.
+    pub non_human: bool,
+}
+
+impl Tiers {
+    /// The standard tier (neither of the others).
+    pub const STANDARD: Tiers = Tiers { privileged: false, non_human: false };
+
+    /// Whether this is the standard tier.
+    pub const fn is_standard(self) -> bool {
+        !self.privileged && !self.non_human
+    }
+
+    /// Whether `self` holds a tier `before` did not.
+    pub const fn gained_from(self, before: Tiers) -> bool {
+        (self.privileged && !before.privileged) || (self.non_human && !before.non_human)
+    }
+
+    /// The tier names: `standard`, `privileged`, `non_human`, or
+    /// `privileged non_human` (space-separated, like an OAuth scope).
+    pub const fn as_str(self) -> &'static str {
+        match (self.privileged, self.non_human) {
+            (false, false) => "standard",
+            (true, false) => "privileged",
+            (false, true) => "non_human",
+            (true, true) => "privileged non_human",
+        }
+    }
+}
+
+impl fmt::Display for Tiers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Tiers {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut tiers = Tiers::STANDARD;
+        for word in s.split([' ', ',', '+']).filter(|w| !w.is_empty()) {
+            match word {
+                "standard" => {}
+                "privileged" => tiers.privileged = true,
+                "non_human" => tiers.non_human = true,
+                _ => return Err(UnknownName { what: "tier", got: s.to_owned() }),
+            }
+        }
+        Ok(tiers)
+    }
+}
 
 named_enum!(
     /// Lifecycle status. Only `Active` is entitled to hold live sessions.
@@ -110,9 +197,12 @@ pub struct Identity {
     pub display_name: Option<String>,
     /// Human or one of the non-human kinds.
     pub kind: IdentityKind,
-    /// The human accountable for a non-human identity (required for those);
-    /// when the owner leaves, this is who the credential outlived.
-    pub owner: Option<IdentityId>,
+    /// The humans accountable for a non-human identity, sorted, without
+    /// duplicates. When the last active one leaves, the policy's owner-lost
+    /// impact applies to the identity's sessions and credentials.
+    pub owners: Vec<IdentityId>,
+    /// The risk tier hint (`riskTier`), if the directory set one.
+    pub risk_tier: Option<RiskTier>,
     /// Lifecycle status.
     pub status: IdentityStatus,
     /// E-mail addresses, lifted out of the profile by the protocol that
@@ -167,12 +257,34 @@ pub enum DirectoryChange {
     },
     /// The identity was removed from the directory.
     IdentityDeleted,
-    /// The accountable owner of a non-human identity changed.
+    /// The accountable owners of a non-human identity changed.
     OwnerChanged {
-        /// The previous owner.
-        from: Option<IdentityId>,
-        /// The new owner.
-        to: Option<IdentityId>,
+        /// The previous owners.
+        from: Vec<IdentityId>,
+        /// The new owners.
+        to: Vec<IdentityId>,
+    },
+    /// The identity's last active owner became inactive (deactivated or
+    /// deleted), or its owners were changed to none active. Recorded as an
+    /// event of the owned identity (one per owned identity, like membership
+    /// changes), caused by the owner's event.
+    OwnerLost {
+        /// The owner whose change left the identity without an active one.
+        owner: Option<IdentityId>,
+    },
+    /// An identity without an active owner has one again (an owner was
+    /// reactivated, or an active owner was set).
+    OwnerRestored {
+        /// The owner that is active again, or was set.
+        owner: IdentityId,
+    },
+    /// The policy tiers derived for the identity changed (its `riskTier`,
+    /// kind or membership of a group that confers a tier changed).
+    TierChanged {
+        /// Tiers before.
+        from: Tiers,
+        /// Tiers after.
+        to: Tiers,
     },
     /// The identity became a member of a group.
     AddedToGroup {
@@ -216,6 +328,12 @@ named_enum!(
         IdentityDeleted => "identity_deleted",
         /// [`DirectoryChange::OwnerChanged`].
         OwnerChanged => "owner_changed",
+        /// [`DirectoryChange::OwnerLost`].
+        OwnerLost => "owner_lost",
+        /// [`DirectoryChange::OwnerRestored`].
+        OwnerRestored => "owner_restored",
+        /// [`DirectoryChange::TierChanged`].
+        TierChanged => "tier_changed",
         /// [`DirectoryChange::AddedToGroup`].
         AddedToGroup => "added_to_group",
         /// [`DirectoryChange::RemovedFromGroup`].
@@ -239,6 +357,9 @@ impl DirectoryChange {
             DirectoryChange::IdentityReactivated { .. } => ChangeKind::IdentityReactivated,
             DirectoryChange::IdentityDeleted => ChangeKind::IdentityDeleted,
             DirectoryChange::OwnerChanged { .. } => ChangeKind::OwnerChanged,
+            DirectoryChange::OwnerLost { .. } => ChangeKind::OwnerLost,
+            DirectoryChange::OwnerRestored { .. } => ChangeKind::OwnerRestored,
+            DirectoryChange::TierChanged { .. } => ChangeKind::TierChanged,
             DirectoryChange::AddedToGroup { .. } => ChangeKind::AddedToGroup,
             DirectoryChange::RemovedFromGroup { .. } => ChangeKind::RemovedFromGroup,
             DirectoryChange::GroupCreated => ChangeKind::GroupCreated,
@@ -253,7 +374,8 @@ impl DirectoryChange {
 /// group change reaches every affected identity's sessions.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Subject {
-    /// An identity, with its login name and kind at the time.
+    /// An identity, with its login name, kind and tiers after the event,
+    /// so that a replay decides exactly as the first run did.
     Identity {
         /// Id.
         id: IdentityId,
@@ -261,6 +383,8 @@ pub enum Subject {
         user_name: String,
         /// Kind at the time.
         kind: IdentityKind,
+        /// Policy tiers after the event.
+        tiers: Tiers,
     },
     /// A group, with its display name at the time.
     Group {
@@ -288,9 +412,22 @@ impl Subject {
         }
     }
 
-    /// The subject of an identity's own events.
-    pub fn of_identity(identity: &Identity) -> Self {
-        Subject::Identity { id: identity.id, user_name: identity.user_name.clone(), kind: identity.kind }
+    /// The subject of an identity's own events, in `tiers`.
+    pub fn of_identity(identity: &Identity, tiers: Tiers) -> Self {
+        Subject::Identity {
+            id: identity.id,
+            user_name: identity.user_name.clone(),
+            kind: identity.kind,
+            tiers,
+        }
+    }
+
+    /// The tiers of an identity subject (standard for a group).
+    pub fn tiers(&self) -> Tiers {
+        match self {
+            Subject::Identity { tiers, .. } => *tiers,
+            Subject::Group { .. } => Tiers::STANDARD,
+        }
     }
 }
 
@@ -375,6 +512,12 @@ pub struct DirectoryEvent {
     pub change: DirectoryChange,
     /// Who changed it.
     pub origin: Origin,
+    /// The event of the same write that caused this one, for events fanned
+    /// out to other subjects: a member's `removed_from_group` cites the
+    /// `group_deleted`, an owned identity's `owner_lost` cites its owner's
+    /// deactivation. What a change reached is the event and everything it
+    /// caused.
+    pub cause: Option<DirectoryEventId>,
 }
 
 /// Derives the directory changes that turn `before` into `after`.
@@ -400,14 +543,17 @@ pub fn diff_identity(before: Option<&Identity>, after: &Identity) -> Vec<Directo
     if before.kind != after.kind {
         changed.push("kind".to_owned());
     }
+    if before.risk_tier != after.risk_tier {
+        changed.push("riskTier".to_owned());
+    }
     if before.profile != after.profile {
         changed.push("profile".to_owned());
     }
     if !changed.is_empty() {
         changes.push(DirectoryChange::IdentityUpdated { changed });
     }
-    if before.owner != after.owner {
-        changes.push(DirectoryChange::OwnerChanged { from: before.owner, to: after.owner });
+    if before.owners != after.owners {
+        changes.push(DirectoryChange::OwnerChanged { from: before.owners.clone(), to: after.owners.clone() });
     }
     match (before.status, after.status) {
         (from, to) if from == to => {}
@@ -432,7 +578,8 @@ mod tests {
             external_id: None,
             display_name: None,
             kind: IdentityKind::Human,
-            owner: None,
+            owners: Vec::new(),
+            risk_tier: None,
             status: IdentityStatus::Active,
             emails: Vec::new(),
             profile: "{}".into(),
@@ -517,6 +664,14 @@ mod tests {
         for c in ChangeKind::ALL {
             assert_eq!(c.as_str().parse::<ChangeKind>(), Ok(*c));
         }
+        for t in [
+            Tiers::STANDARD,
+            Tiers { privileged: true, non_human: true },
+            Tiers { non_human: true, ..Tiers::STANDARD },
+        ] {
+            assert_eq!(t.as_str().parse::<Tiers>(), Ok(t));
+        }
+        assert_eq!(IdentityKind::NAMES.len(), IdentityKind::ALL.len());
         assert!("robot".parse::<IdentityKind>().is_err());
     }
 }

@@ -14,12 +14,12 @@ mod session;
 pub mod text;
 mod time;
 
-pub use audit::{AuditEntry, AuditFamily, AuditKind, AuditRecord, ChainHash};
+pub use audit::{Actor, AuditEntry, AuditFamily, AuditKind, AuditRecord, ChainHash};
 pub use client::{ApiClient, Scope};
 pub use directory::{
     ChangeKind, DirectoryChange, DirectoryEvent, Group, GroupDiff, Identity, IdentityKind, IdentityStatus,
-    Origin, Subject, UnknownName, diff_group, diff_identity,
+    Origin, RiskTier, Subject, Tiers, UnknownName, diff_group, diff_identity,
 };
 pub use ids::{ClientId, DirectoryEventId, GroupId, IdentityId, SessionId, SourceId};
-pub use session::{CredentialKind, RevocationReason, Session, SessionState, TokenHash};
+pub use session::{CredentialKind, RevocationReason, Session, SessionState, SuspendCondition, TokenHash};
 pub use time::Timestamp;

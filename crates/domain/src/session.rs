@@ -75,6 +75,33 @@ simple_enum!(
         AdminRevoked => "admin_revoked",
         /// The holder or its client revoked it (RFC 7009).
         ClientRevoked => "client_revoked",
+        /// The identity left a group that conferred its tier.
+        GroupRemoved => "group_removed",
+        /// The identity's group membership changed (a policy that revokes on it).
+        GroupChanged => "group_changed",
+        /// The identity's attributes changed (a policy that revokes on it).
+        AttributesChanged => "attributes_changed",
+        /// The identity gained or lost a policy tier (a policy that revokes on it).
+        TierChanged => "tier_changed",
+        /// A non-human identity's owners changed (a policy that revokes on it).
+        OwnerChanged => "owner_changed",
+        /// A non-human identity lost its last active owner and no new one
+        /// came within the grace period.
+        OwnerLost => "owner_lost",
+        /// More live sessions than the tier allows: the oldest went.
+        SessionLimit => "session_limit",
+    }
+);
+
+simple_enum!(
+    /// Why a session is suspended: a condition that, once it clears, makes
+    /// the session active again (unless it was revoked or expired meanwhile).
+    SuspendCondition, "suspension condition" {
+        /// A non-human identity has no active owner.
+        OwnerLost => "owner_lost",
+        /// The directory source the identity comes from is staler than its
+        /// bound (privileged access fails closed).
+        SourceStale => "source_stale",
     }
 );
 
@@ -83,8 +110,23 @@ simple_enum!(
 pub enum SessionState {
     /// Valid until it expires.
     Active,
-    /// Valid only after a fresh decision against the directory.
+    /// Valid; its claims were re-derived from the directory after a change
+    /// (the policy's `recheck`). Introspection answers from the claims as
+    /// of the last bridge step.
     NeedsRecheck,
+    /// Inactive until a condition clears; then active again, unless revoked
+    /// or expired meanwhile. Not terminal.
+    Suspended {
+        /// When it was suspended.
+        at: Timestamp,
+        /// What must clear.
+        condition: SuspendCondition,
+        /// The directory event that caused it, if one did.
+        cause: Option<DirectoryEventId>,
+        /// When the suspension turns into a revocation if the condition has
+        /// not cleared (a grace period), if ever.
+        until: Option<Timestamp>,
+    },
     /// Permanently invalid. There is no way back from here.
     Revoked {
         /// When it was revoked.
@@ -100,6 +142,21 @@ impl SessionState {
     /// Whether this state is terminal.
     pub const fn is_revoked(&self) -> bool {
         matches!(self, SessionState::Revoked { .. })
+    }
+
+    /// Whether the session is suspended.
+    pub const fn is_suspended(&self) -> bool {
+        matches!(self, SessionState::Suspended { .. })
+    }
+
+    /// The stable name of the state.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            SessionState::Active => "active",
+            SessionState::NeedsRecheck => "needs_recheck",
+            SessionState::Suspended { .. } => "suspended",
+            SessionState::Revoked { .. } => "revoked",
+        }
     }
 }
 
@@ -125,6 +182,10 @@ pub struct Session {
     pub issued_at: Timestamp,
     /// Absolute expiry.
     pub expires_at: Timestamp,
+    /// Last use (introspection or refresh), as last persisted: the idle
+    /// timeout counts from here. Persisted in batches, so after a crash it
+    /// may be earlier than the real last use, which errs towards closed.
+    pub last_seen: Timestamp,
     /// Current validity state.
     pub state: SessionState,
 }
@@ -134,5 +195,11 @@ impl Session {
     /// re-check: not revoked and not expired.
     pub fn is_live(&self, now: Timestamp) -> bool {
         !self.state.is_revoked() && now < self.expires_at
+    }
+
+    /// Whether introspection may answer active at `now`: live and not
+    /// suspended.
+    pub fn is_usable(&self, now: Timestamp) -> bool {
+        self.is_live(now) && !self.state.is_suspended()
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use lockstep_domain::{ApiClient, ClientId, Scope, TokenHash};
+use lockstep_domain::{Actor, ApiClient, ClientId, Scope, TokenHash};
 
 use crate::{Engine, EngineError, EngineResult, secrets};
 
@@ -47,10 +47,10 @@ impl Principal {
     }
 
     /// How audit records name this caller.
-    pub fn actor(&self) -> String {
+    pub fn actor(&self) -> Actor {
         match self.kind {
-            PrincipalKind::Admin => "admin".into(),
-            PrincipalKind::Client(id) => format!("client:{id}"),
+            PrincipalKind::Admin => Actor::Admin,
+            PrincipalKind::Client(id) => Actor::Client(id),
         }
     }
 

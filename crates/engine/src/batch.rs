@@ -23,7 +23,7 @@ use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use lockstep_domain::{
-    DirectoryEvent, Identity, IdentityId, IdentityKind, IdentityStatus, Origin, Timestamp, diff_identity,
+    DirectoryChange, DirectoryEvent, Identity, IdentityId, IdentityStatus, Origin, Timestamp, diff_identity,
 };
 use lockstep_store::{IdentityWrite, StoreError};
 
@@ -34,7 +34,9 @@ use crate::{Engine, EngineError, WriterState};
 /// queue; [`Engine::update_identity`] restores the type.
 pub(crate) type Rejection = Box<dyn Any + Send>;
 
-type Change = Box<dyn FnOnce(&Identity) -> Result<Identity, Rejection> + Send>;
+/// `Fn`, not `FnOnce`: a request the batch defers (it touches what an
+/// earlier request of the batch touched) is prepared again in the next one.
+type Change = Box<dyn Fn(&Identity) -> Result<Identity, Rejection> + Send>;
 
 /// A directory write waiting to be committed.
 pub(crate) enum Request {
@@ -133,7 +135,8 @@ impl Drop for Leading<'_> {
 }
 
 enum Prepared {
-    Write(IdentityWrite),
+    /// The write, and every identity it read or affects (its footprint).
+    Write(IdentityWrite, Vec<IdentityId>),
     Unchanged(Identity),
 }
 
@@ -210,21 +213,32 @@ impl Engine {
         let now = self.clock.now();
         let mut writes = Vec::new();
         let mut owners: Vec<Pending> = Vec::new();
-        let mut targets = HashSet::new();
+        // Every identity a write of this batch read or affects: a request
+        // touching one of them waits for the next batch, so that each
+        // request is prepared against committed state (an owner's
+        // deactivation and a write to what it owns never share a batch).
+        let mut touched = HashSet::new();
         let mut deferred = Vec::new();
         for p in batch {
             let Some(request) = slot(&p).request.take() else { continue };
-            if !targets.insert(request.target()) {
+            if touched.contains(&request.target()) {
                 slot(&p).request = Some(request);
                 deferred.push(p);
                 continue;
             }
-            match self.prepare(request, now) {
-                Ok(Prepared::Write(write)) => {
+            match self.prepare(&request, now) {
+                Ok(Prepared::Write(write, footprint)) => {
+                    if footprint.iter().any(|id| touched.contains(id)) {
+                        slot(&p).request = Some(request);
+                        deferred.push(p);
+                        continue;
+                    }
+                    touched.extend(footprint);
                     writes.push(write);
                     owners.push(p);
                 }
                 Ok(Prepared::Unchanged(identity)) => {
+                    touched.insert(identity.id);
                     finish(&p, Ok(Applied { identity, events: Vec::new(), revoked: 0 }));
                 }
                 Err(e) => finish(&p, Err(e)),
@@ -267,56 +281,66 @@ impl Engine {
         }
     }
 
-    /// A non-human identity needs an owner; an owner is a live human other
-    /// than the identity itself.
-    fn check_ownership(&self, identity: &Identity) -> Result<(), EngineError> {
-        let invalid = |message: String| EngineError::Invalid { field: "owner", message };
-        match identity.owner {
-            None if identity.kind != IdentityKind::Human => {
-                Err(invalid(format!("a {} identity needs an owner (a human User)", identity.kind)))
-            }
-            None => Ok(()),
-            Some(owner) if owner == identity.id => Err(invalid("an identity cannot own itself".into())),
-            Some(owner) => match self.stores.directory.identity(owner)? {
-                Some(o) if o.status != IdentityStatus::Deprovisioned && o.kind == IdentityKind::Human => {
-                    Ok(())
-                }
-                _ => Err(invalid(format!("{owner} is not a live human User"))),
-            },
-        }
-    }
-
-    fn prepare(&self, request: Request, now: Timestamp) -> Result<Prepared, UpdateError<Rejection>> {
-        let (mut next, expected_version, changes, mut origin) = match request {
-            Request::Create { mut identity, origin } => {
+    fn prepare(&self, request: &Request, now: Timestamp) -> Result<Prepared, UpdateError<Rejection>> {
+        let mut footprint = vec![request.target()];
+        let (mut next, expected_version, changes, fanout, tiers, mut origin) = match request {
+            Request::Create { identity, origin } => {
+                let mut identity = identity.clone();
                 self.check_ownership(&identity)?;
+                footprint.extend(identity.owners.iter().copied());
                 identity.created = now;
                 identity.version = 0;
-                let changes = diff_identity(None, &identity);
-                (identity, None, changes, origin)
+                // A new identity is in no group yet.
+                let tiers = self.tiers_with(&identity, &[]);
+                (identity, None, vec![DirectoryChange::IdentityCreated], Vec::new(), tiers, origin.clone())
             }
             Request::Update { id, origin, if_match, change, guess } => {
-                let current = self.live_identity(id)?;
-                crate::check_if_match(if_match, current.version)?;
+                let current = self.live_identity(*id)?;
+                crate::check_if_match(*if_match, current.version)?;
                 let mut next = match guess {
-                    Some((version, next)) if version == current.version => next,
+                    Some((version, next)) if *version == current.version => next.clone(),
                     _ => change(&current).map_err(UpdateError::Rejected)?,
                 };
                 next.id = current.id;
                 next.created = current.created;
                 next.version = current.version;
-                let changes = diff_identity(Some(&current), &next);
+                let mut changes = diff_identity(Some(&current), &next);
                 if changes.is_empty() {
                     return Ok(Prepared::Unchanged(current));
                 }
-                // Only a write that sets kind or owner is checked: an identity
+                // Only a write that sets kind or owners is checked: an identity
                 // whose owner has left must still be deactivatable.
-                if (next.kind != current.kind || next.owner != current.owner)
-                    && next.status != lockstep_domain::IdentityStatus::Deprovisioned
+                if (next.kind != current.kind || next.owners != current.owners)
+                    && next.status != IdentityStatus::Deprovisioned
                 {
                     self.check_ownership(&next)?;
                 }
-                (next, Some(current.version), changes, origin)
+                // The status change (if any) is last; what the write derives
+                // goes before it, and what it fans out cites it.
+                let status = changes.pop_if(|c| {
+                    matches!(
+                        c,
+                        DirectoryChange::IdentityDeactivated { .. }
+                            | DirectoryChange::IdentityReactivated { .. }
+                            | DirectoryChange::IdentityDeleted
+                    )
+                });
+                let groups = self.tier_groups(current.id).map_err(EngineError::from)?;
+                let (before, after) = (self.tiers_with(&current, &groups), self.tiers_with(&next, &groups));
+                if before != after {
+                    changes.push(DirectoryChange::TierChanged { from: before, to: after });
+                }
+                changes
+                    .extend(self.owner_change(&current, &next, &mut footprint).map_err(EngineError::from)?);
+                let mut fanout = Vec::new();
+                if let Some(status) = status {
+                    changes.push(status);
+                    let was_active = current.status == IdentityStatus::Active;
+                    fanout = self
+                        .owner_fanout(&next, was_active, changes.len() - 1, &mut footprint)
+                        .map_err(EngineError::from)?;
+                }
+                (next, Some(current.version), changes, fanout, after, origin.clone())
             }
         };
         next.modified = now;
@@ -324,6 +348,137 @@ impl Engine {
         if origin.source_ref.is_none() {
             origin.source_ref.clone_from(&next.external_id);
         }
-        Ok(Prepared::Write(IdentityWrite { identity: next, expected_version, changes, origin, at: now }))
+        let write =
+            IdentityWrite { identity: next, tiers, expected_version, changes, fanout, origin, at: now };
+        Ok(Prepared::Write(write, footprint))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use lockstep_domain::{DirectoryChange, IdentityKind, SourceId, Timestamp};
+    use lockstep_store_sqlite::{Durability, SqliteDirectory, SqliteSessions};
+
+    use super::*;
+    use crate::{EngineConfig, OsEntropy, Stores, SystemClock};
+
+    fn engine(dir: &std::path::Path) -> Engine {
+        let sessions = Arc::new(SqliteSessions::open(&dir.join("s.db"), Durability::Off).unwrap());
+        let stores = Stores {
+            directory: Arc::new(SqliteDirectory::open(&dir.join("d.db"), Durability::Off).unwrap()),
+            sessions: sessions.clone(),
+            credentials: sessions,
+        };
+        Engine::open(stores, EngineConfig::default(), Arc::new(SystemClock), Arc::new(OsEntropy)).unwrap()
+    }
+
+    fn origin() -> Origin {
+        Origin { source: SourceId::new("scim"), client: None, source_ref: None }
+    }
+
+    fn person(engine: &Engine, name: &str) -> Identity {
+        Identity {
+            id: engine.new_identity_id().unwrap(),
+            user_name: name.into(),
+            external_id: None,
+            display_name: None,
+            kind: IdentityKind::Human,
+            owners: Vec::new(),
+            risk_tier: None,
+            status: IdentityStatus::Active,
+            emails: Vec::new(),
+            profile: "{}".into(),
+            version: 0,
+            created: Timestamp(0),
+            modified: Timestamp(0),
+        }
+    }
+
+    fn disable(id: IdentityId) -> Pending {
+        let change: Change = Box::new(|cur: &Identity| {
+            let mut next = cur.clone();
+            next.status = IdentityStatus::Disabled;
+            Ok(next)
+        });
+        let p: Pending = Arc::new(Cell::default());
+        slot(&p).request =
+            Some(Request::Update { id, origin: origin(), if_match: None, change, guess: None });
+        p
+    }
+
+    /// Two owners of one service account deactivated in one batch: the
+    /// second touches what the first read (the account's owners), so it
+    /// waits for the next batch, and the account loses its last active
+    /// owner exactly once.
+    #[test]
+    fn a_write_touching_what_an_earlier_one_read_waits_for_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let o1 = engine.create_identity(person(&engine, "o1"), origin()).unwrap().identity;
+        let o2 = engine.create_identity(person(&engine, "o2"), origin()).unwrap().identity;
+        let mut sa = person(&engine, "sa");
+        sa.kind = IdentityKind::ServiceAccount;
+        sa.owners = vec![o1.id, o2.id];
+        let sa = engine.create_identity(sa, origin()).unwrap().identity;
+        let other = engine.create_identity(person(&engine, "x"), origin()).unwrap().identity;
+        let (p1, p2, p3) = (disable(o1.id), disable(o2.id), disable(other.id));
+        {
+            let mut writer = engine.lock_writer().unwrap();
+            engine.run_batch(&mut writer, vec![p1.clone(), p2.clone(), p3.clone()]);
+        }
+        assert!(slot(&p1).result.is_some() && slot(&p3).result.is_some(), "unrelated writes share the batch");
+        assert!(slot(&p2).result.is_none(), "the second owner waits");
+        assert_eq!(engine.queue().pending.len(), 1);
+        let next = std::mem::take(&mut engine.queue().pending);
+        {
+            let mut writer = engine.lock_writer().unwrap();
+            engine.run_batch(&mut writer, next);
+        }
+        let lost: Vec<_> = [p1, p2]
+            .iter()
+            .filter_map(|p| slot(p).result.take())
+            .flat_map(|r| r.map(|a| a.events).unwrap_or_default())
+            .filter(|e| e.subject.identity() == Some(sa.id))
+            .collect();
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        assert!(matches!(lost[0].change, DirectoryChange::OwnerLost { owner: Some(o) } if o == o2.id));
+
+        // An owner leaves in the batch in which another write makes it the
+        // owner of a second account: that write read the owner as active,
+        // so it waits, and then sees the owner gone.
+        let o3 = engine.create_identity(person(&engine, "o3"), origin()).unwrap().identity;
+        let mut sa2 = person(&engine, "sa2");
+        sa2.kind = IdentityKind::ServiceAccount;
+        sa2.owners = vec![o3.id];
+        let sa2 = engine.create_identity(sa2, origin()).unwrap().identity;
+        let o4 = engine.create_identity(person(&engine, "o4"), origin()).unwrap().identity;
+        let leave = disable(o4.id);
+        let adopt: Pending = Arc::new(Cell::default());
+        let new_owner = o4.id;
+        let change: Change = Box::new(move |cur: &Identity| {
+            let mut next = cur.clone();
+            next.owners = vec![new_owner];
+            Ok(next)
+        });
+        slot(&adopt).request =
+            Some(Request::Update { id: sa2.id, origin: origin(), if_match: None, change, guess: None });
+        {
+            let mut writer = engine.lock_writer().unwrap();
+            engine.run_batch(&mut writer, vec![leave.clone(), adopt.clone()]);
+        }
+        assert!(slot(&adopt).result.is_none(), "the adoption waits for the next batch");
+        let next = std::mem::take(&mut engine.queue().pending);
+        {
+            let mut writer = engine.lock_writer().unwrap();
+            engine.run_batch(&mut writer, next);
+        }
+        let adopted = slot(&adopt).result.take().unwrap().map_err(|_| "failed").unwrap();
+        assert!(
+            adopted.events.iter().any(|e| matches!(e.change, DirectoryChange::OwnerLost { .. })),
+            "its only owner is inactive: {:?}",
+            adopted.events
+        );
     }
 }

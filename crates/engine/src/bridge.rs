@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use lockstep_domain::{
-    AuditEntry, AuditKind, DirectoryChange, DirectoryEvent, DirectoryEventId, Identity, IdentityId,
+    Actor, AuditEntry, AuditKind, DirectoryChange, DirectoryEvent, DirectoryEventId, Identity, IdentityId,
     IdentityStatus, Origin, RevocationReason, Session, SessionState, Subject, Timestamp, TokenHash,
 };
 use lockstep_policy::{SessionAction, evaluate};
@@ -154,29 +154,33 @@ impl Engine {
         };
         let mut per_event: HashMap<DirectoryEventId, usize> = HashMap::new();
         let now = self.clock.now();
+        let policy = &self.config.policy;
         let mut batch = SessionBatch { consumed: Some(last.id), ..SessionBatch::default() };
         let mut by_identity: HashMap<IdentityId, Vec<Session>> = HashMap::new();
         let mut revoked: Vec<(TokenHash, RevocationReason)> = Vec::new();
-        let mut reshaped: Vec<(TokenHash, SessionState, Option<Timestamp>)> = Vec::new();
+        let mut suspended: Vec<TokenHash> = Vec::new();
+        let mut reshaped: Vec<(TokenHash, Option<Timestamp>, bool)> = Vec::new();
         let mut impacted_events = Vec::new();
         for event in events {
-            batch.audit.push(directory_entry(event));
+            let mut entry = directory_entry(event);
             // Only identity events can touch sessions (group membership
-            // changes arrive as events of each member).
-            let Some(identity) = event.subject.identity() else { continue };
-            // A kind the policy never acts on has an empty decision whatever
-            // the sessions: skip it without reading them (most writes —
-            // creates, profile edits — are such events).
-            if !self.config.policy.acts_on(event.change.kind()) {
+            // changes arrive as events of each member). An event the policy
+            // does not act on has an empty decision whatever the sessions:
+            // skip it without reading them (most writes — creates, a
+            // standard user's profile edits — are such events).
+            let Some(identity) = event.subject.identity().filter(|_| policy.acts_on(event)) else {
+                batch.audit.push(entry);
                 continue;
-            }
+            };
             let sessions = match by_identity.entry(identity) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => e.insert(self.stores.sessions.sessions_of(identity)?),
             };
-            let decision = evaluate(event, &self.config.policy, sessions, now);
-            let rule = decision.reasons.first().map_or("default", |r| r.rule.as_str());
+            let decision = evaluate(event, policy, sessions, now);
+            let rule = decision.rule().to_owned();
             let why = decision.reasons.first().map_or("", |r| r.text.as_str());
+            entry.detail.push_str(&format!("; decision {rule}: {why}"));
+            batch.audit.push(entry);
             if !decision.actions.is_empty() {
                 impacted_events.push(event.at);
             }
@@ -184,29 +188,43 @@ impl Engine {
                 let Some(session) = sessions.iter_mut().find(|s| s.id == action.session()) else {
                     continue;
                 };
-                let (kind, update, detail) = match *action {
+                let (kind, detail) = match *action {
                     SessionAction::Revoke { reason, .. } => {
                         session.state = SessionState::Revoked { at: now, reason, cause: Some(event.id) };
                         revoked.push((session.token_hash, reason));
                         *per_event.entry(event.id).or_default() += 1;
-                        (AuditKind::SessionRevoked, None, format!("reason={reason}; {why}"))
+                        (AuditKind::SessionRevoked, format!("reason={reason}; {why}"))
                     }
                     SessionAction::MarkForRecheck { .. } => {
                         session.state = SessionState::NeedsRecheck;
-                        reshaped.push((session.token_hash, session.state, None));
-                        (AuditKind::SessionMarkedForRecheck, None, why.to_owned())
+                        (AuditKind::SessionMarkedForRecheck, why.to_owned())
                     }
                     SessionAction::ShortenExpiry { expires_at, .. } => {
                         session.expires_at = expires_at;
-                        reshaped.push((session.token_hash, session.state, Some(expires_at)));
-                        (AuditKind::SessionExpiryShortened, Some(expires_at), why.to_owned())
+                        reshaped.push((session.token_hash, Some(expires_at), false));
+                        let at = expires_at.unix_seconds();
+                        (AuditKind::SessionExpiryShortened, format!("expires_at={at}; {why}"))
+                    }
+                    SessionAction::Suspend { condition, until, .. } => {
+                        session.state =
+                            SessionState::Suspended { at: now, condition, cause: Some(event.id), until };
+                        suspended.push(session.token_hash);
+                        let until =
+                            until.map_or_else(|| "never".to_owned(), |u| u.unix_seconds().to_string());
+                        (
+                            AuditKind::SessionSuspended,
+                            format!("condition={condition}; revoke_at={until}; {why}"),
+                        )
+                    }
+                    SessionAction::Resume { .. } => {
+                        session.state = SessionState::Active;
+                        reshaped.push((session.token_hash, None, true));
+                        (AuditKind::SessionResumed, why.to_owned())
                     }
                 };
-                batch.updates.push(SessionUpdate {
-                    session: session.id,
-                    state: session.state,
-                    expires_at: update,
-                });
+                let expires_at =
+                    matches!(action, SessionAction::ShortenExpiry { .. }).then_some(session.expires_at);
+                batch.updates.push(SessionUpdate { session: session.id, state: session.state, expires_at });
                 batch.audit.push(AuditEntry {
                     at: now,
                     kind,
@@ -214,15 +232,19 @@ impl Engine {
                     user_name: Some(event.subject.name().to_owned()),
                     session: Some(session.id),
                     directory_event: Some(event.id),
-                    actor: format!("policy/{rule}"),
+                    actor: Actor::policy(rule.clone()),
                     detail,
                 });
             }
         }
         // Fail closed: stop answering "active" before the commit, so there is
-        // no instant in which the revocation is durable but the cache is not.
+        // no instant in which a revocation or suspension is durable but the
+        // cache is not.
         for (hash, _) in &revoked {
             self.forget(hash);
+        }
+        for hash in &suspended {
+            self.cache.update(hash, |c| c.suspended = true);
         }
         // Without a session change the batch is audit records and the
         // cursor, which replaying the (durable) directory log re-derives:
@@ -230,13 +252,18 @@ impl Engine {
         batch.replayable = batch.updates.is_empty();
         self.stores.sessions.apply(batch)?;
         writer.consumed = Some(last.id);
-        for (hash, state, expires_at) in reshaped {
+        for (hash, expires_at, resumed) in reshaped {
             self.cache.update(&hash, |c| {
-                c.needs_recheck = matches!(state, SessionState::NeedsRecheck);
                 if let Some(exp) = expires_at {
                     c.expires_at = exp;
                 }
+                if resumed {
+                    c.suspended = false;
+                }
             });
+        }
+        for event in events {
+            self.follow_claims(event);
         }
         let done = self.clock.now();
         for event in events {
@@ -253,12 +280,54 @@ impl Engine {
         }
         Ok(per_event)
     }
+
+    /// Keeps the in-memory claims of identities holding live sessions in
+    /// step with the directory: after a bridge step, introspection shows
+    /// the groups, tiers and kind the event left.
+    fn follow_claims(&self, event: &DirectoryEvent) {
+        match &event.subject {
+            Subject::Group { id, display_name } => {
+                if matches!(&event.change, DirectoryChange::GroupUpdated { changed } if changed.iter().any(|c| c == "displayName"))
+                {
+                    self.claims.rename_group(*id, display_name);
+                }
+            }
+            Subject::Identity { id, kind, tiers, .. } => match &event.change {
+                DirectoryChange::IdentityDeleted | DirectoryChange::IdentityDeactivated { .. } => {
+                    self.claims.remove(id);
+                }
+                change => self.claims.update(id, |claims| {
+                    claims.kind = *kind;
+                    claims.tiers = *tiers;
+                    match change {
+                        DirectoryChange::AddedToGroup { group, group_name }
+                            if !claims.groups.iter().any(|(g, _)| g == group) =>
+                        {
+                            claims.groups.push((*group, group_name.as_str().into()));
+                            claims.groups.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+                        }
+                        DirectoryChange::RemovedFromGroup { group, .. } => {
+                            claims.groups.retain(|(g, _)| g != group);
+                        }
+                        _ => {}
+                    }
+                }),
+            },
+        }
+    }
 }
 
 fn directory_entry(event: &DirectoryEvent) -> AuditEntry {
+    let show = |ids: &[IdentityId]| {
+        if ids.is_empty() {
+            "none".to_owned()
+        } else {
+            ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+        }
+    };
     let mut detail = match &event.change {
         DirectoryChange::IdentityCreated => match &event.subject {
-            Subject::Identity { kind, .. } => format!("kind={kind}"),
+            Subject::Identity { kind, tiers, .. } => format!("kind={kind}; tier={tiers}"),
             Subject::Group { .. } => String::new(),
         },
         DirectoryChange::IdentityUpdated { changed } | DirectoryChange::GroupUpdated { changed } => {
@@ -266,10 +335,15 @@ fn directory_entry(event: &DirectoryEvent) -> AuditEntry {
         }
         DirectoryChange::IdentityDeactivated { from, to } => format!("status {from} -> {to}"),
         DirectoryChange::IdentityReactivated { from } => format!("status {from} -> active"),
-        DirectoryChange::OwnerChanged { from, to } => {
-            let show = |o: &Option<IdentityId>| o.map_or_else(|| "none".to_owned(), |o| o.to_string());
-            format!("owner {} -> {}", show(from), show(to))
+        DirectoryChange::OwnerChanged { from, to } => format!("owners {} -> {}", show(from), show(to)),
+        DirectoryChange::OwnerLost { owner } => {
+            format!(
+                "no active owner left (owner {})",
+                owner.map_or_else(|| "removed".to_owned(), |o| o.to_string())
+            )
         }
+        DirectoryChange::OwnerRestored { owner } => format!("active owner {owner}"),
+        DirectoryChange::TierChanged { from, to } => format!("tier {from} -> {to}"),
         DirectoryChange::IdentityDeleted | DirectoryChange::GroupDeleted => "deleted".to_owned(),
         DirectoryChange::GroupCreated => "created".to_owned(),
         DirectoryChange::AddedToGroup { group, group_name }
@@ -284,6 +358,9 @@ fn directory_entry(event: &DirectoryEvent) -> AuditEntry {
             (None, None)
         }
     };
+    if let Some(cause) = event.cause {
+        detail.push_str(&format!("; caused_by={}", cause.0));
+    }
     if let Some(source_ref) = &event.origin.source_ref {
         detail.push_str(&format!("; source_ref={source_ref}"));
     }
@@ -294,10 +371,7 @@ fn directory_entry(event: &DirectoryEvent) -> AuditEntry {
         user_name,
         session: None,
         directory_event: Some(event.id),
-        actor: match event.origin.client {
-            Some(client) => format!("{}/client:{client}", event.origin.source),
-            None => format!("{}/admin", event.origin.source),
-        },
+        actor: Actor::Source { source: event.origin.source.clone(), client: event.origin.client },
         detail,
     }
 }

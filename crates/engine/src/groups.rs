@@ -5,10 +5,13 @@
 //! Group writes do not go through the group commit: they are rare next to
 //! user writes, and one group write may name thousands of members.
 
+use std::collections::HashMap;
+
 use lockstep_domain::{
-    DirectoryChange, DirectoryEvent, Group, GroupId, IdentityId, IdentityStatus, Origin, Subject, diff_group,
+    DirectoryChange, DirectoryEvent, Group, GroupDiff, GroupId, IdentityId, IdentityStatus, Origin, Subject,
+    diff_group,
 };
-use lockstep_store::{GroupWrite, StoreError};
+use lockstep_store::{GroupWrite, NewEvent, StoreError, UserWithGroups};
 
 use crate::bridge::UpdateError;
 use crate::{Engine, EngineError, EngineResult, WriterState, secrets};
@@ -77,15 +80,6 @@ impl Engine {
         self.write_group(&mut writer, id, Some(current), None, origin)
     }
 
-    fn member_subject(&self, id: IdentityId, joining: bool) -> EngineResult<Subject> {
-        match self.stores.directory.identity(id)? {
-            Some(identity) if !joining || identity.status != IdentityStatus::Deprovisioned => {
-                Ok(Subject::of_identity(&identity))
-            }
-            _ => Err(EngineError::Invalid { field: "members", message: format!("{id} is not a User") }),
-        }
-    }
-
     fn write_group(
         &self,
         writer: &mut WriterState,
@@ -103,30 +97,15 @@ impl Engine {
         if diff.is_empty() {
             return Ok(AppliedGroup { group: after, events: Vec::new() });
         }
-        let (name, external_id) = match after.as_ref().or(before.as_ref()) {
-            Some(g) => (g.display_name.clone(), g.external_id.clone()),
-            None => return Ok(AppliedGroup { group: None, events: Vec::new() }),
+        let Some((name, external_id)) =
+            after.as_ref().or(before.as_ref()).map(|g| (g.display_name.clone(), g.external_id.clone()))
+        else {
+            return Ok(AppliedGroup { group: None, events: Vec::new() });
         };
         if origin.source_ref.is_none() {
             origin.source_ref = external_id;
         }
-        let group_subject = Subject::Group { id, display_name: name.clone() };
-        let mut events = Vec::new();
-        let deleting = after.is_none();
-        if !deleting {
-            events.extend(diff.group.iter().cloned().map(|c| (group_subject.clone(), c)));
-        }
-        for member in &diff.removed {
-            let change = DirectoryChange::RemovedFromGroup { group: id, group_name: name.clone() };
-            events.push((self.member_subject(*member, false)?, change));
-        }
-        for member in &diff.added {
-            let change = DirectoryChange::AddedToGroup { group: id, group_name: name.clone() };
-            events.push((self.member_subject(*member, true)?, change));
-        }
-        if deleting {
-            events.extend(diff.group.iter().cloned().map(|c| (group_subject.clone(), c)));
-        }
+        let events = self.group_events(id, before.as_ref(), after.as_ref(), &diff, &name)?;
         let now = self.clock.now();
         let committed = self
             .stores
@@ -149,5 +128,96 @@ impl Engine {
         self.apply_events(writer, &committed.events, Some(committed_at))
             .map_err(EngineError::BridgePending)?;
         Ok(AppliedGroup { group: committed.group, events: committed.events })
+    }
+
+    /// The events of a group write: the group's own change first, then one
+    /// membership event per member that left or joined (citing it), and a
+    /// tier change for every member whose tiers the write changes (citing
+    /// the membership event, or the group's rename).
+    fn group_events(
+        &self,
+        id: GroupId,
+        before: Option<&Group>,
+        after: Option<&Group>,
+        diff: &GroupDiff,
+        name: &str,
+    ) -> EngineResult<Vec<NewEvent>> {
+        let policy = &self.config.policy;
+        let group_subject = Subject::Group { id, display_name: name.to_owned() };
+        let mut events: Vec<NewEvent> = diff
+            .group
+            .iter()
+            .cloned()
+            .map(|change| NewEvent { subject: group_subject.clone(), change, caused_by: None })
+            .collect();
+        let group_event = (!events.is_empty()).then_some(0);
+        let confers_before = before.is_some_and(|g| policy.confers(id, &g.display_name));
+        let confers_after = after.is_some_and(|g| policy.confers(id, &g.display_name));
+        // A rename into or out of a tier group changes every member's tiers.
+        let stayed: Vec<IdentityId> = if confers_before != confers_after {
+            after
+                .map(|g| g.members.iter().filter(|m| !diff.added.contains(m)).copied().collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut read: Vec<IdentityId> =
+            diff.removed.iter().chain(&diff.added).chain(&stayed).copied().collect();
+        read.sort();
+        read.dedup();
+        let members: HashMap<IdentityId, UserWithGroups> = self
+            .stores
+            .directory
+            .identities_with_groups(&read)?
+            .into_iter()
+            .map(|(identity, groups)| (identity.id, (identity, groups)))
+            .collect();
+        let member = |m: &IdentityId, joining: bool| match members.get(m) {
+            Some((identity, groups)) if !joining || identity.status != IdentityStatus::Deprovisioned => {
+                Ok((identity, groups))
+            }
+            _ => Err(EngineError::Invalid { field: "members", message: format!("{m} is not a User") }),
+        };
+        // Tiers with this group's membership as it was and as it will be.
+        let tiers =
+            |identity: &lockstep_domain::Identity, groups: &[(GroupId, String)], member_after: bool| {
+                let mut groups: Vec<(GroupId, String)> =
+                    groups.iter().filter(|(g, _)| *g != id).cloned().collect();
+                if member_after {
+                    groups.push((id, name.to_owned()));
+                }
+                self.tiers_with(identity, &groups)
+            };
+        let tiers_before = |identity: &lockstep_domain::Identity, groups: &[(GroupId, String)]| {
+            let mut groups: Vec<(GroupId, String)> =
+                groups.iter().filter(|(g, _)| *g != id).cloned().collect();
+            if let Some(b) = before.filter(|b| b.members.contains(&identity.id)) {
+                groups.push((id, b.display_name.clone()));
+            }
+            self.tiers_with(identity, &groups)
+        };
+        let lists = [(&diff.removed, false), (&diff.added, true), (&stayed, true)];
+        for (list, member_after) in lists {
+            for m in list.iter() {
+                let (identity, groups) = member(m, member_after && !stayed.contains(m))?;
+                let (from, to) = (tiers_before(identity, groups), tiers(identity, groups, member_after));
+                let subject = Subject::of_identity(identity, to);
+                let mut cause = group_event;
+                if !stayed.contains(m) {
+                    let change = if member_after {
+                        DirectoryChange::AddedToGroup { group: id, group_name: name.to_owned() }
+                    } else {
+                        DirectoryChange::RemovedFromGroup { group: id, group_name: name.to_owned() }
+                    };
+                    events.push(NewEvent { subject: subject.clone(), change, caused_by: group_event });
+                    cause = Some(events.len() - 1);
+                }
+                if from != to {
+                    let change = DirectoryChange::TierChanged { from, to };
+                    events.push(NewEvent { subject, change, caused_by: cause });
+                }
+            }
+        }
+        Ok(events)
     }
 }

@@ -13,16 +13,27 @@
 //! Store calls block; callers on an async runtime run engine methods on a
 //! blocking thread. [`Engine::introspect`] is the exception: it reads only
 //! memory and is cheap enough to call directly.
+//!
+//! Where the pieces live: `bridge.rs` applies directory events (the policy
+//! decision and its session impact); `batch.rs` prepares identity writes
+//! (tiers, owner fan-out) and commits them together; `groups.rs` writes
+//! groups; `sessions.rs` opens, revokes and introspects; `upkeep.rs` runs
+//! what time triggers (grace deadlines, idle clocks, policy changes at
+//! start); `reach.rs` answers read-only questions (what a change reached, a
+//! fresh decision for a privileged action).
 
 mod auth;
 mod batch;
 mod bridge;
 mod cache;
 pub mod clock;
+mod derive;
 mod groups;
 mod metrics;
+mod reach;
 pub mod secrets;
 mod sessions;
+mod upkeep;
 
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -30,15 +41,17 @@ use std::time::Duration;
 
 use lockstep_domain::{ClientId, DirectoryEventId, IdentityId, IdentityStatus, SessionId, TokenHash};
 use lockstep_policy::Policy;
-use lockstep_store::{CredentialStore, DirectoryStore, SessionStore, StoreError};
+use lockstep_store::{CredentialStore, DirectoryRead, DirectoryStore, SessionStore, StoreError};
 
 pub use auth::{Principal, PrincipalKind};
 pub use bridge::{Applied, UpdateError};
-pub use cache::CachedSession;
+pub use cache::{CachedSession, Claims};
 pub use clock::{Clock, Entropy, OsEntropy, SystemClock};
 pub use groups::AppliedGroup;
 pub use metrics::Metrics;
-pub use sessions::{CreatedClient, Introspection, IssuedSession, SessionLimits};
+pub use reach::{Check, Reach, reach};
+pub use sessions::{CreatedClient, Introspected, IssuedSession, SessionLimits};
+pub use upkeep::Opened;
 
 /// Why an engine call failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +70,10 @@ pub enum EngineError {
     /// The identity was deleted.
     #[error("subject {0:?} has been deleted")]
     SubjectDeleted(String),
+    /// A non-human identity without an active owner gets no new sessions or
+    /// credentials.
+    #[error("subject {0:?} is a non-human identity without an active owner; set an active owner first")]
+    NoActiveOwner(String),
     /// A resource does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -130,18 +147,15 @@ pub struct Stores {
 }
 
 /// Engine settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
     /// The session-impact policy.
     pub policy: Policy,
+    /// Where the policy came from, for the `policy.changed` audit record
+    /// (e.g. `file=/etc/lockstep.toml file_sha256=…`).
+    pub policy_source: Option<String>,
     /// Session lifetime limits.
     pub limits: SessionLimits,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self { policy: Policy::default_rules(), limits: SessionLimits::default() }
-    }
 }
 
 /// State guarded by the writer lock: everything that must be serialised so
@@ -160,6 +174,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     cache: cache::SessionCache,
+    claims: cache::ClaimsIndex,
     clients: RwLock<auth::ClientTable>,
     writer: Mutex<WriterState>,
     metrics: Metrics,
@@ -171,49 +186,66 @@ pub struct Engine {
 
 impl Engine {
     /// Opens the engine: replays any directory events the session store has
-    /// not consumed yet (a crash between the two commits), then loads live
-    /// sessions and API clients into memory. Call before serving.
+    /// not consumed yet (a crash between the two commits), loads live
+    /// sessions and their identities' claims into memory, records a changed
+    /// policy (shortening sessions beyond a new cap) and applies grace
+    /// periods that ended while the process was down. Call before serving.
     pub fn open(
         stores: Stores,
         config: EngineConfig,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
     ) -> EngineResult<Self> {
+        Self::open_reporting(stores, config, clock, entropy).map(|(engine, _)| engine)
+    }
+
+    /// An engine for local administrative commands beside a running server
+    /// (API clients, the admin token): nothing is replayed, no session is
+    /// loaded and no policy is recorded — the running server owns those.
+    pub fn open_detached(
+        stores: Stores,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> EngineResult<Self> {
+        let engine = Self::new(stores, EngineConfig::default(), clock, entropy)?;
+        engine.reload_clients()?;
+        Ok(engine)
+    }
+
+    fn new(
+        stores: Stores,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> EngineResult<Self> {
         let consumed = stores.sessions.consumed()?;
-        let engine = Self {
+        Ok(Self {
             stores,
             config,
             clock,
             entropy,
             cache: cache::SessionCache::default(),
+            claims: cache::ClaimsIndex::default(),
             clients: RwLock::new(auth::ClientTable::default()),
             writer: Mutex::new(WriterState { consumed }),
             metrics: Metrics::new(),
             last_client_reload: AtomicI64::new(0),
             queue: Mutex::new(batch::Queue::default()),
-        };
-        {
-            let mut writer = engine.lock_writer()?;
-            let replayed = engine.catch_up(&mut writer).map_err(EngineError::from)?;
-            if replayed.events > 0 {
-                tracing::info!(
-                    events = replayed.events,
-                    revoked = replayed.revoked,
-                    "replayed directory events not yet applied to sessions"
-                );
-            }
-        }
-        let now = engine.clock.now();
-        let mut loaded = 0usize;
-        engine.stores.sessions.for_each_live(now, &mut |s| {
-            engine.cache.insert(&s);
-            loaded += 1;
-        })?;
-        engine.metrics.live_sessions.set(i64::try_from(loaded).unwrap_or(i64::MAX));
-        engine.reload_clients()?;
-        Ok(engine)
+        })
     }
 
+    /// [`Engine::open`], also saying what start-up did.
+    pub fn open_reporting(
+        stores: Stores,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> EngineResult<(Self, Opened)> {
+        let engine = Self::new(stores, config, clock, entropy)?;
+        let opened = engine.start_up()?;
+        engine.reload_clients()?;
+        Ok((engine, opened))
+    }
     fn lock_writer(&self) -> EngineResult<MutexGuard<'_, WriterState>> {
         self.writer.lock().map_err(|_| EngineError::Store(StoreError::Backend("writer lock poisoned".into())))
     }
@@ -228,9 +260,14 @@ impl Engine {
         self.clock.as_ref()
     }
 
-    /// The stores (read access for protocol layers).
-    pub fn stores(&self) -> &Stores {
-        &self.stores
+    /// The directory, read-only: what protocol layers may see of it.
+    pub fn directory(&self) -> &dyn DirectoryRead {
+        self.stores.directory.as_ref()
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.config.policy
     }
 
     /// Session limits in force.
@@ -251,13 +288,6 @@ impl Engine {
         Ok(ClientId::from_uuid(secrets::uuid_v7(self.clock.now(), self.entropy.as_ref())?))
     }
 
-    /// Drops expired sessions from memory; returns how many.
-    pub fn sweep_expired(&self) -> usize {
-        let n = self.cache.sweep_expired(self.clock.now());
-        self.metrics.live_sessions.dec_by(i64::try_from(n).unwrap_or(0));
-        n
-    }
-
     /// How many sessions the introspection cache holds.
     pub fn cached_sessions(&self) -> usize {
         self.cache.len()
@@ -269,8 +299,7 @@ impl Engine {
     }
 
     fn forget(&self, hash: &TokenHash) {
-        if self.cache.get(hash).is_some() {
-            self.cache.remove(hash);
+        if self.cache.remove(hash) {
             self.metrics.live_sessions.dec();
         }
     }

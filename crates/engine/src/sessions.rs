@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use lockstep_domain::{
-    ApiClient, AuditEntry, AuditKind, AuditRecord, CredentialKind, Identity, IdentityId, IdentityStatus,
-    RevocationReason, Scope, Session, SessionId, SessionState,
+    Actor, ApiClient, AuditEntry, AuditKind, AuditRecord, CredentialKind, GroupId, Identity, IdentityId,
+    IdentityStatus, RevocationReason, Scope, Session, SessionId, SessionState, Tiers,
 };
 use lockstep_store::{SessionBatch, SessionUpdate};
 
-use crate::cache::CachedSession;
+use crate::cache::{CachedSession, Claims};
 use crate::metrics::ReasonLabel;
 use crate::{Engine, EngineError, EngineResult, Principal, secrets};
 
@@ -45,8 +47,15 @@ pub struct CreatedClient {
     pub secret: String,
 }
 
-/// The answer to an introspection: the live session, or nothing.
-pub type Introspection = Option<CachedSession>;
+/// An active token, as introspection answers it: the session and its
+/// identity's claims as of the last bridge step.
+#[derive(Debug, Clone)]
+pub struct Introspected {
+    /// The session.
+    pub session: CachedSession,
+    /// Groups, tiers and kind of its identity.
+    pub claims: Option<Arc<Claims>>,
+}
 
 impl Engine {
     /// Finds the identity a subject names: a SCIM id, else a `userName`.
@@ -75,6 +84,12 @@ impl Engine {
 
     /// Opens a session for an entitled subject.
     ///
+    /// The lifetime is the one asked for (or the default), capped by the
+    /// server-wide maximum and the subject's tier (the session shows its
+    /// real expiry); beyond the tier's `max_sessions` the oldest live
+    /// sessions are revoked in the same transaction. A non-human identity
+    /// without an active owner gets none.
+    ///
     /// Runs under the writer lock, so it cannot interleave with a
     /// deactivation: either the session exists before the deactivation is
     /// bridged (and is revoked by it) or the deactivation is seen here.
@@ -85,16 +100,23 @@ impl Engine {
         principal: &Principal,
     ) -> EngineResult<IssuedSession> {
         let limits = self.config.limits;
-        let ttl = ttl.unwrap_or(limits.default_ttl);
-        if ttl.is_zero() || ttl > limits.max_ttl {
-            return Err(EngineError::Invalid {
-                field: "ttl",
-                message: format!("must be more than 0s and at most {}s", limits.max_ttl.as_secs()),
-            });
+        let asked = ttl.unwrap_or(limits.default_ttl);
+        if asked.is_zero() {
+            return Err(EngineError::Invalid { field: "ttl", message: "must be more than 0s".into() });
         }
         let mut writer = self.lock_writer()?;
         self.catch_up(&mut writer).map_err(EngineError::BridgePending)?;
         let identity = self.resolve_subject(subject)?;
+        if identity.kind.is_non_human() && self.active_owner(&identity.owners, None)?.is_none() {
+            return Err(EngineError::NoActiveOwner(subject.to_owned()));
+        }
+        let groups = self.stores.directory.groups_of(identity.id)?;
+        let tiers = self.tiers_with(&identity, &groups);
+        let policy = &self.config.policy;
+        let mut ttl = asked.min(limits.max_ttl);
+        if let Some((cap, _)) = policy.session_cap(tiers) {
+            ttl = ttl.min(cap);
+        }
         let access_token = secrets::mint(secrets::ACCESS_TOKEN_PREFIX, self.entropy.as_ref())?;
         let now = self.clock.now();
         let session = Session {
@@ -107,26 +129,79 @@ impl Engine {
             claims_version: identity.version,
             issued_at: now,
             expires_at: now.plus(ttl),
+            last_seen: now,
             state: SessionState::Active,
         };
-        self.stores.sessions.insert_session(
-            &session,
-            AuditEntry {
+        let mut batch = SessionBatch {
+            inserts: vec![session.clone()],
+            audit: vec![AuditEntry {
                 at: now,
                 kind: AuditKind::SessionCreated,
                 identity: Some(identity.id),
-                user_name: Some(identity.user_name),
+                user_name: Some(identity.user_name.clone()),
                 session: Some(session.id),
                 directory_event: None,
                 actor: principal.actor(),
-                detail: format!("ttl={}s", ttl.as_secs()),
-            },
-        )?;
+                detail: if ttl < asked {
+                    format!("ttl={}s (asked {}s; capped for tier {tiers})", ttl.as_secs(), asked.as_secs())
+                } else {
+                    format!("ttl={}s; tier={tiers}", ttl.as_secs())
+                },
+            }],
+            ..SessionBatch::default()
+        };
+        // Beyond the tier's limit, the oldest live sessions go.
+        let mut dropped = Vec::new();
+        if let Some((max, tier)) = policy.effective(tiers).max_sessions {
+            let live: Vec<Session> = self
+                .stores
+                .sessions
+                .sessions_of(identity.id)?
+                .into_iter()
+                .filter(|s| s.is_live(now))
+                .collect();
+            let excess = (live.len() + 1).saturating_sub(usize::try_from(max).unwrap_or(usize::MAX));
+            for old in live.into_iter().take(excess) {
+                let reason = RevocationReason::SessionLimit;
+                batch.updates.push(SessionUpdate {
+                    session: old.id,
+                    state: SessionState::Revoked { at: now, reason, cause: None },
+                    expires_at: None,
+                });
+                batch.audit.push(AuditEntry {
+                    at: now,
+                    kind: AuditKind::SessionRevoked,
+                    identity: Some(identity.id),
+                    user_name: Some(identity.user_name.clone()),
+                    session: Some(old.id),
+                    directory_event: None,
+                    actor: Actor::policy(format!("{tier}.max_sessions")),
+                    detail: format!("reason={reason}; more than {max} live session(s); the oldest goes"),
+                });
+                dropped.push(old.token_hash);
+            }
+        }
+        for hash in &dropped {
+            self.forget(hash);
+        }
+        self.stores.sessions.apply(batch)?;
+        self.hold_claims(&identity, tiers, &groups);
         drop(writer);
         self.cache.insert(&session);
         self.metrics.sessions_opened.inc();
         self.metrics.live_sessions.inc();
+        for _ in &dropped {
+            self.metrics.revocations.get_or_create(&ReasonLabel { reason: "session_limit".into() }).inc();
+        }
         Ok(IssuedSession { session, access_token })
+    }
+
+    /// Starts following an identity's claims (it now holds a session).
+    pub(crate) fn hold_claims(&self, identity: &Identity, tiers: Tiers, groups: &[(GroupId, String)]) {
+        if !self.claims.contains(&identity.id) {
+            let groups = groups.iter().map(|(g, n)| (*g, n.as_str().into())).collect();
+            self.claims.set(identity.id, Claims { kind: identity.kind, tiers, groups });
+        }
     }
 
     /// Every session of the identity a subject names (deleted and disabled
@@ -195,8 +270,6 @@ impl Engine {
         let now = self.clock.now();
         self.forget(&session.token_hash);
         let sealed = self.stores.sessions.apply(SessionBatch {
-            replayable: false,
-            consumed: None,
             updates: vec![SessionUpdate {
                 session: session.id,
                 state: SessionState::Revoked { at: now, reason, cause: None },
@@ -212,14 +285,16 @@ impl Engine {
                 actor: principal.actor(),
                 detail: format!("reason={reason}"),
             }],
+            ..SessionBatch::default()
         })?;
         self.metrics.revocations.get_or_create(&ReasonLabel { reason: reason.as_str().to_owned() }).inc();
         Ok(!sealed.is_empty())
     }
 
-    /// RFC 7662 introspection. Answers from memory; only a session marked
-    /// for re-check consults the directory.
-    pub fn introspect(&self, token: &str) -> Introspection {
+    /// RFC 7662 introspection. Answers from memory only: the session, its
+    /// expiry, suspension and idle timeout, and its identity's claims as of
+    /// the last bridge step. A use that answers active records the last use.
+    pub fn introspect(&self, token: &str) -> Option<Introspected> {
         let answer = self.introspect_inner(token);
         match answer {
             Some(_) => self.metrics.introspected_active.inc(),
@@ -228,27 +303,19 @@ impl Engine {
         answer
     }
 
-    fn introspect_inner(&self, token: &str) -> Introspection {
+    fn introspect_inner(&self, token: &str) -> Option<Introspected> {
         let hash = secrets::hash(token);
-        let session = self.cache.get(&hash)?;
-        if self.clock.now() >= session.expires_at {
-            return None;
-        }
-        if session.needs_recheck {
-            // A fresh decision against the current directory.
-            let entitled = self
-                .stores
-                .directory
-                .identity(session.identity)
-                .ok()
-                .flatten()
-                .is_some_and(|i| i.status.is_entitled());
-            if !entitled {
-                return None;
+        let now = self.clock.now();
+        let mut claims = None;
+        let session = self.cache.use_session(&hash, now, |s| {
+            if now >= s.expires_at || s.suspended {
+                return false;
             }
-            self.cache.update(&hash, |c| c.needs_recheck = false);
-        }
-        Some(session)
+            claims = self.claims.get(&s.identity);
+            let idle = claims.as_ref().and_then(|c| self.config.policy.idle_timeout(c.tiers));
+            idle.is_none_or(|idle| now.since(s.last_seen) <= idle)
+        })?;
+        Some(Introspected { session, claims })
     }
 
     /// Creates an API client. The secret is returned once and stored only

@@ -7,13 +7,13 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use lockstep_domain::DirectoryEventId;
 use lockstep_domain::{Scope, SessionId};
 use lockstep_proto::admin::{
-    AuditPage, AuditRecordView, ClientView, CreateClientRequest, CreateSessionRequest, CreatedClient,
-    CreatedSession, SessionList, SessionView,
+    AuditPage, AuditQuery, AuditRecordView, CheckRequest, CheckResponse, ClientView, CreateClientRequest,
+    CreateSessionRequest, CreatedClient, CreatedSession, ReachView, SessionList, SessionView, SubjectQuery,
 };
 use lockstep_proto::format_rfc3339;
-use serde::Deserialize;
 
 use crate::error::{ApiError, Flavor};
 use crate::{AppState, Caller, blocking};
@@ -70,11 +70,6 @@ pub(crate) async fn create_session(
         username: issued.session.user_name,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct SubjectQuery {
-    subject: Option<String>,
 }
 
 /// `GET /v1/sessions?subject=…`.
@@ -164,12 +159,6 @@ pub(crate) async fn list_clients(
     ))
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct AuditQuery {
-    after: Option<u64>,
-    limit: Option<usize>,
-}
-
 /// Largest audit page.
 const MAX_AUDIT_PAGE: usize = 1000;
 
@@ -190,4 +179,42 @@ pub(crate) async fn audit(
     let records = blocking(FLAVOR, move || engine.audit_page(after, limit).map_err(engine_err)).await?;
     let next_after = (records.len() == limit).then(|| records.last().map(|r| r.seq)).flatten();
     Ok(Json(AuditPage { records: records.iter().map(AuditRecordView::from_record).collect(), next_after }))
+}
+
+/// `POST /v1/check`: a fresh decision against the directory now, for a
+/// resource server about to do something dangerous.
+pub(crate) async fn check(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CheckRequest>, JsonRejection>,
+) -> Result<Json<CheckResponse>, ApiError> {
+    caller.require(Scope::Introspect)?;
+    let req = json_body(body)?;
+    if req.token.is_empty() {
+        return Err(ApiError::bad_request(FLAVOR, "token: must not be empty"));
+    }
+    let engine = state.engine.clone();
+    let check = blocking(FLAVOR, move || engine.check(&req.token, &req.groups).map_err(engine_err)).await?;
+    Ok(Json(CheckResponse {
+        allow: check.allow,
+        reasons: check.reasons,
+        sub: check.sub.map(|s| s.to_string()),
+        checked_at: format_rfc3339(check.checked_at),
+    }))
+}
+
+/// `GET /v1/directory-events/{position}/reach`: what one directory change
+/// reached — the decision, every session it touched, what still lives.
+pub(crate) async fn reach(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(position): Path<String>,
+) -> Result<Json<ReachView>, ApiError> {
+    caller.require(Scope::Audit)?;
+    let position = position.trim_start_matches("dir-").parse::<u64>().map_err(|_| {
+        ApiError::bad_request(FLAVOR, format!("position: {position:?} is not a directory event position"))
+    })?;
+    let engine = state.engine.clone();
+    let r = blocking(FLAVOR, move || engine.reach(DirectoryEventId(position)).map_err(engine_err)).await?;
+    Ok(Json(ReachView::build(&r.event, &r.caused, &r.records, &r.touched, &r.still_live, r.truncated, r.at)))
 }

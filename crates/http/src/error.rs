@@ -125,6 +125,9 @@ impl ApiError {
             EngineError::SubjectDeleted(_) => {
                 Self::new(flavor, S::GONE, Some("subject_deleted"), e.to_string())
             }
+            EngineError::NoActiveOwner(_) => {
+                Self::new(flavor, S::CONFLICT, Some("no_active_owner"), e.to_string())
+            }
             EngineError::NotFound(_) => {
                 Self::new(flavor, S::NOT_FOUND, (!scim).then_some("not_found"), e.to_string())
             }

@@ -101,8 +101,7 @@ async fn list(
     let base = base_url(state, headers);
     let engine = state.engine.clone();
     let (total, groups) = blocking(FLAVOR, move || {
-        let page =
-            engine.stores().directory.list_groups(&plan.group_query()).map_err(|e| engine_err(e.into()))?;
+        let page = engine.directory().list_groups(&plan.group_query()).map_err(|e| engine_err(e.into()))?;
         Ok(plan.finish(page.total, page.items, |g, f| {
             lockstep_scim::eval::matches(f, &group_to_document(g, ""))
         })?)

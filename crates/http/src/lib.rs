@@ -14,6 +14,7 @@ mod oauth;
 mod ops;
 mod reject;
 mod scim;
+mod server;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use tower_http::trace::TraceLayer;
 
 pub use auth::Caller;
 pub use error::{ApiError, Flavor};
+pub use server::run;
 
 /// Default request body limit (also advertised as SCIM `maxPayloadSize`).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -102,6 +104,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}", delete(api::revoke_session))
         .route("/v1/clients", post(api::create_client).get(api::list_clients))
         .route("/v1/audit", get(api::audit))
+        .route("/v1/check", post(api::check))
+        .route("/v1/directory-events/{position}/reach", get(api::reach))
         .route("/oauth2/introspect", post(oauth::introspect))
         .route("/oauth2/revoke", post(oauth::revoke))
         .route("/metrics", get(ops::metrics))

@@ -6,6 +6,7 @@ use axum::extract::{Form, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use lockstep_domain::Scope;
+use lockstep_engine::Introspected;
 use lockstep_proto::oauth::{IntrospectionResponse, TokenRequest};
 
 use crate::error::ApiError;
@@ -34,7 +35,7 @@ pub(crate) async fn introspect(
     let token = token(form, &caller)?;
     let body = match state.engine.introspect(&token) {
         None => IntrospectionResponse::inactive(),
-        Some(s) => IntrospectionResponse {
+        Some(Introspected { session: s, claims }) => IntrospectionResponse {
             active: true,
             sub: Some(s.identity.to_string()),
             username: Some(s.user_name.to_string()),
@@ -43,6 +44,9 @@ pub(crate) async fn introspect(
             token_type: Some("Bearer".into()),
             client_id: Some(s.client.map_or_else(|| "admin".to_owned(), |c| c.to_string())),
             sid: Some(s.id.to_string()),
+            groups: claims.as_ref().map(|c| c.groups.iter().map(|(_, name)| name.to_string()).collect()),
+            tier: claims.as_ref().map(|c| c.tiers.as_str().to_owned()),
+            identity_kind: claims.as_ref().map(|c| c.kind.as_str().to_owned()),
         },
     };
     Ok(no_store(Json(body).into_response()))

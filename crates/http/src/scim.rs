@@ -93,7 +93,7 @@ pub(crate) fn resource_response(
 type UserView = lockstep_store::UserWithGroups;
 
 fn with_groups(engine: &Engine, identity: Identity) -> Result<UserView, ApiError> {
-    let groups = engine.stores().directory.groups_of(identity.id).map_err(|e| engine_err(e.into()))?;
+    let groups = engine.directory().groups_of(identity.id).map_err(|e| engine_err(e.into()))?;
     Ok((identity, groups))
 }
 
@@ -199,11 +199,8 @@ pub(crate) async fn get_user(
         limit: 1,
     };
     let identity = blocking(FLAVOR, move || {
-        let (_, mut found) = engine
-            .stores()
-            .directory
-            .list_identities_with_groups(&query)
-            .map_err(|e| engine_err(e.into()))?;
+        let (_, mut found) =
+            engine.directory().list_identities_with_groups(&query).map_err(|e| engine_err(e.into()))?;
         found.pop().ok_or_else(|| not_found(&id))
     })
     .await?;
@@ -239,8 +236,7 @@ async fn list(
     let engine = state.engine.clone();
     let (total, views) = blocking(FLAVOR, move || {
         let (total, candidates) = engine
-            .stores()
-            .directory
+            .directory()
             .list_identities_with_groups(&plan.identity_query())
             .map_err(|e| engine_err(e.into()))?;
         Ok(plan.finish(total, candidates, |(identity, groups), f| user_matches(f, identity, groups))?)

@@ -12,7 +12,7 @@ use lockstep_engine::Principal;
 use lockstep_store::{ChainBreak, verify_chain};
 use lockstep_store_sqlite::Durability;
 
-use crate::serve::{open_engine, open_stores};
+use crate::serve::{open_admin, open_stores};
 
 pub fn create_client(data_dir: &Path, name: &str, scopes: &[String]) -> anyhow::Result<ExitCode> {
     let scopes = scopes
@@ -23,7 +23,7 @@ pub fn create_client(data_dir: &Path, name: &str, scopes: &[String]) -> anyhow::
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let engine = open_engine(data_dir, Durability::Full, Default::default())?;
+    let engine = open_admin(data_dir)?;
     let created = engine.create_client(name, &scopes, &Principal::admin())?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "client_id:     {}", created.client.id)?;
@@ -35,7 +35,7 @@ pub fn create_client(data_dir: &Path, name: &str, scopes: &[String]) -> anyhow::
 }
 
 pub fn list_clients(data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let engine = open_engine(data_dir, Durability::Full, Default::default())?;
+    let engine = open_admin(data_dir)?;
     let mut out = std::io::stdout().lock();
     for c in engine.clients() {
         let names: Vec<&str> = c.scopes.iter().map(|s| s.as_str()).collect();
@@ -45,7 +45,7 @@ pub fn list_clients(data_dir: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub fn rotate_admin_token(data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let engine = open_engine(data_dir, Durability::Full, Default::default())?;
+    let engine = open_admin(data_dir)?;
     let token = engine.rotate_admin_token()?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "admin token: {token}")?;

@@ -37,6 +37,29 @@ enum Command {
         #[command(subcommand)]
         command: AdminTokenCommand,
     },
+    /// What a directory change reached: the policy's decision, every session
+    /// it revoked, shortened, suspended or re-checked, and what still lives.
+    Reach(ReachArgs),
+}
+
+/// Arguments of `lockstep reach`.
+#[derive(Debug, Args)]
+pub struct ReachArgs {
+    /// The directory event's position (an audit record's `directory_event`).
+    pub position: u64,
+    /// Read this data directory directly (works while a server runs on it)
+    /// instead of asking a server.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The server to ask.
+    #[arg(long, env = "LOCKSTEP_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Its admin token, or a client secret with the `audit` scope.
+    #[arg(long, env = "LOCKSTEP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Settings of `serve`; each is also an environment variable and a key of
@@ -135,5 +158,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::AdminToken { command: AdminTokenCommand::Rotate { data } } => {
             admin::rotate_admin_token(&data.data_dir)
         }
+        Command::Reach(args) => crate::reach::run(&args),
     }
 }

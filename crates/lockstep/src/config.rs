@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use lockstep_engine::SessionLimits;
+use lockstep_policy::{Policy, PolicyConfig, TierConfig};
 use lockstep_store_sqlite::Durability;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::cli::ServeArgs;
 
@@ -25,6 +27,15 @@ struct FileConfig {
     log_format: Option<String>,
     sessions: Option<FileSessions>,
     scim: Option<FileScim>,
+    policy: Option<FilePolicy>,
+}
+
+/// `[policy]`: tiers, each a table whose keys are checked one by one so an
+/// error names the key (`policy.tiers.privileged.on_attribute_changed`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePolicy {
+    tiers: Option<toml::Table>,
 }
 
 /// `[scim]`: size limits below the body limit.
@@ -66,6 +77,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub admin_token: Option<String>,
     pub scim_limits: lockstep_scim::Limits,
+    pub policy: Policy,
+    /// Where the policy came from (file and its hash), for the audit.
+    pub policy_source: Option<String>,
 }
 
 fn duration(field: &str, value: &str) -> anyhow::Result<Duration> {
@@ -76,9 +90,14 @@ fn duration(field: &str, value: &str) -> anyhow::Result<Duration> {
 impl Settings {
     /// Resolves and validates settings.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
-        let file = match &args.config {
+        let (file, file_hash) = match &args.config {
             Some(path) => load(path)?,
-            None => FileConfig::default(),
+            None => (FileConfig::default(), None),
+        };
+        let policy = policy(file.policy.unwrap_or_default())?;
+        let policy_source = match (&args.config, file_hash) {
+            (Some(path), Some(hash)) => Some(format!("file={} file_sha256={hash}", path.display())),
+            _ => None,
         };
         let sessions = file.sessions.unwrap_or_default();
         let scim_limits = scim_limits(file.scim.unwrap_or_default())?;
@@ -132,6 +151,8 @@ impl Settings {
             log_format,
             admin_token: std::env::var("LOCKSTEP_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
             scim_limits,
+            policy,
+            policy_source,
         })
     }
 }
@@ -152,10 +173,52 @@ fn scim_limits(file: FileScim) -> anyhow::Result<lockstep_scim::Limits> {
     })
 }
 
-fn load(path: &Path) -> anyhow::Result<FileConfig> {
+fn load(path: &Path) -> anyhow::Result<(FileConfig, Option<String>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("config: cannot read {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("config: {} is not valid", path.display()))
+    let hash = Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let file = toml::from_str(&text).with_context(|| format!("config: {} is not valid", path.display()))?;
+    Ok((file, Some(hash)))
+}
+
+/// Reads `[policy.tiers.*]` into the policy crate's configuration, naming
+/// the key of anything that is not what it should be.
+fn policy(file: FilePolicy) -> anyhow::Result<Policy> {
+    let mut config = PolicyConfig::default();
+    for (tier, value) in file.tiers.unwrap_or_default() {
+        let toml::Value::Table(table) = value else {
+            bail!("policy.tiers.{tier}: must be a table ([policy.tiers.{tier}])");
+        };
+        let mut t = TierConfig::default();
+        for (key, value) in table {
+            let name = format!("policy.tiers.{tier}.{key}");
+            let text = |v: &toml::Value| match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                other => bail!("{name}: must be a string, not {}", other.type_str()),
+            };
+            match key.as_str() {
+                "groups" => {
+                    let toml::Value::Array(items) = &value else {
+                        bail!("{name}: must be a list of group names, like [\"prod-admins\"]");
+                    };
+                    t.groups = Some(items.iter().map(text).collect::<anyhow::Result<_>>()?);
+                }
+                "session_max_ttl" => t.session_max_ttl = Some(text(&value)?),
+                "idle_timeout" => t.idle_timeout = Some(text(&value)?),
+                "owner_grace" => t.owner_grace = Some(text(&value)?),
+                "max_sessions" => {
+                    let n = value.as_integer().filter(|n| *n > 0).and_then(|n| u32::try_from(n).ok());
+                    t.max_sessions = Some(n.with_context(|| format!("{name}: must be a positive integer"))?);
+                }
+                k if k.starts_with("on_") => t.impacts.push((key.clone(), text(&value)?)),
+                _ => bail!(
+                    "{name}: unknown key (use groups, session_max_ttl, idle_timeout, max_sessions, owner_grace or on_<change>)"
+                ),
+            }
+        }
+        config.tiers.push((tier, t));
+    }
+    Policy::from_config(&config).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 #[cfg(test)]

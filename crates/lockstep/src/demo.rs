@@ -30,7 +30,7 @@ async fn demo() -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let state = AppState { engine: engine.clone(), config: Arc::new(HttpConfig::default()) };
-    let server = tokio::spawn(async move { axum::serve(listener, lockstep_http::router(state)).await });
+    let server = tokio::spawn(lockstep_http::run(listener, state, std::future::pending()));
     say(format!("Lockstep demo: server on {base}, data in {}", dir.path().display()));
     let http = reqwest::Client::new();
     let auth = format!("Bearer {admin}");

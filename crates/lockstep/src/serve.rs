@@ -4,19 +4,15 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use lockstep_engine::{Engine, EngineConfig, OsEntropy, SessionLimits, Stores, SystemClock};
+use lockstep_engine::{Engine, EngineConfig, OsEntropy, Stores, SystemClock};
 use lockstep_http::{AppState, HttpConfig};
 use lockstep_store_sqlite::{DIRECTORY_FILE, Durability, SESSIONS_FILE, SqliteDirectory, SqliteSessions};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, Settings};
-
-/// How often expired sessions are dropped from memory.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Opens the two stores in `data_dir` (creating it, private to this user).
 pub fn open_stores(data_dir: &Path, durability: Durability) -> anyhow::Result<Stores> {
@@ -39,11 +35,29 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("data_dir: cannot create {}", dir.display()))
 }
 
-/// Opens the engine (replaying unapplied directory events) on `data_dir`.
-pub fn open_engine(data_dir: &Path, durability: Durability, limits: SessionLimits) -> anyhow::Result<Engine> {
+/// Opens the engine on `data_dir` for serving: replays unapplied directory
+/// events, records a changed policy, applies grace periods that ended.
+pub fn open_engine(data_dir: &Path, durability: Durability, config: EngineConfig) -> anyhow::Result<Engine> {
     let stores = open_stores(data_dir, durability)?;
-    let config = EngineConfig { limits, ..EngineConfig::default() };
-    Engine::open(stores, config, Arc::new(SystemClock), Arc::new(OsEntropy)).context("opening the engine")
+    let (engine, opened) = Engine::open_reporting(stores, config, Arc::new(SystemClock), Arc::new(OsEntropy))
+        .context("opening the engine")?;
+    tracing::info!(
+        sessions = opened.sessions,
+        replayed = opened.replayed,
+        policy_changed = opened.policy_changed,
+        shortened = opened.shortened,
+        grace_ended = opened.grace_ended,
+        "engine open"
+    );
+    Ok(engine)
+}
+
+/// Opens the engine for a local administrative command beside a running
+/// server: credentials only, nothing replayed, no policy recorded.
+pub fn open_admin(data_dir: &Path) -> anyhow::Result<Engine> {
+    let stores = open_stores(data_dir, Durability::Full)?;
+    Engine::open_detached(stores, Arc::new(SystemClock), Arc::new(OsEntropy))
+        .context("opening the data directory")
 }
 
 /// Takes the data directory's lock: two servers on one directory would each
@@ -66,7 +80,10 @@ fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("LOCKSTEP_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -84,10 +101,16 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     create_private_dir(&settings.data_dir)?;
     let _lock = lock_data_dir(&settings.data_dir)?;
     let data_dir = settings.data_dir.clone();
-    let (durability, limits) = (settings.durability, settings.limits);
+    let durability = settings.durability;
+    let config = EngineConfig {
+        policy: settings.policy.clone(),
+        policy_source: settings.policy_source.clone(),
+        limits: settings.limits,
+    };
     // Replay happens here, before the listener exists: nothing is served
-    // until every committed directory event has reached the sessions.
-    let engine = tokio::task::spawn_blocking(move || open_engine(&data_dir, durability, limits)).await??;
+    // until every committed directory event has reached the sessions, and
+    // grace periods that ended while the process was down are applied.
+    let engine = tokio::task::spawn_blocking(move || open_engine(&data_dir, durability, config)).await??;
     let engine = Arc::new(engine);
     if let Some(token) = engine.ensure_admin_token(settings.admin_token.as_deref())? {
         let mut out = std::io::stdout().lock();
@@ -113,18 +136,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         out.flush()?;
     }
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
-    let sweeper = engine.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-        loop {
-            tick.tick().await;
-            let removed = sweeper.sweep_expired();
-            if removed > 0 {
-                tracing::debug!(removed, "dropped expired sessions from memory");
-            }
-        }
-    });
-    axum::serve(listener, lockstep_http::router(state)).with_graceful_shutdown(shutdown()).await?;
+    lockstep_http::run(listener, state, shutdown()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -286,3 +286,129 @@ async fn acknowledged_revocations_survive_kill_9() {
         report.trim()
     );
 }
+
+/// A server whose log lines (stderr) are kept, started with `config`.
+fn start_logged(dir: &Path, config: &Path) -> (Server, String, Arc<Mutex<Vec<String>>>) {
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .arg("--config")
+        .arg(config)
+        .env("LOCKSTEP_ADMIN_TOKEN", ADMIN)
+        .env("LOCKSTEP_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let stderr = server.0.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let stdout = server.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines.next().expect("server exited before listening").unwrap();
+        if let Some(addr) = line.strip_prefix("lockstep: listening on ") {
+            std::thread::spawn(move || for _ in lines {});
+            return (server, addr.trim().to_owned(), log);
+        }
+    }
+}
+
+async fn scim(http: &Client, base: &str, method: reqwest::Method, path: &str, body: Value) -> Value {
+    let r =
+        http.request(method, format!("{base}{path}")).bearer_auth(ADMIN).json(&body).send().await.unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.unwrap_or(Value::Null)
+}
+
+const NHI: &str = "urn:ietf:params:scim:schemas:extension:lockstep:2.0:User";
+
+fn deactivate() -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+           "Operations": [{"op": "replace", "path": "active", "value": false}]})
+}
+
+/// Suspensions survive `kill -9`; a grace period that ends while the
+/// process is down is applied at start, before the listener binds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspensions_and_grace_deadlines_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lockstep.toml");
+    std::fs::write(&config, "[policy.tiers.non_human]\nowner_grace = \"3s\"\n").unwrap();
+    let data = dir.path().join("data");
+    let http = Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let (server, base, _) = start_logged(&data, &config);
+    let post = reqwest::Method::POST;
+    let patch = reqwest::Method::PATCH;
+    let user = |name: &str| json!({"userName": name});
+    let o1 = scim(&http, &base, post.clone(), "/scim/v2/Users", user("o1")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let o2 = scim(&http, &base, post.clone(), "/scim/v2/Users", user("o2")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sa = |name: &str, owner: &str| json!({"userName": name, NHI: {"identityKind": "service_account", "owner": {"value": owner}}});
+    scim(&http, &base, post.clone(), "/scim/v2/Users", sa("sa1", &o1)).await;
+    scim(&http, &base, post.clone(), "/scim/v2/Users", sa("sa2", &o2)).await;
+    let mut tokens = Vec::new();
+    for name in ["sa1", "sa2"] {
+        let s = scim(&http, &base, post.clone(), "/v1/sessions", json!({"subject": name, "ttl": "1h"})).await;
+        tokens.push(s["access_token"].as_str().unwrap().to_owned());
+    }
+    // o1 leaves: sa1 is suspended; kill -9 right after the acknowledgement.
+    scim(&http, &base, patch.clone(), &format!("/scim/v2/Users/{o1}"), deactivate()).await;
+    drop(server);
+
+    // The suspension survived; a new active owner within the grace lifts it.
+    let (server, base, _) = start_logged(&data, &config);
+    assert!(!active(&http, &base, &tokens[0]).await, "suspension lost across kill -9");
+    assert!(active(&http, &base, &tokens[1]).await);
+    let sa1 = scim(
+        &http,
+        &base,
+        reqwest::Method::GET,
+        "/scim/v2/Users?filter=userName%20eq%20%22sa1%22",
+        Value::Null,
+    )
+    .await;
+    let sa1 = sa1["Resources"][0]["id"].as_str().unwrap().to_owned();
+    let new_owner = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+        {"op": "replace", "path": format!("{NHI}:owner"), "value": {"value": o2}}]});
+    scim(&http, &base, patch.clone(), &format!("/scim/v2/Users/{sa1}"), new_owner).await;
+    assert!(active(&http, &base, &tokens[0]).await, "resumed");
+    // o2 leaves: both are suspended; the process is killed and stays down past the grace.
+    scim(&http, &base, patch, &format!("/scim/v2/Users/{o2}"), deactivate()).await;
+    assert!(!active(&http, &base, &tokens[0]).await && !active(&http, &base, &tokens[1]).await);
+    drop(server);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let (server, base, log) = start_logged(&data, &config);
+    let opened = log.lock().unwrap().iter().find(|l| l.contains("engine open")).cloned().unwrap_or_default();
+    assert!(opened.contains("grace_ended=2"), "revoked at start, before serving: {opened}");
+    for token in &tokens {
+        assert!(!active(&http, &base, token).await);
+    }
+    let audit = scim(&http, &base, reqwest::Method::GET, "/v1/audit?limit=1000", Value::Null).await;
+    let records = audit["records"].as_array().unwrap();
+    let grace_revocations: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["kind"] == "session.revoked" && r["detail"].as_str().unwrap().contains("reason=owner_lost")
+        })
+        .collect();
+    assert_eq!(grace_revocations.len(), 2, "each recorded exactly once");
+    drop(server);
+    let report = audit_verify(&data);
+    eprintln!(
+        "crash test (suspensions): suspension survived kill -9, resumed, grace ended while down and was applied at start; {}",
+        report.trim()
+    );
+}

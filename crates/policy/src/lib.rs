@@ -1,149 +1,31 @@
 //! The only bridge between entitlement truth and session validity.
 //!
 //! [`evaluate`] is a pure function, shaped like cedar's `is_authorized`: it
-//! takes a directory event, the policy, the sessions the event may touch and
-//! the current time, and returns a [`Decision`] — the session actions to
-//! apply and the reasons for them. It performs no I/O and reads no clock, so
-//! the same inputs always give the same decision, on every node, in replay
-//! and in tests.
+//! takes a directory event (which carries everything the decision reads —
+//! the subject's kind and tiers as of the event, so a replay decides the
+//! same), the policy, the sessions the event may touch and the current
+//! time, and returns a [`Decision`]: the session actions and the reason for
+//! them, citing the rule. It performs no I/O and reads no clock.
+//!
+//! A [`Policy`] gives each tier (`standard`, `privileged`, `non_human`) an
+//! impact per kind of change ([`Trigger`]) and lifetime limits; an identity
+//! in two tiers gets the stricter setting, setting by setting. Three things
+//! no policy can do, and property tests pin them: make a revoked session
+//! valid again, extend an expiry, or keep a session of a deactivated or
+//! deleted identity alive.
 
-use std::fmt;
+mod impact;
+mod tiers;
+
 use std::time::Duration;
 
 use lockstep_domain::{
-    ChangeKind, DirectoryEvent, DirectoryEventId, RevocationReason, Session, SessionId, Timestamp,
+    ChangeKind, DirectoryChange, DirectoryEvent, DirectoryEventId, RevocationReason, Session, SessionId,
+    SessionState, SuspendCondition, Tiers, Timestamp,
 };
 
-/// What a rule does to every live session of the identity an event concerns.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Impact {
-    /// Revoke every live session. Terminal.
-    RevokeAll,
-    /// Require a fresh decision against the directory on next use.
-    MarkForRecheck,
-    /// Bring every live session's expiry forward to at most `now + ttl`.
-    ShortenTtl(Duration),
-    /// Leave sessions alone.
-    Nothing,
-}
-
-/// One declarative rule: on this kind of directory change, apply this impact.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Rule {
-    /// Stable name, cited in decision reasons and audit records.
-    pub name: String,
-    /// The directory change it matches.
-    pub on: ChangeKind,
-    /// What it does.
-    pub impact: Impact,
-}
-
-/// A policy was rejected.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub enum PolicyError {
-    /// A rule would let a deactivated or deleted identity keep live
-    /// sessions; Lockstep's core promise forbids that.
-    WeakensLifecycleRevocation {
-        /// The offending rule.
-        rule: String,
-    },
-    /// Two rules match the same change kind, so the outcome would depend on
-    /// rule order.
-    DuplicateRule {
-        /// The change kind matched twice.
-        on: ChangeKind,
-    },
-}
-
-impl fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PolicyError::WeakensLifecycleRevocation { rule } => write!(
-                f,
-                "rule {rule:?} does not revoke on deactivation or deletion; lifecycle changes must revoke all sessions"
-            ),
-            PolicyError::DuplicateRule { on } => write!(f, "more than one rule matches {on}"),
-        }
-    }
-}
-
-impl std::error::Error for PolicyError {}
-
-/// A validated set of rules.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Policy {
-    rules: Vec<Rule>,
-}
-
-impl Policy {
-    /// Validates rules into a policy.
-    ///
-    /// Change kinds without a rule get [`Impact::Nothing`], except
-    /// deactivation and deletion, which always revoke: a policy may not
-    /// weaken that, only say so explicitly.
-    pub fn new(rules: Vec<Rule>) -> Result<Self, PolicyError> {
-        for (i, rule) in rules.iter().enumerate() {
-            if rules[..i].iter().any(|r| r.on == rule.on) {
-                return Err(PolicyError::DuplicateRule { on: rule.on });
-            }
-            if is_lifecycle_loss(rule.on) && rule.impact != Impact::RevokeAll {
-                return Err(PolicyError::WeakensLifecycleRevocation { rule: rule.name.clone() });
-            }
-        }
-        Ok(Self { rules })
-    }
-
-    /// The default policy: deactivation and deletion revoke every session;
-    /// re-activation restores entitlement but never a revoked session.
-    pub fn default_rules() -> Self {
-        Self {
-            rules: vec![
-                Rule {
-                    name: "revoke-on-deactivation".into(),
-                    on: ChangeKind::IdentityDeactivated,
-                    impact: Impact::RevokeAll,
-                },
-                Rule {
-                    name: "revoke-on-deletion".into(),
-                    on: ChangeKind::IdentityDeleted,
-                    impact: Impact::RevokeAll,
-                },
-            ],
-        }
-    }
-
-    /// The rules.
-    pub fn rules(&self) -> &[Rule] {
-        &self.rules
-    }
-
-    fn rule_for(&self, kind: ChangeKind) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.on == kind)
-    }
-
-    /// The impact this policy gives a change kind, and the rule that says so.
-    fn impact_of(&self, kind: ChangeKind) -> (&str, Impact) {
-        match self.rule_for(kind) {
-            Some(rule) => (rule.name.as_str(), rule.impact),
-            // Validation guarantees lifecycle loss has a rule; this keeps the
-            // function total (and fail-closed) for policies built by hand.
-            None if is_lifecycle_loss(kind) => ("lifecycle-floor", Impact::RevokeAll),
-            None => ("default", Impact::Nothing),
-        }
-    }
-
-    /// Whether an event of this kind can act on any session. When it cannot,
-    /// [`evaluate`] returns no actions whatever the sessions, so a caller
-    /// need not load them (most directory writes — creates, profile edits —
-    /// are such events).
-    pub fn acts_on(&self, kind: ChangeKind) -> bool {
-        self.impact_of(kind).1 != Impact::Nothing
-    }
-}
-
-fn is_lifecycle_loss(kind: ChangeKind) -> bool {
-    matches!(kind, ChangeKind::IdentityDeactivated | ChangeKind::IdentityDeleted)
-}
+pub use impact::{BadImpact, Impact, Trigger};
+pub use tiers::{Effective, Policy, PolicyConfig, PolicyError, Tier, TierConfig, TierSettings};
 
 /// What to do to one session. Imperative: these are instructions.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -155,7 +37,7 @@ pub enum SessionAction {
         /// Why.
         reason: RevocationReason,
     },
-    /// Require a re-check against the directory before next use.
+    /// Record that the session's claims changed under it.
     MarkForRecheck {
         /// Which session.
         session: SessionId,
@@ -167,6 +49,20 @@ pub enum SessionAction {
         /// New expiry, never later than the current one.
         expires_at: Timestamp,
     },
+    /// Make the session inactive until `condition` clears.
+    Suspend {
+        /// Which session.
+        session: SessionId,
+        /// What must clear.
+        condition: SuspendCondition,
+        /// When it is revoked if the condition has not cleared.
+        until: Option<Timestamp>,
+    },
+    /// A suspension's condition cleared: active again.
+    Resume {
+        /// Which session.
+        session: SessionId,
+    },
 }
 
 impl SessionAction {
@@ -175,7 +71,9 @@ impl SessionAction {
         match self {
             SessionAction::Revoke { session, .. }
             | SessionAction::MarkForRecheck { session }
-            | SessionAction::ShortenExpiry { session, .. } => *session,
+            | SessionAction::ShortenExpiry { session, .. }
+            | SessionAction::Suspend { session, .. }
+            | SessionAction::Resume { session } => *session,
         }
     }
 }
@@ -183,11 +81,12 @@ impl SessionAction {
 /// Why a decision came out the way it did.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Reason {
-    /// The rule that matched, or `default` when none did.
+    /// The rule that decided, e.g. `privileged.on_attributes_changed`,
+    /// `lifecycle.on_deactivated`, or `none` for changes no rule concerns.
     pub rule: String,
     /// The event decided on.
     pub event: DirectoryEventId,
-    /// One sentence for the audit trail.
+    /// One sentence for the audit trail and the reach report.
     pub text: String,
 }
 
@@ -196,60 +95,245 @@ pub struct Reason {
 pub struct Decision {
     /// Session actions, at most one per session.
     pub actions: Vec<SessionAction>,
-    /// Why.
+    /// Why (one reason per decision).
     pub reasons: Vec<Reason>,
+}
+
+impl Decision {
+    /// The rule cited.
+    pub fn rule(&self) -> &str {
+        self.reasons.first().map_or("none", |r| r.rule.as_str())
+    }
+}
+
+/// What an event asks of the policy: a configurable trigger for some tiers,
+/// or one of the fixed rules.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Ask {
+    /// Deactivation or deletion: always revoke.
+    Lifecycle(RevocationReason, &'static str),
+    /// A configurable trigger, under the settings of these tiers.
+    Configured(Trigger, Tiers),
+    /// The owner-lost condition cleared: resume what it suspended.
+    OwnerRestored,
+    /// Nothing to decide.
+    Nothing,
+}
+
+fn ask(event: &DirectoryEvent, policy: &Policy) -> Ask {
+    let tiers = event.subject.tiers();
+    match &event.change {
+        DirectoryChange::IdentityDeactivated { .. } => {
+            Ask::Lifecycle(RevocationReason::IdentityDeactivated, "lifecycle.on_deactivated")
+        }
+        DirectoryChange::IdentityDeleted => {
+            Ask::Lifecycle(RevocationReason::IdentityDeleted, "lifecycle.on_deleted")
+        }
+        // The identity was in the tier the group conferred until this event.
+        DirectoryChange::RemovedFromGroup { group, group_name } if policy.confers(*group, group_name) => {
+            Ask::Configured(Trigger::TierGroupRemoved, Tiers { privileged: true, ..tiers })
+        }
+        DirectoryChange::RemovedFromGroup { .. } | DirectoryChange::AddedToGroup { .. } => {
+            Ask::Configured(Trigger::GroupChanged, tiers)
+        }
+        DirectoryChange::IdentityUpdated { changed } if !changed.is_empty() => {
+            Ask::Configured(Trigger::AttributesChanged, tiers)
+        }
+        DirectoryChange::TierChanged { from, to } if to.gained_from(*from) => {
+            Ask::Configured(Trigger::TierGained, *to)
+        }
+        DirectoryChange::TierChanged { from, .. } => Ask::Configured(Trigger::TierLost, *from),
+        DirectoryChange::OwnerLost { .. } => Ask::Configured(Trigger::OwnerLost, tiers),
+        DirectoryChange::OwnerChanged { .. } => Ask::Configured(Trigger::OwnerChanged, tiers),
+        DirectoryChange::OwnerRestored { .. } => Ask::OwnerRestored,
+        DirectoryChange::IdentityCreated
+        | DirectoryChange::IdentityUpdated { .. }
+        | DirectoryChange::IdentityReactivated { .. }
+        | DirectoryChange::GroupCreated
+        | DirectoryChange::GroupUpdated { .. }
+        | DirectoryChange::GroupDeleted => Ask::Nothing,
+    }
+}
+
+fn revocation_reason(trigger: Trigger) -> RevocationReason {
+    match trigger {
+        Trigger::TierGroupRemoved => RevocationReason::GroupRemoved,
+        Trigger::GroupChanged => RevocationReason::GroupChanged,
+        Trigger::AttributesChanged => RevocationReason::AttributesChanged,
+        Trigger::TierGained | Trigger::TierLost => RevocationReason::TierChanged,
+        Trigger::OwnerLost => RevocationReason::OwnerLost,
+        Trigger::OwnerChanged => RevocationReason::OwnerChanged,
+    }
+}
+
+impl Policy {
+    /// Whether `event` can act on any session. When it cannot, [`evaluate`]
+    /// returns no actions whatever the sessions, so a caller need not load
+    /// them (most directory writes — creates, a standard user's profile
+    /// edits — are such events).
+    pub fn acts_on(&self, event: &DirectoryEvent) -> bool {
+        match ask(event, self) {
+            Ask::Lifecycle(..) | Ask::OwnerRestored => true,
+            Ask::Configured(trigger, tiers) => self.effective(tiers).impact(trigger).0 != Impact::None,
+            Ask::Nothing => false,
+        }
+    }
+
+    /// Whether events of this kind can ever act on a session, whatever the
+    /// subject's tiers.
+    pub fn kind_acts(&self, kind: ChangeKind) -> bool {
+        use ChangeKind as K;
+        let any = |t: Trigger| Tier::ALL.iter().any(|tier| self.tier(*tier).impact(t) != Impact::None);
+        match kind {
+            K::IdentityDeactivated | K::IdentityDeleted | K::OwnerRestored => true,
+            K::AddedToGroup => any(Trigger::GroupChanged),
+            K::RemovedFromGroup => any(Trigger::GroupChanged) || any(Trigger::TierGroupRemoved),
+            K::IdentityUpdated => any(Trigger::AttributesChanged),
+            K::TierChanged => any(Trigger::TierGained) || any(Trigger::TierLost),
+            K::OwnerLost => any(Trigger::OwnerLost),
+            K::OwnerChanged => any(Trigger::OwnerChanged),
+            K::IdentityCreated
+            | K::IdentityReactivated
+            | K::GroupCreated
+            | K::GroupUpdated
+            | K::GroupDeleted => false,
+        }
+    }
+
+    /// The lifetime cap of a session of an identity in `tiers`, and the
+    /// rule that sets it.
+    pub fn session_cap(&self, tiers: Tiers) -> Option<(Duration, String)> {
+        self.effective(tiers).session_max_ttl.map(|(d, tier)| (d, format!("{tier}.session_max_ttl")))
+    }
+
+    /// The expiry a live session must be brought forward to so that it
+    /// respects its tier's lifetime cap (`None`: it already does). Never
+    /// extends; never earlier than `now`.
+    pub fn capped_expiry(&self, session: &Session, tiers: Tiers, now: Timestamp) -> Option<Timestamp> {
+        let (cap, _) = self.session_cap(tiers)?;
+        let bound = session.issued_at.plus(cap).max(now);
+        (session.is_live(now) && bound < session.expires_at).then_some(bound)
+    }
+
+    /// The idle timeout of an identity in `tiers`.
+    pub fn idle_timeout(&self, tiers: Tiers) -> Option<Duration> {
+        self.effective(tiers).idle_timeout.map(|(d, _)| d)
+    }
 }
 
 /// Decides the session impact of one directory event.
 ///
-/// `sessions` may contain any sessions; only live sessions (not revoked, not
-/// expired at `now`) of the identity the event concerns are acted on, each
-/// at most once. Events about a group itself act on nothing: membership
-/// changes arrive as events of each member. No action ever makes a revoked session valid again.
+/// `sessions` may contain any sessions; only live sessions (not revoked,
+/// not expired at `now`) of the identity the event concerns are acted on,
+/// each at most once. Events about a group itself act on nothing:
+/// membership changes arrive as events of each member. No action ever makes
+/// a revoked session valid again: `Resume` applies only to a suspended one.
 pub fn evaluate(event: &DirectoryEvent, policy: &Policy, sessions: &[Session], now: Timestamp) -> Decision {
     let kind = event.change.kind();
-    let (rule_name, impact) = policy.impact_of(kind);
-    let mut decision = Decision::default();
-    let mut seen: Vec<SessionId> = Vec::new();
     let subject = event.subject.identity();
-    let affected = sessions.iter().filter(|s| Some(s.identity) == subject && s.is_live(now));
-    for session in affected {
-        if seen.contains(&session.id) {
-            continue;
-        }
-        seen.push(session.id);
-        let action = match impact {
-            Impact::Nothing => None,
-            Impact::RevokeAll => {
-                Some(SessionAction::Revoke { session: session.id, reason: revocation_reason(kind) })
-            }
-            Impact::MarkForRecheck => Some(SessionAction::MarkForRecheck { session: session.id }),
-            Impact::ShortenTtl(ttl) => {
-                let bound = now.plus(ttl);
-                (bound < session.expires_at)
-                    .then_some(SessionAction::ShortenExpiry { session: session.id, expires_at: bound })
-            }
-        };
-        if let Some(action) = action {
-            decision.actions.push(action);
+    let mut seen: Vec<SessionId> = Vec::new();
+    let mut affected = Vec::new();
+    for s in sessions.iter().filter(|s| Some(s.identity) == subject && s.is_live(now)) {
+        if !seen.contains(&s.id) {
+            seen.push(s.id);
+            affected.push(s);
         }
     }
-    let text = match (impact, decision.actions.len()) {
-        (Impact::Nothing, _) => format!("{kind}: no session impact"),
-        (_, 0) => format!("{kind}: no live session to act on"),
-        (Impact::RevokeAll, n) => format!("{kind}: revoke all {n} live session(s)"),
-        (Impact::MarkForRecheck, n) => format!("{kind}: mark {n} live session(s) for re-check"),
-        (Impact::ShortenTtl(ttl), n) => {
-            format!("{kind}: shorten {n} live session(s) to at most {}s", ttl.as_secs())
+    let (trigger, tiers) = match ask(event, policy) {
+        Ask::Lifecycle(reason, rule) => {
+            let actions =
+                affected.iter().map(|s| SessionAction::Revoke { session: s.id, reason }).collect::<Vec<_>>();
+            let text =
+                format!("{kind}: revoke all {} live session(s); this change always revokes", actions.len());
+            return Decision { actions, reasons: vec![reason_for(rule.to_owned(), event, text)] };
         }
+        Ask::OwnerRestored => {
+            let actions: Vec<SessionAction> = affected
+                .iter()
+                .filter(|s| {
+                    matches!(s.state, SessionState::Suspended { condition: SuspendCondition::OwnerLost, .. })
+                })
+                .map(|s| SessionAction::Resume { session: s.id })
+                .collect();
+            let text =
+                format!("{kind}: an active owner again; resume {} suspended session(s)", actions.len());
+            return Decision {
+                actions,
+                reasons: vec![reason_for("lifecycle.owner_restored".into(), event, text)],
+            };
+        }
+        Ask::Nothing => {
+            let text = format!("{kind}: no session impact");
+            return Decision { actions: Vec::new(), reasons: vec![reason_for("none".into(), event, text)] };
+        }
+        Ask::Configured(trigger, tiers) => (trigger, tiers),
     };
-    decision.reasons.push(Reason { rule: rule_name.to_owned(), event: event.id, text });
-    decision
+    let effective = policy.effective(tiers);
+    let (impact, tier) = effective.impact(trigger);
+    let (grace, grace_tier) = effective.owner_grace;
+    let mut rule = format!("{tier}.{}", trigger.key());
+    let mut actions = Vec::new();
+    for s in &affected {
+        let action = match impact {
+            Impact::None => None,
+            Impact::Recheck => {
+                (!s.state.is_suspended()).then_some(SessionAction::MarkForRecheck { session: s.id })
+            }
+            Impact::Shorten(ttl) => {
+                let bound = event.at.plus(ttl);
+                (bound < s.expires_at)
+                    .then_some(SessionAction::ShortenExpiry { session: s.id, expires_at: bound })
+            }
+            Impact::Revoke | Impact::RevokeRefresh => {
+                Some(SessionAction::Revoke { session: s.id, reason: revocation_reason(trigger) })
+            }
+            Impact::Suspend if grace.is_zero() => {
+                rule = format!("{grace_tier}.owner_grace");
+                Some(SessionAction::Revoke { session: s.id, reason: RevocationReason::OwnerLost })
+            }
+            Impact::Suspend => (!s.state.is_suspended()).then_some(SessionAction::Suspend {
+                session: s.id,
+                condition: SuspendCondition::OwnerLost,
+                until: Some(event.at.plus(grace)),
+            }),
+        };
+        actions.extend(action);
+    }
+    let n = actions.len();
+    let text = match impact {
+        Impact::None => format!("{kind}: no session impact"),
+        _ if n == 0 => format!("{kind}: {impact}, but no live session to act on"),
+        Impact::Recheck => format!("{kind}: re-derive the claims of {n} live session(s)"),
+        Impact::Shorten(ttl) => {
+            format!("{kind}: shorten {n} live session(s) to at most {}", humantime::format_duration(ttl))
+        }
+        Impact::Revoke | Impact::RevokeRefresh => format!("{kind}: revoke {n} live session(s)"),
+        Impact::Suspend if grace.is_zero() => format!("{kind}: no grace period; revoke {n} live session(s)"),
+        Impact::Suspend => format!(
+            "{kind}: suspend {n} live session(s) until an active owner is set, for at most {}",
+            humantime::format_duration(grace)
+        ),
+    };
+    Decision { actions, reasons: vec![reason_for(rule, event, text)] }
 }
 
-fn revocation_reason(kind: ChangeKind) -> RevocationReason {
-    match kind {
-        ChangeKind::IdentityDeleted => RevocationReason::IdentityDeleted,
-        _ => RevocationReason::IdentityDeactivated,
+fn reason_for(rule: String, event: &DirectoryEvent, text: String) -> Reason {
+    Reason { rule, event: event.id, text }
+}
+
+/// A suspended session whose grace period has ended is revoked: the
+/// condition did not clear in time. Returns the action, if due at `now`.
+pub fn grace_ended(session: &Session, now: Timestamp) -> Option<SessionAction> {
+    match session.state {
+        SessionState::Suspended { until: Some(until), condition, .. }
+            if until <= now && session.is_live(now) =>
+        {
+            let reason = match condition {
+                SuspendCondition::OwnerLost => RevocationReason::OwnerLost,
+                SuspendCondition::SourceStale => RevocationReason::IdentityDeactivated,
+            };
+            Some(SessionAction::Revoke { session: session.id, reason })
+        }
+        _ => None,
     }
 }

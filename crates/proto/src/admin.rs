@@ -38,6 +38,120 @@ pub struct CreatedSession {
     pub username: String,
 }
 
+/// `GET /v1/sessions?subject=…`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubjectQuery {
+    /// SCIM id or `userName`.
+    pub subject: Option<String>,
+}
+
+/// `GET /v1/audit?after=&limit=`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuditQuery {
+    /// Return records after this sequence number.
+    pub after: Option<u64>,
+    /// Page size.
+    pub limit: Option<usize>,
+}
+
+/// `POST /v1/check`: a fresh decision before a privileged action.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// The token presented to the resource server.
+    pub token: String,
+    /// Groups (display name or id) the identity must be a member of now.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// Response of `POST /v1/check`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct CheckResponse {
+    /// Whether the action may proceed.
+    pub allow: bool,
+    /// Every condition checked, as sentences.
+    pub reasons: Vec<String>,
+    /// The identity's SCIM id, if the token is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// RFC 3339 time of the decision.
+    pub checked_at: String,
+}
+
+/// A directory event as the reach report shows it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DirectoryEventView {
+    /// Position in the directory log.
+    pub position: u64,
+    /// RFC 3339 commit time.
+    pub at: String,
+    /// e.g. `identity_deactivated`.
+    pub change: String,
+    /// `identity` or `group`.
+    pub subject_type: String,
+    /// The subject's SCIM id.
+    pub subject: String,
+    /// Its name at the time.
+    pub subject_name: String,
+    /// The subject's tiers after the event (identities).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// The source that wrote it.
+    pub source: String,
+    /// The event of the same write that caused this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caused_by: Option<u64>,
+}
+
+/// `GET /v1/directory-events/{position}/reach`: what one directory change
+/// reached.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ReachView {
+    /// The event.
+    pub event: DirectoryEventView,
+    /// Events it caused (fan-out), in log order.
+    pub caused: Vec<DirectoryEventView>,
+    /// The decisions: one per event, with its rule and reason.
+    pub decisions: Vec<DecisionView>,
+    /// Each session the change touched, what was done, and its state now.
+    pub sessions: Vec<TouchedSession>,
+    /// Sessions of the subjects still live now, with their expiry.
+    pub still_live: Vec<SessionView>,
+    /// When the last of them expires (RFC 3339), if any lives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_until: Option<String>,
+    /// Whether the fan-out was cut at the reporting limit.
+    pub truncated: bool,
+    /// RFC 3339 time of the report.
+    pub reported_at: String,
+}
+
+/// The policy's decision on one event.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DecisionView {
+    /// Position of the event decided on.
+    pub position: u64,
+    /// The audit record of the event (its detail ends with the decision).
+    pub detail: String,
+}
+
+/// One session a change touched.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TouchedSession {
+    /// What was done: `session.revoked`, `session.expiry_shortened`,
+    /// `session.suspended`, `session.marked_for_recheck`, `session.resumed`.
+    pub action: String,
+    /// The event whose decision did it.
+    pub position: u64,
+    /// The rule cited.
+    pub actor: String,
+    /// The decision's detail (reason, new expiry, grace deadline).
+    pub detail: String,
+    /// The session as it stands now.
+    pub now: SessionView,
+}
+
 /// A session as listed, without secrets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionView {
@@ -49,7 +163,7 @@ pub struct SessionView {
     pub username: String,
     /// Credential kind.
     pub kind: String,
-    /// `active`, `needs_recheck` or `revoked`.
+    /// `active`, `needs_recheck`, `suspended` or `revoked`.
     pub state: String,
     /// RFC 3339 issue time.
     pub issued_at: String,
@@ -66,6 +180,15 @@ pub struct SessionView {
     /// The directory event that caused the revocation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_by_event: Option<u64>,
+    /// Why it is suspended (`owner_lost`, `source_stale`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspended_for: Option<String>,
+    /// RFC 3339 time a suspension turns into a revocation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspended_until: Option<String>,
+    /// The directory event that caused the suspension.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspended_by_event: Option<u64>,
 }
 
 /// `GET /v1/sessions?subject=…`.
@@ -118,7 +241,7 @@ pub struct AuditRecordView {
     pub seq: u64,
     /// RFC 3339 time.
     pub at: String,
-    /// `directory`, `session` or `admin`.
+    /// `directory`, `session`, `admin` or `policy`.
     pub family: String,
     /// e.g. `session.revoked`.
     pub kind: String,
@@ -178,23 +301,27 @@ impl SessionView {
             }
             _ => (None, None, None),
         };
+        let (suspended_for, suspended_until, suspended_by_event) = match s.state {
+            SessionState::Suspended { condition, until, cause, .. } => {
+                (Some(condition.as_str().to_owned()), until.map(format_rfc3339), cause.map(|c| c.0))
+            }
+            _ => (None, None, None),
+        };
         Self {
             session_id: s.id.to_string(),
             subject: s.identity.to_string(),
             username: s.user_name.clone(),
             kind: s.kind.as_str().to_owned(),
-            state: match s.state {
-                SessionState::Active => "active",
-                SessionState::NeedsRecheck => "needs_recheck",
-                SessionState::Revoked { .. } => "revoked",
-            }
-            .to_owned(),
+            state: s.state.name().to_owned(),
             issued_at: format_rfc3339(s.issued_at),
             expires_at: format_rfc3339(s.expires_at),
             client_id: s.client.map_or_else(|| "admin".to_owned(), |c| c.to_string()),
             revoked_at,
             revocation_reason,
             revoked_by_event,
+            suspended_for,
+            suspended_until,
+            suspended_by_event,
         }
     }
 }
@@ -206,6 +333,7 @@ impl AuditRecordView {
             lockstep_domain::AuditFamily::Directory => "directory",
             lockstep_domain::AuditFamily::Session => "session",
             lockstep_domain::AuditFamily::Admin => "admin",
+            lockstep_domain::AuditFamily::Policy => "policy",
         };
         Self {
             seq: r.seq,
@@ -216,10 +344,82 @@ impl AuditRecordView {
             username: r.entry.user_name.clone(),
             session: r.entry.session.map(|s| s.to_string()),
             directory_event: r.entry.directory_event.map(|e| e.0),
-            actor: r.entry.actor.clone(),
+            actor: r.entry.actor.to_string(),
             detail: r.entry.detail.clone(),
             prev_hash: r.prev_hash.to_hex(),
             hash: r.hash.to_hex(),
+        }
+    }
+}
+
+impl DirectoryEventView {
+    /// The wire form of a directory event.
+    pub fn from_event(e: &lockstep_domain::DirectoryEvent) -> Self {
+        let (subject_type, tier) = match &e.subject {
+            lockstep_domain::Subject::Identity { tiers, .. } => ("identity", Some(tiers.as_str().to_owned())),
+            lockstep_domain::Subject::Group { .. } => ("group", None),
+        };
+        let subject = match &e.subject {
+            lockstep_domain::Subject::Identity { id, .. } => id.to_string(),
+            lockstep_domain::Subject::Group { id, .. } => id.to_string(),
+        };
+        Self {
+            position: e.id.0,
+            at: format_rfc3339(e.at),
+            change: e.change.kind().as_str().to_owned(),
+            subject_type: subject_type.to_owned(),
+            subject,
+            subject_name: e.subject.name().to_owned(),
+            tier,
+            source: e.origin.source.as_str().to_owned(),
+            caused_by: e.cause.map(|c| c.0),
+        }
+    }
+}
+
+impl ReachView {
+    /// The wire form of a reach report.
+    pub fn build(
+        event: &lockstep_domain::DirectoryEvent,
+        caused: &[lockstep_domain::DirectoryEvent],
+        records: &[AuditRecord],
+        touched: &[Session],
+        still_live: &[Session],
+        truncated: bool,
+        at: lockstep_domain::Timestamp,
+    ) -> Self {
+        use lockstep_domain::AuditFamily;
+        let decisions = records
+            .iter()
+            .filter(|r| r.entry.kind.family() == AuditFamily::Directory)
+            .filter_map(|r| {
+                Some(DecisionView { position: r.entry.directory_event?.0, detail: r.entry.detail.clone() })
+            })
+            .collect();
+        let sessions = records
+            .iter()
+            .filter(|r| r.entry.kind.family() == AuditFamily::Session)
+            .filter_map(|r| {
+                let id = r.entry.session?;
+                let now = touched.iter().find(|s| s.id == id)?;
+                Some(TouchedSession {
+                    action: r.entry.kind.as_str().to_owned(),
+                    position: r.entry.directory_event?.0,
+                    actor: r.entry.actor.to_string(),
+                    detail: r.entry.detail.clone(),
+                    now: SessionView::from_session(now),
+                })
+            })
+            .collect();
+        Self {
+            event: DirectoryEventView::from_event(event),
+            caused: caused.iter().map(DirectoryEventView::from_event).collect(),
+            decisions,
+            sessions,
+            still_live: still_live.iter().map(SessionView::from_session).collect(),
+            live_until: still_live.iter().map(|s| s.expires_at).max().map(format_rfc3339),
+            truncated,
+            reported_at: format_rfc3339(at),
         }
     }
 }

@@ -38,6 +38,17 @@ pub struct IntrospectionResponse {
     /// correlate with pushed session-revoked events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The identity's current groups (display names), as of the last
+    /// directory change applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    /// The identity's policy tier(s): `standard`, `privileged`, `non_human`,
+    /// or `privileged non_human`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// `human`, `service_account`, `workload`, `api_client` or `agent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_kind: Option<String>,
 }
 
 impl IntrospectionResponse {
@@ -52,6 +63,9 @@ impl IntrospectionResponse {
             token_type: None,
             client_id: None,
             sid: None,
+            groups: None,
+            tier: None,
+            identity_kind: None,
         }
     }
 }

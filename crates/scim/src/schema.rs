@@ -243,7 +243,7 @@ pub const ENTERPRISE_ATTRS: &[Attr] = &[
 pub const LOCKSTEP_ATTRS: &[Attr] = &[
     Attr {
         case_exact: true,
-        canonical: &["human", "service_account", "workload", "api_client"],
+        canonical: lockstep_domain::IdentityKind::NAMES,
         ..s("identityKind", "What the identity is. Non-human kinds need an owner.")
     },
     Attr {
@@ -256,8 +256,11 @@ pub const LOCKSTEP_ATTRS: &[Attr] = &[
     },
     Attr {
         case_exact: true,
-        canonical: &["standard", "privileged", "non_human"],
-        ..s("riskTier", "A hint of the policy tier to apply.")
+        canonical: lockstep_domain::RiskTier::NAMES,
+        ..s(
+            "riskTier",
+            "The identity's risk tier: privileged puts it in the privileged policy tier, non_human in the non-human one.",
+        )
     },
 ];
 

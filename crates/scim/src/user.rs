@@ -1,6 +1,6 @@
 //! SCIM User documents ↔ directory identities.
 
-use lockstep_domain::{GroupId, Identity, IdentityId, IdentityKind, IdentityStatus, Timestamp};
+use lockstep_domain::{GroupId, Identity, IdentityId, IdentityKind, IdentityStatus, RiskTier, Timestamp};
 use lockstep_proto::format_rfc3339;
 use serde_json::{Map, Value, json};
 
@@ -34,7 +34,7 @@ pub fn user_from_document(
         text(&mut attrs, "userName").map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).ok_or_else(
             || ScimProblem::bad(ScimType::InvalidValue, "userName is required and must not be empty"),
         )?;
-    let (kind, owner) = nhi(&mut attrs, current)?;
+    let (kind, owners, risk_tier) = nhi(&mut attrs, current)?;
     let external_id = text(&mut attrs, "externalId");
     let display_name = text(&mut attrs, "displayName");
     let active = attrs.remove("active").and_then(|v| v.as_bool());
@@ -64,7 +64,8 @@ pub fn user_from_document(
         external_id,
         display_name,
         kind,
-        owner,
+        owners,
+        risk_tier,
         status,
         profile: Value::Object(attrs).to_string(),
         version: current.map_or(0, |c| c.version),
@@ -73,32 +74,33 @@ pub fn user_from_document(
     })
 }
 
-/// Reads the Lockstep extension: identity kind and owner; the risk tier
-/// hint stays in the profile. The extension's content is authoritative when
-/// present (an absent owner clears it); when the document has no extension
-/// at all, kind, owner and tier stay as they were, so an identity provider
-/// that knows nothing of the extension (Okta's full-profile PUT) cannot turn
-/// a service account into a person.
+/// Reads the Lockstep extension: identity kind, owner and risk tier, all
+/// typed fields of the identity. The extension's content is authoritative
+/// when present (an absent owner clears it); when the document has no
+/// extension at all, kind, owner and tier stay as they were, so an identity
+/// provider that knows nothing of the extension (Okta's full-profile PUT)
+/// cannot turn a service account into a person.
 fn nhi(
     attrs: &mut Map<String, Value>,
     current: Option<&Identity>,
-) -> Result<(IdentityKind, Option<IdentityId>), ScimProblem> {
+) -> Result<(IdentityKind, Vec<IdentityId>, Option<RiskTier>), ScimProblem> {
     let Some(Value::Object(mut ext)) = attrs.remove(LOCKSTEP_SCHEMA) else {
-        if let Some(kept) = current.and_then(|c| stored_extension(&c.profile)) {
-            attrs.insert(LOCKSTEP_SCHEMA.to_owned(), Value::Object(kept));
-        }
-        return Ok(current.map_or((IdentityKind::Human, None), |c| (c.kind, c.owner)));
+        return Ok(current
+            .map_or((IdentityKind::Human, Vec::new(), None), |c| (c.kind, c.owners.clone(), c.risk_tier)));
     };
     let kind = match ext.remove("identityKind") {
         Some(Value::String(k)) => k.parse::<IdentityKind>().map_err(|_| {
             ScimProblem::bad(
                 ScimType::InvalidValue,
-                format!("{LOCKSTEP_SCHEMA}:identityKind: unknown kind {k:?}"),
+                format!(
+                    "{LOCKSTEP_SCHEMA}:identityKind: unknown kind {k:?} (one of {})",
+                    IdentityKind::NAMES.join(", ")
+                ),
             )
         })?,
         _ => current.map_or(IdentityKind::Human, |c| c.kind),
     };
-    let owner = match ext.remove("owner") {
+    let owners = match ext.remove("owner") {
         Some(owner) => {
             let value = owner.get("value").and_then(Value::as_str).ok_or_else(|| {
                 ScimProblem::bad(
@@ -106,38 +108,28 @@ fn nhi(
                     format!("{LOCKSTEP_SCHEMA}:owner needs a value (a User id)"),
                 )
             })?;
-            Some(value.parse::<IdentityId>().map_err(|_| {
+            vec![value.parse::<IdentityId>().map_err(|_| {
                 ScimProblem::bad(
                     ScimType::InvalidValue,
                     format!("{LOCKSTEP_SCHEMA}:owner: {value:?} is not a User id"),
                 )
-            })?)
+            })?]
         }
-        None => None,
+        None => Vec::new(),
     };
-    if let Some(tier) = ext.get("riskTier").and_then(Value::as_str)
-        && !["standard", "privileged", "non_human"].contains(&tier)
-    {
-        return Err(ScimProblem::bad(
-            ScimType::InvalidValue,
-            format!("{LOCKSTEP_SCHEMA}:riskTier: unknown tier {tier:?}"),
-        ));
-    }
-    if !ext.is_empty() {
-        attrs.insert(LOCKSTEP_SCHEMA.to_owned(), Value::Object(ext));
-    }
-    Ok((kind, owner))
-}
-
-/// What of the extension the profile holds (the risk tier).
-fn stored_extension(profile: &str) -> Option<Map<String, Value>> {
-    match serde_json::from_str::<Value>(profile) {
-        Ok(Value::Object(mut m)) => match m.remove(LOCKSTEP_SCHEMA) {
-            Some(Value::Object(ext)) => Some(ext),
-            _ => None,
-        },
+    let risk_tier = match ext.remove("riskTier") {
+        Some(Value::String(tier)) => Some(tier.parse::<RiskTier>().map_err(|_| {
+            ScimProblem::bad(
+                ScimType::InvalidValue,
+                format!(
+                    "{LOCKSTEP_SCHEMA}:riskTier: unknown tier {tier:?} (one of {})",
+                    RiskTier::NAMES.join(", ")
+                ),
+            )
+        })?),
         _ => None,
-    }
+    };
+    Ok((kind, owners, risk_tier))
 }
 
 /// Renders an identity as a SCIM User, with the groups it belongs to
@@ -150,17 +142,19 @@ pub fn user_to_document(identity: &Identity, groups: &[(GroupId, String)], base:
         _ => Map::new(),
     };
     let mut profile = profile;
-    let mut ext = match profile.remove(LOCKSTEP_SCHEMA) {
-        Some(Value::Object(e)) => e,
-        _ => Map::new(),
-    };
-    if identity.kind != IdentityKind::Human || identity.owner.is_some() || !ext.is_empty() {
+    profile.remove(LOCKSTEP_SCHEMA);
+    if identity.kind != IdentityKind::Human || !identity.owners.is_empty() || identity.risk_tier.is_some() {
+        let mut ext = Map::new();
         ext.insert("identityKind".into(), Value::String(identity.kind.as_str().to_owned()));
-        if let Some(owner) = identity.owner {
+        // The User extension has one owner; several come from agents' `owners`.
+        if let Some(owner) = identity.owners.first() {
             ext.insert(
                 "owner".into(),
                 json!({"value": owner.to_string(), "$ref": format!("{base}/Users/{owner}")}),
             );
+        }
+        if let Some(tier) = identity.risk_tier {
+            ext.insert("riskTier".into(), Value::String(tier.as_str().to_owned()));
         }
         profile.insert(LOCKSTEP_SCHEMA.to_owned(), Value::Object(ext));
     }

@@ -138,9 +138,9 @@ fn list_parameters() {
 mod planned_equals_evaluated {
     //! A planned listing (index, then the residual check) selects exactly
     //! what evaluating the filter on every User document selects.
-    use lockstep_domain::{DirectoryChange, IdentityId, Origin, SourceId, Timestamp};
+    use lockstep_domain::{DirectoryChange, IdentityId, Origin, SourceId, Tiers, Timestamp};
     use lockstep_scim::{ListParams, filter, list_query, user_from_document, user_matches};
-    use lockstep_store::{DirectoryStore, IdentityWrite, MemoryDirectory};
+    use lockstep_store::{DirectoryRead, DirectoryStore, IdentityWrite, MemoryDirectory};
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
@@ -238,6 +238,8 @@ mod planned_equals_evaluated {
                 let identity = user_from_document(&doc, id, None, &Default::default()).unwrap();
                 dir.commit_identity(IdentityWrite {
                     identity,
+                    tiers: Tiers::STANDARD,
+                    fanout: Vec::new(),
                     expected_version: None,
                     changes: vec![DirectoryChange::IdentityCreated],
                     origin: Origin { source: SourceId::new("scim"), client: None, source_ref: None },

@@ -3,19 +3,23 @@
 use std::path::Path;
 
 use lockstep_domain::{
-    ClientId, DirectoryChange, DirectoryEvent, DirectoryEventId, Group, GroupId, Identity, IdentityId,
-    IdentityKind, IdentityStatus, Origin, SourceId, Subject, Timestamp,
+    ClientId, DirectoryEvent, DirectoryEventId, Group, GroupId, Identity, IdentityId, IdentityKind,
+    IdentityStatus, Origin, RiskTier, SourceId, Subject, Tiers, Timestamp,
 };
 use lockstep_store::{
-    Committed, CommittedGroup, DirectoryStore, GroupPage, GroupQuery, GroupWrite, IdentityPage,
-    IdentityQuery, IdentityWrite, StoreError, StoreResult, UserWithGroups,
+    Committed, CommittedGroup, DirectoryRead, DirectoryStore, GroupPage, GroupQuery, GroupWrite,
+    IdentityPage, IdentityQuery, IdentityWrite, NewEvent, StoreError, StoreResult, UserWithGroups,
+    cause_positions, write_events,
 };
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, Row, params};
 
-use crate::codec::{corrupt, decode_change, decode_list, encode_change, encode_list, parse, seq_to_sql};
 use crate::conn::{Cached, Durability, Pool, Tuning, backend, lock};
 use crate::search::{EMAIL_SLOT, IDENTITY_SLOTS, compile};
+use lockstep_store::codec::{
+    corrupt, decode_change, decode_ids, decode_list, encode_change, encode_ids, encode_list, parse,
+    seq_to_sql,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS identities (
@@ -28,7 +32,9 @@ CREATE TABLE IF NOT EXISTS identities (
     display_name_lc TEXT,
     emails       TEXT NOT NULL DEFAULT '',
     kind         TEXT NOT NULL,
-    owner        TEXT,
+    -- Owner ids, space-separated (the reverse index is identity_owners).
+    owners       TEXT NOT NULL DEFAULT '',
+    risk_tier    TEXT,
     status       TEXT NOT NULL,
     -- 1 unless deprovisioned. Its own column so that the partial indexes
     -- on live (or deleted) names are not rewritten by every status change.
@@ -64,7 +70,13 @@ CREATE VIRTUAL TABLE IF NOT EXISTS identity_grams
 -- Partial: most identities are human and own nothing, so writes to them
 -- never touch these; filters on a non-human kind stay indexed.
 CREATE INDEX IF NOT EXISTS identities_kind ON identities (kind) WHERE kind <> 'human';
-CREATE INDEX IF NOT EXISTS identities_owner ON identities (owner) WHERE owner IS NOT NULL;
+-- Who owns what: an owner's deactivation fans out to what it owns inside
+-- its own write, so this is read on the write path.
+CREATE TABLE IF NOT EXISTS identity_owners (
+    owner    TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    PRIMARY KEY (owner, identity)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS groups (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     id              TEXT NOT NULL UNIQUE,
@@ -92,12 +104,16 @@ CREATE TABLE IF NOT EXISTS directory_events (
     subject       TEXT NOT NULL,
     subject_name  TEXT NOT NULL,
     identity_kind TEXT,
+    tiers         TEXT,
     change        TEXT NOT NULL,
     detail        TEXT NOT NULL,
     source        TEXT NOT NULL,
     client        TEXT,
-    source_ref    TEXT
+    source_ref    TEXT,
+    -- The event of the same write that caused this one (fan-out).
+    cause         INTEGER
 );
+CREATE INDEX IF NOT EXISTS directory_events_cause ON directory_events (cause) WHERE cause IS NOT NULL;
 CREATE TRIGGER IF NOT EXISTS directory_events_append_only_u BEFORE UPDATE ON directory_events
     BEGIN SELECT RAISE(ABORT, 'directory_events is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS directory_events_append_only_d BEFORE DELETE ON directory_events
@@ -105,10 +121,13 @@ CREATE TRIGGER IF NOT EXISTS directory_events_append_only_d BEFORE DELETE ON dir
 ";
 
 /// `PRAGMA user_version` of this schema. Version 2 added the search
-/// indexes (displayName, e-mails, status, trigrams).
-const SCHEMA_VERSION: i32 = 2;
+/// indexes (displayName, e-mails, status, trigrams); version 3 several
+/// owners, the risk tier, the subject's tiers and fan-out causes.
+const SCHEMA_VERSION: i32 = 3;
 
-const IDENTITY_COLUMNS: &str = "id, user_name, external_id, display_name, kind, status, profile, version, created, modified, owner, emails";
+const IDENTITY_COLUMNS: &str = "id, user_name, external_id, display_name, kind, status, profile, version, created, modified, owners, emails, risk_tier";
+
+const EVENT_COLUMNS: &str = "seq, at, subject_type, subject, subject_name, identity_kind, change, detail, source, client, source_ref, tiers, cause";
 
 /// The directory role on SQLite.
 #[derive(Debug)]
@@ -138,8 +157,9 @@ struct IdentityRow {
     version: i64,
     created: i64,
     modified: i64,
-    owner: Option<String>,
+    owners: String,
     emails: String,
+    risk_tier: Option<String>,
 }
 
 fn identity_row(row: &Row<'_>) -> rusqlite::Result<IdentityRow> {
@@ -154,8 +174,9 @@ fn identity_row(row: &Row<'_>) -> rusqlite::Result<IdentityRow> {
         version: row.get(7)?,
         created: row.get(8)?,
         modified: row.get(9)?,
-        owner: row.get(10)?,
+        owners: row.get(10)?,
         emails: row.get(11)?,
+        risk_tier: row.get(12)?,
     })
 }
 
@@ -167,7 +188,8 @@ impl IdentityRow {
             external_id: self.external_id,
             display_name: self.display_name,
             kind: parse::<IdentityKind>("identity kind", &self.kind)?,
-            owner: self.owner.map(|o| parse::<IdentityId>("owner id", &o)).transpose()?,
+            owners: decode_ids(&self.owners)?,
+            risk_tier: self.risk_tier.map(|r| parse::<RiskTier>("risk tier", &r)).transpose()?,
             status: parse::<IdentityStatus>("status", &self.status)?,
             emails: decode_list(&self.emails),
             profile: self.profile,
@@ -190,6 +212,26 @@ struct EventRow {
     source: String,
     client: Option<String>,
     source_ref: Option<String>,
+    tiers: Option<String>,
+    cause: Option<i64>,
+}
+
+fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        subject_type: r.get(2)?,
+        subject: r.get(3)?,
+        subject_name: r.get(4)?,
+        identity_kind: r.get(5)?,
+        change: r.get(6)?,
+        detail: r.get(7)?,
+        source: r.get(8)?,
+        client: r.get(9)?,
+        source_ref: r.get(10)?,
+        tiers: r.get(11)?,
+        cause: r.get(12)?,
+    })
 }
 
 impl EventRow {
@@ -205,6 +247,7 @@ impl EventRow {
                         "identity kind",
                         self.identity_kind.as_deref().unwrap_or(""),
                     )?,
+                    tiers: parse::<Tiers>("tiers", self.tiers.as_deref().unwrap_or("standard"))?,
                 },
                 "group" => Subject::Group {
                     id: parse::<GroupId>("group id", &self.subject)?,
@@ -218,6 +261,7 @@ impl EventRow {
                 client: self.client.map(|c| parse::<ClientId>("client id", &c)).transpose()?,
                 source_ref: self.source_ref,
             },
+            cause: self.cause.map(|c| DirectoryEventId(c.unsigned_abs())),
         })
     }
 }
@@ -227,51 +271,49 @@ fn live(identity: &Identity) -> bool {
 }
 
 /// Appends events, in order, after the last one, inside an open
-/// transaction; every directory write records its changes through here.
+/// transaction; every directory write records its changes through here. A
+/// `caused_by` index becomes the position of the event it names.
 pub(crate) fn append_events(
     tx: &rusqlite::Connection,
     at: Timestamp,
     origin: &Origin,
-    changes: impl IntoIterator<Item = (Subject, DirectoryChange)>,
+    new: Vec<NewEvent>,
 ) -> StoreResult<Vec<DirectoryEvent>> {
-    let mut events = Vec::new();
-    for (seq, (subject, change)) in (next_event_seq(tx)?..).zip(changes) {
-        insert_event(tx, seq, at, &subject, &change, origin)?;
-        events.push(DirectoryEvent {
+    let first = next_event_seq(tx)?;
+    let causes = cause_positions(&new, first.unsigned_abs())?;
+    let mut events = Vec::with_capacity(new.len());
+    for ((seq, event), cause) in (first..).zip(new).zip(causes) {
+        let event = DirectoryEvent {
             id: DirectoryEventId(seq.unsigned_abs()),
             at,
-            subject,
-            change,
+            subject: event.subject,
+            change: event.change,
             origin: origin.clone(),
-        });
+            cause,
+        };
+        insert_event(tx, &event)?;
+        events.push(event);
     }
     Ok(events)
 }
 
 /// Appends one directory event inside an open transaction.
-fn insert_event(
-    tx: &rusqlite::Connection,
-    seq: i64,
-    at: Timestamp,
-    subject: &Subject,
-    change: &DirectoryChange,
-    origin: &Origin,
-) -> StoreResult<()> {
-    let (kind, detail) = encode_change(change);
-    let (subject_type, subject_id, name, identity_kind) = match subject {
-        Subject::Identity { id, user_name, kind } => {
-            ("identity", id.to_string(), user_name.as_str(), Some(kind.as_str()))
+fn insert_event(tx: &rusqlite::Connection, event: &DirectoryEvent) -> StoreResult<()> {
+    let (kind, detail) = encode_change(&event.change);
+    let (subject_type, subject_id, name, identity_kind, tiers) = match &event.subject {
+        Subject::Identity { id, user_name, kind, tiers } => {
+            ("identity", id.to_string(), user_name.as_str(), Some(kind.as_str()), Some(tiers.as_str()))
         }
-        Subject::Group { id, display_name } => ("group", id.to_string(), display_name.as_str(), None),
+        Subject::Group { id, display_name } => ("group", id.to_string(), display_name.as_str(), None, None),
     };
-    tx.prepare_cached(
-        "INSERT INTO directory_events (seq, at, subject_type, subject, subject_name, identity_kind, change, detail, source, client, source_ref)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )
+    let origin = &event.origin;
+    tx.prepare_cached(&format!(
+        "INSERT INTO directory_events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ))
     .and_then(|mut stmt| {
         stmt.execute(params![
-            seq,
-            at.micros(),
+            seq_to_sql(event.id.0),
+            event.at.micros(),
             subject_type,
             subject_id,
             name,
@@ -281,6 +323,8 @@ fn insert_event(
             origin.source.as_str(),
             origin.client.map(|c| c.to_string()),
             origin.source_ref,
+            tiers,
+            event.cause.map(|c| seq_to_sql(c.0)),
         ])
     })
     .map(|_| ())
@@ -355,6 +399,16 @@ fn write_identity(
             Some(SearchKeys::from_row(old))
         }
     };
+    let old_owners = match &found {
+        Some((_, _, old)) => match &old[OWNERS] {
+            Value::Text(t) => decode_ids(t)?,
+            _ => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    if old_owners != identity.owners {
+        write_owners(tx, &id, &old_owners, &identity.owners)?;
+    }
     let reindex = match (found, old_keys) {
         // Most updates (PATCH active, a profile edit) leave every search
         // key alone: then no index but the row's own is written.
@@ -362,10 +416,31 @@ fn write_identity(
         (Some((seq, _, _)), old) => Some(Reindex { seq, old, new: keys }),
         (None, _) => Some(Reindex { seq: tx.last_insert_rowid(), old: None, new: keys }),
     };
-    let subject = Subject::of_identity(&identity);
-    let changes = write.changes.into_iter().map(|change| (subject.clone(), change));
-    let events = append_events(tx, write.at, &write.origin, changes)?;
+    let new = write_events(write.changes, write.fanout, &Subject::of_identity(&identity, write.tiers));
+    let events = append_events(tx, write.at, &write.origin, new)?;
     Ok((Committed { identity, events }, reindex))
+}
+
+/// Rewrites the reverse ownership rows of one identity.
+fn write_owners(
+    tx: &rusqlite::Connection,
+    id: &str,
+    old: &[IdentityId],
+    new: &[IdentityId],
+) -> StoreResult<()> {
+    let run = |sql: &str, owner: &IdentityId| {
+        tx.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params![owner.to_string(), id]))
+            .map(|_| ())
+            .map_err(backend)
+    };
+    for owner in old.iter().filter(|o| !new.contains(o)) {
+        run("DELETE FROM identity_owners WHERE owner = ?1 AND identity = ?2", owner)?;
+    }
+    for owner in new.iter().filter(|o| !old.contains(o)) {
+        run("INSERT OR IGNORE INTO identity_owners (owner, identity) VALUES (?1, ?2)", owner)?;
+    }
+    Ok(())
 }
 
 /// Search-index rows to rewrite after an identity write. Applied after the
@@ -385,14 +460,15 @@ impl Reindex {
 }
 
 /// Columns a write sets, in the order of [`written_values`].
-const WRITTEN: [&str; 14] = [
+const WRITTEN: [&str; 15] = [
     "user_name",
     "user_name_lc",
     "external_id",
     "display_name",
     "display_name_lc",
     "kind",
-    "owner",
+    "owners",
+    "risk_tier",
     "status",
     "live",
     "profile",
@@ -404,7 +480,8 @@ const WRITTEN: [&str; 14] = [
 const USER_NAME_LC: usize = 1;
 const DISPLAY_NAME_LC: usize = 4;
 const EXTERNAL_ID: usize = 2;
-const EMAILS: usize = 13;
+const OWNERS: usize = 6;
+const EMAILS: usize = 14;
 
 /// An identity's values for [`WRITTEN`].
 fn written_values(identity: &Identity, keys: &SearchKeys) -> Vec<Value> {
@@ -417,7 +494,8 @@ fn written_values(identity: &Identity, keys: &SearchKeys) -> Vec<Value> {
         opt(identity.display_name.as_deref()),
         opt(keys.display_name.as_deref()),
         text(identity.kind.as_str()),
-        identity.owner.map_or(Value::Null, |o| Value::Text(o.to_string())),
+        Value::Text(encode_ids(&identity.owners)),
+        opt(identity.risk_tier.map(|r| r.as_str())),
         text(identity.status.as_str()),
         Value::Integer(i64::from(live(identity))),
         text(&identity.profile),
@@ -577,7 +655,6 @@ impl DirectoryStore for SqliteDirectory {
         tx.commit().map_err(backend)?;
         Ok(committed)
     }
-
     fn commit_identities(&self, writes: Vec<IdentityWrite>) -> StoreResult<Vec<StoreResult<Committed>>> {
         let mut conn = lock(&self.pool.writer)?;
         let mut tx = conn.transaction().map_err(backend)?;
@@ -601,7 +678,16 @@ impl DirectoryStore for SqliteDirectory {
         tx.commit().map_err(backend)?;
         Ok(results)
     }
+    fn commit_group(&self, write: GroupWrite) -> StoreResult<CommittedGroup> {
+        let mut conn = lock(&self.pool.writer)?;
+        let tx = conn.transaction().map_err(backend)?;
+        let committed = crate::groups::write_group(&tx, write)?;
+        tx.commit().map_err(backend)?;
+        Ok(committed)
+    }
+}
 
+impl DirectoryRead for SqliteDirectory {
     fn identity(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
         let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE id = ?1");
         self.pool
@@ -609,7 +695,6 @@ impl DirectoryStore for SqliteDirectory {
             .map(IdentityRow::decode)
             .transpose()
     }
-
     fn live_identity_by_user_name(&self, user_name: &str) -> StoreResult<Option<Identity>> {
         let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_name_lc = ?1 AND live = 1");
         self.pool
@@ -617,7 +702,6 @@ impl DirectoryStore for SqliteDirectory {
             .map(IdentityRow::decode)
             .transpose()
     }
-
     fn deleted_user_name_exists(&self, user_name: &str) -> StoreResult<bool> {
         self.pool.read(|c| {
             c.cached_row(
@@ -627,7 +711,6 @@ impl DirectoryStore for SqliteDirectory {
             )
         })
     }
-
     fn list_identities(&self, query: &IdentityQuery) -> StoreResult<IdentityPage> {
         let (total, rows) = self.query_identities(query, false)?;
         Ok(IdentityPage {
@@ -635,7 +718,6 @@ impl DirectoryStore for SqliteDirectory {
             items: rows.into_iter().map(|(row, _)| row.decode()).collect::<StoreResult<_>>()?,
         })
     }
-
     fn list_identities_with_groups(
         &self,
         query: &IdentityQuery,
@@ -647,27 +729,15 @@ impl DirectoryStore for SqliteDirectory {
             .collect::<StoreResult<_>>()?;
         Ok((total, users))
     }
-
-    fn commit_group(&self, write: GroupWrite) -> StoreResult<CommittedGroup> {
-        let mut conn = lock(&self.pool.writer)?;
-        let tx = conn.transaction().map_err(backend)?;
-        let committed = crate::groups::write_group(&tx, write)?;
-        tx.commit().map_err(backend)?;
-        Ok(committed)
-    }
-
     fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
         crate::groups::group(&self.pool, id)
     }
-
     fn list_groups(&self, query: &GroupQuery) -> StoreResult<GroupPage> {
         crate::groups::list_groups(&self.pool, query)
     }
-
     fn groups_of(&self, identity: IdentityId) -> StoreResult<Vec<(GroupId, String)>> {
         crate::groups::groups_of(&self.pool, identity)
     }
-
     fn events_after(
         &self,
         after: Option<DirectoryEventId>,
@@ -675,29 +745,58 @@ impl DirectoryStore for SqliteDirectory {
     ) -> StoreResult<Vec<DirectoryEvent>> {
         let after = after.map_or(0, |a| seq_to_sql(a.0));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM directory_events WHERE seq > ?1 ORDER BY seq LIMIT CAST(?2 AS INTEGER)"
+        );
         let rows = self.pool.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, at, subject_type, subject, subject_name, identity_kind, change, detail, source, client, source_ref
-                 FROM directory_events WHERE seq > ?1 ORDER BY seq LIMIT CAST(?2 AS INTEGER)",
-            )?;
-            stmt.query_map(params![after, limit], |r| {
-                Ok(EventRow {
-                    seq: r.get(0)?,
-                    at: r.get(1)?,
-                    subject_type: r.get(2)?,
-                    subject: r.get(3)?,
-                    subject_name: r.get(4)?,
-                    identity_kind: r.get(5)?,
-                    change: r.get(6)?,
-                    detail: r.get(7)?,
-                    source: r.get(8)?,
-                    client: r.get(9)?,
-                    source_ref: r.get(10)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()
+            let mut stmt = c.prepare_cached(&sql)?;
+            stmt.query_map(params![after, limit], event_row)?.collect::<Result<Vec<_>, _>>()
         })?;
         rows.into_iter().map(EventRow::decode).collect()
+    }
+    fn event(&self, id: DirectoryEventId) -> StoreResult<Option<DirectoryEvent>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM directory_events WHERE seq = ?1");
+        self.pool
+            .read(|c| c.cached_row(&sql, [seq_to_sql(id.0)], event_row).optional())?
+            .map(EventRow::decode)
+            .transpose()
+    }
+    fn events_caused_by(&self, cause: DirectoryEventId) -> StoreResult<Vec<DirectoryEvent>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM directory_events WHERE cause = ?1 ORDER BY seq");
+        let rows = self.pool.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            stmt.query_map([seq_to_sql(cause.0)], event_row)?.collect::<Result<Vec<_>, _>>()
+        })?;
+        rows.into_iter().map(EventRow::decode).collect()
+    }
+    fn owned_by(&self, owner: IdentityId) -> StoreResult<Vec<Identity>> {
+        let columns = IDENTITY_COLUMNS.split(", ").map(|c| format!("i.{c}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT {columns} FROM identity_owners o JOIN identities i ON i.id = o.identity
+             WHERE o.owner = ?1 AND i.live = 1 ORDER BY i.seq"
+        );
+        let rows = self.pool.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            stmt.query_map([owner.to_string()], identity_row)?.collect::<Result<Vec<_>, _>>()
+        })?;
+        rows.into_iter().map(IdentityRow::decode).collect()
+    }
+    fn identities_with_groups(&self, ids: &[IdentityId]) -> StoreResult<Vec<UserWithGroups>> {
+        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE id = ?1");
+        // One reader for the whole set: a group write reads every member.
+        let rows = self.pool.read(|c| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let id = id.to_string();
+                if let Some(row) = c.cached_row(&sql, [&id], identity_row).optional()? {
+                    out.push((row, crate::groups::memberships(c, &id)?));
+                }
+            }
+            Ok(out)
+        })?;
+        rows.into_iter()
+            .map(|(row, groups)| Ok((row.decode()?, crate::groups::decode_memberships(groups)?)))
+            .collect()
     }
 }
 

@@ -4,11 +4,11 @@ use lockstep_domain::{Group, GroupId, IdentityId, Timestamp};
 use lockstep_store::{CommittedGroup, GroupPage, GroupQuery, GroupWrite, StoreError, StoreResult};
 use rusqlite::{OptionalExtension, params};
 
-use crate::codec::{parse, seq_to_sql};
 use crate::conn::Cached;
 use crate::conn::Pool;
 use crate::conn::backend;
 use crate::directory::append_events;
+use lockstep_store::codec::{parse, seq_to_sql};
 
 /// A group write inside an open transaction.
 pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> StoreResult<CommittedGroup> {

@@ -10,7 +10,6 @@
 //! Each store has one writer connection (SQLite allows one writer at a time
 //! anyway) and a few reader connections, which WAL lets run beside it.
 
-mod codec;
 mod conn;
 mod directory;
 mod groups;

@@ -3,14 +3,14 @@
 use std::path::Path;
 
 use lockstep_domain::{
-    ApiClient, AuditEntry, AuditKind, AuditRecord, ChainHash, ClientId, CredentialKind, DirectoryEventId,
-    IdentityId, Scope, Session, SessionId, Timestamp, TokenHash,
+    Actor, ApiClient, AuditEntry, AuditKind, AuditRecord, ChainHash, ClientId, CredentialKind,
+    DirectoryEventId, IdentityId, Scope, Session, SessionId, Timestamp, TokenHash,
 };
 use lockstep_store::{CredentialStore, SessionBatch, SessionStore, StoreError, StoreResult, seal};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
-use crate::codec::{corrupt, decode_state, encode_state, parse, seq_to_sql};
 use crate::conn::{Cached, Durability, Pool, Tuning, backend, lock};
+use lockstep_store::codec::{corrupt, decode_state, encode_state, parse, seq_to_sql};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -23,12 +23,19 @@ CREATE TABLE IF NOT EXISTS sessions (
     claims_version INTEGER NOT NULL,
     issued_at      INTEGER NOT NULL,
     expires_at     INTEGER NOT NULL,
+    last_seen      INTEGER NOT NULL,
     state          TEXT NOT NULL,
-    revoked_at     INTEGER,
+    -- When it was revoked or suspended; the revocation reason or the
+    -- suspension condition; the directory event that caused it; when a
+    -- suspension turns into a revocation.
+    state_at       INTEGER,
     reason         TEXT,
-    cause          INTEGER
+    cause          INTEGER,
+    until          INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_identity ON sessions (identity);
+-- Suspensions by deadline: a timer asks for the due ones every second.
+CREATE INDEX IF NOT EXISTS sessions_due ON sessions (until) WHERE state = 'suspended';
 CREATE TRIGGER IF NOT EXISTS sessions_revoked_is_terminal BEFORE UPDATE ON sessions
     WHEN OLD.state = 'revoked'
     BEGIN SELECT RAISE(ABORT, 'a revoked session cannot change'); END;
@@ -49,6 +56,12 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash       BLOB NOT NULL,
     hash            BLOB NOT NULL
 );
+-- The reach report of a directory event reads the records citing it.
+CREATE INDEX IF NOT EXISTS audit_directory_event ON audit (directory_event) WHERE directory_event IS NOT NULL;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS audit_append_only_u BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit
@@ -68,10 +81,11 @@ CREATE TABLE IF NOT EXISTS admin_token (
 ";
 
 /// `PRAGMA user_version` of this schema. Version 1 added the unique
-/// client name key.
-const SCHEMA_VERSION: i32 = 1;
+/// client name key; version 2 suspension, last use, the policy hash and
+/// the audit index by directory event.
+const SCHEMA_VERSION: i32 = 2;
 
-const SESSION_COLUMNS: &str = "id, identity, kind, token_hash, client, user_name, claims_version, issued_at, expires_at, state, revoked_at, reason, cause";
+const SESSION_COLUMNS: &str = "id, identity, kind, token_hash, client, user_name, claims_version, issued_at, expires_at, state, state_at, reason, cause, until, last_seen";
 
 /// The session-authority role (and Lockstep's own credentials) on SQLite.
 #[derive(Debug)]
@@ -101,9 +115,11 @@ struct SessionRow {
     issued_at: i64,
     expires_at: i64,
     state: String,
-    revoked_at: Option<i64>,
+    state_at: Option<i64>,
     reason: Option<String>,
     cause: Option<i64>,
+    until: Option<i64>,
+    last_seen: i64,
 }
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
@@ -118,9 +134,11 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
         issued_at: r.get(7)?,
         expires_at: r.get(8)?,
         state: r.get(9)?,
-        revoked_at: r.get(10)?,
+        state_at: r.get(10)?,
         reason: r.get(11)?,
         cause: r.get(12)?,
+        until: r.get(13)?,
+        last_seen: r.get(14)?,
     })
 }
 
@@ -140,7 +158,8 @@ impl SessionRow {
             claims_version: self.claims_version.unsigned_abs(),
             issued_at: Timestamp(self.issued_at),
             expires_at: Timestamp(self.expires_at),
-            state: decode_state(&self.state, self.revoked_at, self.reason, self.cause)?,
+            last_seen: Timestamp(self.last_seen),
+            state: decode_state(&self.state, self.state_at, self.reason.as_deref(), self.cause, self.until)?,
         })
     }
 }
@@ -159,6 +178,25 @@ struct AuditRow {
     hash: Vec<u8>,
 }
 
+const AUDIT_COLUMNS: &str =
+    "seq, at, kind, identity, user_name, session, directory_event, actor, detail, prev_hash, hash";
+
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        kind: r.get(2)?,
+        identity: r.get(3)?,
+        user_name: r.get(4)?,
+        session: r.get(5)?,
+        directory_event: r.get(6)?,
+        actor: r.get(7)?,
+        detail: r.get(8)?,
+        prev_hash: r.get(9)?,
+        hash: r.get(10)?,
+    })
+}
+
 impl AuditRow {
     fn decode(self) -> StoreResult<AuditRecord> {
         Ok(AuditRecord {
@@ -170,7 +208,7 @@ impl AuditRow {
                 user_name: self.user_name,
                 session: self.session.map(|s| parse::<SessionId>("session id", &s)).transpose()?,
                 directory_event: self.directory_event.map(|e| DirectoryEventId(e.unsigned_abs())),
-                actor: self.actor,
+                actor: parse::<Actor>("actor", &self.actor)?,
                 detail: self.detail,
             },
             prev_hash: ChainHash(hash32(&self.prev_hash)?),
@@ -209,7 +247,7 @@ fn seal_all(tx: &Transaction<'_>, entries: Vec<AuditEntry>) -> StoreResult<Vec<A
             entry.user_name,
             entry.session.map(|s| s.to_string()),
             entry.directory_event.map(|e| seq_to_sql(e.0)),
-            entry.actor,
+            entry.actor.to_string(),
             entry.detail,
             prev.0.as_slice(),
             hash.0.as_slice(),
@@ -219,6 +257,35 @@ fn seal_all(tx: &Transaction<'_>, entries: Vec<AuditEntry>) -> StoreResult<Vec<A
         prev = hash;
     }
     Ok(out)
+}
+
+/// Inserts a session inside an open transaction.
+fn insert(tx: &Transaction<'_>, session: &Session) -> StoreResult<()> {
+    let (state, state_at, reason, cause, until) = encode_state(&session.state);
+    tx.prepare_cached(&format!(
+        "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+    ))
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            session.id.to_string(),
+            session.identity.to_string(),
+            session.kind.as_str(),
+            session.token_hash.0.as_slice(),
+            session.client.map(|c| c.to_string()),
+            session.user_name,
+            seq_to_sql(session.claims_version),
+            session.issued_at.micros(),
+            session.expires_at.micros(),
+            state,
+            state_at,
+            reason,
+            cause,
+            until,
+            session.last_seen.micros(),
+        ])
+    })
+    .map(|_| ())
+    .map_err(|e| conflict(e, "session", session.id.to_string()))
 }
 
 /// One session batch in its own transaction on the writer.
@@ -233,22 +300,26 @@ fn apply_batch(conn: &mut rusqlite::Connection, batch: SessionBatch) -> StoreRes
             return Ok(Vec::new());
         }
     }
+    for session in &batch.inserts {
+        insert(&tx, session)?;
+    }
     for update in &batch.updates {
-        let (state, revoked_at, reason, cause) = encode_state(&update.state);
+        let (state, state_at, reason, cause, until) = encode_state(&update.state);
         let id = update.session.to_string();
         let changed = tx
             .prepare_cached(
-                "UPDATE sessions SET state = ?2, revoked_at = ?3, reason = ?4, cause = ?5,
-                        expires_at = COALESCE(?6, expires_at)
+                "UPDATE sessions SET state = ?2, state_at = ?3, reason = ?4, cause = ?5, until = ?6,
+                        expires_at = COALESCE(?7, expires_at)
                      WHERE id = ?1 AND state <> 'revoked'",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
                     id,
                     state,
-                    revoked_at,
+                    state_at,
                     reason,
                     cause,
+                    until,
                     update.expires_at.map(|t| t.micros())
                 ])
             })
@@ -262,11 +333,26 @@ fn apply_batch(conn: &mut rusqlite::Connection, batch: SessionBatch) -> StoreRes
             }
         }
     }
+    for (session, seen) in &batch.last_seen {
+        tx.cached_exec(
+            "UPDATE sessions SET last_seen = ?2 WHERE id = ?1 AND state <> 'revoked' AND last_seen < ?2",
+            params![session.to_string(), seen.micros()],
+        )
+        .map_err(backend)?;
+    }
     if let Some(new) = batch.consumed {
         tx.cached_exec(
             "INSERT INTO bridge_cursor (id, consumed) VALUES (1, ?1)
                  ON CONFLICT (id) DO UPDATE SET consumed = excluded.consumed",
             [seq_to_sql(new.0)],
+        )
+        .map_err(backend)?;
+    }
+    if let Some(policy) = &batch.policy {
+        tx.cached_exec(
+            "INSERT INTO meta (key, value) VALUES ('policy', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [policy],
         )
         .map_err(backend)?;
     }
@@ -285,36 +371,6 @@ fn conflict(e: rusqlite::Error, field: &'static str, value: String) -> StoreErro
 }
 
 impl SessionStore for SqliteSessions {
-    fn insert_session(&self, session: &Session, audit: AuditEntry) -> StoreResult<AuditRecord> {
-        let mut conn = lock(&self.pool.writer)?;
-        let tx = conn.transaction().map_err(backend)?;
-        let (state, revoked_at, reason, cause) = encode_state(&session.state);
-        tx.prepare_cached(&format!(
-            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-        ))
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                session.id.to_string(),
-                session.identity.to_string(),
-                session.kind.as_str(),
-                session.token_hash.0.as_slice(),
-                session.client.map(|c| c.to_string()),
-                session.user_name,
-                seq_to_sql(session.claims_version),
-                session.issued_at.micros(),
-                session.expires_at.micros(),
-                state,
-                revoked_at,
-                reason,
-                cause,
-            ])
-        })
-        .map_err(|e| conflict(e, "session", session.id.to_string()))?;
-        let mut sealed = seal_all(&tx, vec![audit])?;
-        tx.commit().map_err(backend)?;
-        sealed.pop().ok_or_else(|| StoreError::Backend("audit record not sealed".into()))
-    }
-
     fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1");
         self.pool
@@ -380,6 +436,39 @@ impl SessionStore for SqliteSessions {
         applied
     }
 
+    fn suspensions_due(&self, now: Timestamp) -> StoreResult<Vec<Session>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions
+             WHERE state = 'suspended' AND until <= ?1 AND expires_at > ?1 ORDER BY rowid"
+        );
+        let rows = self.pool.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            stmt.query_map([now.micros()], session_row)?.collect::<Result<Vec<_>, _>>()
+        })?;
+        rows.into_iter().map(SessionRow::decode).collect()
+    }
+
+    fn policy(&self) -> StoreResult<Option<String>> {
+        self.pool.read(|c| {
+            c.cached_row("SELECT value FROM meta WHERE key = 'policy'", [], |r| r.get(0)).optional()
+        })
+    }
+
+    fn audit_of_events(&self, events: &[DirectoryEventId]) -> StoreResult<Vec<AuditRecord>> {
+        let mut rows = self.pool.read(|c| {
+            let mut stmt =
+                c.prepare_cached(&format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE directory_event = ?1"))?;
+            let mut out = Vec::new();
+            for event in events {
+                out.extend(stmt.query_map([seq_to_sql(event.0)], audit_row)?.collect::<Result<Vec<_>, _>>()?);
+            }
+            Ok(out)
+        })?;
+        rows.sort_by_key(|r| r.seq);
+        rows.dedup_by_key(|r| r.seq);
+        rows.into_iter().map(AuditRow::decode).collect()
+    }
+
     fn consumed(&self) -> StoreResult<Option<DirectoryEventId>> {
         let v: Option<i64> = self.pool.read(|c| {
             c.cached_row("SELECT consumed FROM bridge_cursor WHERE id = 1", [], |r| r.get(0)).optional()
@@ -390,26 +479,10 @@ impl SessionStore for SqliteSessions {
     fn audit_after(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.pool.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, at, kind, identity, user_name, session, directory_event, actor, detail, prev_hash, hash
-                 FROM audit WHERE seq > ?1 ORDER BY seq LIMIT CAST(?2 AS INTEGER)",
-            )?;
-            stmt.query_map(params![seq_to_sql(after), limit], |r| {
-                Ok(AuditRow {
-                    seq: r.get(0)?,
-                    at: r.get(1)?,
-                    kind: r.get(2)?,
-                    identity: r.get(3)?,
-                    user_name: r.get(4)?,
-                    session: r.get(5)?,
-                    directory_event: r.get(6)?,
-                    actor: r.get(7)?,
-                    detail: r.get(8)?,
-                    prev_hash: r.get(9)?,
-                    hash: r.get(10)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq LIMIT CAST(?2 AS INTEGER)"
+            ))?;
+            stmt.query_map(params![seq_to_sql(after), limit], audit_row)?.collect::<Result<Vec<_>, _>>()
         })?;
         rows.into_iter().map(AuditRow::decode).collect()
     }

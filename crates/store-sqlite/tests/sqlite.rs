@@ -2,7 +2,7 @@
 //! committed across a reopen.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use lockstep_store::{DirectoryStore, SessionStore};
+use lockstep_store::{DirectoryRead, SessionStore};
 use lockstep_store_sqlite::{Durability, SqliteDirectory, SqliteSessions};
 
 /// Fresh stores in a temporary directory that lives as long as the test

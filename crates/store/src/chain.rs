@@ -19,7 +19,7 @@ pub fn seal(prev: &ChainHash, seq: u64, entry: &AuditEntry) -> ChainHash {
     opt(&mut h, entry.user_name.clone());
     opt(&mut h, entry.session.map(|s| s.to_string()));
     opt(&mut h, entry.directory_event.map(|e| e.0.to_string()));
-    field(&mut h, entry.actor.as_bytes());
+    field(&mut h, entry.actor.to_string().as_bytes());
     field(&mut h, entry.detail.as_bytes());
     ChainHash(h.finalize().into())
 }

@@ -11,16 +11,25 @@
 //! implement them with a blocking client on the same threads.
 
 mod chain;
+pub mod codec;
+mod directory;
+mod error;
+mod filter;
 mod memory;
-mod roles;
+mod sessions;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
 pub use chain::{ChainBreak, seal, verify_chain};
-pub use memory::{MemoryDirectory, MemorySessions};
-pub use roles::{
-    Committed, CommittedGroup, CredentialStore, DirectoryStore, Filter, GroupField, GroupFilter, GroupPage,
-    GroupQuery, GroupWrite, IdentityField, IdentityFilter, IdentityPage, IdentityQuery, IdentityWrite,
-    SearchField, SessionBatch, SessionStore, SessionUpdate, StoreError, StoreResult, TextOp, UserWithGroups,
+pub use directory::{
+    Committed, CommittedGroup, DirectoryRead, DirectoryStore, GroupWrite, IdentityWrite, NewEvent,
+    UserWithGroups, cause_positions, write_events,
 };
+pub use error::{StoreError, StoreResult};
+pub use filter::{
+    Filter, GroupField, GroupFilter, GroupPage, GroupQuery, IdentityField, IdentityFilter, IdentityPage,
+    IdentityQuery, SearchField, TextOp,
+};
+pub use memory::{MemoryDirectory, MemorySessions};
+pub use sessions::{CredentialStore, SessionBatch, SessionStore, SessionUpdate};

@@ -8,14 +8,15 @@ use std::sync::{Mutex, MutexGuard};
 
 use lockstep_domain::{
     ApiClient, AuditEntry, AuditRecord, ChainHash, DirectoryEvent, DirectoryEventId, Group, GroupId,
-    Identity, IdentityId, IdentityStatus, Session, SessionId, Subject, Timestamp, TokenHash,
+    Identity, IdentityId, IdentityStatus, Origin, Session, SessionId, SessionState, Subject, Timestamp,
+    TokenHash,
 };
 
 use crate::chain::seal;
-use crate::roles::{
-    Committed, CommittedGroup, CredentialStore, DirectoryStore, GroupField, GroupPage, GroupQuery,
-    GroupWrite, IdentityField, IdentityPage, IdentityQuery, IdentityWrite, SessionBatch, SessionStore,
-    StoreError, StoreResult,
+use crate::{
+    Committed, CommittedGroup, CredentialStore, DirectoryRead, DirectoryStore, GroupField, GroupPage,
+    GroupQuery, GroupWrite, IdentityField, IdentityPage, IdentityQuery, IdentityWrite, NewEvent,
+    SessionBatch, SessionStore, StoreError, StoreResult, cause_positions, write_events,
 };
 use lockstep_domain::text::fold;
 
@@ -33,6 +34,31 @@ struct DirectoryState {
 }
 
 impl DirectoryState {
+    /// Appends events after the last one, resolving each `caused_by` index
+    /// to the position it names.
+    fn append(
+        &mut self,
+        at: Timestamp,
+        origin: &Origin,
+        new: Vec<NewEvent>,
+    ) -> StoreResult<Vec<DirectoryEvent>> {
+        let first = self.events.last().map_or(1, |e| e.id.0 + 1);
+        let causes = cause_positions(&new, first)?;
+        let out: Vec<DirectoryEvent> = (first..)
+            .zip(new.into_iter().zip(causes))
+            .map(|(next, (event, cause))| DirectoryEvent {
+                id: DirectoryEventId(next),
+                at,
+                subject: event.subject,
+                change: event.change,
+                origin: origin.clone(),
+                cause,
+            })
+            .collect();
+        self.events.extend(out.iter().cloned());
+        Ok(out)
+    }
+
     fn is_live(&self, id: IdentityId) -> bool {
         self.identities.iter().any(|i| i.id == id && live(i))
     }
@@ -83,54 +109,16 @@ impl DirectoryStore for MemoryDirectory {
             }
         }
         identity.version = write.expected_version.map_or(1, |v| v + 1);
+        let new = write_events(write.changes, write.fanout, &Subject::of_identity(&identity, write.tiers));
+        // Validate before changing anything: a failed write leaves no trace.
+        cause_positions(&new, 0)?;
         match pos {
             Some(p) => st.identities[p] = identity.clone(),
             None => st.identities.push(identity.clone()),
         }
-        let first = st.events.last().map_or(1, |e| e.id.0 + 1);
-        let mut events = Vec::with_capacity(write.changes.len());
-        for (next, change) in (first..).zip(write.changes) {
-            let event = DirectoryEvent {
-                id: DirectoryEventId(next),
-                at: write.at,
-                subject: Subject::of_identity(&identity),
-                change,
-                origin: write.origin.clone(),
-            };
-            st.events.push(event.clone());
-            events.push(event);
-        }
+        let events = st.append(write.at, &write.origin, new)?;
         Ok(Committed { identity, events })
     }
-
-    fn identity(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
-        Ok(lock(&self.state)?.identities.iter().find(|i| i.id == id).cloned())
-    }
-
-    fn live_identity_by_user_name(&self, user_name: &str) -> StoreResult<Option<Identity>> {
-        let lower = fold(user_name);
-        Ok(lock(&self.state)?.identities.iter().find(|i| live(i) && fold(&i.user_name) == lower).cloned())
-    }
-
-    fn deleted_user_name_exists(&self, user_name: &str) -> StoreResult<bool> {
-        let lower = fold(user_name);
-        Ok(lock(&self.state)?.identities.iter().any(|i| !live(i) && fold(&i.user_name) == lower))
-    }
-
-    fn list_identities(&self, query: &IdentityQuery) -> StoreResult<IdentityPage> {
-        let st = lock(&self.state)?;
-        let matches: Vec<&Identity> = st
-            .identities
-            .iter()
-            .filter(|i| live(i))
-            .filter(|i| query.filter.holds(&|field: IdentityField| field.values(i)))
-            .collect();
-        Ok(IdentityPage {
-            total: matches.len(),
-            items: matches.into_iter().skip(query.offset).take(query.limit).cloned().collect(),
-        })
-    }
-
     fn commit_group(&self, write: GroupWrite) -> StoreResult<CommittedGroup> {
         let mut st = lock(&self.state)?;
         let pos = st.groups.iter().position(|g| g.id == write.id);
@@ -141,13 +129,16 @@ impl DirectoryStore for MemoryDirectory {
         if write.events.is_empty() {
             return Err(StoreError::Backend("a directory write must record at least one change".into()));
         }
+        cause_positions(&write.events, 0)?;
+        if let Some(group) = &write.group
+            && let Some(missing) = group.members.iter().find(|m| !st.is_live(**m))
+        {
+            return Err(StoreError::NotFound(format!("identity {missing}")));
+        }
         let group = match write.group {
             Some(mut group) => {
                 group.members.sort();
                 group.members.dedup();
-                if let Some(missing) = group.members.iter().find(|m| !st.is_live(**m)) {
-                    return Err(StoreError::NotFound(format!("identity {missing}")));
-                }
                 group.id = write.id;
                 group.version = write.expected_version.map_or(1, |v| v + 1);
                 match pos {
@@ -163,27 +154,54 @@ impl DirectoryStore for MemoryDirectory {
                 None
             }
         };
-        let first = st.events.last().map_or(1, |e| e.id.0 + 1);
-        let mut events = Vec::with_capacity(write.events.len());
-        for (next, (subject, change)) in (first..).zip(write.events) {
-            let event = DirectoryEvent {
-                id: DirectoryEventId(next),
-                at: write.at,
-                subject,
-                change,
-                origin: write.origin.clone(),
-            };
-            st.events.push(event.clone());
-            events.push(event);
-        }
+        let events = st.append(write.at, &write.origin, write.events)?;
         Ok(CommittedGroup { group, events })
     }
+}
 
+impl DirectoryRead for MemoryDirectory {
+    fn owned_by(&self, owner: IdentityId) -> StoreResult<Vec<Identity>> {
+        Ok(lock(&self.state)?
+            .identities
+            .iter()
+            .filter(|i| live(i) && i.owners.contains(&owner))
+            .cloned()
+            .collect())
+    }
+    fn event(&self, id: DirectoryEventId) -> StoreResult<Option<DirectoryEvent>> {
+        Ok(lock(&self.state)?.events.iter().find(|e| e.id == id).cloned())
+    }
+    fn events_caused_by(&self, cause: DirectoryEventId) -> StoreResult<Vec<DirectoryEvent>> {
+        Ok(lock(&self.state)?.events.iter().filter(|e| e.cause == Some(cause)).cloned().collect())
+    }
+    fn identity(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
+        Ok(lock(&self.state)?.identities.iter().find(|i| i.id == id).cloned())
+    }
+    fn live_identity_by_user_name(&self, user_name: &str) -> StoreResult<Option<Identity>> {
+        let lower = fold(user_name);
+        Ok(lock(&self.state)?.identities.iter().find(|i| live(i) && fold(&i.user_name) == lower).cloned())
+    }
+    fn deleted_user_name_exists(&self, user_name: &str) -> StoreResult<bool> {
+        let lower = fold(user_name);
+        Ok(lock(&self.state)?.identities.iter().any(|i| !live(i) && fold(&i.user_name) == lower))
+    }
+    fn list_identities(&self, query: &IdentityQuery) -> StoreResult<IdentityPage> {
+        let st = lock(&self.state)?;
+        let matches: Vec<&Identity> = st
+            .identities
+            .iter()
+            .filter(|i| live(i))
+            .filter(|i| query.filter.holds(&|field: IdentityField| field.values(i)))
+            .collect();
+        Ok(IdentityPage {
+            total: matches.len(),
+            items: matches.into_iter().skip(query.offset).take(query.limit).cloned().collect(),
+        })
+    }
     fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
         let st = lock(&self.state)?;
         Ok(st.groups.iter().find(|g| g.id == id).map(|g| st.visible(g)))
     }
-
     fn list_groups(&self, query: &GroupQuery) -> StoreResult<GroupPage> {
         let st = lock(&self.state)?;
         let matches: Vec<&Group> =
@@ -193,7 +211,6 @@ impl DirectoryStore for MemoryDirectory {
             items: matches.into_iter().skip(query.offset).take(query.limit).map(|g| st.visible(g)).collect(),
         })
     }
-
     fn groups_of(&self, identity: IdentityId) -> StoreResult<Vec<(GroupId, String)>> {
         let st = lock(&self.state)?;
         let mut out: Vec<(GroupId, String)> = st
@@ -205,7 +222,6 @@ impl DirectoryStore for MemoryDirectory {
         out.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
         Ok(out)
     }
-
     fn events_after(
         &self,
         after: Option<DirectoryEventId>,
@@ -222,17 +238,18 @@ impl DirectoryStore for MemoryDirectory {
 }
 
 #[derive(Debug, Default)]
-struct SessionState {
+struct SessionsState {
     sessions: BTreeMap<SessionId, Session>,
     /// Issue order.
     order: Vec<SessionId>,
     consumed: Option<DirectoryEventId>,
+    policy: Option<String>,
     audit: Vec<AuditRecord>,
     clients: Vec<ApiClient>,
     admin: Option<TokenHash>,
 }
 
-impl SessionState {
+impl SessionsState {
     fn seal_all(&mut self, entries: Vec<AuditEntry>) -> Vec<AuditRecord> {
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -249,7 +266,7 @@ impl SessionState {
 /// In-memory session authority (sessions, bridge cursor, audit, clients).
 #[derive(Debug, Default)]
 pub struct MemorySessions {
-    state: Mutex<SessionState>,
+    state: Mutex<SessionsState>,
 }
 
 impl MemorySessions {
@@ -260,21 +277,6 @@ impl MemorySessions {
 }
 
 impl SessionStore for MemorySessions {
-    fn insert_session(&self, session: &Session, audit: AuditEntry) -> StoreResult<AuditRecord> {
-        let mut st = lock(&self.state)?;
-        // Same id or same secret: either way the session already exists.
-        let exists = st.sessions.contains_key(&session.id)
-            || st.sessions.values().any(|s| s.token_hash == session.token_hash);
-        if exists {
-            let value = session.id.to_string();
-            return Err(StoreError::Conflict { field: "session", value });
-        }
-        st.sessions.insert(session.id, session.clone());
-        st.order.push(session.id);
-        let mut records = st.seal_all(vec![audit]);
-        records.pop().ok_or_else(|| StoreError::Backend("audit record not sealed".into()))
-    }
-
     fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
         Ok(lock(&self.state)?.sessions.get(&id).cloned())
     }
@@ -304,6 +306,20 @@ impl SessionStore for MemorySessions {
         Ok(())
     }
 
+    fn suspensions_due(&self, now: Timestamp) -> StoreResult<Vec<Session>> {
+        let st = lock(&self.state)?;
+        Ok(st
+            .order
+            .iter()
+            .filter_map(|id| st.sessions.get(id))
+            .filter(|s| {
+                s.is_live(now)
+                    && matches!(s.state, SessionState::Suspended { until: Some(u), .. } if u <= now)
+            })
+            .cloned()
+            .collect())
+    }
+
     fn apply(&self, batch: SessionBatch) -> StoreResult<Vec<AuditRecord>> {
         let mut st = lock(&self.state)?;
         if let (Some(new), Some(old)) = (batch.consumed, st.consumed)
@@ -311,10 +327,28 @@ impl SessionStore for MemorySessions {
         {
             return Ok(Vec::new());
         }
+        // Validate the whole batch first: it applies whole or not at all.
+        for (i, session) in batch.inserts.iter().enumerate() {
+            // Same id or same secret: either way the session already exists.
+            let clash = |s: &Session| s.id == session.id || s.token_hash == session.token_hash;
+            if st.sessions.values().any(clash) || batch.inserts[..i].iter().any(clash) {
+                return Err(StoreError::Conflict { field: "session", value: session.id.to_string() });
+            }
+        }
+        let known = |st: &SessionsState, id: &SessionId| {
+            st.sessions.contains_key(id) || batch.inserts.iter().any(|s| s.id == *id)
+        };
         for update in &batch.updates {
-            if !st.sessions.contains_key(&update.session) {
+            if !known(&st, &update.session) {
                 return Err(StoreError::NotFound(format!("session {}", update.session)));
             }
+        }
+        for session in batch.inserts {
+            st.order.push(session.id);
+            st.sessions.insert(session.id, session);
+        }
+        if batch.policy.is_some() {
+            st.policy = batch.policy;
         }
         for update in batch.updates {
             if let Some(s) = st.sessions.get_mut(&update.session)
@@ -324,6 +358,14 @@ impl SessionStore for MemorySessions {
                 if let Some(exp) = update.expires_at {
                     s.expires_at = exp;
                 }
+            }
+        }
+        // After the updates: a session this batch revokes keeps its last use.
+        for (id, seen) in batch.last_seen {
+            if let Some(s) = st.sessions.get_mut(&id)
+                && !s.state.is_revoked()
+            {
+                s.last_seen = s.last_seen.max(seen);
             }
         }
         if batch.consumed.is_some() {
@@ -336,8 +378,21 @@ impl SessionStore for MemorySessions {
         Ok(lock(&self.state)?.consumed)
     }
 
+    fn policy(&self) -> StoreResult<Option<String>> {
+        Ok(lock(&self.state)?.policy.clone())
+    }
+
     fn audit_after(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
         Ok(lock(&self.state)?.audit.iter().filter(|r| r.seq > after).take(limit).cloned().collect())
+    }
+
+    fn audit_of_events(&self, events: &[DirectoryEventId]) -> StoreResult<Vec<AuditRecord>> {
+        Ok(lock(&self.state)?
+            .audit
+            .iter()
+            .filter(|r| r.entry.directory_event.is_some_and(|e| events.contains(&e)))
+            .cloned()
+            .collect())
     }
 }
 

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use lockstep_engine::{Engine, EngineConfig, OsEntropy, Stores, SystemClock};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use lockstep_domain::Timestamp;
+use lockstep_engine::{Clock, Engine, EngineConfig, OsEntropy, Stores, SystemClock};
 use lockstep_http::{AppState, HttpConfig};
 use lockstep_store_sqlite::{Durability, SqliteDirectory, SqliteSessions};
 use reqwest::{Client, Response, StatusCode};
@@ -15,7 +18,25 @@ const ADMIN: &str = "test-admin-token-0123456789";
 struct Server {
     base: String,
     http: Client,
+    engine: Arc<Engine>,
+    clock: Arc<TestClock>,
     _dir: tempfile::TempDir,
+}
+
+/// The system clock, plus an offset a test can move forward.
+#[derive(Debug, Default)]
+struct TestClock(AtomicI64);
+
+impl Clock for TestClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(SystemClock.now().0 + self.0.load(Ordering::SeqCst))
+    }
+}
+
+impl TestClock {
+    fn advance(&self, by: std::time::Duration) {
+        self.0.fetch_add(i64::try_from(by.as_micros()).unwrap(), Ordering::SeqCst);
+    }
 }
 
 impl Server {
@@ -24,6 +45,14 @@ impl Server {
     }
 
     async fn start_with(config: HttpConfig) -> Self {
+        Self::start_full(config, EngineConfig::default()).await
+    }
+
+    async fn start_with_policy(policy: lockstep_policy::Policy) -> Self {
+        Self::start_full(HttpConfig::default(), EngineConfig { policy, ..EngineConfig::default() }).await
+    }
+
+    async fn start_full(config: HttpConfig, engine_config: EngineConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sessions = Arc::new(SqliteSessions::open(&dir.path().join("s.db"), Durability::Normal).unwrap());
         let stores = Stores {
@@ -31,15 +60,15 @@ impl Server {
             sessions: sessions.clone(),
             credentials: sessions,
         };
+        let clock = Arc::new(TestClock::default());
         let engine =
-            Engine::open(stores, EngineConfig::default(), Arc::new(SystemClock), Arc::new(OsEntropy))
-                .unwrap();
+            Arc::new(Engine::open(stores, engine_config, clock.clone(), Arc::new(OsEntropy)).unwrap());
         engine.ensure_admin_token(Some(ADMIN)).unwrap();
-        let state = AppState { engine: Arc::new(engine), config: Arc::new(config) };
+        let state = AppState { engine: engine.clone(), config: Arc::new(config) };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, lockstep_http::router(state)).await });
-        Self { base, http: Client::new(), _dir: dir }
+        tokio::spawn(lockstep_http::run(listener, state, std::future::pending()));
+        Self { base, http: Client::new(), engine, clock, _dir: dir }
     }
 
     fn url(&self, path: &str) -> String {
@@ -97,6 +126,7 @@ impl Server {
 }
 
 mod hardening;
+mod tiers;
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -200,7 +230,7 @@ async fn sessions_are_refused_for_unknown_disabled_and_deleted_subjects() {
 
     for (body, field) in [
         (json!({"subject": "off@example.com", "ttl": "soon"}), "ttl"),
-        (json!({"subject": "off@example.com", "ttl": "400d"}), "ttl"),
+        (json!({"subject": "off@example.com", "ttl": "0s"}), "ttl"),
         (json!({"subject": ""}), "subject"),
         (json!({"subject": "x", "extra": 1}), "extra"),
     ] {
@@ -843,7 +873,11 @@ async fn non_human_identities_have_owners_and_go_through_the_same_bridge() {
     let token = s.open_session(&bot_id).await["access_token"].as_str().unwrap().to_owned();
     let r = s.http.delete(s.url(&format!("/scim/v2/Users/{other}"))).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(s.introspect(&token).await["active"], true, "no owner policy yet: the default leaves it");
+    assert_eq!(
+        s.introspect(&token).await["active"],
+        false,
+        "its last owner left: suspended for the grace period"
+    );
     let r = s.patch(&format!("/scim/v2/Users/{bot_id}"), deactivate(1)).await;
     assert_eq!(r.status(), StatusCode::OK, "an orphaned identity can still be deactivated");
     assert_eq!(s.introspect(&token).await, json!({"active": false}));

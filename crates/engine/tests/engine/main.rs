@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use lockstep_domain::{
     AuditKind, DirectoryChange, Identity, IdentityKind, IdentityStatus, Origin, RevocationReason, Scope,
-    SessionState, SourceId, Timestamp,
+    SessionState, SourceId, Tiers, Timestamp,
 };
 use lockstep_engine::{Clock, Engine, EngineConfig, EngineError, OsEntropy, Principal, Stores};
 use lockstep_store::{DirectoryStore, IdentityWrite, verify_chain};
 use lockstep_store_sqlite::{Durability, SqliteDirectory, SqliteSessions};
 
 #[derive(Debug)]
-struct ManualClock(AtomicI64);
+pub(crate) struct ManualClock(pub(crate) AtomicI64);
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
@@ -37,6 +37,8 @@ fn open(dir: &Path) -> Engine {
     Engine::open(stores(dir), EngineConfig::default(), clock, Arc::new(OsEntropy)).unwrap()
 }
 
+mod tiers;
+
 fn origin() -> Origin {
     Origin { source: SourceId::new("scim"), client: None, source_ref: Some("hr-42".into()) }
 }
@@ -48,7 +50,8 @@ fn draft(engine: &Engine, user_name: &str) -> Identity {
         external_id: Some("hr-42".into()),
         display_name: None,
         kind: IdentityKind::Human,
-        owner: None,
+        owners: Vec::new(),
+        risk_tier: None,
         status: IdentityStatus::Active,
         emails: Vec::new(),
         profile: "{}".into(),
@@ -85,7 +88,7 @@ fn deactivation_revokes_before_the_write_returns_and_is_audited_with_its_cause()
     assert_eq!(applied.revoked, 2);
     assert!(engine.introspect(&a1.access_token).is_none());
     assert!(engine.introspect(&a2.access_token).is_none());
-    assert_eq!(engine.introspect(&b1.access_token).unwrap().user_name.as_ref(), "bob");
+    assert_eq!(engine.introspect(&b1.access_token).unwrap().session.user_name.as_ref(), "bob");
 
     let audit = engine.audit_page(0, 100).unwrap();
     let deactivated = audit.iter().find(|r| r.entry.kind == AuditKind::IdentityDeactivated).unwrap();
@@ -143,14 +146,13 @@ fn subjects_that_may_not_hold_sessions_are_refused() {
     ));
     engine.create_identity(draft(&engine, "ttl"), origin()).unwrap();
     assert!(matches!(
-        engine.open_session("ttl", Some(Duration::from_secs(365 * 86_400)), &admin),
-        Err(EngineError::Invalid { field: "ttl", .. })
-    ));
-    assert!(matches!(
         engine.open_session("ttl", Some(Duration::ZERO), &admin),
         Err(EngineError::Invalid { field: "ttl", .. })
     ));
     assert_eq!(engine.list_sessions("ttl").unwrap().len(), 0, "refusals write nothing");
+    // Longer than the tier allows: capped (12h for the standard tier), not refused.
+    let long = engine.open_session("ttl", Some(Duration::from_secs(365 * 86_400)), &admin).unwrap();
+    assert_eq!(long.session.expires_at.since(long.session.issued_at), Duration::from_secs(12 * 3600));
 }
 
 #[test]
@@ -171,6 +173,8 @@ fn a_crash_between_the_directory_commit_and_the_bridge_is_healed_on_open() {
         directory
             .commit_identity(IdentityWrite {
                 identity: disabled,
+                tiers: Tiers::STANDARD,
+                fanout: Vec::new(),
                 expected_version: Some(alice.version),
                 changes: vec![DirectoryChange::IdentityDeactivated {
                     from: IdentityStatus::Active,

@@ -1,0 +1,229 @@
+//! What time and start-up trigger: replay, warming memory, a changed
+//! policy, grace periods that end, idle clocks, memory hygiene.
+
+use std::collections::HashSet;
+
+use lockstep_domain::{Actor, AuditEntry, AuditKind, IdentityId, Session, SessionState, Tiers};
+use lockstep_policy::{SessionAction, grace_ended};
+use lockstep_store::{SessionBatch, SessionUpdate, StoreResult};
+use sha2::{Digest, Sha256};
+
+use crate::cache::Claims;
+use crate::metrics::ReasonLabel;
+use crate::{Engine, EngineError, EngineResult};
+
+/// What [`Engine::open`] did before serving.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Opened {
+    /// Directory events replayed into the session store.
+    pub replayed: usize,
+    /// Live sessions loaded into memory.
+    pub sessions: usize,
+    /// The policy changed since the last start (audited `policy.changed`).
+    pub policy_changed: bool,
+    /// Sessions shortened to respect a new lifetime cap.
+    pub shortened: usize,
+    /// Suspended sessions whose grace period ended while the process was
+    /// down, revoked now.
+    pub grace_ended: usize,
+}
+
+/// Events read from the directory when loading claims.
+const CLAIMS_CHUNK: usize = 1024;
+
+impl Engine {
+    /// Start-up, in order: replay, load, policy change, due grace periods.
+    pub(crate) fn start_up(&self) -> EngineResult<Opened> {
+        let mut opened = Opened::default();
+        {
+            let mut writer = self.lock_writer()?;
+            let replayed = self.catch_up(&mut writer).map_err(EngineError::from)?;
+            opened.replayed = replayed.events;
+            if replayed.events > 0 {
+                tracing::info!(
+                    events = replayed.events,
+                    revoked = replayed.revoked,
+                    "replayed directory events not yet applied to sessions"
+                );
+            }
+        }
+        let now = self.clock.now();
+        let mut live = Vec::new();
+        self.stores.sessions.for_each_live(now, &mut |s| {
+            self.cache.insert(&s);
+            live.push(s);
+        })?;
+        opened.sessions = live.len();
+        self.metrics.live_sessions.set(i64::try_from(live.len()).unwrap_or(i64::MAX));
+        self.load_claims(&live)?;
+        let (changed, shortened) = self.record_policy(&live)?;
+        opened.policy_changed = changed;
+        opened.shortened = shortened;
+        opened.grace_ended = self.apply_due_suspensions()?;
+        Ok(opened)
+    }
+
+    /// Loads the claims of every identity holding a live session.
+    fn load_claims(&self, live: &[Session]) -> StoreResult<()> {
+        let mut ids: Vec<IdentityId> = live.iter().map(|s| s.identity).collect();
+        ids.sort();
+        ids.dedup();
+        for chunk in ids.chunks(CLAIMS_CHUNK) {
+            for (identity, groups) in self.stores.directory.identities_with_groups(chunk)? {
+                let tiers = self.tiers_with(&identity, &groups);
+                let groups = groups.into_iter().map(|(g, n)| (g, n.into_boxed_str())).collect();
+                self.claims.set(identity.id, Claims { kind: identity.kind, tiers, groups });
+            }
+        }
+        Ok(())
+    }
+
+    /// The hash of the policy in force: SHA-256 of its canonical form.
+    pub fn policy_hash(&self) -> String {
+        Sha256::digest(self.config.policy.canonical().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Records a policy that differs from the last one recorded
+    /// (`policy.changed`) and brings forward every live session that
+    /// exceeds a lifetime cap of the new policy. Never extends.
+    fn record_policy(&self, live: &[Session]) -> EngineResult<(bool, usize)> {
+        let hash = self.policy_hash();
+        let previous = self.stores.sessions.policy()?;
+        if previous.as_deref() == Some(hash.as_str()) {
+            return Ok((false, 0));
+        }
+        let _writer = self.lock_writer()?;
+        let now = self.clock.now();
+        let mut detail =
+            format!("policy_sha256={hash}; previous={}", previous.as_deref().unwrap_or("none (first start)"));
+        if let Some(file) = &self.config.policy_source {
+            detail.push_str(&format!("; {file}"));
+        }
+        let mut batch = SessionBatch {
+            policy: Some(hash),
+            audit: vec![AuditEntry {
+                at: now,
+                kind: AuditKind::PolicyChanged,
+                identity: None,
+                user_name: None,
+                session: None,
+                directory_event: None,
+                actor: Actor::System,
+                detail,
+            }],
+            ..SessionBatch::default()
+        };
+        let mut shortened = Vec::new();
+        for s in live {
+            let tiers = self.claims.get(&s.identity).map_or(Tiers::STANDARD, |c| c.tiers);
+            let Some(expires_at) = self.config.policy.capped_expiry(s, tiers, now) else { continue };
+            let rule = self.config.policy.session_cap(tiers).map_or_else(String::new, |(_, rule)| rule);
+            batch.updates.push(SessionUpdate { session: s.id, state: s.state, expires_at: Some(expires_at) });
+            batch.audit.push(AuditEntry {
+                at: now,
+                kind: AuditKind::SessionExpiryShortened,
+                identity: Some(s.identity),
+                user_name: Some(s.user_name.clone()),
+                session: Some(s.id),
+                directory_event: None,
+                actor: Actor::policy(rule),
+                detail: format!(
+                    "expires_at={}; the new policy caps this tier's lifetime",
+                    expires_at.unix_seconds()
+                ),
+            });
+            shortened.push((s.token_hash, expires_at));
+        }
+        self.stores.sessions.apply(batch)?;
+        for (hash, expires_at) in &shortened {
+            self.cache.update(hash, |c| c.expires_at = *expires_at);
+        }
+        tracing::info!(shortened = shortened.len(), "policy changed since the last start");
+        Ok((true, shortened.len()))
+    }
+
+    /// Revokes every suspended session whose grace period has ended: its
+    /// condition did not clear in time. Runs at start-up (before serving)
+    /// and on a timer. Returns how many were revoked.
+    pub fn apply_due_suspensions(&self) -> EngineResult<usize> {
+        let now = self.clock.now();
+        if self.stores.sessions.suspensions_due(now)?.is_empty() {
+            return Ok(0);
+        }
+        let _writer = self.lock_writer()?;
+        // Read again under the lock: the bridge may have resumed or revoked
+        // some meanwhile.
+        let due = self.stores.sessions.suspensions_due(now)?;
+        let mut batch = SessionBatch::default();
+        let mut revoked = Vec::new();
+        for s in &due {
+            let Some(SessionAction::Revoke { reason, .. }) = grace_ended(s, now) else { continue };
+            let SessionState::Suspended { cause, condition, .. } = s.state else { continue };
+            let tiers = self.claims.get(&s.identity).map_or(Tiers::STANDARD, |c| c.tiers);
+            let (_, tier) = self.config.policy.effective(tiers).owner_grace;
+            let state = SessionState::Revoked { at: now, reason, cause };
+            batch.updates.push(SessionUpdate { session: s.id, state, expires_at: None });
+            batch.audit.push(AuditEntry {
+                at: now,
+                kind: AuditKind::SessionRevoked,
+                identity: Some(s.identity),
+                user_name: Some(s.user_name.clone()),
+                session: Some(s.id),
+                directory_event: cause,
+                actor: Actor::policy(format!("{tier}.owner_grace")),
+                detail: format!(
+                    "reason={reason}; the grace period ended without the {condition} condition clearing"
+                ),
+            });
+            revoked.push((s.token_hash, reason));
+        }
+        for (hash, _) in &revoked {
+            self.forget(hash);
+        }
+        self.stores.sessions.apply(batch)?;
+        for (_, reason) in &revoked {
+            self.metrics.revocations.get_or_create(&ReasonLabel { reason: reason.as_str().to_owned() }).inc();
+        }
+        if !revoked.is_empty() {
+            tracing::info!(revoked = revoked.len(), "grace periods ended");
+        }
+        Ok(revoked.len())
+    }
+
+    /// Persists the last use of sessions used since the last call, in one
+    /// batch off the hot path. A crash loses at most one interval of last
+    /// uses, which only makes idle sessions look idle earlier.
+    pub fn persist_last_seen(&self) -> EngineResult<usize> {
+        let dirty = self.cache.take_dirty();
+        let n = dirty.len();
+        if n > 0 {
+            self.stores.sessions.apply(SessionBatch {
+                last_seen: dirty,
+                replayable: true,
+                ..SessionBatch::default()
+            })?;
+        }
+        Ok(n)
+    }
+
+    /// Drops expired and idle sessions from memory, and the claims of
+    /// identities left without a cached session; returns how many sessions.
+    pub fn sweep_expired(&self) -> usize {
+        let now = self.clock.now();
+        let policy = &self.config.policy;
+        let idle_of = |id: IdentityId| {
+            let tiers = self.claims.get(&id)?.tiers;
+            policy.idle_timeout(tiers).map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        };
+        let n = self.cache.sweep(now, idle_of);
+        self.metrics.live_sessions.dec_by(i64::try_from(n).unwrap_or(0));
+        let holders: HashSet<IdentityId> = self.cache.identities();
+        self.claims.retain(|id| holders.contains(id));
+        n
+    }
+
+    /// How many identities' claims are held in memory.
+    pub fn held_claims(&self) -> usize {
+        self.claims.len()
+    }
+}

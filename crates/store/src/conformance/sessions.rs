@@ -1,0 +1,238 @@
+//! Session-store and credential checks.
+
+use lockstep_domain::{
+    ApiClient, AuditKind, ClientId, DirectoryEventId, RevocationReason, Scope, SessionState, Timestamp,
+    TokenHash,
+};
+use uuid::Uuid;
+
+use super::{audit, identity_id, session, session_id};
+use crate::{CredentialStore, SessionBatch, SessionStore, SessionUpdate, StoreError, verify_chain};
+
+// ---- session checks ---------------------------------------------------------
+
+pub fn sessions_round_trip<S: SessionStore>(s: &S) {
+    let a = session(1, identity_id(0), 1_000);
+    let b = session(2, identity_id(0), 50);
+    let c = session(3, identity_id(1), 1_000);
+    for x in [&a, &b, &c] {
+        s.insert_session(x, audit(AuditKind::SessionCreated, Some(x.id))).unwrap();
+    }
+    assert_eq!(s.session(a.id).unwrap(), Some(a.clone()));
+    assert_eq!(s.session_by_token(&a.token_hash).unwrap(), Some(a.clone()));
+    assert_eq!(s.session_by_token(&TokenHash([99; 32])).unwrap(), None);
+    assert_eq!(s.sessions_of(identity_id(0)).unwrap(), vec![a.clone(), b.clone()]);
+    let mut live = Vec::new();
+    s.for_each_live(Timestamp(100), &mut |x| live.push(x.id)).unwrap();
+    assert_eq!(live, vec![a.id, c.id]);
+    let dup = s.insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id))).unwrap_err();
+    assert!(matches!(dup, StoreError::Conflict { .. }));
+}
+
+pub fn batches_are_atomic_with_the_cursor<S: SessionStore>(s: &S) {
+    let a = session(1, identity_id(0), 1_000);
+    s.insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id))).unwrap();
+    assert_eq!(s.consumed().unwrap(), None);
+    let revoked = SessionState::Revoked {
+        at: Timestamp(20),
+        reason: RevocationReason::IdentityDeactivated,
+        cause: Some(DirectoryEventId(3)),
+    };
+    let batch = SessionBatch {
+        consumed: Some(DirectoryEventId(3)),
+        updates: vec![SessionUpdate { session: a.id, state: revoked, expires_at: None }],
+        audit: vec![
+            audit(AuditKind::IdentityDeactivated, None),
+            audit(AuditKind::SessionRevoked, Some(a.id)),
+        ],
+        ..SessionBatch::default()
+    };
+    let sealed = s.apply(batch.clone()).unwrap();
+    assert_eq!(sealed.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(s.consumed().unwrap(), Some(DirectoryEventId(3)));
+    assert_eq!(s.session(a.id).unwrap().unwrap().state, revoked);
+    // Replaying the same batch (a crash before the caller saw the commit) is a no-op.
+    assert!(s.apply(batch).unwrap().is_empty());
+    assert_eq!(s.audit_after(0, 100).unwrap().len(), 3);
+    // A batch naming a missing session writes nothing, cursor included.
+    let bad = SessionBatch {
+        consumed: Some(DirectoryEventId(4)),
+        updates: vec![SessionUpdate { session: session_id(99), state: revoked, expires_at: None }],
+        audit: vec![audit(AuditKind::SessionRevoked, None)],
+        ..SessionBatch::default()
+    };
+    assert!(matches!(s.apply(bad), Err(StoreError::NotFound(_))));
+    assert_eq!(s.consumed().unwrap(), Some(DirectoryEventId(3)));
+    assert_eq!(s.audit_after(0, 100).unwrap().len(), 3);
+}
+
+pub fn revoked_is_terminal<S: SessionStore>(s: &S) {
+    let a = session(1, identity_id(0), 1_000);
+    s.insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id))).unwrap();
+    let revoked =
+        SessionState::Revoked { at: Timestamp(5), reason: RevocationReason::AdminRevoked, cause: None };
+    s.apply(SessionBatch {
+        consumed: None,
+        updates: vec![SessionUpdate { session: a.id, state: revoked, expires_at: None }],
+        audit: vec![],
+        ..SessionBatch::default()
+    })
+    .unwrap();
+    s.apply(SessionBatch {
+        consumed: None,
+        updates: vec![SessionUpdate {
+            session: a.id,
+            state: SessionState::Active,
+            expires_at: Some(Timestamp(9_999)),
+        }],
+        audit: vec![],
+        ..SessionBatch::default()
+    })
+    .unwrap();
+    let stored = s.session(a.id).unwrap().unwrap();
+    assert_eq!(stored.state, revoked);
+    assert_eq!(stored.expires_at, Timestamp(1_000));
+}
+
+pub fn audit_chain_verifies_and_pages<S: SessionStore + CredentialStore>(s: &S) {
+    for n in 0..7 {
+        let x = session(n, identity_id(0), 1_000);
+        s.insert_session(&x, audit(AuditKind::SessionCreated, Some(x.id))).unwrap();
+    }
+    s.insert_client(
+        &ApiClient {
+            id: ClientId::from_uuid(Uuid::from_u128(3)),
+            name: "okta".into(),
+            secret_hash: TokenHash([3; 32]),
+            scopes: vec![Scope::Scim, Scope::Audit],
+            created: Timestamp(1),
+        },
+        audit(AuditKind::ClientCreated, None),
+    )
+    .unwrap();
+    let all = s.audit_after(0, 100).unwrap();
+    assert_eq!(all.len(), 8);
+    assert_eq!(verify_chain(all.clone()), Ok(8));
+    assert_eq!(s.audit_after(3, 2).unwrap(), all[3..5].to_vec());
+    let mut tampered = all;
+    tampered[4].entry.detail = "edited".into();
+    assert_eq!(verify_chain(tampered).unwrap_err().seq, 5);
+}
+
+pub fn credentials_round_trip<S: CredentialStore>(s: &S) {
+    assert_eq!(s.admin_token_hash().unwrap(), None);
+    s.set_admin_token_hash(TokenHash([1; 32])).unwrap();
+    s.set_admin_token_hash(TokenHash([2; 32])).unwrap();
+    assert_eq!(s.admin_token_hash().unwrap(), Some(TokenHash([2; 32])));
+    let client = ApiClient {
+        id: ClientId::from_uuid(Uuid::from_u128(3)),
+        name: "okta".into(),
+        secret_hash: TokenHash([3; 32]),
+        scopes: vec![Scope::Scim, Scope::Introspect],
+        created: Timestamp(1),
+    };
+    s.insert_client(&client, audit(AuditKind::ClientCreated, None)).unwrap();
+    assert_eq!(s.clients().unwrap(), vec![client.clone()]);
+    assert!(s.insert_client(&client, audit(AuditKind::ClientCreated, None)).is_err());
+    assert_eq!(s.clients().unwrap().len(), 1);
+    // Names are identifiers: unique under the identifier key, so a
+    // look-alike (`ＯＫＴＡ`) cannot sit beside `okta` in a client list.
+    let look_alike = ApiClient {
+        id: ClientId::from_uuid(Uuid::from_u128(4)),
+        name: "ＯＫＴＡ".into(),
+        secret_hash: TokenHash([4; 32]),
+        ..client.clone()
+    };
+    assert!(matches!(
+        s.insert_client(&look_alike, audit(AuditKind::ClientCreated, None)),
+        Err(StoreError::Conflict { field: "name", .. })
+    ));
+    assert_eq!(s.clients().unwrap().len(), 1);
+}
+
+/// New sessions commit in a batch with the rest, or not at all; a
+/// suspension round-trips and falls due at its deadline; last use only
+/// moves forward and never touches a revoked session; the policy hash and
+/// the audit of an event are read back.
+pub fn batched_inserts_suspensions_and_last_seen<S: SessionStore>(s: &S) {
+    use lockstep_domain::SuspendCondition;
+    let a = session(1, identity_id(0), 1_000);
+    let b = session(2, identity_id(0), 1_000);
+    let mut cited = audit(AuditKind::SessionCreated, Some(a.id));
+    cited.directory_event = Some(DirectoryEventId(4));
+    s.apply(SessionBatch {
+        inserts: vec![a.clone(), b.clone()],
+        audit: vec![cited, audit(AuditKind::SessionCreated, Some(b.id))],
+        policy: Some("p1".into()),
+        ..SessionBatch::default()
+    })
+    .unwrap();
+    assert_eq!(s.sessions_of(identity_id(0)).unwrap(), vec![a.clone(), b.clone()]);
+    assert_eq!(s.policy().unwrap().as_deref(), Some("p1"));
+    // A batch with a clashing insert writes nothing at all.
+    let c = session(3, identity_id(1), 1_000);
+    let mut clash = session(4, identity_id(1), 1_000);
+    clash.token_hash = a.token_hash;
+    let err = s
+        .apply(SessionBatch {
+            inserts: vec![c.clone(), clash],
+            audit: vec![audit(AuditKind::SessionCreated, Some(c.id))],
+            policy: Some("p2".into()),
+            ..SessionBatch::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    assert_eq!(s.session(c.id).unwrap(), None);
+    assert_eq!(s.policy().unwrap().as_deref(), Some("p1"));
+    assert_eq!(s.audit_after(0, 100).unwrap().len(), 2);
+    // Suspension and its deadline.
+    let suspended = SessionState::Suspended {
+        at: Timestamp(20),
+        condition: SuspendCondition::OwnerLost,
+        cause: Some(DirectoryEventId(4)),
+        until: Some(Timestamp(500)),
+    };
+    let mut why = audit(AuditKind::SessionSuspended, Some(a.id));
+    why.directory_event = Some(DirectoryEventId(4));
+    s.apply(SessionBatch {
+        updates: vec![SessionUpdate { session: a.id, state: suspended, expires_at: None }],
+        audit: vec![why],
+        ..SessionBatch::default()
+    })
+    .unwrap();
+    assert_eq!(s.session(a.id).unwrap().unwrap().state, suspended);
+    assert!(s.suspensions_due(Timestamp(499)).unwrap().is_empty());
+    assert_eq!(
+        s.suspensions_due(Timestamp(500)).unwrap().iter().map(|x| x.id).collect::<Vec<_>>(),
+        vec![a.id]
+    );
+    assert!(s.suspensions_due(Timestamp(1_000)).unwrap().is_empty(), "expired sessions are not due");
+    let mut live = Vec::new();
+    s.for_each_live(Timestamp(100), &mut |x| live.push(x.id)).unwrap();
+    assert_eq!(live, vec![a.id, b.id], "a suspended session is still live (it can resume)");
+    // Last use moves forward only, and not for revoked sessions.
+    let revoked =
+        SessionState::Revoked { at: Timestamp(30), reason: RevocationReason::AdminRevoked, cause: None };
+    s.apply(SessionBatch {
+        updates: vec![SessionUpdate { session: b.id, state: revoked, expires_at: None }],
+        last_seen: vec![(a.id, Timestamp(60)), (b.id, Timestamp(70))],
+        ..SessionBatch::default()
+    })
+    .unwrap();
+    s.apply(SessionBatch { last_seen: vec![(a.id, Timestamp(50))], ..SessionBatch::default() }).unwrap();
+    assert_eq!(s.session(a.id).unwrap().unwrap().last_seen, Timestamp(60));
+    assert_eq!(s.session(b.id).unwrap().unwrap().last_seen, b.last_seen);
+    // Resume.
+    s.apply(SessionBatch {
+        updates: vec![SessionUpdate { session: a.id, state: SessionState::Active, expires_at: None }],
+        ..SessionBatch::default()
+    })
+    .unwrap();
+    assert!(s.suspensions_due(Timestamp(500)).unwrap().is_empty());
+    let of_event = s.audit_of_events(&[DirectoryEventId(4)]).unwrap();
+    assert_eq!(
+        of_event.iter().map(|r| r.entry.kind).collect::<Vec<_>>(),
+        vec![AuditKind::SessionCreated, AuditKind::SessionSuspended]
+    );
+    assert!(s.audit_of_events(&[DirectoryEventId(5)]).unwrap().is_empty());
+}

@@ -1,0 +1,128 @@
+//! The session-authority role and Lockstep's own credentials.
+//!
+//! # What every `SessionStore` promises
+//!
+//! * **One transaction per batch.** A [`SessionBatch`] — new sessions,
+//!   session changes, their audit records, the bridge cursor, the policy
+//!   hash — commits together or not at all.
+//! * **Idempotent replay.** A batch whose `consumed` position is not beyond
+//!   the stored cursor was applied before and is skipped whole.
+//! * **Revoked is terminal.** An update or a last-seen write to a revoked
+//!   session is ignored; nothing turns a revoked session back.
+//! * **A gap-free audit chain.** Audit records get consecutive sequence
+//!   numbers and each links to the hash of the one before ([`crate::seal`]).
+//! * **Durability.** `apply` returns once the batch survives a crash, except
+//!   a `replayable` batch, which the next synchronous commit makes durable
+//!   and the directory log can re-derive.
+
+use lockstep_domain::{
+    ApiClient, AuditEntry, AuditRecord, DirectoryEventId, IdentityId, Session, SessionId, SessionState,
+    Timestamp, TokenHash,
+};
+
+use crate::error::StoreResult;
+
+/// A change to one session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionUpdate {
+    /// Which session.
+    pub session: SessionId,
+    /// Its new state.
+    pub state: SessionState,
+    /// A new absolute expiry, if it changes.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// One atomic session-store write: new sessions, session changes, the
+/// audit records that explain them and, for bridge batches, the directory
+/// position consumed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionBatch {
+    /// Bridge cursor after this batch. A batch whose position is not beyond
+    /// the stored cursor was already applied and is skipped whole, which
+    /// makes replay after a crash idempotent.
+    pub consumed: Option<DirectoryEventId>,
+    /// New sessions (a conflicting id or secret fails the whole batch).
+    pub inserts: Vec<Session>,
+    /// Session changes. An update to a revoked session is ignored: revoked
+    /// is terminal.
+    pub updates: Vec<SessionUpdate>,
+    /// Last use of sessions, persisted in batches off the hot path. Applied
+    /// after `updates`; ignored for revoked sessions; never moves a
+    /// session's last use backwards.
+    pub last_seen: Vec<(SessionId, Timestamp)>,
+    /// The hash of the policy in force after this batch, when it changed.
+    pub policy: Option<String>,
+    /// Audit entries, sealed into the chain in order.
+    pub audit: Vec<AuditEntry>,
+    /// The commit need not reach stable storage before `apply` returns:
+    /// everything in it (audit records, the cursor) is re-derived by
+    /// replaying the directory log if it is lost, and the next synchronous
+    /// commit makes it durable. Only for bridge batches without session
+    /// changes; a revocation is always synchronous.
+    pub replayable: bool,
+}
+
+/// The session-authority role: session validity, the bridge cursor and the
+/// audit chain, which must commit together.
+pub trait SessionStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new session and its `session.created` audit entry.
+    fn insert_session(&self, session: &Session, audit: AuditEntry) -> StoreResult<AuditRecord> {
+        let mut sealed = self.apply(SessionBatch {
+            inserts: vec![session.clone()],
+            audit: vec![audit],
+            ..SessionBatch::default()
+        })?;
+        sealed.pop().ok_or_else(|| crate::StoreError::Backend("audit record not sealed".into()))
+    }
+
+    /// A session by id.
+    fn session(&self, id: SessionId) -> StoreResult<Option<Session>>;
+
+    /// A session by the hash of its secret.
+    fn session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>>;
+
+    /// Every session of an identity, in issue order.
+    fn sessions_of(&self, identity: IdentityId) -> StoreResult<Vec<Session>>;
+
+    /// Calls `f` with every session live at `now` (to warm caches at start).
+    fn for_each_live(&self, now: Timestamp, f: &mut dyn FnMut(Session)) -> StoreResult<()>;
+
+    /// Suspended, live sessions whose grace period ended at or before `now`
+    /// (answered from an index: a timer asks every second).
+    fn suspensions_due(&self, now: Timestamp) -> StoreResult<Vec<Session>>;
+
+    /// Applies a batch atomically; returns the sealed audit records (empty
+    /// if the batch had already been applied).
+    fn apply(&self, batch: SessionBatch) -> StoreResult<Vec<AuditRecord>>;
+
+    /// The highest directory position the bridge has consumed.
+    fn consumed(&self) -> StoreResult<Option<DirectoryEventId>>;
+
+    /// The hash of the policy recorded by the last batch that set one.
+    fn policy(&self) -> StoreResult<Option<String>>;
+
+    /// Audit records with `seq > after`, oldest first.
+    fn audit_after(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Audit records citing any of these directory events, oldest first
+    /// (answered from an index: the reach report of an event).
+    fn audit_of_events(&self, events: &[DirectoryEventId]) -> StoreResult<Vec<AuditRecord>>;
+}
+
+/// Lockstep's own credentials: API clients and the admin token.
+pub trait CredentialStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new client with its audit entry. Client names are unique
+    /// under the identifier key ([`lockstep_domain::text::fold`]):
+    /// `Conflict { field: "name" }` otherwise.
+    fn insert_client(&self, client: &ApiClient, audit: AuditEntry) -> StoreResult<()>;
+
+    /// Every client.
+    fn clients(&self) -> StoreResult<Vec<ApiClient>>;
+
+    /// The stored admin token hash, if one was generated.
+    fn admin_token_hash(&self) -> StoreResult<Option<TokenHash>>;
+
+    /// Replaces the stored admin token hash.
+    fn set_admin_token_hash(&self, hash: TokenHash) -> StoreResult<()>;
+}
