@@ -53,6 +53,14 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         sessions: usize,
     },
+    /// Deleting a privileged group of 10,000 members x 10 sessions vs an
+    /// ordinary group of 10,000 members without sessions.
+    Tiers {
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        #[arg(long, default_value_t = 10)]
+        sessions: usize,
+    },
     /// Resident bytes per live session at 1M sessions vs an empty server.
     Memory {
         #[arg(long, default_value_t = 1_000_000)]
@@ -88,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         Command::Deprovision { users } => runtime.block_on(deprovision(&cli.lockstep, users)),
         Command::Fanout { users, sessions } => runtime.block_on(fanout(&cli.lockstep, users, sessions)),
         Command::Memory { sessions } => runtime.block_on(memory(&cli.lockstep, sessions)),
+        Command::Tiers { users, sessions } => runtime.block_on(tiers(&cli.lockstep, users, sessions)),
         Command::Scim { identities, seconds, reference } => {
             let sizes = identities
                 .split(',')
@@ -99,6 +108,7 @@ fn main() -> anyhow::Result<()> {
             introspect(&cli.lockstep, 10, 64).await?;
             deprovision(&cli.lockstep, 200).await?;
             fanout(&cli.lockstep, 10_000, 10).await?;
+            tiers(&cli.lockstep, 10_000, 10).await?;
             memory(&cli.lockstep, 1_000_000).await
         }),
     }
@@ -232,6 +242,56 @@ async fn fanout(bin: &Path, users: usize, per_user: usize) -> anyhow::Result<()>
         bail!("{active} tokens still active");
     }
     println!("propagation, from the histogram: {}", load::histogram(&server.metrics().await?)?);
+    Ok(())
+}
+
+async fn tiers(bin: &Path, users: usize, per_user: usize) -> anyhow::Result<()> {
+    println!("\n## Deleting a privileged group ({})", machine());
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("lockstep.toml");
+    std::fs::write(&config, seed::TIER_POLICY)?;
+    let data = dir.path().join("data");
+    #[allow(clippy::disallowed_methods)]
+    let t = Instant::now();
+    let seeded = seed::tier_groups(&data, users, per_user)?;
+    println!(
+        "seeded prod-admins ({users} members x {per_user} sessions) and an ordinary group of {users} members \
+         without sessions in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let server = Running::lockstep_with(bin, &data, Some(&config)).await?;
+    println!(
+        "method: `lockstep serve --config` with `[policy.tiers.privileged] groups = [\"prod-admins\"]`, \
+         durability=full; one DELETE /scim/v2/Groups/{{id}}, round trip measured client-side; the DELETE is \
+         acknowledged only after every member's removal event is decided and applied (revoke, for a group that \
+         confers the tier), so the acknowledgement is the moment every session is inactive; then every token \
+         is introspected to prove it. Baseline: the same DELETE of the ordinary group (same member count, no \
+         sessions to cut), first"
+    );
+    let sample = server.introspect(&seeded.tokens[0]).await?;
+    if sample["active"] != json!(true) || sample["tier"] != json!("privileged") {
+        bail!("seeded token is not an active privileged one: {sample}");
+    }
+    let base = server.delete(&format!("/scim/v2/Groups/{}", seeded.ordinary)).await?;
+    println!("baseline: delete a group of {users} members without sessions: {:.3}s", base.as_secs_f64());
+    let took = server.delete(&format!("/scim/v2/Groups/{}", seeded.privileged)).await?;
+    let total = seeded.tokens.len();
+    println!(
+        "delete prod-admins ({users} members, {total} live sessions): every session inactive after {:.3}s \
+         ({:.0} sessions revoked/s)",
+        took.as_secs_f64(),
+        total as f64 / took.as_secs_f64()
+    );
+    #[allow(clippy::disallowed_methods)]
+    let t = Instant::now();
+    let active = server.count_active(&seeded.tokens, 32).await?;
+    println!(
+        "verification: introspected all {total} tokens in {:.1}s: {active} active",
+        t.elapsed().as_secs_f64()
+    );
+    if active != 0 {
+        bail!("{active} tokens still active");
+    }
     Ok(())
 }
 

@@ -5,18 +5,78 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_domain::{Identity, IdentityKind, IdentityStatus, Origin, SourceId, Timestamp};
+use lockstep_domain::{
+    Group, Identity, IdentityId, IdentityKind, IdentityStatus, Origin, SourceId, Timestamp,
+};
 use lockstep_engine::{Engine, EngineConfig, OsEntropy, Principal, Stores, SystemClock};
+use lockstep_policy::Policy;
 use lockstep_store_sqlite::{Durability, SqliteDirectory, SqliteSessions};
 
 fn engine(dir: &Path) -> anyhow::Result<Engine> {
+    engine_with(dir, Policy::default())
+}
+
+fn engine_with(dir: &Path, policy: Policy) -> anyhow::Result<Engine> {
+    std::fs::create_dir_all(dir)?;
     let sessions = Arc::new(SqliteSessions::open(&dir.join("sessions.db"), Durability::Off)?);
     let stores = Stores {
         directory: Arc::new(SqliteDirectory::open(&dir.join("directory.db"), Durability::Off)?),
         sessions: sessions.clone(),
         credentials: sessions,
     };
-    Ok(Engine::open(stores, EngineConfig::default(), Arc::new(SystemClock), Arc::new(OsEntropy))?)
+    let config = EngineConfig { policy, ..EngineConfig::default() };
+    Ok(Engine::open(stores, config, Arc::new(SystemClock), Arc::new(OsEntropy))?)
+}
+
+fn group(engine: &Engine, name: &str, members: &[String]) -> anyhow::Result<String> {
+    let members = members.iter().map(|m| m.parse::<IdentityId>()).collect::<Result<Vec<_>, _>>()?;
+    let group = Group {
+        id: engine.new_group_id()?,
+        display_name: name.to_owned(),
+        external_id: None,
+        members,
+        version: 0,
+        created: Timestamp(0),
+        modified: Timestamp(0),
+    };
+    let origin = Origin { source: SourceId::new("bench"), client: None, source_ref: None };
+    let applied = engine.create_group(group, origin)?;
+    Ok(applied.group.map(|g| g.id.to_string()).unwrap_or_default())
+}
+
+/// The policy the tier benchmark serves: `prod-admins` confers the
+/// privileged tier (the two lines of the README).
+pub const TIER_POLICY: &str = "[policy.tiers.privileged]\ngroups = [\"prod-admins\"]\n";
+
+/// A privileged group of `users` members with `per_user` sessions each, and
+/// an ordinary group of as many members without sessions (the baseline).
+#[derive(Debug)]
+pub struct TierGroups {
+    pub privileged: String,
+    pub ordinary: String,
+    pub tokens: Vec<String>,
+}
+
+pub fn tier_groups(dir: &Path, users: usize, per_user: usize) -> anyhow::Result<TierGroups> {
+    let mut config = lockstep_policy::PolicyConfig::default();
+    config.tiers.push((
+        "privileged".into(),
+        lockstep_policy::TierConfig { groups: Some(vec!["prod-admins".into()]), ..Default::default() },
+    ));
+    let engine = engine_with(dir, Policy::from_config(&config).map_err(|e| anyhow::anyhow!("{e}"))?)?;
+    let admins: Vec<String> =
+        (0..users).map(|u| user(&engine, &format!("admin{u}"))).collect::<anyhow::Result<_>>()?;
+    let others: Vec<String> =
+        (0..users).map(|u| user(&engine, &format!("other{u}"))).collect::<anyhow::Result<_>>()?;
+    let privileged = group(&engine, "prod-admins", &admins)?;
+    let ordinary = group(&engine, "ordinary", &others)?;
+    let mut tokens = Vec::with_capacity(users * per_user);
+    for id in &admins {
+        for _ in 0..per_user {
+            tokens.push(engine.open_session(id, TTL, &Principal::admin())?.access_token);
+        }
+    }
+    Ok(TierGroups { privileged, ordinary, tokens })
 }
 
 fn user(engine: &Engine, name: &str) -> anyhow::Result<String> {
@@ -41,10 +101,13 @@ fn user(engine: &Engine, name: &str) -> anyhow::Result<String> {
 
 const TTL: Option<Duration> = Some(Duration::from_secs(6 * 3600));
 
-/// One user with `n` sessions; returns the tokens.
+/// One user in two groups with `n` sessions; returns the tokens (their
+/// introspection answers carry the groups).
 pub fn sessions_for_one_user(dir: &Path, n: usize) -> anyhow::Result<Vec<String>> {
     let engine = engine(dir)?;
     let id = user(&engine, "bench")?;
+    group(&engine, "engineering", std::slice::from_ref(&id))?;
+    group(&engine, "on-call", std::slice::from_ref(&id))?;
     (0..n).map(|_| Ok(engine.open_session(&id, TTL, &Principal::admin())?.access_token)).collect()
 }
 

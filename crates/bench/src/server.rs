@@ -42,12 +42,20 @@ fn wait_for_listen(child: &mut Child) -> anyhow::Result<String> {
 impl Running {
     /// `lockstep serve` on `dir` with default (full) durability.
     pub async fn lockstep(bin: &Path, dir: &Path) -> anyhow::Result<Self> {
+        Self::lockstep_with(bin, dir, None).await
+    }
+
+    /// `lockstep serve` on `dir` with a configuration file.
+    pub async fn lockstep_with(bin: &Path, dir: &Path, config: Option<&Path>) -> anyhow::Result<Self> {
         if !bin.exists() {
             bail!("{} not found: build it with cargo build --release -p lockstep", bin.display());
         }
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
+        let mut command = Command::new(bin);
+        command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .env("LOCKSTEP_ADMIN_TOKEN", ADMIN)
             .env("LOCKSTEP_LOG", "warn")
             .stdout(Stdio::piped())
@@ -188,7 +196,7 @@ impl ClientView {
 /// introspection answer, no auth, no lookup.
 pub async fn bare_server() -> anyhow::Result<()> {
     use std::io::Write;
-    let body: &'static str = r#"{"active":true,"client_id":"admin","exp":1795831884,"iat":1795828284,"sid":"01a21fb4-fd05-7584-a7ac-346282bf5ea3","sub":"01a21fb4-fd02-709d-82ac-f0da29a1e394","token_type":"Bearer","username":"ada@example.com"}"#;
+    let body: &'static str = r#"{"active":true,"client_id":"admin","exp":1795831884,"groups":["engineering","on-call"],"iat":1795828284,"identity_kind":"human","sid":"01a21fb4-fd05-7584-a7ac-346282bf5ea3","sub":"01a21fb4-fd02-709d-82ac-f0da29a1e394","tier":"standard","token_type":"Bearer","username":"ada@example.com"}"#;
     let app = axum::Router::new().route(
         "/oauth2/introspect",
         axum::routing::post(move || async move { ([("content-type", "application/json")], body) }),
@@ -201,4 +209,18 @@ pub async fn bare_server() -> anyhow::Result<()> {
     }
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+impl Running {
+    /// DELETE a SCIM resource; returns the round trip.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        self.http
+            .delete(format!("{}{path}", self.addr))
+            .bearer_auth(ADMIN)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(t.elapsed())
+    }
 }

@@ -1,7 +1,6 @@
 //! Directory writes and the bridge step that applies their session impact.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 
 use lockstep_domain::{
     Actor, AuditEntry, AuditKind, DirectoryChange, DirectoryEvent, DirectoryEventId, Identity, IdentityId,
@@ -156,7 +155,16 @@ impl Engine {
         let now = self.clock.now();
         let policy = &self.config.policy;
         let mut batch = SessionBatch { consumed: Some(last.id), ..SessionBatch::default() };
-        let mut by_identity: HashMap<IdentityId, Vec<Session>> = HashMap::new();
+        // The live sessions of every identity an event here may act on, read
+        // together (a group deletion is one event per member).
+        let mut acted: Vec<IdentityId> =
+            events.iter().filter(|e| policy.acts_on(e)).filter_map(|e| e.subject.identity()).collect();
+        acted.sort();
+        acted.dedup();
+        let mut by_identity: HashMap<IdentityId, Vec<Session>> = HashMap::with_capacity(acted.len());
+        for session in self.stores.sessions.live_sessions_of(&acted, now)? {
+            by_identity.entry(session.identity).or_default().push(session);
+        }
         let mut revoked: Vec<(TokenHash, RevocationReason)> = Vec::new();
         let mut suspended: Vec<TokenHash> = Vec::new();
         let mut reshaped: Vec<(TokenHash, Option<Timestamp>, bool)> = Vec::new();
@@ -172,10 +180,7 @@ impl Engine {
                 batch.audit.push(entry);
                 continue;
             };
-            let sessions = match by_identity.entry(identity) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => e.insert(self.stores.sessions.sessions_of(identity)?),
-            };
+            let sessions = by_identity.entry(identity).or_default();
             let decision = evaluate(event, policy, sessions, now);
             let rule = decision.rule().to_owned();
             let why = decision.reasons.first().map_or("", |r| r.text.as_str());
@@ -193,17 +198,20 @@ impl Engine {
                         session.state = SessionState::Revoked { at: now, reason, cause: Some(event.id) };
                         revoked.push((session.token_hash, reason));
                         *per_event.entry(event.id).or_default() += 1;
-                        (AuditKind::SessionRevoked, format!("reason={reason}; {why}"))
+                        (AuditKind::SessionRevoked, format!("reason={reason}"))
                     }
                     SessionAction::MarkForRecheck { .. } => {
                         session.state = SessionState::NeedsRecheck;
-                        (AuditKind::SessionMarkedForRecheck, why.to_owned())
+                        (
+                            AuditKind::SessionMarkedForRecheck,
+                            "claims re-derived from the directory".to_owned(),
+                        )
                     }
                     SessionAction::ShortenExpiry { expires_at, .. } => {
                         session.expires_at = expires_at;
                         reshaped.push((session.token_hash, Some(expires_at), false));
                         let at = expires_at.unix_seconds();
-                        (AuditKind::SessionExpiryShortened, format!("expires_at={at}; {why}"))
+                        (AuditKind::SessionExpiryShortened, format!("expires_at={at}"))
                     }
                     SessionAction::Suspend { condition, until, .. } => {
                         session.state =
@@ -219,7 +227,7 @@ impl Engine {
                     SessionAction::Resume { .. } => {
                         session.state = SessionState::Active;
                         reshaped.push((session.token_hash, None, true));
-                        (AuditKind::SessionResumed, why.to_owned())
+                        (AuditKind::SessionResumed, "the condition cleared".to_owned())
                     }
                 };
                 let expires_at =
@@ -246,10 +254,12 @@ impl Engine {
         for hash in &suspended {
             self.cache.update(hash, |c| c.suspended = true);
         }
-        // Without a session change the batch is audit records and the
-        // cursor, which replaying the (durable) directory log re-derives:
-        // it need not wait for its own fsync.
-        batch.replayable = batch.updates.is_empty();
+        // Everything in a bridge batch follows from directory events that
+        // are already durable: if the machine fails before this commit
+        // reaches the disk, start-up replays them and decides again, before
+        // anything is served. So it need not wait for an fsync of its own
+        // (a crash of the process alone loses nothing either way).
+        batch.replayable = true;
         self.stores.sessions.apply(batch)?;
         writer.consumed = Some(last.id);
         for (hash, expires_at, resumed) in reshaped {

@@ -259,4 +259,36 @@ mod tests {
                 .unwrap_err();
         assert!(format!("{err:#}").contains("sessions.max_ttl"));
     }
+
+    #[test]
+    fn the_two_line_policy_works_as_written_and_bad_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lockstep.toml");
+        std::fs::write(
+            &path,
+            "[policy.tiers.privileged]\ngroups = [\"prod-admins\"]      # displayName (or id) of the groups that confer the tier\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(&ServeArgs { config: Some(path.clone()), ..ServeArgs::default() }).unwrap();
+        let group = lockstep_domain::GroupId::from_uuid(uuid::Uuid::from_u128(1));
+        assert!(s.policy.confers(group, "Prod-Admins"));
+        assert!(s.policy_source.unwrap().contains("file_sha256="));
+        for (text, key) in [
+            ("[policy.tiers.privileged]\non_attribute_changed = \"revoke\"\n", "on_attribute_changed"),
+            (
+                "[policy.tiers.privileged]\nsession_max_ttl = 3600\n",
+                "policy.tiers.privileged.session_max_ttl",
+            ),
+            ("[policy.tiers.non_human]\non_deleted = \"suspend\"\n", "policy.tiers.non_human.on_deleted"),
+            ("[policy.tiers.admins]\ngroups = [\"x\"]\n", "policy.tiers.admins"),
+            ("[policy.tiers.standard]\nmax_sessions = 0\n", "policy.tiers.standard.max_sessions"),
+            ("[policy.tiers.standard]\ncolour = \"red\"\n", "policy.tiers.standard.colour"),
+            ("[policy]\ntier = 1\n", "tier"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = Settings::resolve(&ServeArgs { config: Some(path.clone()), ..ServeArgs::default() })
+                .unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{text}: {err:#}");
+        }
+    }
 }

@@ -391,7 +391,16 @@ async fn suspensions_and_grace_deadlines_survive_kill_9() {
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     let (server, base, log) = start_logged(&data, &config);
-    let opened = log.lock().unwrap().iter().find(|l| l.contains("engine open")).cloned().unwrap_or_default();
+    // stderr is read on its own thread: give it a moment to catch up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let opened = loop {
+        let line = log.lock().unwrap().iter().find(|l| l.contains("engine open")).cloned();
+        match line {
+            Some(line) => break line,
+            None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            None => break String::new(),
+        }
+    };
     assert!(opened.contains("grace_ended=2"), "revoked at start, before serving: {opened}");
     for token in &tokens {
         assert!(!active(&http, &base, token).await);
@@ -405,6 +414,30 @@ async fn suspensions_and_grace_deadlines_survive_kill_9() {
         })
         .collect();
     assert_eq!(grace_revocations.len(), 2, "each recorded exactly once");
+    // What o2's deactivation reached, asked of the server and read from the data directory.
+    let position = records
+        .iter()
+        .find(|r| r["kind"] == "directory.identity_deactivated" && r["identity"] == o2.as_str())
+        .unwrap()["directory_event"]
+        .to_string();
+    let online = Command::new(BIN)
+        .args(["reach", &position, "--json", "--url", &base, "--token", ADMIN])
+        .output()
+        .unwrap();
+    assert!(online.status.success(), "{}", String::from_utf8_lossy(&online.stderr));
+    let report: Value = serde_json::from_slice(&online.stdout).unwrap();
+    let actions: Vec<&str> =
+        report["sessions"].as_array().unwrap().iter().map(|t| t["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        ["session.suspended", "session.suspended", "session.revoked", "session.revoked"],
+        "{report}"
+    );
+    assert!(report["live_until"].is_null(), "nothing of them still lives");
+    let offline = Command::new(BIN).args(["reach", &position, "--data-dir"]).arg(&data).output().unwrap();
+    let text = String::from_utf8_lossy(&offline.stdout);
+    assert!(offline.status.success() && text.contains("sessions touched: 4"), "{text}");
+    assert!(text.contains("nothing of the subjects still lives"), "{text}");
     drop(server);
     let report = audit_verify(&data);
     eprintln!(

@@ -782,20 +782,46 @@ impl DirectoryRead for SqliteDirectory {
         rows.into_iter().map(IdentityRow::decode).collect()
     }
     fn identities_with_groups(&self, ids: &[IdentityId]) -> StoreResult<Vec<UserWithGroups>> {
-        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE id = ?1");
-        // One reader for the whole set: a group write reads every member.
-        let rows = self.pool.read(|c| {
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                let id = id.to_string();
-                if let Some(row) = c.cached_row(&sql, [&id], identity_row).optional()? {
-                    out.push((row, crate::groups::memberships(c, &id)?));
-                }
+        // Read together, a few hundred per statement: a group write reads
+        // every member, and ten thousand point reads cost more than the write.
+        let (rows, memberships) = self.pool.read(|c| {
+            let mut rows = Vec::with_capacity(ids.len());
+            let mut memberships: Vec<(String, String, String)> = Vec::new();
+            for chunk in ids.chunks(500) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let ids: Vec<String> = chunk.iter().map(ToString::to_string).collect();
+                let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE id IN ({marks})");
+                let mut stmt = c.prepare_cached(&sql)?;
+                rows.extend(stmt.query_map(rusqlite::params_from_iter(ids.iter()), identity_row)?.collect::<Result<Vec<_>, _>>()?);
+                let sql = format!(
+                    "SELECT m.identity, g.id, g.display_name FROM group_members m JOIN groups g ON g.id = m.group_id
+                     WHERE m.identity IN ({marks}) ORDER BY g.display_name, g.id"
+                );
+                let mut stmt = c.prepare_cached(&sql)?;
+                memberships.extend(
+                    stmt.query_map(rusqlite::params_from_iter(ids.iter()), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<Result<Vec<_>, _>>()?,
+                );
             }
-            Ok(out)
+            Ok((rows, memberships))
         })?;
-        rows.into_iter()
-            .map(|(row, groups)| Ok((row.decode()?, crate::groups::decode_memberships(groups)?)))
+        let mut groups: std::collections::HashMap<String, Vec<(String, String)>> =
+            std::collections::HashMap::new();
+        for (identity, id, name) in memberships {
+            groups.entry(identity).or_default().push((id, name));
+        }
+        let mut by_id: std::collections::HashMap<String, IdentityRow> =
+            rows.into_iter().map(|row| (row.id.clone(), row)).collect();
+        ids.iter()
+            .filter_map(|id| {
+                let key = id.to_string();
+                let row = by_id.remove(&key)?;
+                let member_of = groups.remove(&key).unwrap_or_default();
+                Some(
+                    row.decode()
+                        .and_then(|identity| Ok((identity, crate::groups::decode_memberships(member_of)?))),
+                )
+            })
             .collect()
     }
 }

@@ -4,13 +4,16 @@ use std::path::Path;
 
 use lockstep_domain::{
     Actor, ApiClient, AuditEntry, AuditKind, AuditRecord, ChainHash, ClientId, CredentialKind,
-    DirectoryEventId, IdentityId, Scope, Session, SessionId, Timestamp, TokenHash,
+    DirectoryEventId, IdentityId, Scope, Session, SessionId, SessionState, Timestamp, TokenHash,
 };
 use lockstep_store::{CredentialStore, SessionBatch, SessionStore, StoreError, StoreResult, seal};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use crate::conn::{Cached, Durability, Pool, Tuning, backend, lock};
-use lockstep_store::codec::{corrupt, decode_state, encode_state, parse, seq_to_sql};
+use lockstep_store::SessionUpdate;
+use lockstep_store::codec::{StateColumns, corrupt, decode_state, encode_state, parse, seq_to_sql};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -98,70 +101,43 @@ impl SqliteSessions {
     /// Opens (creating if needed) the session database at `path`.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
         Ok(Self {
-            pool: Pool::open(path, durability, SCHEMA, SCHEMA_VERSION, Tuning { cache_kib: 8 * 1024 })?,
+            pool: Pool::open(path, durability, SCHEMA, SCHEMA_VERSION, Tuning { cache_kib: 64 * 1024 })?,
             durability,
         })
     }
 }
 
-struct SessionRow {
-    id: String,
-    identity: String,
-    kind: String,
-    token_hash: Vec<u8>,
-    client: Option<String>,
-    user_name: String,
-    claims_version: i64,
-    issued_at: i64,
-    expires_at: i64,
-    state: String,
-    state_at: Option<i64>,
-    reason: Option<String>,
-    cause: Option<i64>,
-    until: Option<i64>,
-    last_seen: i64,
-}
-
-fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
-    Ok(SessionRow {
-        id: r.get(0)?,
-        identity: r.get(1)?,
-        kind: r.get(2)?,
-        token_hash: r.get(3)?,
-        client: r.get(4)?,
-        user_name: r.get(5)?,
-        claims_version: r.get(6)?,
-        issued_at: r.get(7)?,
-        expires_at: r.get(8)?,
-        state: r.get(9)?,
-        state_at: r.get(10)?,
-        reason: r.get(11)?,
-        cause: r.get(12)?,
-        until: r.get(13)?,
-        last_seen: r.get(14)?,
-    })
+/// A session row, decoded in the row callback without copying its text
+/// columns (a bridge step reads a hundred thousand of them).
+fn session_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Session>> {
+    let text = |i: usize| r.get_ref(i).and_then(|v| v.as_str().map_err(Into::into));
+    let opt_text = |i: usize| r.get_ref(i).and_then(|v| v.as_str_or_null().map_err(Into::into));
+    let decoded = || -> StoreResult<Session> {
+        let get = |i: usize| text(i).map_err(crate::conn::backend);
+        let get_opt = |i: usize| opt_text(i).map_err(crate::conn::backend);
+        let int = |i: usize| r.get::<_, i64>(i).map_err(crate::conn::backend);
+        let opt_int = |i: usize| r.get::<_, Option<i64>>(i).map_err(crate::conn::backend);
+        let hash =
+            r.get_ref(3).and_then(|v| v.as_blob().map_err(Into::into)).map_err(crate::conn::backend)?;
+        Ok(Session {
+            id: parse::<SessionId>("session id", get(0)?)?,
+            identity: parse::<IdentityId>("identity id", get(1)?)?,
+            kind: parse::<CredentialKind>("credential kind", get(2)?)?,
+            token_hash: TokenHash(hash32(hash)?),
+            client: get_opt(4)?.map(|c| parse::<ClientId>("client id", c)).transpose()?,
+            user_name: get(5)?.to_owned(),
+            claims_version: int(6)?.unsigned_abs(),
+            issued_at: Timestamp(int(7)?),
+            expires_at: Timestamp(int(8)?),
+            last_seen: Timestamp(int(14)?),
+            state: decode_state(get(9)?, opt_int(10)?, get_opt(11)?, opt_int(12)?, opt_int(13)?)?,
+        })
+    };
+    Ok(decoded())
 }
 
 fn hash32(bytes: &[u8]) -> StoreResult<[u8; 32]> {
     bytes.try_into().map_err(|_| corrupt("hash is not 32 bytes"))
-}
-
-impl SessionRow {
-    fn decode(self) -> StoreResult<Session> {
-        Ok(Session {
-            id: parse::<SessionId>("session id", &self.id)?,
-            identity: parse::<IdentityId>("identity id", &self.identity)?,
-            kind: parse::<CredentialKind>("credential kind", &self.kind)?,
-            token_hash: TokenHash(hash32(&self.token_hash)?),
-            client: self.client.map(|c| parse::<ClientId>("client id", &c)).transpose()?,
-            user_name: self.user_name,
-            claims_version: self.claims_version.unsigned_abs(),
-            issued_at: Timestamp(self.issued_at),
-            expires_at: Timestamp(self.expires_at),
-            last_seen: Timestamp(self.last_seen),
-            state: decode_state(&self.state, self.state_at, self.reason.as_deref(), self.cause, self.until)?,
-        })
-    }
 }
 
 struct AuditRow {
@@ -229,32 +205,42 @@ fn seal_all(tx: &Transaction<'_>, entries: Vec<AuditEntry>) -> StoreResult<Vec<A
         Some((seq, hash)) => (seq.unsigned_abs(), ChainHash(hash32(&hash)?)),
         None => (0, ChainHash::GENESIS),
     };
-    let mut stmt = tx
-        .prepare_cached(
-            "INSERT INTO audit (seq, at, kind, identity, user_name, session, directory_event, actor, detail, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )
-        .map_err(backend)?;
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
         seq += 1;
         let hash = seal(&prev, seq, &entry);
-        stmt.execute(params![
-            seq_to_sql(seq),
-            entry.at.micros(),
-            entry.kind.as_str(),
-            entry.identity.map(|i| i.to_string()),
-            entry.user_name,
-            entry.session.map(|s| s.to_string()),
-            entry.directory_event.map(|e| seq_to_sql(e.0)),
-            entry.actor.to_string(),
-            entry.detail,
-            prev.0.as_slice(),
-            hash.0.as_slice(),
-        ])
-        .map_err(backend)?;
         out.push(AuditRecord { seq, entry, prev_hash: prev, hash });
         prev = hash;
+    }
+    for chunk in out.chunks(CHUNK) {
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let sql = format!(
+            "INSERT INTO audit (seq, at, kind, identity, user_name, session, directory_event, actor, detail, prev_hash, hash)
+             VALUES {}",
+            vec![row; chunk.len()].join(", ")
+        );
+        let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(chunk.len() * 11);
+        for r in chunk {
+            use rusqlite::types::Value as V;
+            let text = |s: Option<String>| s.map_or(V::Null, V::Text);
+            let e = &r.entry;
+            values.extend([
+                V::Integer(seq_to_sql(r.seq)),
+                V::Integer(e.at.micros()),
+                V::Text(e.kind.as_str().to_owned()),
+                text(e.identity.map(|i| i.to_string())),
+                text(e.user_name.clone()),
+                text(e.session.map(|s| s.to_string())),
+                e.directory_event.map_or(V::Null, |d| V::Integer(seq_to_sql(d.0))),
+                V::Text(e.actor.to_string()),
+                V::Text(e.detail.clone()),
+                V::Blob(r.prev_hash.0.to_vec()),
+                V::Blob(r.hash.0.to_vec()),
+            ]);
+        }
+        tx.prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(values)))
+            .map_err(backend)?;
     }
     Ok(out)
 }
@@ -288,6 +274,77 @@ fn insert(tx: &Transaction<'_>, session: &Session) -> StoreResult<()> {
     .map_err(|e| conflict(e, "session", session.id.to_string()))
 }
 
+/// Rows per multi-row statement: one statement per row costs more than
+/// the row itself when a directory change revokes a hundred thousand
+/// sessions.
+const CHUNK: usize = 32;
+
+/// Ids per `IN (…)` list when reading many rows at once.
+const IN_CHUNK: usize = 500;
+
+/// Applies session updates: the last update of each session wins (a later
+/// expiry-less update keeps an earlier shortened expiry), and updates with
+/// the same values share one statement per [`CHUNK`] sessions.
+fn apply_updates(tx: &Transaction<'_>, updates: &[SessionUpdate]) -> StoreResult<()> {
+    let mut last: HashMap<SessionId, (SessionState, Option<Timestamp>)> =
+        HashMap::with_capacity(updates.len());
+    let mut order = Vec::with_capacity(updates.len());
+    for u in updates {
+        match last.entry(u.session) {
+            Entry::Vacant(e) => {
+                order.push(u.session);
+                e.insert((u.state, u.expires_at));
+            }
+            Entry::Occupied(mut e) => {
+                let expires_at = u.expires_at.or(e.get().1);
+                e.insert((u.state, expires_at));
+            }
+        }
+    }
+    type Key = (StateColumns, Option<i64>);
+    let mut groups: Vec<(Key, Vec<String>)> = Vec::new();
+    let mut index: HashMap<Key, usize> = HashMap::new();
+    for id in order {
+        let Some((state, expires_at)) = last.get(&id) else { continue };
+        let key = (encode_state(state), expires_at.map(|t| t.micros()));
+        let slot = *index.entry(key).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[slot].1.push(id.to_string());
+    }
+    for (((state, state_at, reason, cause, until), expires_at), ids) in groups {
+        for chunk in ids.chunks(CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "UPDATE sessions SET state = ?, state_at = ?, reason = ?, cause = ?, until = ?,
+                        expires_at = COALESCE(?, expires_at)
+                     WHERE id IN ({marks}) AND state <> 'revoked'"
+            );
+            let values: [&dyn rusqlite::ToSql; 6] = [&state, &state_at, &reason, &cause, &until, &expires_at];
+            let params = values.into_iter().chain(chunk.iter().map(|id| id as &dyn rusqlite::ToSql));
+            let changed = tx
+                .prepare_cached(&sql)
+                .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(params)))
+                .map_err(backend)?;
+            if changed < chunk.len() {
+                // Revoked sessions are left alone; a missing one fails the batch.
+                for id in chunk {
+                    let exists: bool = tx
+                        .cached_row("SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)", [id], |r| {
+                            r.get(0)
+                        })
+                        .map_err(backend)?;
+                    if !exists {
+                        return Err(StoreError::NotFound(format!("session {id}")));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One session batch in its own transaction on the writer.
 fn apply_batch(conn: &mut rusqlite::Connection, batch: SessionBatch) -> StoreResult<Vec<AuditRecord>> {
     let tx = conn.transaction().map_err(backend)?;
@@ -303,36 +360,7 @@ fn apply_batch(conn: &mut rusqlite::Connection, batch: SessionBatch) -> StoreRes
     for session in &batch.inserts {
         insert(&tx, session)?;
     }
-    for update in &batch.updates {
-        let (state, state_at, reason, cause, until) = encode_state(&update.state);
-        let id = update.session.to_string();
-        let changed = tx
-            .prepare_cached(
-                "UPDATE sessions SET state = ?2, state_at = ?3, reason = ?4, cause = ?5, until = ?6,
-                        expires_at = COALESCE(?7, expires_at)
-                     WHERE id = ?1 AND state <> 'revoked'",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    id,
-                    state,
-                    state_at,
-                    reason,
-                    cause,
-                    until,
-                    update.expires_at.map(|t| t.micros())
-                ])
-            })
-            .map_err(backend)?;
-        if changed == 0 {
-            let exists: bool = tx
-                .cached_row("SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)", [&id], |r| r.get(0))
-                .map_err(backend)?;
-            if !exists {
-                return Err(StoreError::NotFound(format!("session {id}")));
-            }
-        }
-    }
+    apply_updates(&tx, &batch.updates)?;
     for (session, seen) in &batch.last_seen {
         tx.cached_exec(
             "UPDATE sessions SET last_seen = ?2 WHERE id = ?1 AND state <> 'revoked' AND last_seen < ?2",
@@ -373,18 +401,12 @@ fn conflict(e: rusqlite::Error, field: &'static str, value: String) -> StoreErro
 impl SessionStore for SqliteSessions {
     fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1");
-        self.pool
-            .read(|c| c.cached_row(&sql, [id.to_string()], session_row).optional())?
-            .map(SessionRow::decode)
-            .transpose()
+        self.pool.read(|c| c.cached_row(&sql, [id.to_string()], session_row).optional())?.transpose()
     }
 
     fn session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?1");
-        self.pool
-            .read(|c| c.cached_row(&sql, [hash.0.as_slice()], session_row).optional())?
-            .map(SessionRow::decode)
-            .transpose()
+        self.pool.read(|c| c.cached_row(&sql, [hash.0.as_slice()], session_row).optional())?.transpose()
     }
 
     fn sessions_of(&self, identity: IdentityId) -> StoreResult<Vec<Session>> {
@@ -395,7 +417,32 @@ impl SessionStore for SqliteSessions {
             let mut stmt = c.prepare_cached(&sql)?;
             stmt.query_map([identity.to_string()], session_row)?.collect::<Result<Vec<_>, _>>()
         })?;
-        rows.into_iter().map(SessionRow::decode).collect()
+        rows.into_iter().collect()
+    }
+
+    fn live_sessions_of(&self, identities: &[IdentityId], now: Timestamp) -> StoreResult<Vec<Session>> {
+        let mut rows = Vec::new();
+        self.pool.read(|c| {
+            for chunk in identities.chunks(IN_CHUNK) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let sql = format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions INDEXED BY sessions_identity
+                     WHERE identity IN ({marks}) AND state <> 'revoked' AND expires_at > ?"
+                );
+                let mut stmt = c.prepare_cached(&sql)?;
+                let ids: Vec<String> = chunk.iter().map(ToString::to_string).collect();
+                let params = ids
+                    .iter()
+                    .map(|id| id as &dyn rusqlite::ToSql)
+                    .chain(std::iter::once(&now.0 as &dyn rusqlite::ToSql));
+                rows.extend(
+                    stmt.query_map(rusqlite::params_from_iter(params), session_row)?
+                        .collect::<Result<Vec<_>, _>>()?,
+                );
+            }
+            Ok(())
+        })?;
+        rows.into_iter().collect()
     }
 
     fn for_each_live(&self, now: Timestamp, f: &mut dyn FnMut(Session)) -> StoreResult<()> {
@@ -407,7 +454,7 @@ impl SessionStore for SqliteSessions {
             let mut stmt = c.prepare_cached(&sql)?;
             let mut rows = stmt.query([now.micros()])?;
             while let Some(row) = rows.next()? {
-                match session_row(row).map(SessionRow::decode) {
+                match session_row(row) {
                     Ok(Ok(session)) => f(session),
                     Ok(Err(e)) => {
                         failure = Some(e);
@@ -445,7 +492,7 @@ impl SessionStore for SqliteSessions {
             let mut stmt = c.prepare_cached(&sql)?;
             stmt.query_map([now.micros()], session_row)?.collect::<Result<Vec<_>, _>>()
         })?;
-        rows.into_iter().map(SessionRow::decode).collect()
+        rows.into_iter().collect()
     }
 
     fn policy(&self) -> StoreResult<Option<String>> {

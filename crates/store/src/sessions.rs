@@ -56,10 +56,11 @@ pub struct SessionBatch {
     /// Audit entries, sealed into the chain in order.
     pub audit: Vec<AuditEntry>,
     /// The commit need not reach stable storage before `apply` returns:
-    /// everything in it (audit records, the cursor) is re-derived by
-    /// replaying the directory log if it is lost, and the next synchronous
-    /// commit makes it durable. Only for bridge batches without session
-    /// changes; a revocation is always synchronous.
+    /// everything in it (session changes, audit records, the cursor) is
+    /// re-derived by replaying the durable directory log if it is lost, and
+    /// the next synchronous commit makes it durable. For bridge batches,
+    /// and for the last-use clock (losing it only makes sessions look idle
+    /// earlier); a revocation by hand and an opened session are synchronous.
     pub replayable: bool,
 }
 
@@ -84,6 +85,17 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 
     /// Every session of an identity, in issue order.
     fn sessions_of(&self, identity: IdentityId) -> StoreResult<Vec<Session>>;
+
+    /// The sessions of these identities live at `now` (not revoked, not
+    /// expired), each identity's in issue order: what a bridge step decides
+    /// on. The default asks for each identity; a backend reads them together.
+    fn live_sessions_of(&self, identities: &[IdentityId], now: Timestamp) -> StoreResult<Vec<Session>> {
+        let mut out = Vec::new();
+        for identity in identities {
+            out.extend(self.sessions_of(*identity)?.into_iter().filter(|s| s.is_live(now)));
+        }
+        Ok(out)
+    }
 
     /// Calls `f` with every session live at `now` (to warm caches at start).
     fn for_each_live(&self, now: Timestamp, f: &mut dyn FnMut(Session)) -> StoreResult<()>;

@@ -22,6 +22,10 @@ pub fn sessions_round_trip<S: SessionStore>(s: &S) {
     assert_eq!(s.session_by_token(&a.token_hash).unwrap(), Some(a.clone()));
     assert_eq!(s.session_by_token(&TokenHash([99; 32])).unwrap(), None);
     assert_eq!(s.sessions_of(identity_id(0)).unwrap(), vec![a.clone(), b.clone()]);
+    let many = s.live_sessions_of(&[identity_id(1), identity_id(0), identity_id(7)], Timestamp(100)).unwrap();
+    let mut ids: Vec<_> = many.iter().map(|x| x.id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![a.id, c.id], "live ones of the identities asked for");
     let mut live = Vec::new();
     s.for_each_live(Timestamp(100), &mut |x| live.push(x.id)).unwrap();
     assert_eq!(live, vec![a.id, c.id]);
