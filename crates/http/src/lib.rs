@@ -21,7 +21,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
+use lockstep_domain::Scope;
 use lockstep_engine::Engine;
 use tower_http::trace::TraceLayer;
 
@@ -72,44 +73,101 @@ where
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(flavor, &e))?
 }
 
-/// The complete Lockstep router.
-pub fn router(state: AppState) -> Router {
-    let limit = state.config.body_limit;
-    Router::new()
-        .route("/scim/v2/Users", get(scim::list_users).post(scim::create_user))
-        .route("/scim/v2/Users/.search", post(scim::search_users))
-        .route("/scim/v2/.search", post(scim::search_root))
-        .route("/scim/v2/Groups", get(groups::list_groups).post(groups::create_group))
-        .route("/scim/v2/Groups/.search", post(groups::search_groups))
-        .route(
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credential needed (health, discovery of what is public).
+    Anyone,
+    /// The admin token only.
+    Admin,
+    /// The admin token, or a client holding any of these scopes.
+    Scopes(&'static [Scope]),
+}
+
+/// The authorization matrix: every (method, route) served and who may call
+/// it. Handlers enforce it; `tests/http/authz.rs` checks every row with every
+/// kind of credential, and fails for a served route that has no row here.
+pub const ACCESS: &[(&str, &str, Access)] = &[
+    ("GET", "/scim/v2/Users", Access::Scopes(&[Scope::Scim])),
+    ("POST", "/scim/v2/Users", Access::Scopes(&[Scope::Scim])),
+    ("POST", "/scim/v2/Users/.search", Access::Scopes(&[Scope::Scim])),
+    ("GET", "/scim/v2/Users/{id}", Access::Scopes(&[Scope::Scim])),
+    ("PUT", "/scim/v2/Users/{id}", Access::Scopes(&[Scope::Scim])),
+    ("PATCH", "/scim/v2/Users/{id}", Access::Scopes(&[Scope::Scim])),
+    ("DELETE", "/scim/v2/Users/{id}", Access::Scopes(&[Scope::Scim])),
+    ("POST", "/scim/v2/.search", Access::Scopes(&[Scope::Scim])),
+    ("GET", "/scim/v2/Groups", Access::Scopes(&[Scope::Scim])),
+    ("POST", "/scim/v2/Groups", Access::Scopes(&[Scope::Scim])),
+    ("POST", "/scim/v2/Groups/.search", Access::Scopes(&[Scope::Scim])),
+    ("GET", "/scim/v2/Groups/{id}", Access::Scopes(&[Scope::Scim])),
+    ("PUT", "/scim/v2/Groups/{id}", Access::Scopes(&[Scope::Scim])),
+    ("PATCH", "/scim/v2/Groups/{id}", Access::Scopes(&[Scope::Scim])),
+    ("DELETE", "/scim/v2/Groups/{id}", Access::Scopes(&[Scope::Scim])),
+    ("GET", "/scim/v2/ServiceProviderConfig", Access::Scopes(&[Scope::Scim])),
+    ("GET", "/scim/v2/ResourceTypes", Access::Scopes(&[Scope::Scim])),
+    ("GET", "/scim/v2/ResourceTypes/{id}", Access::Scopes(&[Scope::Scim])),
+    ("GET", "/scim/v2/Schemas", Access::Scopes(&[Scope::Scim])),
+    ("GET", "/scim/v2/Schemas/{id}", Access::Scopes(&[Scope::Scim])),
+    ("POST", "/v1/sessions", Access::Scopes(&[Scope::Sessions])),
+    ("GET", "/v1/sessions", Access::Scopes(&[Scope::Sessions])),
+    ("DELETE", "/v1/sessions/{id}", Access::Scopes(&[Scope::Sessions])),
+    ("POST", "/v1/clients", Access::Admin),
+    ("GET", "/v1/clients", Access::Admin),
+    ("GET", "/v1/audit", Access::Scopes(&[Scope::Audit])),
+    ("POST", "/v1/check", Access::Scopes(&[Scope::Introspect])),
+    ("GET", "/v1/directory-events/{position}/reach", Access::Scopes(&[Scope::Audit])),
+    ("POST", "/oauth2/introspect", Access::Scopes(&[Scope::Introspect])),
+    ("POST", "/oauth2/revoke", Access::Scopes(&[Scope::Introspect, Scope::Sessions])),
+    ("GET", "/metrics", Access::Scopes(&[Scope::Audit])),
+    ("GET", "/healthz", Access::Anyone),
+];
+
+/// Every route and its handlers; [`router`] is built from exactly this list.
+pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/scim/v2/Users", get(scim::list_users).post(scim::create_user)),
+        ("/scim/v2/Users/.search", post(scim::search_users)),
+        ("/scim/v2/.search", post(scim::search_root)),
+        ("/scim/v2/Groups", get(groups::list_groups).post(groups::create_group)),
+        ("/scim/v2/Groups/.search", post(groups::search_groups)),
+        (
             "/scim/v2/Groups/{id}",
             get(groups::get_group)
                 .put(groups::replace_group)
                 .patch(groups::patch_group)
                 .delete(groups::delete_group),
-        )
-        .route(
+        ),
+        (
             "/scim/v2/ServiceProviderConfig",
             get(scim::service_provider_config).fallback(scim::read_only_endpoint),
-        )
-        .route("/scim/v2/ResourceTypes", get(scim::resource_types).fallback(scim::read_only_endpoint))
-        .route("/scim/v2/ResourceTypes/{id}", get(scim::resource_type).fallback(scim::read_only_endpoint))
-        .route("/scim/v2/Schemas", get(scim::schemas).fallback(scim::read_only_endpoint))
-        .route("/scim/v2/Schemas/{id}", get(scim::schema).fallback(scim::read_only_endpoint))
-        .route(
+        ),
+        ("/scim/v2/ResourceTypes", get(scim::resource_types).fallback(scim::read_only_endpoint)),
+        ("/scim/v2/ResourceTypes/{id}", get(scim::resource_type).fallback(scim::read_only_endpoint)),
+        ("/scim/v2/Schemas", get(scim::schemas).fallback(scim::read_only_endpoint)),
+        ("/scim/v2/Schemas/{id}", get(scim::schema).fallback(scim::read_only_endpoint)),
+        (
             "/scim/v2/Users/{id}",
             get(scim::get_user).put(scim::replace_user).patch(scim::patch_user).delete(scim::delete_user),
-        )
-        .route("/v1/sessions", post(api::create_session).get(api::list_sessions))
-        .route("/v1/sessions/{id}", delete(api::revoke_session))
-        .route("/v1/clients", post(api::create_client).get(api::list_clients))
-        .route("/v1/audit", get(api::audit))
-        .route("/v1/check", post(api::check))
-        .route("/v1/directory-events/{position}/reach", get(api::reach))
-        .route("/oauth2/introspect", post(oauth::introspect))
-        .route("/oauth2/revoke", post(oauth::revoke))
-        .route("/metrics", get(ops::metrics))
-        .route("/healthz", get(ops::health))
+        ),
+        ("/v1/sessions", post(api::create_session).get(api::list_sessions)),
+        ("/v1/sessions/{id}", delete(api::revoke_session)),
+        ("/v1/clients", post(api::create_client).get(api::list_clients)),
+        ("/v1/audit", get(api::audit)),
+        ("/v1/check", post(api::check)),
+        ("/v1/directory-events/{position}/reach", get(api::reach)),
+        ("/oauth2/introspect", post(oauth::introspect)),
+        ("/oauth2/revoke", post(oauth::revoke)),
+        ("/metrics", get(ops::metrics)),
+        ("/healthz", get(ops::health)),
+    ]
+}
+
+/// The complete Lockstep router.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.body_limit;
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, handlers)| router.route(path, handlers))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(reject::protocol_errors))

@@ -125,6 +125,7 @@ impl Server {
     }
 }
 
+mod authz;
 mod hardening;
 mod tiers;
 
