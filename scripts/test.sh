@@ -28,6 +28,10 @@ if [ "$status" -ne 0 ]; then
   exit "$status"
 fi
 
+step "fuzzing: every cargo-fuzz target for a short bounded time (scripts/fuzz.sh; longer runs in RELIABILITY.md)"
+fuzz_out=$(scripts/fuzz.sh "${LOCKSTEP_FUZZ_SECONDS:-15}" 2>&1) || { echo "$fuzz_out"; exit 1; }
+echo "$fuzz_out" | grep '^fuzz '
+
 step "SCIM conformance: scim2-tester (PyPI) against the real server"
 scim_out=$(scripts/conformance/scim.sh target/debug/lockstep 2>&1) || { echo "$scim_out"; exit 1; }
 echo "$scim_out"
@@ -41,3 +45,4 @@ failed=$(grep -Eo '[0-9]+ failed' target/test-output.log | awk '{s+=$1} END {pri
 echo
 echo "$scim_line"
 echo "lockstep tests: ${passed} passed, ${failed} failed"
+echo "$fuzz_out" | grep '^fuzz ' | awk '{n+=$3} END {printf "fuzzing: %d targets, %d executions, 0 crashes\n", NR, n}'

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use lockstep_domain::{Actor, AuditEntry, AuditKind, IdentityId, Session, SessionState, Tiers};
+use lockstep_domain::{Actor, AuditEntry, AuditKind, IdentityId, SessionState, Tiers};
 use lockstep_policy::{SessionAction, grace_ended};
 use lockstep_store::{SessionBatch, SessionUpdate, StoreResult};
 use sha2::{Digest, Sha256};
@@ -48,15 +48,19 @@ impl Engine {
             }
         }
         let now = self.clock.now();
-        let mut live = Vec::new();
+        // Only the identities are kept beside the cache: a copy of every
+        // session would double start-up memory at ten million sessions.
+        let mut holders = HashSet::new();
+        let mut count = 0usize;
         self.stores.sessions.for_each_live(now, &mut |s| {
             self.cache.insert(&s);
-            live.push(s);
+            holders.insert(s.identity);
+            count += 1;
         })?;
-        opened.sessions = live.len();
-        self.metrics.live_sessions.set(i64::try_from(live.len()).unwrap_or(i64::MAX));
-        self.load_claims(&live)?;
-        let (changed, shortened) = self.record_policy(&live)?;
+        opened.sessions = count;
+        self.metrics.live_sessions.set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.load_claims(holders)?;
+        let (changed, shortened) = self.record_policy()?;
         opened.policy_changed = changed;
         opened.shortened = shortened;
         opened.grace_ended = self.apply_due_suspensions()?;
@@ -64,10 +68,9 @@ impl Engine {
     }
 
     /// Loads the claims of every identity holding a live session.
-    fn load_claims(&self, live: &[Session]) -> StoreResult<()> {
-        let mut ids: Vec<IdentityId> = live.iter().map(|s| s.identity).collect();
+    fn load_claims(&self, holders: HashSet<IdentityId>) -> StoreResult<()> {
+        let mut ids: Vec<IdentityId> = holders.into_iter().collect();
         ids.sort();
-        ids.dedup();
         for chunk in ids.chunks(CLAIMS_CHUNK) {
             for (identity, groups) in self.stores.directory.identities_with_groups(chunk)? {
                 let tiers = self.tiers_with(&identity, &groups);
@@ -86,7 +89,7 @@ impl Engine {
     /// Records a policy that differs from the last one recorded
     /// (`policy.changed`) and brings forward every live session that
     /// exceeds a lifetime cap of the new policy. Never extends.
-    fn record_policy(&self, live: &[Session]) -> EngineResult<(bool, usize)> {
+    fn record_policy(&self) -> EngineResult<(bool, usize)> {
         let hash = self.policy_hash();
         let previous = self.stores.sessions.policy()?;
         if previous.as_deref() == Some(hash.as_str()) {
@@ -114,9 +117,15 @@ impl Engine {
             ..SessionBatch::default()
         };
         let mut shortened = Vec::new();
-        for s in live {
+        let mut live = Vec::new();
+        self.stores.sessions.for_each_live(now, &mut |s| {
             let tiers = self.claims.get(&s.identity).map_or(Tiers::STANDARD, |c| c.tiers);
-            let Some(expires_at) = self.config.policy.capped_expiry(s, tiers, now) else { continue };
+            if let Some(expires_at) = self.config.policy.capped_expiry(&s, tiers, now) {
+                live.push((s, tiers, expires_at));
+            }
+        })?;
+        for (s, tiers, expires_at) in &live {
+            let (s, tiers, expires_at) = (s, *tiers, *expires_at);
             let rule = self.config.policy.session_cap(tiers).map_or_else(String::new, |(_, rule)| rule);
             batch.updates.push(SessionUpdate { session: s.id, state: s.state, expires_at: Some(expires_at) });
             batch.audit.push(AuditEntry {

@@ -53,6 +53,40 @@ impl Caller {
     }
 }
 
+/// A credential as presented in an `Authorization` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented<'a> {
+    /// `Bearer <token>`: the admin token or a client secret.
+    Bearer(&'a str),
+    /// `Basic base64(id:secret)`.
+    Basic {
+        /// The client id.
+        id: String,
+        /// The secret.
+        secret: String,
+    },
+}
+
+/// Parses an `Authorization` header value: scheme names ignore case (RFC
+/// 9110 §11.1); anything else, or a malformed value, is no credential.
+pub fn parse_authorization(header: &str) -> Option<Presented<'_>> {
+    let (scheme, credentials) = header.split_once(' ')?;
+    let credentials = credentials.trim();
+    if credentials.is_empty() {
+        return None;
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some(Presented::Bearer(credentials))
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let raw = STANDARD.decode(credentials).ok()?;
+        let pair = String::from_utf8(raw).ok()?;
+        let (id, secret) = pair.split_once(':')?;
+        Some(Presented::Basic { id: id.to_owned(), secret: secret.to_owned() })
+    } else {
+        None
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -63,17 +97,10 @@ impl FromRequestParts<AppState> for Caller {
             .get(AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
             .ok_or_else(|| ApiError::unauthorized(flavor))?;
-        let (scheme, credentials) = header.split_once(' ').ok_or_else(|| ApiError::unauthorized(flavor))?;
-        let credentials = credentials.trim();
-        let principal = if scheme.eq_ignore_ascii_case("bearer") {
-            state.engine.authenticate_bearer(credentials)
-        } else if scheme.eq_ignore_ascii_case("basic") {
-            STANDARD.decode(credentials).ok().and_then(|raw| String::from_utf8(raw).ok()).and_then(|pair| {
-                let (id, secret) = pair.split_once(':')?;
-                state.engine.authenticate_basic(id, secret)
-            })
-        } else {
-            None
+        let principal = match parse_authorization(header) {
+            Some(Presented::Bearer(token)) => state.engine.authenticate_bearer(token),
+            Some(Presented::Basic { id, secret }) => state.engine.authenticate_basic(&id, &secret),
+            None => None,
         };
         principal.map(|principal| Caller { principal, flavor }).ok_or_else(|| ApiError::unauthorized(flavor))
     }

@@ -26,7 +26,7 @@ use lockstep_domain::Scope;
 use lockstep_engine::Engine;
 use tower_http::trace::TraceLayer;
 
-pub use auth::Caller;
+pub use auth::{Caller, Presented, parse_authorization};
 pub use error::{ApiError, Flavor};
 pub use server::run;
 

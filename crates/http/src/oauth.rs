@@ -1,9 +1,10 @@
 //! RFC 7662 introspection and RFC 7009 revocation.
 
 use axum::Json;
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, State};
-use axum::http::{HeaderValue, header};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lockstep_domain::Scope;
 use lockstep_engine::Introspected;
@@ -12,12 +13,35 @@ use lockstep_proto::oauth::{IntrospectionResponse, TokenRequest};
 use crate::error::ApiError;
 use crate::{AppState, Caller, blocking};
 
-fn token(form: Result<Form<TokenRequest>, FormRejection>, caller: &Caller) -> Result<String, ApiError> {
-    let Form(req) = form.map_err(|e| ApiError::bad_request(caller.flavor, e.body_text()))?;
-    match req.token {
-        Some(t) if !t.is_empty() => Ok(t),
-        _ => Err(ApiError::bad_request(caller.flavor, "the token parameter is required")),
+/// The token of a form body (what is fuzzed is what is served:
+/// [`TokenRequest::token_from_form`]).
+fn token(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    caller: &Caller,
+) -> Result<String, ApiError> {
+    let form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded")
+    });
+    if !form {
+        return Err(ApiError::bad_request(
+            caller.flavor,
+            "the body must be application/x-www-form-urlencoded (RFC 7662 §2.1, RFC 7009 §2.1)",
+        ));
     }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                caller.flavor,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some("invalid_request"),
+                e.body_text(),
+            )
+        } else {
+            ApiError::bad_request(caller.flavor, e.body_text())
+        }
+    })?;
+    TokenRequest::token_from_form(&body).map_err(|e| ApiError::bad_request(caller.flavor, e))
 }
 
 fn no_store(mut r: Response) -> Response {
@@ -29,10 +53,11 @@ fn no_store(mut r: Response) -> Response {
 pub(crate) async fn introspect(
     State(state): State<AppState>,
     caller: Caller,
-    form: Result<Form<TokenRequest>, FormRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Introspect)?;
-    let token = token(form, &caller)?;
+    let token = token(&headers, body, &caller)?;
     let body = match state.engine.introspect(&token) {
         None => IntrospectionResponse::inactive(),
         Some(Introspected { session: s, claims }) => IntrospectionResponse {
@@ -56,10 +81,11 @@ pub(crate) async fn introspect(
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    form: Result<Form<TokenRequest>, FormRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require_any(&[Scope::Introspect, Scope::Sessions])?;
-    let token = token(form, &caller)?;
+    let token = token(&headers, body, &caller)?;
     let flavor = caller.flavor;
     let engine = state.engine.clone();
     blocking(flavor, move || {

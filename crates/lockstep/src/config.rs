@@ -94,6 +94,17 @@ impl Settings {
             Some(path) => load(path)?,
             None => (FileConfig::default(), None),
         };
+        Self::from_file(args, file, file_hash)
+    }
+
+    /// The settings a configuration file's text gives, with no flags: what
+    /// the configuration fuzz target drives (every error names its key).
+    pub fn from_text(text: &str) -> anyhow::Result<Self> {
+        let file: FileConfig = toml::from_str(text).context("config: not valid")?;
+        Self::from_file(&ServeArgs::default(), file, None)
+    }
+
+    fn from_file(args: &ServeArgs, file: FileConfig, file_hash: Option<String>) -> anyhow::Result<Self> {
         let policy = policy(file.policy.unwrap_or_default())?;
         let policy_source = match (&args.config, file_hash) {
             (Some(path), Some(hash)) => Some(format!("file={} file_sha256={hash}", path.display())),

@@ -1,15 +1,9 @@
 //! `lockstep`: parse the command line, wire, run.
 
-mod admin;
-mod cli;
-mod config;
-mod demo;
-mod reach;
-mod serve;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use lockstep::cli;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

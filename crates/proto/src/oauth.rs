@@ -11,6 +11,20 @@ pub struct TokenRequest {
     pub token_type_hint: Option<String>,
 }
 
+impl TokenRequest {
+    /// The token of an `application/x-www-form-urlencoded` body (RFC 7662
+    /// §2.1, RFC 7009 §2.1); a body that does not decode, or has no token,
+    /// is refused with a sentence saying why.
+    pub fn token_from_form(body: &[u8]) -> Result<String, String> {
+        let req: TokenRequest =
+            serde_urlencoded::from_bytes(body).map_err(|e| format!("the form body does not decode: {e}"))?;
+        match req.token {
+            Some(t) if !t.is_empty() => Ok(t),
+            _ => Err("the token parameter is required".into()),
+        }
+    }
+}
+
 /// RFC 7662 §2.2 response. Inactive tokens carry nothing but `active`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IntrospectionResponse {
