@@ -8,7 +8,7 @@ use std::time::Duration;
 use lockstep_domain::{
     Group, Identity, IdentityId, IdentityKind, IdentityStatus, Origin, SourceId, Timestamp,
 };
-use lockstep_engine::{Engine, EngineConfig, OsEntropy, Principal, Stores, SystemClock};
+use lockstep_engine::{Engine, EngineConfig, OpenRequest, OsEntropy, Principal, Stores, SystemClock};
 use lockstep_policy::Policy;
 use lockstep_store_sqlite::{Durability, SqliteDirectory, SqliteSessions};
 
@@ -73,7 +73,7 @@ pub fn tier_groups(dir: &Path, users: usize, per_user: usize) -> anyhow::Result<
     let mut tokens = Vec::with_capacity(users * per_user);
     for id in &admins {
         for _ in 0..per_user {
-            tokens.push(engine.open_session(id, TTL, &Principal::admin())?.access_token);
+            tokens.push(open(&engine, id)?);
         }
     }
     Ok(TierGroups { privileged, ordinary, tokens })
@@ -101,6 +101,12 @@ fn user(engine: &Engine, name: &str) -> anyhow::Result<String> {
 
 const TTL: Option<Duration> = Some(Duration::from_secs(6 * 3600));
 
+/// Opens a session for `subject` through the authority; returns its token.
+fn open(engine: &Engine, subject: &str) -> anyhow::Result<String> {
+    let request = OpenRequest { subject: subject.to_owned(), ttl: TTL, refresh: false, format: None };
+    Ok(engine.authority().open_session(request, &Principal::admin())?.access_token)
+}
+
 /// One user in two groups with `n` sessions; returns the tokens (their
 /// introspection answers carry the groups).
 pub fn sessions_for_one_user(dir: &Path, n: usize) -> anyhow::Result<Vec<String>> {
@@ -108,7 +114,7 @@ pub fn sessions_for_one_user(dir: &Path, n: usize) -> anyhow::Result<Vec<String>
     let id = user(&engine, "bench")?;
     group(&engine, "engineering", std::slice::from_ref(&id))?;
     group(&engine, "on-call", std::slice::from_ref(&id))?;
-    (0..n).map(|_| Ok(engine.open_session(&id, TTL, &Principal::admin())?.access_token)).collect()
+    (0..n).map(|_| open(&engine, &id)).collect()
 }
 
 /// Users with sessions, and users without.
@@ -125,9 +131,7 @@ pub fn users_with_sessions(dir: &Path, users: usize, per_user: usize, idle: usiz
     let mut seeded = Seeded { users: Vec::with_capacity(users), idle_users: Vec::with_capacity(idle) };
     for u in 0..users {
         let id = user(&engine, &format!("user{u}"))?;
-        let tokens = (0..per_user)
-            .map(|_| Ok(engine.open_session(&id, TTL, &Principal::admin())?.access_token))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let tokens = (0..per_user).map(|_| open(&engine, &id)).collect::<anyhow::Result<Vec<_>>>()?;
         seeded.users.push((id, tokens));
     }
     for u in 0..idle {
@@ -142,7 +146,7 @@ pub fn users_with_sessions_quiet(dir: &Path, users: usize, per_user: usize) -> a
     for u in 0..users {
         let id = user(&engine, &format!("user{u}"))?;
         for _ in 0..per_user {
-            engine.open_session(&id, TTL, &Principal::admin())?;
+            open(&engine, &id)?;
         }
     }
     Ok(())

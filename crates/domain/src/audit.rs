@@ -99,6 +99,21 @@ audit_kinds! {
     SessionSuspended => "session.suspended", Session;
     /// A suspended session became active again.
     SessionResumed => "session.resumed", Session;
+    /// A refresh token was exchanged for new tokens (the old one retired).
+    SessionRefreshed => "session.refreshed", Session;
+    /// A retired refresh token was presented again: the session is revoked.
+    SessionRefreshReuseDetected => "session.refresh_reuse_detected", Session;
+    /// A non-human identity's credential was created.
+    CredentialCreated => "session.credential_created", Session;
+    /// A credential's secret was rotated (the old one works for a grace).
+    CredentialRotated => "session.credential_rotated", Session;
+    /// Expired and revoked sessions past retention were purged from the store.
+    SessionsPurged => "session.purged", Session;
+    /// Every session and credential of an identity was revoked at once
+    /// (revoke-all, global token revocation): one decision.
+    SubjectRevoked => "session.subject_revoked", Session;
+    /// A session's refresh tokens were ended by policy (`revoke_refresh`).
+    SessionRefreshRevoked => "session.refresh_revoked", Session;
     /// The policy in force changed (at start or on reload).
     PolicyChanged => "policy.changed", Policy;
     /// An API client was created.

@@ -21,5 +21,8 @@ pub use directory::{
     Origin, RiskTier, Subject, Tiers, UnknownName, diff_group, diff_identity,
 };
 pub use ids::{ClientId, DirectoryEventId, GroupId, IdentityId, SessionId, SourceId};
-pub use session::{CredentialKind, RevocationReason, Session, SessionState, SuspendCondition, TokenHash};
+pub use session::{
+    CredentialKind, RevocationReason, Session, SessionState, SuspendCondition, Token, TokenFormat, TokenHash,
+    TokenKind,
+};
 pub use time::Timestamp;

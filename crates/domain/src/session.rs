@@ -9,7 +9,7 @@ use crate::{ClientId, DirectoryEventId, IdentityId, SessionId, Timestamp};
 ///
 /// Secrets carry at least 256 bits of randomness, so a plain hash is
 /// preimage-safe and lets us look a presented token up by hash in O(1).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TokenHash(pub [u8; 32]);
 
 impl fmt::Debug for TokenHash {
@@ -56,11 +56,49 @@ macro_rules! simple_enum {
 }
 
 simple_enum!(
-    /// What sort of credential a session is. Later kinds (refresh tokens, API
-    /// keys, workload tokens) get their own TTL limits per identity kind.
+    /// What a session is: a grant whose tokens share one fate (revoking it
+    /// kills every token of it).
     CredentialKind, "credential kind" {
-        /// An opaque bearer access token.
-        AccessToken => "access_token",
+        /// A session opened for an identity (`POST /v1/sessions`): short
+        /// access tokens, and a rotating refresh token if asked for.
+        Session => "session",
+        /// A non-human identity's API key: one long-lived bearer secret.
+        ApiKey => "api_key",
+        /// A non-human identity's OAuth client secret: exchanged for short
+        /// access tokens (`client_credentials`).
+        ClientSecret => "client_secret",
+    }
+);
+
+impl CredentialKind {
+    /// Whether this is a non-human identity's credential (mandatory
+    /// expiry, no idle timeout).
+    pub const fn is_credential(self) -> bool {
+        !matches!(self, CredentialKind::Session)
+    }
+}
+
+simple_enum!(
+    /// What one secret of a session is.
+    TokenKind, "token kind" {
+        /// A short-lived access token (opaque `lst_at_…` or a JWT).
+        Access => "access",
+        /// A refresh token (`lst_rt_…`), rotated on every use.
+        Refresh => "refresh",
+        /// An API key (`lst_ak_…`), presented as a bearer token.
+        ApiKey => "api_key",
+        /// A client secret (`lst_cs_…`), presented at the token endpoint.
+        ClientSecret => "client_secret",
+    }
+);
+
+simple_enum!(
+    /// How access tokens of a session are encoded.
+    TokenFormat, "token format" {
+        /// An opaque random string; resource servers introspect it.
+        Opaque => "opaque",
+        /// A signed JWT (RFC 9068) that resource servers can validate locally.
+        Jwt => "jwt",
     }
 );
 
@@ -90,6 +128,12 @@ simple_enum!(
         OwnerLost => "owner_lost",
         /// More live sessions than the tier allows: the oldest went.
         SessionLimit => "session_limit",
+        /// A retired refresh token was presented again (RFC 9700 §4.14):
+        /// the whole session is presumed stolen.
+        RefreshReuse => "refresh_reuse",
+        /// Every session and credential of the identity was revoked at once
+        /// (revoke-all, or global token revocation).
+        SubjectRevoked => "subject_revoked",
     }
 );
 
@@ -160,19 +204,23 @@ impl SessionState {
     }
 }
 
-/// One session or credential.
+/// One session or credential: a grant whose secrets ([`Token`]s) share its
+/// fate. Revocation, suspension and expiry apply to the session, and so to
+/// every token of it at once.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Session {
-    /// Identifier (safe to show; not a secret).
+    /// Identifier (safe to show; not a secret). For a client secret it is
+    /// also the OAuth `client_id`.
     pub id: SessionId,
     /// The identity it belongs to.
     pub identity: IdentityId,
     /// What kind of credential it is.
     pub kind: CredentialKind,
-    /// Hash of the bearer secret.
-    pub token_hash: TokenHash,
-    /// The API client that opened it, if any.
-    pub client: Option<ClientId>,
+    /// How its access tokens are encoded.
+    pub format: TokenFormat,
+    /// The Lockstep API client that opened it (`None`: the admin). RFC 7009
+    /// lets only this client revoke its tokens.
+    pub issued_to: Option<ClientId>,
     /// Snapshot of the login name issued as a claim. The session authority
     /// keeps what it *issued*, never the identity's current entitlements.
     pub user_name: String,
@@ -201,5 +249,31 @@ impl Session {
     /// suspended.
     pub fn is_usable(&self, now: Timestamp) -> bool {
         self.is_live(now) && !self.state.is_suspended()
+    }
+}
+
+/// One secret of a session. Only its hash is ever stored.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Token {
+    /// SHA-256 of the secret (for a JWT, of the compact serialisation).
+    pub hash: TokenHash,
+    /// The session it belongs to.
+    pub session: SessionId,
+    /// What it is.
+    pub kind: TokenKind,
+    /// When it was issued.
+    pub issued_at: Timestamp,
+    /// When it stops working (never later than its session).
+    pub expires_at: Timestamp,
+    /// When it was retired: a refresh token when it was used (presenting it
+    /// again is reuse), a secret when it was rotated (it keeps working until
+    /// `expires_at`, the end of the grace period).
+    pub retired_at: Option<Timestamp>,
+}
+
+impl Token {
+    /// Whether the token itself (not its session) still works at `now`.
+    pub fn works(&self, now: Timestamp) -> bool {
+        now < self.expires_at && (self.kind != TokenKind::Refresh || self.retired_at.is_none())
     }
 }

@@ -28,6 +28,11 @@ impl Timestamp {
         self.0.div_euclid(1_000_000)
     }
 
+    /// The instant `seconds` after the epoch (saturating).
+    pub fn from_unix_seconds(seconds: i64) -> Self {
+        Self(seconds.saturating_mul(1_000_000))
+    }
+
     /// Microseconds since the epoch.
     pub fn micros(self) -> i64 {
         self.0

@@ -2,15 +2,10 @@
 //!
 //! Every directory write costs two durable commits (directory, then bridge).
 //! One at a time, that caps writes at the disk's fsync rate whatever the
-//! concurrency. So a writer enqueues its request; if no batch is being
-//! formed, it becomes the *leader*: it takes the writer lock, drains the
-//! whole queue and commits every request in it with one directory
-//! transaction (a savepoint per request, so one conflict fails only its own
-//! request) and one bridge transaction, hands each waiter its result, and
-//! passes leadership to the oldest request still queued. Waiters sleep on
-//! their own slot: they never contend for the writer lock just to learn
-//! that their result is ready (an earlier design did, and requests spent
-//! five times the batch time in that convoy).
+//! concurrency. So writes go through a [`Group`] queue: the leader takes
+//! the writer lock and commits every request of its batch with one
+//! directory transaction (a savepoint per request, so one conflict fails
+//! only its own request) and one bridge transaction.
 //!
 //! Each identity is written at most once per batch; a second request for the
 //! same identity waits for the next batch, so every request reads committed
@@ -20,7 +15,6 @@
 use std::any::Any;
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use lockstep_domain::{
     DirectoryChange, DirectoryEvent, Identity, IdentityId, IdentityStatus, Origin, Timestamp, diff_identity,
@@ -28,7 +22,11 @@ use lockstep_domain::{
 use lockstep_store::{IdentityWrite, StoreError};
 
 use crate::bridge::{Applied, UpdateError};
+use crate::group::{Group, Item};
 use crate::{Engine, EngineError, WriterState};
+
+/// The directory writes waiting for the next group commit.
+pub(crate) type Queue = Group<Request, Outcome>;
 
 /// A closure's refusal, type-erased so requests of any caller can share a
 /// queue; [`Engine::update_identity`] restores the type.
@@ -74,66 +72,6 @@ impl Request {
 
 pub(crate) type Outcome = Result<Applied, UpdateError<Rejection>>;
 
-/// One request and, once committed, its outcome.
-#[derive(Debug, Default)]
-pub(crate) struct Slot {
-    request: Option<Request>,
-    result: Option<Outcome>,
-    /// Set when this request's thread must lead the next batch.
-    lead: bool,
-}
-
-/// A slot and the condition its thread sleeps on.
-#[derive(Debug, Default)]
-pub(crate) struct Cell {
-    slot: Mutex<Slot>,
-    changed: Condvar,
-}
-
-pub(crate) type Pending = Arc<Cell>;
-
-/// The queue of requests and whether a leader is at work on it.
-#[derive(Debug, Default)]
-pub(crate) struct Queue {
-    pending: Vec<Pending>,
-    leader: bool,
-}
-
-fn slot(p: &Pending) -> MutexGuard<'_, Slot> {
-    p.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn finish(p: &Pending, outcome: Outcome) {
-    slot(p).result = Some(outcome);
-    p.changed.notify_one();
-}
-
-/// Leadership of the queue, handed over when dropped — also if the batch
-/// panics, when every request of the batch still waiting is failed rather
-/// than left asleep and the queue is not left without a leader.
-struct Leading<'a> {
-    engine: &'a Engine,
-    /// The batch being committed.
-    batch: Vec<Pending>,
-}
-
-impl Drop for Leading<'_> {
-    fn drop(&mut self) {
-        for p in &self.batch {
-            // Only after a panic is anything here without a result (a
-            // result already collected leaves None too; no one reads it).
-            let mut s = slot(p);
-            if s.result.is_none() {
-                s.request = None;
-                let failed = StoreError::Backend("the batch committing this write failed".into());
-                s.result = Some(Err(EngineError::Store(failed).into()));
-                p.changed.notify_one();
-            }
-        }
-        self.engine.hand_over();
-    }
-}
-
 enum Prepared {
     /// The write, and every identity it read or affects (its footprint).
     Write(IdentityWrite, Vec<IdentityId>),
@@ -141,115 +79,68 @@ enum Prepared {
 }
 
 impl Engine {
-    fn queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Commits a request (with whatever else is waiting) and returns its
     /// outcome once its session impact is committed.
     pub(crate) fn submit(&self, request: Request) -> Outcome {
-        let pending: Pending = Arc::new(Cell::default());
-        slot(&pending).request = Some(request);
-        let lead_now = {
-            let mut queue = self.queue();
-            queue.pending.push(pending.clone());
-            !std::mem::replace(&mut queue.leader, true)
-        };
-        if !lead_now {
-            let mut s = slot(&pending);
-            while s.result.is_none() && !s.lead {
-                s = pending.changed.wait(s).unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-            if let Some(result) = s.result.take() {
-                return result;
-            }
-            s.lead = false;
-        }
-        // Leading: this thread's request is queued (a deferred request
-        // stays queued), so batches run until it has its result.
-        let mut leading = Leading { engine: self, batch: Vec::new() };
-        loop {
-            leading.batch = std::mem::take(&mut self.queue().pending);
-            match self.lock_writer() {
-                Ok(mut writer) => self.run_batch(&mut writer, leading.batch.clone()),
+        self.queue.submit(
+            request,
+            |items| match self.lock_writer() {
+                Ok(mut writer) => self.run_batch(&mut writer, items),
                 Err(_) => {
-                    for p in &leading.batch {
-                        if slot(p).request.take().is_some() {
+                    for item in items {
+                        if item.take().is_some() {
                             let poisoned = StoreError::Backend("writer lock poisoned".into());
-                            finish(p, Err(EngineError::Store(poisoned).into()));
+                            item.finish(Err(EngineError::Store(poisoned).into()));
                         }
                     }
                 }
-            }
-            leading.batch.clear();
-            let done = slot(&pending).result.take();
-            if let Some(result) = done {
-                return result; // `leading` hands over on drop
-            }
-        }
+            },
+            || {
+                let failed = StoreError::Backend("the batch committing this write failed".into());
+                Err(EngineError::Store(failed).into())
+            },
+        )
     }
 
-    /// Passes leadership to the oldest queued request, or ends it.
-    fn hand_over(&self) {
-        let mut queue = self.queue();
-        match queue.pending.first() {
-            Some(next) => {
-                slot(next).lead = true;
-                next.changed.notify_one();
-            }
-            None => queue.leader = false,
-        }
-    }
-
-    fn run_batch(&self, writer: &mut WriterState, batch: Vec<Pending>) {
+    fn run_batch(&self, writer: &mut WriterState, batch: &[Item<Request, Outcome>]) {
         if let Err(e) = self.catch_up(writer) {
-            for p in &batch {
-                if slot(p).request.take().is_some() {
-                    finish(p, Err(EngineError::BridgePending(e.clone()).into()));
+            for item in batch {
+                if item.take().is_some() {
+                    item.finish(Err(EngineError::BridgePending(e.clone()).into()));
                 }
             }
             return;
         }
         let now = self.clock.now();
         let mut writes = Vec::new();
-        let mut owners: Vec<Pending> = Vec::new();
+        let mut owners: Vec<&Item<Request, Outcome>> = Vec::new();
         // Every identity a write of this batch read or affects: a request
         // touching one of them waits for the next batch, so that each
         // request is prepared against committed state (an owner's
         // deactivation and a write to what it owns never share a batch).
         let mut touched = HashSet::new();
-        let mut deferred = Vec::new();
-        for p in batch {
-            let Some(request) = slot(&p).request.take() else { continue };
+        for item in batch {
+            let Some(request) = item.take() else { continue };
             if touched.contains(&request.target()) {
-                slot(&p).request = Some(request);
-                deferred.push(p);
+                item.defer(request);
                 continue;
             }
             match self.prepare(&request, now) {
                 Ok(Prepared::Write(write, footprint)) => {
                     if footprint.iter().any(|id| touched.contains(id)) {
-                        slot(&p).request = Some(request);
-                        deferred.push(p);
+                        item.defer(request);
                         continue;
                     }
                     touched.extend(footprint);
                     writes.push(write);
-                    owners.push(p);
+                    owners.push(item);
                 }
                 Ok(Prepared::Unchanged(identity)) => {
                     touched.insert(identity.id);
-                    finish(&p, Ok(Applied { identity, events: Vec::new(), revoked: 0 }));
+                    item.finish(Ok(Applied { identity, events: Vec::new(), revoked: 0 }));
                 }
-                Err(e) => finish(&p, Err(e)),
+                Err(e) => item.finish(Err(e)),
             }
-        }
-        if !deferred.is_empty() {
-            // Ahead of newer requests, so writes to one identity keep their order.
-            let mut queue = self.queue();
-            let newer = std::mem::take(&mut queue.pending);
-            queue.pending.extend(deferred);
-            queue.pending.extend(newer);
         }
         if writes.is_empty() {
             return;
@@ -257,8 +148,8 @@ impl Engine {
         let results = match self.stores.directory.commit_identities(writes) {
             Ok(results) => results,
             Err(e) => {
-                for p in &owners {
-                    finish(p, Err(EngineError::from(e.clone()).into()));
+                for item in &owners {
+                    item.finish(Err(EngineError::from(e.clone()).into()));
                 }
                 return;
             }
@@ -267,7 +158,7 @@ impl Engine {
         let events: Vec<DirectoryEvent> =
             results.iter().filter_map(|r| r.as_ref().ok()).flat_map(|c| c.events.iter().cloned()).collect();
         let revoked = self.apply_events(writer, &events, Some(committed_at));
-        for (p, result) in owners.iter().zip(results) {
+        for (item, result) in owners.iter().zip(results) {
             let outcome = match (result, &revoked) {
                 (Err(e), _) => Err(EngineError::from(e).into()),
                 (Ok(_), Err(e)) => Err(EngineError::BridgePending(e.clone()).into()),
@@ -277,7 +168,7 @@ impl Engine {
                     events: c.events,
                 }),
             };
-            finish(p, outcome);
+            item.finish(outcome);
         }
     }
 
@@ -396,16 +287,20 @@ mod tests {
         }
     }
 
+    type Pending = Item<Request, Outcome>;
+
     fn disable(id: IdentityId) -> Pending {
         let change: Change = Box::new(|cur: &Identity| {
             let mut next = cur.clone();
             next.status = IdentityStatus::Disabled;
             Ok(next)
         });
-        let p: Pending = Arc::new(Cell::default());
-        slot(&p).request =
-            Some(Request::Update { id, origin: origin(), if_match: None, change, guess: None });
-        p
+        Item::detached(Request::Update { id, origin: origin(), if_match: None, change, guess: None })
+    }
+
+    fn run(engine: &Engine, batch: &[Pending]) {
+        let mut writer = engine.lock_writer().unwrap();
+        engine.run_batch(&mut writer, batch);
     }
 
     /// Two owners of one service account deactivated in one batch: the
@@ -423,22 +318,17 @@ mod tests {
         sa.owners = vec![o1.id, o2.id];
         let sa = engine.create_identity(sa, origin()).unwrap().identity;
         let other = engine.create_identity(person(&engine, "x"), origin()).unwrap().identity;
-        let (p1, p2, p3) = (disable(o1.id), disable(o2.id), disable(other.id));
-        {
-            let mut writer = engine.lock_writer().unwrap();
-            engine.run_batch(&mut writer, vec![p1.clone(), p2.clone(), p3.clone()]);
-        }
-        assert!(slot(&p1).result.is_some() && slot(&p3).result.is_some(), "unrelated writes share the batch");
-        assert!(slot(&p2).result.is_none(), "the second owner waits");
-        assert_eq!(engine.queue().pending.len(), 1);
-        let next = std::mem::take(&mut engine.queue().pending);
-        {
-            let mut writer = engine.lock_writer().unwrap();
-            engine.run_batch(&mut writer, next);
-        }
-        let lost: Vec<_> = [p1, p2]
-            .iter()
-            .filter_map(|p| slot(p).result.take())
+        let batch = [disable(o1.id), disable(o2.id), disable(other.id)];
+        run(&engine, &batch);
+        let [p1, p2, p3] = batch;
+        assert!(!p1.deferred() && !p3.deferred(), "unrelated writes share the batch");
+        assert!(p2.deferred(), "the second owner waits");
+        let first = p1.outcome();
+        assert!(first.is_some() && p3.outcome().is_some());
+        run(&engine, std::slice::from_ref(&p2));
+        let lost: Vec<_> = [first, p2.outcome()]
+            .into_iter()
+            .flatten()
             .flat_map(|r| r.map(|a| a.events).unwrap_or_default())
             .filter(|e| e.subject.identity() == Some(sa.id))
             .collect();
@@ -455,26 +345,25 @@ mod tests {
         let sa2 = engine.create_identity(sa2, origin()).unwrap().identity;
         let o4 = engine.create_identity(person(&engine, "o4"), origin()).unwrap().identity;
         let leave = disable(o4.id);
-        let adopt: Pending = Arc::new(Cell::default());
         let new_owner = o4.id;
         let change: Change = Box::new(move |cur: &Identity| {
             let mut next = cur.clone();
             next.owners = vec![new_owner];
             Ok(next)
         });
-        slot(&adopt).request =
-            Some(Request::Update { id: sa2.id, origin: origin(), if_match: None, change, guess: None });
-        {
-            let mut writer = engine.lock_writer().unwrap();
-            engine.run_batch(&mut writer, vec![leave.clone(), adopt.clone()]);
-        }
-        assert!(slot(&adopt).result.is_none(), "the adoption waits for the next batch");
-        let next = std::mem::take(&mut engine.queue().pending);
-        {
-            let mut writer = engine.lock_writer().unwrap();
-            engine.run_batch(&mut writer, next);
-        }
-        let adopted = slot(&adopt).result.take().unwrap().map_err(|_| "failed").unwrap();
+        let adopt = Item::detached(Request::Update {
+            id: sa2.id,
+            origin: origin(),
+            if_match: None,
+            change,
+            guess: None,
+        });
+        let batch = [leave, adopt];
+        run(&engine, &batch);
+        let [_leave, adopt] = batch;
+        assert!(adopt.deferred(), "the adoption waits for the next batch");
+        run(&engine, std::slice::from_ref(&adopt));
+        let adopted = adopt.outcome().unwrap().map_err(|_| "failed").unwrap();
         assert!(
             adopted.events.iter().any(|e| matches!(e.change, DirectoryChange::OwnerLost { .. })),
             "its only owner is inactive: {:?}",

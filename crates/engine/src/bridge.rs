@@ -4,10 +4,11 @@ use std::collections::HashMap;
 
 use lockstep_domain::{
     Actor, AuditEntry, AuditKind, DirectoryChange, DirectoryEvent, DirectoryEventId, Identity, IdentityId,
-    IdentityStatus, Origin, RevocationReason, Session, SessionState, Subject, Timestamp, TokenHash,
+    IdentityStatus, Origin, RevocationReason, Session, SessionId, SessionState, Subject, Timestamp,
+    TokenKind,
 };
 use lockstep_policy::{SessionAction, evaluate};
-use lockstep_store::{SessionBatch, SessionUpdate, StoreError, StoreResult};
+use lockstep_store::{SessionBatch, SessionUpdate, StoreError, StoreResult, TokenUpdate};
 
 use crate::batch::{Rejection, Request};
 use crate::metrics::{KindLabel, ReasonLabel};
@@ -152,6 +153,9 @@ impl Engine {
             return Ok(HashMap::new());
         };
         let mut per_event: HashMap<DirectoryEventId, usize> = HashMap::new();
+        // Inside the writer lock; the session store is decided on and
+        // written under the sessions lock, like every authority batch.
+        let _sessions = self.lock_sessions();
         let now = self.clock.now();
         let policy = &self.config.policy;
         let mut batch = SessionBatch { consumed: Some(last.id), ..SessionBatch::default() };
@@ -165,9 +169,9 @@ impl Engine {
         for session in self.stores.sessions.live_sessions_of(&acted, now)? {
             by_identity.entry(session.identity).or_default().push(session);
         }
-        let mut revoked: Vec<(TokenHash, RevocationReason)> = Vec::new();
-        let mut suspended: Vec<TokenHash> = Vec::new();
-        let mut reshaped: Vec<(TokenHash, Option<Timestamp>, bool)> = Vec::new();
+        let mut revoked: Vec<(SessionId, RevocationReason)> = Vec::new();
+        let mut suspended: Vec<SessionId> = Vec::new();
+        let mut reshaped: Vec<(SessionId, Option<Timestamp>, bool)> = Vec::new();
         let mut impacted_events = Vec::new();
         for event in events {
             let mut entry = directory_entry(event);
@@ -196,7 +200,7 @@ impl Engine {
                 let (kind, detail) = match *action {
                     SessionAction::Revoke { reason, .. } => {
                         session.state = SessionState::Revoked { at: now, reason, cause: Some(event.id) };
-                        revoked.push((session.token_hash, reason));
+                        revoked.push((session.id, reason));
                         *per_event.entry(event.id).or_default() += 1;
                         (AuditKind::SessionRevoked, format!("reason={reason}"))
                     }
@@ -209,14 +213,14 @@ impl Engine {
                     }
                     SessionAction::ShortenExpiry { expires_at, .. } => {
                         session.expires_at = expires_at;
-                        reshaped.push((session.token_hash, Some(expires_at), false));
+                        reshaped.push((session.id, Some(expires_at), false));
                         let at = expires_at.unix_seconds();
                         (AuditKind::SessionExpiryShortened, format!("expires_at={at}"))
                     }
                     SessionAction::Suspend { condition, until, .. } => {
                         session.state =
                             SessionState::Suspended { at: now, condition, cause: Some(event.id), until };
-                        suspended.push(session.token_hash);
+                        suspended.push(session.id);
                         let until =
                             until.map_or_else(|| "never".to_owned(), |u| u.unix_seconds().to_string());
                         (
@@ -226,8 +230,28 @@ impl Engine {
                     }
                     SessionAction::Resume { .. } => {
                         session.state = SessionState::Active;
-                        reshaped.push((session.token_hash, None, true));
+                        reshaped.push((session.id, None, true));
                         (AuditKind::SessionResumed, "the condition cleared".to_owned())
+                    }
+                    SessionAction::RevokeRefresh { .. } => {
+                        // A refresh token that expires now cannot renew the
+                        // session (and is not mistaken for a stolen one, as
+                        // a retired token would be).
+                        let mut ended = 0;
+                        for token in self.stores.sessions.tokens_of(session.id)? {
+                            if token.kind == TokenKind::Refresh && token.works(now) {
+                                batch.token_updates.push(TokenUpdate {
+                                    hash: token.hash,
+                                    retired_at: None,
+                                    expires_at: Some(now),
+                                });
+                                ended += 1;
+                            }
+                        }
+                        (
+                            AuditKind::SessionRefreshRevoked,
+                            format!("{ended} refresh token(s) ended; access tokens live out their lifetimes"),
+                        )
                     }
                 };
                 let expires_at =
@@ -248,11 +272,11 @@ impl Engine {
         // Fail closed: stop answering "active" before the commit, so there is
         // no instant in which a revocation or suspension is durable but the
         // cache is not.
-        for (hash, _) in &revoked {
-            self.forget(hash);
+        for (id, _) in &revoked {
+            self.forget(id);
         }
-        for hash in &suspended {
-            self.cache.update(hash, |c| c.suspended = true);
+        for id in &suspended {
+            self.cache.update(id, |c| c.suspended = true);
         }
         // Everything in a bridge batch follows from directory events that
         // are already durable: if the machine fails before this commit
@@ -262,8 +286,8 @@ impl Engine {
         batch.replayable = true;
         self.stores.sessions.apply(batch)?;
         writer.consumed = Some(last.id);
-        for (hash, expires_at, resumed) in reshaped {
-            self.cache.update(&hash, |c| {
+        for (id, expires_at, resumed) in reshaped {
+            self.cache.update(&id, |c| {
                 if let Some(exp) = expires_at {
                     c.expires_at = exp;
                 }
@@ -302,11 +326,14 @@ impl Engine {
                     self.claims.rename_group(*id, display_name);
                 }
             }
-            Subject::Identity { id, kind, tiers, .. } => match &event.change {
+            Subject::Identity { id, kind, tiers, user_name, .. } => match &event.change {
                 DirectoryChange::IdentityDeleted | DirectoryChange::IdentityDeactivated { .. } => {
                     self.claims.remove(id);
                 }
                 change => self.claims.update(id, |claims| {
+                    if *claims.user_name != **user_name {
+                        claims.user_name = user_name.as_str().into();
+                    }
                     claims.kind = *kind;
                     claims.tiers = *tiers;
                     match change {

@@ -1,17 +1,21 @@
-//! The introspection hot path: live sessions by token hash, and each
-//! identity's current claims, in memory.
+//! The introspection hot path: live sessions by id, their bearer secrets
+//! by hash, and each identity's current claims, in memory.
 //!
-//! Sharded `RwLock<HashMap>`s keyed by the token hash. The hash is already
-//! uniformly random, so the shard index and the map's hash are simply bytes
-//! of it (no SipHash on the hot path). Locks are `std` locks held for one
-//! lookup and never across an `.await`; the last use of a session is an
-//! atomic written under the read lock.
+//! Sharded `RwLock<HashMap>`s. Token hashes are already uniformly random,
+//! so the shard index and the map's hash are simply bytes of them (no
+//! SipHash on the hot path); session and identity ids are v7 UUIDs, whose
+//! last bytes are random. Locks are `std` locks held for one lookup and
+//! never across an `.await`; the last use of a session is an atomic written
+//! under the read lock.
 //!
-//! The cache is never stale about revocation: the engine removes a session
-//! here *before* it commits the revocation, so a token stops introspecting
-//! active no later than the moment its revocation is acknowledged, and a
-//! failed commit errs towards closed (the replay at start-up re-applies it).
-//! Suspension is flagged here before its commit for the same reason.
+//! A token is a pointer to its session: revoking a session removes the
+//! session, and with it every token of it at once (a token whose session
+//! is gone introspects inactive; the sweep drops it later). The engine
+//! removes a session here *before* it commits the revocation, so a token
+//! stops introspecting active no later than the moment its revocation is
+//! acknowledged, and a failed commit errs towards closed (the replay at
+//! start-up re-applies it). Suspension is flagged here before its commit
+//! for the same reason.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -19,7 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use lockstep_domain::{
-    ClientId, GroupId, IdentityId, IdentityKind, Session, SessionId, Tiers, Timestamp, TokenHash,
+    ClientId, CredentialKind, GroupId, IdentityId, IdentityKind, Session, SessionId, Tiers, Timestamp, Token,
+    TokenHash,
 };
 
 const SHARDS: usize = 64;
@@ -27,11 +32,9 @@ const SHARDS: usize = 64;
 /// What introspection needs about a live session. Secrets are not here.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    pub(crate) id: SessionId,
     pub(crate) identity: IdentityId,
-    /// The login name issued.
-    pub(crate) user_name: Box<str>,
-    pub(crate) client: Option<ClientId>,
+    pub(crate) kind: CredentialKind,
+    pub(crate) issued_to: Option<ClientId>,
     pub(crate) issued_at: Timestamp,
     pub(crate) expires_at: Timestamp,
     /// Suspended sessions introspect inactive until resumed.
@@ -42,20 +45,30 @@ pub(crate) struct Entry {
     dirty: AtomicBool,
 }
 
-/// A copy of a live session as introspection answers it.
+/// One bearer secret (an access token or an API key) of a live session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TokenEntry {
+    pub(crate) session: SessionId,
+    pub(crate) issued_at: Timestamp,
+    pub(crate) expires_at: Timestamp,
+}
+
+/// A copy of a live session and the token presented, as introspection
+/// answers them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedSession {
     /// Session id.
     pub id: SessionId,
     /// The identity it belongs to.
     pub identity: IdentityId,
-    /// Issued login name.
-    pub user_name: Box<str>,
-    /// Client it was issued to, if any.
-    pub client: Option<ClientId>,
-    /// Issue time.
+    /// What it is.
+    pub kind: CredentialKind,
+    /// The API client it was issued to, if any.
+    pub issued_to: Option<ClientId>,
+    /// When the token presented was issued.
     pub issued_at: Timestamp,
-    /// Absolute expiry.
+    /// When the token presented stops working (its own expiry or its
+    /// session's, whichever comes first).
     pub expires_at: Timestamp,
     /// Last use before this one.
     pub last_seen: Timestamp,
@@ -66,10 +79,9 @@ pub struct CachedSession {
 impl Entry {
     fn from_session(s: &Session) -> Self {
         Self {
-            id: s.id,
             identity: s.identity,
-            user_name: s.user_name.clone().into_boxed_str(),
-            client: s.client,
+            kind: s.kind,
+            issued_to: s.issued_to,
             issued_at: s.issued_at,
             expires_at: s.expires_at,
             suspended: s.state.is_suspended(),
@@ -78,14 +90,14 @@ impl Entry {
         }
     }
 
-    fn snapshot(&self) -> CachedSession {
+    fn snapshot(&self, id: SessionId, token: Option<&TokenEntry>) -> CachedSession {
         CachedSession {
-            id: self.id,
+            id,
             identity: self.identity,
-            user_name: self.user_name.clone(),
-            client: self.client,
-            issued_at: self.issued_at,
-            expires_at: self.expires_at,
+            kind: self.kind,
+            issued_to: self.issued_to,
+            issued_at: token.map_or(self.issued_at, |t| t.issued_at),
+            expires_at: token.map_or(self.expires_at, |t| t.expires_at.min(self.expires_at)),
             last_seen: Timestamp(self.last_seen.load(Ordering::Relaxed)),
             suspended: self.suspended,
         }
@@ -101,56 +113,86 @@ impl Hasher for PassThrough {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for (i, b) in bytes.iter().take(8).enumerate() {
+        // The last eight bytes: random in a token hash and in a v7 UUID.
+        let tail = &bytes[bytes.len().saturating_sub(8)..];
+        for (i, b) in tail.iter().enumerate() {
             self.0 |= u64::from(*b) << (8 * i);
         }
     }
 }
 
-type Shard = HashMap<TokenHash, Entry, BuildHasherDefault<PassThrough>>;
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<PassThrough>>;
 
-/// Live sessions by token hash.
+fn shards<K, V>() -> Vec<RwLock<Map<K, V>>> {
+    (0..SHARDS).map(|_| RwLock::new(Map::default())).collect()
+}
+
+fn session_shard(id: &SessionId) -> usize {
+    usize::from(id.as_uuid().as_bytes()[15]) % SHARDS
+}
+
+fn token_shard(hash: &TokenHash) -> usize {
+    usize::from(hash.0[31]) % SHARDS
+}
+
+/// Live sessions by id, and their bearer secrets by hash.
 #[derive(Debug)]
 pub(crate) struct SessionCache {
-    shards: Vec<RwLock<Shard>>,
+    sessions: Vec<RwLock<Map<SessionId, Entry>>>,
+    tokens: Vec<RwLock<Map<TokenHash, TokenEntry>>>,
 }
 
 impl Default for SessionCache {
     fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect() }
+        Self { sessions: shards(), tokens: shards() }
     }
 }
 
 impl SessionCache {
-    fn shard(&self, key: &TokenHash) -> &RwLock<Shard> {
-        // The last byte picks the shard; the first eight feed the map hash.
-        &self.shards[usize::from(key.0[31]) % SHARDS]
-    }
-
-    /// Adds a live session.
-    pub(crate) fn insert(&self, session: &Session) {
+    /// Adds (or replaces) a live session; `true` if it was not held.
+    pub(crate) fn insert(&self, session: &Session) -> bool {
         let entry = Entry::from_session(session);
-        let mut shard = self.shard(&session.token_hash).write().unwrap_or_else(|p| p.into_inner());
-        shard.insert(session.token_hash, entry);
+        let mut shard = self.sessions[session_shard(&session.id)].write().unwrap_or_else(|p| p.into_inner());
+        shard.insert(session.id, entry).is_none()
     }
 
-    /// Looks a token hash up. Returns a copy so no lock outlives the call.
+    /// Adds a bearer secret of a session.
+    pub(crate) fn insert_token(&self, token: &Token) {
+        let entry =
+            TokenEntry { session: token.session, issued_at: token.issued_at, expires_at: token.expires_at };
+        let mut shard = self.tokens[token_shard(&token.hash)].write().unwrap_or_else(|p| p.into_inner());
+        shard.insert(token.hash, entry);
+    }
+
+    fn token(&self, key: &TokenHash) -> Option<TokenEntry> {
+        self.tokens[token_shard(key)].read().unwrap_or_else(|p| p.into_inner()).get(key).copied()
+    }
+
+    /// The session a secret belongs to, if both are held.
     pub(crate) fn get(&self, key: &TokenHash) -> Option<CachedSession> {
-        let shard = self.shard(key).read().unwrap_or_else(|p| p.into_inner());
-        shard.get(key).map(Entry::snapshot)
+        let token = self.token(key)?;
+        let shard = self.sessions[session_shard(&token.session)].read().unwrap_or_else(|p| p.into_inner());
+        shard.get(&token.session).map(|e| e.snapshot(token.session, Some(&token)))
     }
 
-    /// Looks a token hash up and, if `use_it` accepts the session as it
-    /// was, records `now` as its last use. The introspection path.
-    pub(crate) fn use_session(
+    /// A session by id.
+    pub(crate) fn session(&self, id: &SessionId) -> Option<CachedSession> {
+        let shard = self.sessions[session_shard(id)].read().unwrap_or_else(|p| p.into_inner());
+        shard.get(id).map(|e| e.snapshot(*id, None))
+    }
+
+    /// Looks a secret up and, if `use_it` accepts its session as it was,
+    /// records `now` as the session's last use. The introspection path.
+    pub(crate) fn use_token(
         &self,
         key: &TokenHash,
         now: Timestamp,
         use_it: impl FnOnce(&CachedSession) -> bool,
     ) -> Option<CachedSession> {
-        let shard = self.shard(key).read().unwrap_or_else(|p| p.into_inner());
-        let entry = shard.get(key)?;
-        let snapshot = entry.snapshot();
+        let token = self.token(key)?;
+        let shard = self.sessions[session_shard(&token.session)].read().unwrap_or_else(|p| p.into_inner());
+        let entry = shard.get(&token.session)?;
+        let snapshot = entry.snapshot(token.session, Some(&token));
         if !use_it(&snapshot) {
             return None;
         }
@@ -161,39 +203,58 @@ impl SessionCache {
         Some(snapshot)
     }
 
-    /// Removes a session (revoked or expired).
-    pub(crate) fn remove(&self, key: &TokenHash) -> bool {
-        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
-        shard.remove(key).is_some()
+    /// Removes a session (revoked or expired), and so every token of it.
+    pub(crate) fn remove(&self, id: &SessionId) -> bool {
+        let mut shard = self.sessions[session_shard(id)].write().unwrap_or_else(|p| p.into_inner());
+        shard.remove(id).is_some()
+    }
+
+    /// Shortens one secret's life in memory (a rotated secret's grace).
+    pub(crate) fn expire_token(&self, key: &TokenHash, at: Timestamp) {
+        let mut shard = self.tokens[token_shard(key)].write().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = shard.get_mut(key) {
+            t.expires_at = t.expires_at.min(at);
+        }
     }
 
     /// Updates a session in place, if present.
-    pub(crate) fn update(&self, key: &TokenHash, f: impl FnOnce(&mut Entry)) {
-        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = shard.get_mut(key) {
+    pub(crate) fn update(&self, id: &SessionId, f: impl FnOnce(&mut Entry)) {
+        let mut shard = self.sessions[session_shard(id)].write().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = shard.get_mut(id) {
             f(entry);
         }
     }
 
     /// Number of cached sessions.
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().map_or(0, |s| s.len())).sum()
+        self.sessions.iter().map(|s| s.read().map_or(0, |s| s.len())).sum()
     }
 
-    /// Drops entries that expired (or are idle beyond `idle(identity)`)
-    /// before `now`; returns how many went (memory hygiene: they already
+    /// Drops sessions that expired (or are idle beyond `idle(identity)`)
+    /// before `now`, and tokens that expired or whose session is gone;
+    /// returns how many sessions went (memory hygiene: they already
     /// introspect inactive).
     pub(crate) fn sweep(&self, now: Timestamp, idle: impl Fn(IdentityId) -> Option<i64>) -> usize {
         let mut removed = 0;
-        for shard in &self.shards {
+        for shard in &self.sessions {
             let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
             let before = shard.len();
             shard.retain(|_, s| {
-                let idle_out = idle(s.identity)
-                    .is_some_and(|limit| now.micros() - s.last_seen.load(Ordering::Relaxed) > limit);
+                let idle_out = s.kind == CredentialKind::Session
+                    && idle(s.identity)
+                        .is_some_and(|limit| now.micros() - s.last_seen.load(Ordering::Relaxed) > limit);
                 s.expires_at > now && !idle_out
             });
             removed += before - shard.len();
+        }
+        for shard in &self.tokens {
+            let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
+            shard.retain(|_, t| {
+                t.expires_at > now
+                    && self.sessions[session_shard(&t.session)]
+                        .read()
+                        .is_ok_and(|s| s.contains_key(&t.session))
+            });
         }
         removed
     }
@@ -201,11 +262,11 @@ impl SessionCache {
     /// Last uses not persisted yet: (session, last use), clearing the marks.
     pub(crate) fn take_dirty(&self) -> Vec<(SessionId, Timestamp)> {
         let mut out = Vec::new();
-        for shard in &self.shards {
+        for shard in &self.sessions {
             let shard = shard.read().unwrap_or_else(|p| p.into_inner());
-            for entry in shard.values() {
+            for (id, entry) in shard.iter() {
                 if entry.dirty.swap(false, Ordering::Relaxed) {
-                    out.push((entry.id, Timestamp(entry.last_seen.load(Ordering::Relaxed))));
+                    out.push((*id, Timestamp(entry.last_seen.load(Ordering::Relaxed))));
                 }
             }
         }
@@ -215,7 +276,7 @@ impl SessionCache {
     /// The identities with a session in the cache.
     pub(crate) fn identities(&self) -> std::collections::HashSet<IdentityId> {
         let mut out = std::collections::HashSet::new();
-        for shard in &self.shards {
+        for shard in &self.sessions {
             let shard = shard.read().unwrap_or_else(|p| p.into_inner());
             out.extend(shard.values().map(|e| e.identity));
         }
@@ -224,9 +285,11 @@ impl SessionCache {
 }
 
 /// An identity's claims as of the last bridge step: what introspection
-/// reports beside the session (groups, tiers, kind).
+/// reports beside the session (login name, groups, tiers, kind).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claims {
+    /// The current `userName`.
+    pub user_name: Box<str>,
     /// Kind.
     pub kind: IdentityKind,
     /// Policy tiers.

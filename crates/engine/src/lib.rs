@@ -17,17 +17,31 @@
 //! Where the pieces live: `bridge.rs` applies directory events (the policy
 //! decision and its session impact); `batch.rs` prepares identity writes
 //! (tiers, owner fan-out) and commits them together; `groups.rs` writes
-//! groups; `sessions.rs` opens, revokes and introspects; `upkeep.rs` runs
-//! what time triggers (grace deadlines, idle clocks, policy changes at
-//! start); `reach.rs` answers read-only questions (what a change reached, a
-//! fresh decision for a privileged action).
+//! groups; `authority/` issues, refreshes, rotates and revokes sessions
+//! and credentials (its own group commit, beside the bridge's);
+//! `sessions.rs` introspects and lists; `upkeep.rs` runs what time triggers
+//! (grace deadlines, idle clocks, retention, policy changes at start);
+//! `reach.rs` answers read-only questions (what a change reached, a fresh
+//! decision for a privileged action).
+//!
+//! Two locks order the writers. The *writer* lock serialises directory
+//! writes and their bridge steps; the *sessions* lock serialises every
+//! read-decide-write of the session store (a bridge step takes it inside
+//! the writer lock; the authority takes only it, so issuance never queues
+//! behind a directory batch). The authority reads the directory's current
+//! state under the sessions lock, so a session opened concurrently with a
+//! deactivation either sees it (and is refused) or commits first (and the
+//! deactivation's bridge step, which takes the sessions lock after it,
+//! revokes it).
 
 mod auth;
+pub mod authority;
 mod batch;
 mod bridge;
 mod cache;
 pub mod clock;
 mod derive;
+mod group;
 mod groups;
 mod metrics;
 mod reach;
@@ -39,18 +53,22 @@ use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use lockstep_domain::{ClientId, DirectoryEventId, IdentityId, IdentityStatus, SessionId, TokenHash};
+use lockstep_domain::{ClientId, DirectoryEventId, IdentityId, IdentityStatus, SessionId};
 use lockstep_policy::Policy;
 use lockstep_store::{CredentialStore, DirectoryRead, DirectoryStore, SessionStore, StoreError};
 
 pub use auth::{Principal, PrincipalKind};
+pub use authority::{
+    AccessClaims, Authority, CredentialRequest, IssuedCredential, IssuedTokens, OpenRequest, SignError,
+    Signer, TokenSettings,
+};
 pub use bridge::{Applied, UpdateError};
 pub use cache::{CachedSession, Claims};
 pub use clock::{Clock, Entropy, OsEntropy, SystemClock};
 pub use groups::AppliedGroup;
 pub use metrics::Metrics;
 pub use reach::{Check, Reach, reach};
-pub use sessions::{CreatedClient, Introspected, IssuedSession, SessionLimits};
+pub use sessions::{CreatedClient, Introspected, SessionLimits};
 pub use upkeep::Opened;
 
 /// Why an engine call failed.
@@ -74,6 +92,11 @@ pub enum EngineError {
     /// credentials.
     #[error("subject {0:?} is a non-human identity without an active owner; set an active owner first")]
     NoActiveOwner(String),
+    /// Credentials are for non-human identities only.
+    #[error(
+        "{0:?} is a human identity; credentials are only for non-human identities (kind service_account, workload, api_client or agent, or riskTier non_human)"
+    )]
+    HumanIdentity(String),
     /// A resource does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -107,6 +130,18 @@ pub enum EngineError {
         "the token was not issued to this client; only the client it was issued to, or the admin, may revoke it"
     )]
     NotIssuedToCaller,
+    /// An OAuth grant was refused (RFC 6749 §5.2 `invalid_grant`): an
+    /// unknown, expired, reused or revoked refresh token, or a subject no
+    /// longer entitled.
+    #[error("{0}")]
+    InvalidGrant(String),
+    /// OAuth client authentication failed (RFC 6749 §5.2 `invalid_client`):
+    /// an unknown, expired or revoked client credential.
+    #[error("{0}")]
+    InvalidClient(String),
+    /// A JWT could not be signed (no signing key, or the key failed).
+    #[error("signing: {0}")]
+    Signing(#[from] authority::SignError),
     /// The random source failed.
     #[error(transparent)]
     Entropy(#[from] clock::EntropyError),
@@ -156,6 +191,8 @@ pub struct EngineConfig {
     pub policy_source: Option<String>,
     /// Session lifetime limits.
     pub limits: SessionLimits,
+    /// Token formats, lifetimes, issuer and retention.
+    pub tokens: TokenSettings,
 }
 
 /// State guarded by the writer lock: everything that must be serialised so
@@ -177,11 +214,18 @@ pub struct Engine {
     claims: cache::ClaimsIndex,
     clients: RwLock<auth::ClientTable>,
     writer: Mutex<WriterState>,
+    /// Serialises every read-decide-write of the session store (see the
+    /// crate documentation for the lock order).
+    sessions_lock: Mutex<()>,
+    /// Session-store requests waiting for the authority's next group commit.
+    issuance: group::Group<authority::Op, authority::Outcome>,
+    /// Signs JWT access tokens (`None`: only opaque tokens can be issued).
+    signer: Option<Arc<dyn Signer>>,
     metrics: Metrics,
     /// When API clients were last re-read after an authentication miss.
     last_client_reload: AtomicI64,
     /// Directory writes waiting for the next group commit.
-    queue: Mutex<batch::Queue>,
+    queue: batch::Queue,
 }
 
 impl Engine {
@@ -228,9 +272,12 @@ impl Engine {
             claims: cache::ClaimsIndex::default(),
             clients: RwLock::new(auth::ClientTable::default()),
             writer: Mutex::new(WriterState { consumed }),
+            sessions_lock: Mutex::new(()),
+            issuance: group::Group::default(),
+            signer: None,
             metrics: Metrics::new(),
             last_client_reload: AtomicI64::new(0),
-            queue: Mutex::new(batch::Queue::default()),
+            queue: batch::Queue::default(),
         })
     }
 
@@ -246,8 +293,31 @@ impl Engine {
         engine.reload_clients()?;
         Ok((engine, opened))
     }
+    /// Gives the engine a JWT signer (before serving).
+    pub fn with_signer(mut self, signer: Arc<dyn Signer>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
     fn lock_writer(&self) -> EngineResult<MutexGuard<'_, WriterState>> {
         self.writer.lock().map_err(|_| EngineError::Store(StoreError::Backend("writer lock poisoned".into())))
+    }
+
+    /// The sessions lock. A poisoned lock is taken anyway: it guards no data
+    /// of its own (the store's transactions keep the stored state whole).
+    fn lock_sessions(&self) -> MutexGuard<'_, ()> {
+        self.sessions_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session and credential authority: issuance, refresh, rotation,
+    /// revocation.
+    pub fn authority(&self) -> Authority<'_> {
+        Authority::new(self)
+    }
+
+    /// Token settings in force.
+    pub fn tokens(&self) -> &TokenSettings {
+        &self.config.tokens
     }
 
     /// The metrics registry.
@@ -298,8 +368,9 @@ impl Engine {
         Ok(self.lock_writer()?.consumed)
     }
 
-    fn forget(&self, hash: &TokenHash) {
-        if self.cache.remove(hash) {
+    /// Stops a session (and every token of it) introspecting active.
+    fn forget(&self, id: &SessionId) {
+        if self.cache.remove(id) {
             self.metrics.live_sessions.dec();
         }
     }

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use lockstep_domain::{
     AuditRecord, DirectoryEvent, DirectoryEventId, IdentityId, IdentityStatus, Session, SessionId, Timestamp,
+    TokenKind,
 };
 
 use lockstep_store::{DirectoryRead, SessionStore};
@@ -64,15 +65,18 @@ impl Engine {
     /// is a member of every group named (display name under the identifier
     /// key, or id), and the session is not suspended. The call a resource
     /// server makes before a dangerous operation.
-    pub fn check(&self, token: &str, groups: &[String]) -> EngineResult<Check> {
+    pub fn check(&self, presented: &str, groups: &[String]) -> EngineResult<Check> {
         let checked_at = self.clock.now();
         let deny = |reasons: Vec<String>, sub| Ok(Check { allow: false, reasons, sub, checked_at });
-        let hash = secrets::hash(token);
-        let Some(session) = self.stores.sessions.session_by_token(&hash)? else {
+        let hash = secrets::hash(presented);
+        let Some((session, token)) = self.stores.sessions.session_by_token(&hash)? else {
             return deny(vec!["the token is not active".into()], None);
         };
         let sub = Some(session.identity);
-        if !session.is_live(checked_at) {
+        if !matches!(token.kind, TokenKind::Access | TokenKind::ApiKey) {
+            return deny(vec!["the token is not a bearer token (access token or API key)".into()], sub);
+        }
+        if !session.is_live(checked_at) || !token.works(checked_at) {
             return deny(vec!["the token is not active (revoked or expired)".into()], sub);
         }
         if session.state.is_suspended() {
@@ -80,7 +84,7 @@ impl Engine {
         }
         // Memory is never behind the store towards "active" (revocations
         // leave memory first); an idle session is inactive here too.
-        if self.introspect_quietly(token).is_none() {
+        if self.introspect_quietly(presented).is_none() {
             return deny(vec!["the token is not active (idle or expired)".into()], sub);
         }
         let mut reasons = vec!["the token is active".to_owned()];
@@ -115,7 +119,9 @@ impl Engine {
         let session = self.cache.get(&secrets::hash(token))?;
         let now = self.clock.now();
         let claims = self.claims.get(&session.identity);
-        let idle = claims.and_then(|c| self.config.policy.idle_timeout(c.tiers));
+        let idle = claims
+            .filter(|_| !session.kind.is_credential())
+            .and_then(|c| self.config.policy.idle_timeout(c.tiers));
         (now < session.expires_at
             && !session.suspended
             && idle.is_none_or(|i| now.since(session.last_seen) <= i))

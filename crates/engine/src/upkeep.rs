@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use lockstep_domain::{Actor, AuditEntry, AuditKind, IdentityId, SessionState, Tiers};
+use lockstep_domain::{Actor, AuditEntry, AuditKind, IdentityId, SessionState, Tiers, Timestamp};
 use lockstep_policy::{SessionAction, grace_ended};
 use lockstep_store::{SessionBatch, SessionUpdate, StoreResult};
 use sha2::{Digest, Sha256};
@@ -57,6 +57,7 @@ impl Engine {
             holders.insert(s.identity);
             count += 1;
         })?;
+        self.stores.sessions.for_each_live_token(now, &mut |t| self.cache.insert_token(&t))?;
         opened.sessions = count;
         self.metrics.live_sessions.set(i64::try_from(count).unwrap_or(i64::MAX));
         self.load_claims(holders)?;
@@ -75,7 +76,8 @@ impl Engine {
             for (identity, groups) in self.stores.directory.identities_with_groups(chunk)? {
                 let tiers = self.tiers_with(&identity, &groups);
                 let groups = groups.into_iter().map(|(g, n)| (g, n.into_boxed_str())).collect();
-                self.claims.set(identity.id, Claims { kind: identity.kind, tiers, groups });
+                let user_name = identity.user_name.as_str().into();
+                self.claims.set(identity.id, Claims { user_name, kind: identity.kind, tiers, groups });
             }
         }
         Ok(())
@@ -95,7 +97,7 @@ impl Engine {
         if previous.as_deref() == Some(hash.as_str()) {
             return Ok((false, 0));
         }
-        let _writer = self.lock_writer()?;
+        let _sessions = self.lock_sessions();
         let now = self.clock.now();
         let mut detail =
             format!("policy_sha256={hash}; previous={}", previous.as_deref().unwrap_or("none (first start)"));
@@ -126,7 +128,8 @@ impl Engine {
         })?;
         for (s, tiers, expires_at) in &live {
             let (s, tiers, expires_at) = (s, *tiers, *expires_at);
-            let rule = self.config.policy.session_cap(tiers).map_or_else(String::new, |(_, rule)| rule);
+            let rule =
+                self.config.policy.lifetime_cap(s.kind, tiers).map_or_else(String::new, |(_, rule)| rule);
             batch.updates.push(SessionUpdate { session: s.id, state: s.state, expires_at: Some(expires_at) });
             batch.audit.push(AuditEntry {
                 at: now,
@@ -141,11 +144,11 @@ impl Engine {
                     expires_at.unix_seconds()
                 ),
             });
-            shortened.push((s.token_hash, expires_at));
+            shortened.push((s.id, expires_at));
         }
         self.stores.sessions.apply(batch)?;
-        for (hash, expires_at) in &shortened {
-            self.cache.update(hash, |c| c.expires_at = *expires_at);
+        for (id, expires_at) in &shortened {
+            self.cache.update(id, |c| c.expires_at = *expires_at);
         }
         tracing::info!(shortened = shortened.len(), "policy changed since the last start");
         Ok((true, shortened.len()))
@@ -159,7 +162,7 @@ impl Engine {
         if self.stores.sessions.suspensions_due(now)?.is_empty() {
             return Ok(0);
         }
-        let _writer = self.lock_writer()?;
+        let _sessions = self.lock_sessions();
         // Read again under the lock: the bridge may have resumed or revoked
         // some meanwhile.
         let due = self.stores.sessions.suspensions_due(now)?;
@@ -184,10 +187,10 @@ impl Engine {
                     "reason={reason}; the grace period ended without the {condition} condition clearing"
                 ),
             });
-            revoked.push((s.token_hash, reason));
+            revoked.push((s.id, reason));
         }
-        for (hash, _) in &revoked {
-            self.forget(hash);
+        for (id, _) in &revoked {
+            self.forget(id);
         }
         self.stores.sessions.apply(batch)?;
         for (_, reason) in &revoked {
@@ -203,6 +206,7 @@ impl Engine {
     /// batch off the hot path. A crash loses at most one interval of last
     /// uses, which only makes idle sessions look idle earlier.
     pub fn persist_last_seen(&self) -> EngineResult<usize> {
+        let _sessions = self.lock_sessions();
         let dirty = self.cache.take_dirty();
         let n = dirty.len();
         if n > 0 {
@@ -229,6 +233,53 @@ impl Engine {
         let holders: HashSet<IdentityId> = self.cache.identities();
         self.claims.retain(|id| holders.contains(id));
         n
+    }
+
+    /// Purges sessions and credentials that expired, or were revoked, more
+    /// than the retention ago, in batches of `chunk` (one short write
+    /// transaction each, so the hot path never waits long), and records one
+    /// `session.purged` audit record per run that purged anything. Returns
+    /// how many were purged. A purged token is unknown, and an unknown
+    /// token is inactive: nothing purged can introspect active again.
+    pub fn purge_expired(&self, chunk: usize) -> EngineResult<usize> {
+        let now = self.clock.now();
+        let retention = self.config.tokens.retention;
+        let before =
+            Timestamp(now.micros().saturating_sub(i64::try_from(retention.as_micros()).unwrap_or(i64::MAX)));
+        let mut total = 0;
+        loop {
+            let n = {
+                let _sessions = self.lock_sessions();
+                self.stores.sessions.purge(before, chunk.max(1))?
+            };
+            total += n;
+            if n < chunk.max(1) {
+                break;
+            }
+        }
+        if total > 0 {
+            let _sessions = self.lock_sessions();
+            self.stores.sessions.apply(SessionBatch {
+                audit: vec![AuditEntry {
+                    at: now,
+                    kind: AuditKind::SessionsPurged,
+                    identity: None,
+                    user_name: None,
+                    session: None,
+                    directory_event: None,
+                    actor: Actor::System,
+                    detail: format!(
+                        "purged {total} session(s) and credential(s) expired or revoked before {} (retention {})",
+                        before.unix_seconds(),
+                        humantime::format_duration(retention)
+                    ),
+                }],
+                replayable: true,
+                ..SessionBatch::default()
+            })?;
+            tracing::info!(purged = total, "retention: purged expired and revoked sessions");
+        }
+        Ok(total)
     }
 
     /// How many identities' claims are held in memory.

@@ -8,7 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use lockstep_domain::DirectoryEventId;
-use lockstep_domain::{Scope, SessionId};
+use lockstep_domain::{Scope, SessionId, TokenFormat};
+use lockstep_engine::OpenRequest;
 use lockstep_proto::admin::{
     AuditPage, AuditQuery, AuditRecordView, CheckRequest, CheckResponse, ClientView, CreateClientRequest,
     CreateSessionRequest, CreatedClient, CreatedSession, ReachView, SessionList, SessionView, SubjectQuery,
@@ -20,7 +21,7 @@ use crate::{AppState, Caller, blocking};
 
 const FLAVOR: Flavor = Flavor::Admin;
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     match body {
         Ok(Json(v)) => Ok(v),
         Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -30,18 +31,19 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     }
 }
 
-fn engine_err(e: lockstep_engine::EngineError) -> ApiError {
+pub(crate) fn engine_err(e: lockstep_engine::EngineError) -> ApiError {
     ApiError::from_engine(FLAVOR, e)
 }
 
-/// Parses a lifetime like `15m` or `1h30m`.
-fn parse_ttl(ttl: Option<&str>) -> Result<Option<Duration>, ApiError> {
-    ttl.map(|t| {
-        humantime::parse_duration(t.trim()).map_err(|e| {
-            ApiError::bad_request(FLAVOR, format!("ttl: {e} (use a duration like \"15m\" or \"1h\")"))
+/// Parses a duration field like `15m`, `1h30m` or `30d`.
+pub(crate) fn parse_duration(field: &str, value: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    value
+        .map(|t| {
+            humantime::parse_duration(t.trim()).map_err(|e| {
+                ApiError::bad_request(FLAVOR, format!("{field}: {e} (use a duration like \"15m\" or \"1h\")"))
+            })
         })
-    })
-    .transpose()
+        .transpose()
 }
 
 /// `POST /v1/sessions`.
@@ -55,16 +57,26 @@ pub(crate) async fn create_session(
     if req.subject.trim().is_empty() {
         return Err(ApiError::bad_request(FLAVOR, "subject: must not be empty"));
     }
-    let ttl = parse_ttl(req.ttl.as_deref())?;
+    let ttl = parse_duration("ttl", req.ttl.as_deref())?;
+    let format = match req.format.as_deref() {
+        None => None,
+        Some(f) => Some(f.parse::<TokenFormat>().map_err(|_| {
+            ApiError::bad_request(FLAVOR, format!("format: {f:?} is not a token format (use opaque or jwt)"))
+        })?),
+    };
+    let request = OpenRequest { subject: req.subject.trim().to_owned(), ttl, refresh: req.refresh, format };
     let engine = state.engine.clone();
     let issued = blocking(FLAVOR, move || {
-        engine.open_session(req.subject.trim(), ttl, &caller.principal).map_err(engine_err)
+        engine.authority().open_session(request, &caller.principal).map_err(engine_err)
     })
     .await?;
     let body = CreatedSession {
         session_id: issued.session.id.to_string(),
         access_token: issued.access_token,
         token_type: "Bearer".into(),
+        format: issued.session.format.as_str().to_owned(),
+        access_token_expires_at: format_rfc3339(issued.access_expires_at),
+        refresh_token: issued.refresh_token,
         expires_at: format_rfc3339(issued.session.expires_at),
         subject: issued.session.identity.to_string(),
         username: issued.session.user_name,
@@ -100,7 +112,8 @@ pub(crate) async fn revoke_session(
         ApiError::new(FLAVOR, StatusCode::NOT_FOUND, Some("not_found"), format!("session {id} not found"))
     })?;
     let engine = state.engine.clone();
-    blocking(FLAVOR, move || engine.revoke_session(id, &caller.principal).map_err(engine_err)).await?;
+    blocking(FLAVOR, move || engine.authority().revoke_session(id, &caller.principal).map_err(engine_err))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -155,9 +155,19 @@ impl ApiError {
                 Some(if scim { ScimType::InvalidValue.as_str() } else { "unauthorized_client" }),
                 e.to_string(),
             ),
-            EngineError::Entropy(_) | EngineError::Store(_) | EngineError::BridgePending(_) => {
-                Self::internal(flavor, &e)
+            EngineError::HumanIdentity(_) => {
+                Self::new(flavor, S::CONFLICT, Some("not_non_human"), e.to_string())
             }
+            EngineError::InvalidGrant(_) => {
+                Self::new(flavor, S::BAD_REQUEST, Some("invalid_grant"), e.to_string())
+            }
+            EngineError::InvalidClient(_) => {
+                Self::new(flavor, S::UNAUTHORIZED, Some("invalid_client"), e.to_string())
+            }
+            EngineError::Entropy(_)
+            | EngineError::Store(_)
+            | EngineError::BridgePending(_)
+            | EngineError::Signing(_) => Self::internal(flavor, &e),
         }
     }
 }

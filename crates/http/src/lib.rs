@@ -1,5 +1,6 @@
-//! HTTP: the axum routers for SCIM, OAuth introspection and revocation, the
-//! admin API, metrics and health.
+//! HTTP: the axum routers for SCIM, OAuth (token, introspection,
+//! revocation, global revocation, discovery), the admin API, metrics and
+//! health.
 //!
 //! Handlers parse and authorise, then hand the work to the engine on a
 //! blocking thread (store calls block). Introspection is the exception: it
@@ -8,6 +9,7 @@
 
 mod api;
 mod auth;
+mod credentials;
 mod error;
 mod groups;
 mod oauth;
@@ -15,6 +17,7 @@ mod ops;
 mod reject;
 mod scim;
 mod server;
+mod token;
 
 use std::sync::Arc;
 
@@ -29,6 +32,7 @@ use tower_http::trace::TraceLayer;
 pub use auth::{Caller, Presented, parse_authorization};
 pub use error::{ApiError, Flavor};
 pub use server::run;
+pub use token::KeySigner;
 
 /// Default request body limit (also advertised as SCIM `maxPayloadSize`).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -62,6 +66,9 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Settings.
     pub config: Arc<HttpConfig>,
+    /// The signing keys, published at `/.well-known/jwks.json` (`None`:
+    /// an empty set; only opaque tokens are issued).
+    pub keys: Option<Arc<lockstep_jose::SharedKeys>>,
 }
 
 /// Runs blocking engine work off the reactor and flattens the join error.
@@ -82,6 +89,10 @@ pub enum Access {
     Admin,
     /// The admin token, or a client holding any of these scopes.
     Scopes(&'static [Scope]),
+    /// The token endpoint: `refresh_token` as [`Access::Scopes`] with
+    /// `sessions`; `client_credentials` with a non-human identity's client
+    /// secret (which is not a Lockstep credential and holds no scope).
+    TokenEndpoint,
 }
 
 /// The authorization matrix: every (method, route) served and who may call
@@ -111,6 +122,11 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
     ("POST", "/v1/sessions", Access::Scopes(&[Scope::Sessions])),
     ("GET", "/v1/sessions", Access::Scopes(&[Scope::Sessions])),
     ("DELETE", "/v1/sessions/{id}", Access::Scopes(&[Scope::Sessions])),
+    ("POST", "/v1/identities/{id}/credentials", Access::Scopes(&[Scope::Sessions])),
+    ("GET", "/v1/identities/{id}/credentials", Access::Scopes(&[Scope::Sessions])),
+    ("DELETE", "/v1/identities/{id}/credentials/{credential_id}", Access::Scopes(&[Scope::Sessions])),
+    ("POST", "/v1/identities/{id}/credentials/{credential_id}/rotate", Access::Scopes(&[Scope::Sessions])),
+    ("POST", "/v1/identities/{id}/revoke-all", Access::Scopes(&[Scope::Sessions])),
     ("POST", "/v1/clients", Access::Admin),
     ("GET", "/v1/clients", Access::Admin),
     ("GET", "/v1/audit", Access::Scopes(&[Scope::Audit])),
@@ -118,6 +134,10 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
     ("GET", "/v1/directory-events/{position}/reach", Access::Scopes(&[Scope::Audit])),
     ("POST", "/oauth2/introspect", Access::Scopes(&[Scope::Introspect])),
     ("POST", "/oauth2/revoke", Access::Scopes(&[Scope::Introspect, Scope::Sessions])),
+    ("POST", "/oauth2/token", Access::TokenEndpoint),
+    ("POST", "/oauth2/global-token-revocation", Access::Scopes(&[Scope::Sessions])),
+    ("GET", "/.well-known/oauth-authorization-server", Access::Anyone),
+    ("GET", "/.well-known/jwks.json", Access::Anyone),
     ("GET", "/metrics", Access::Scopes(&[Scope::Audit])),
     ("GET", "/healthz", Access::Anyone),
 ];
@@ -151,12 +171,20 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ),
         ("/v1/sessions", post(api::create_session).get(api::list_sessions)),
         ("/v1/sessions/{id}", delete(api::revoke_session)),
+        ("/v1/identities/{id}/credentials", post(credentials::create).get(credentials::list)),
+        ("/v1/identities/{id}/credentials/{credential_id}", delete(credentials::revoke)),
+        ("/v1/identities/{id}/credentials/{credential_id}/rotate", post(credentials::rotate)),
+        ("/v1/identities/{id}/revoke-all", post(credentials::revoke_all)),
         ("/v1/clients", post(api::create_client).get(api::list_clients)),
         ("/v1/audit", get(api::audit)),
         ("/v1/check", post(api::check)),
         ("/v1/directory-events/{position}/reach", get(api::reach)),
         ("/oauth2/introspect", post(oauth::introspect)),
         ("/oauth2/revoke", post(oauth::revoke)),
+        ("/oauth2/token", post(token::token)),
+        ("/oauth2/global-token-revocation", post(token::global_revocation)),
+        ("/.well-known/oauth-authorization-server", get(token::metadata)),
+        ("/.well-known/jwks.json", get(token::jwks)),
         ("/metrics", get(ops::metrics)),
         ("/healthz", get(ops::health)),
     ]

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use lockstep_domain::Scope;
+use lockstep_domain::{CredentialKind, Scope};
 use lockstep_engine::Introspected;
 use lockstep_proto::oauth::{IntrospectionResponse, TokenRequest};
 
@@ -63,11 +63,15 @@ pub(crate) async fn introspect(
         Some(Introspected { session: s, claims }) => IntrospectionResponse {
             active: true,
             sub: Some(s.identity.to_string()),
-            username: Some(s.user_name.to_string()),
+            username: claims.as_ref().map(|c| c.user_name.to_string()),
             exp: Some(s.expires_at.unix_seconds()),
             iat: Some(s.issued_at.unix_seconds()),
             token_type: Some("Bearer".into()),
-            client_id: Some(s.client.map_or_else(|| "admin".to_owned(), |c| c.to_string())),
+            client_id: Some(match s.kind {
+                CredentialKind::Session => s.issued_to.map_or_else(|| "admin".to_owned(), |c| c.to_string()),
+                // A credential's tokens are its own: it is the OAuth client.
+                _ => s.id.to_string(),
+            }),
             sid: Some(s.id.to_string()),
             groups: claims.as_ref().map(|c| c.groups.iter().map(|(_, name)| name.to_string()).collect()),
             tier: claims.as_ref().map(|c| c.tiers.as_str().to_owned()),
@@ -89,7 +93,10 @@ pub(crate) async fn revoke(
     let flavor = caller.flavor;
     let engine = state.engine.clone();
     blocking(flavor, move || {
-        engine.revoke_token(&token, &caller.principal).map_err(|e| ApiError::from_engine(flavor, e))
+        engine
+            .authority()
+            .revoke_token(&token, &caller.principal)
+            .map_err(|e| ApiError::from_engine(flavor, e))
     })
     .await?;
     Ok(no_store(().into_response()))

@@ -19,6 +19,13 @@ const GRACE_TICK: Duration = Duration::from_secs(1);
 const LAST_SEEN_TICK: Duration = Duration::from_secs(10);
 /// How often expired sessions are dropped from memory.
 const SWEEP_TICK: Duration = Duration::from_secs(60);
+/// How often sessions past retention are purged from the store.
+const PURGE_TICK: Duration = Duration::from_secs(600);
+/// Sessions purged per write transaction (short, so the hot path never
+/// waits long for the sessions lock).
+const PURGE_CHUNK: usize = 500;
+/// How often the signing key file is checked for a rotation.
+const KEYS_TICK: Duration = Duration::from_secs(5);
 
 /// Serves `state` on `listener` until `shutdown` resolves, with the
 /// engine's timers running beside the listener. Persists last uses once
@@ -29,7 +36,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let engine = state.engine.clone();
-    let timers = tokio::spawn(timers(engine.clone()));
+    let timers = tokio::spawn(timers(engine.clone(), state.keys.clone()));
     let served = axum::serve(listener, crate::router(state)).with_graceful_shutdown(shutdown).await;
     timers.abort();
     let _ = tokio::task::spawn_blocking(move || engine.persist_last_seen()).await;
@@ -51,11 +58,13 @@ async fn chore<T: Send + 'static>(
     }
 }
 
-async fn timers(engine: Arc<Engine>) {
+async fn timers(engine: Arc<Engine>, keys: Option<Arc<lockstep_jose::SharedKeys>>) {
     let mut grace = tokio::time::interval(GRACE_TICK);
     let mut last_seen = tokio::time::interval(LAST_SEEN_TICK);
     let mut sweep = tokio::time::interval(SWEEP_TICK);
-    for tick in [&mut grace, &mut last_seen, &mut sweep] {
+    let mut purge = tokio::time::interval(PURGE_TICK);
+    let mut reload = tokio::time::interval(KEYS_TICK);
+    for tick in [&mut grace, &mut last_seen, &mut sweep, &mut purge, &mut reload] {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     loop {
@@ -63,6 +72,19 @@ async fn timers(engine: Arc<Engine>) {
             _ = grace.tick() => chore("revoking suspensions whose grace ended", &engine, Engine::apply_due_suspensions).await,
             _ = last_seen.tick() => chore("persisting last use", &engine, Engine::persist_last_seen).await,
             _ = sweep.tick() => chore("sweeping expired sessions", &engine, |e| Ok(e.sweep_expired())).await,
+            _ = purge.tick() => chore("purging sessions past retention", &engine, |e| e.purge_expired(PURGE_CHUNK)).await,
+            _ = reload.tick() => reload_keys(keys.as_ref()).await,
         }
+    }
+}
+
+/// Picks up a rotated key file (`lockstep keys rotate` beside the server).
+async fn reload_keys(keys: Option<&Arc<lockstep_jose::SharedKeys>>) {
+    let Some(keys) = keys.cloned() else { return };
+    match tokio::task::spawn_blocking(move || keys.reload_if_changed()).await {
+        Ok(Ok(true)) => tracing::info!("signing keys reloaded"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "signing keys unchanged: the key file does not load"),
+        Err(e) => tracing::error!(error = %e, "reloading signing keys panicked"),
     }
 }

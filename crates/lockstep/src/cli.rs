@@ -40,6 +40,31 @@ enum Command {
     /// What a directory change reached: the policy's decision, every session
     /// it revoked, shortened, suspended or re-checked, and what still lives.
     Reach(ReachArgs),
+    /// Manage the keys JWT access tokens are signed with.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Start signing with a new key; the old one stays published until the
+    /// tokens it signed have expired. A running server picks it up within
+    /// seconds.
+    Rotate {
+        #[command(flatten)]
+        data: DataDirArg,
+        /// The server's configuration file (for `[tokens] access_token_ttl`,
+        /// which decides how long the old key stays published).
+        #[arg(long, env = "LOCKSTEP_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List the keys, newest first.
+    List {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
 }
 
 /// Arguments of `lockstep reach`.
@@ -159,5 +184,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             admin::rotate_admin_token(&data.data_dir)
         }
         Command::Reach(args) => crate::reach::run(&args),
+        Command::Keys { command: KeysCommand::Rotate { data, config } } => {
+            let args = ServeArgs { config, ..ServeArgs::default() };
+            let settings = config::Settings::resolve(&args)?;
+            crate::keys::rotate(&data.data_dir, settings.tokens.access_token_ttl)
+        }
+        Command::Keys { command: KeysCommand::List { data } } => crate::keys::list(&data.data_dir),
     }
 }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use lockstep_engine::SessionLimits;
+use lockstep_domain::TokenFormat;
+use lockstep_engine::{SessionLimits, TokenSettings};
 use lockstep_policy::{Policy, PolicyConfig, TierConfig};
 use lockstep_store_sqlite::Durability;
 use serde::Deserialize;
@@ -28,6 +29,20 @@ struct FileConfig {
     sessions: Option<FileSessions>,
     scim: Option<FileScim>,
     policy: Option<FilePolicy>,
+    tokens: Option<FileTokens>,
+}
+
+/// `[tokens]`: access token format and lifetimes, JWT issuer and
+/// audience, retention.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTokens {
+    issuer: Option<String>,
+    audience: Option<String>,
+    access_token_format: Option<String>,
+    access_token_ttl: Option<String>,
+    retention: Option<String>,
+    max_rotation_grace: Option<String>,
 }
 
 /// `[policy]`: tiers, each a table whose keys are checked one by one so an
@@ -80,6 +95,7 @@ pub struct Settings {
     pub policy: Policy,
     /// Where the policy came from (file and its hash), for the audit.
     pub policy_source: Option<String>,
+    pub tokens: TokenSettings,
 }
 
 fn duration(field: &str, value: &str) -> anyhow::Result<Duration> {
@@ -148,7 +164,9 @@ impl Settings {
         {
             bail!("public_url: {url:?} must start with http:// or https://");
         }
+        let tokens = tokens(file.tokens.unwrap_or_default(), public_url.as_deref(), listen)?;
         Ok(Self {
+            tokens,
             listen,
             data_dir: args
                 .data_dir
@@ -166,6 +184,61 @@ impl Settings {
             policy_source,
         })
     }
+}
+
+fn tokens(file: FileTokens, public_url: Option<&str>, listen: SocketAddr) -> anyhow::Result<TokenSettings> {
+    let d = TokenSettings::default();
+    let issuer = match file.issuer {
+        Some(i) if i.starts_with("http://") || i.starts_with("https://") => {
+            i.trim_end_matches('/').to_owned()
+        }
+        Some(i) => bail!("tokens.issuer: {i:?} must be a URL starting with http:// or https://"),
+        None => public_url.map_or_else(|| format!("http://{listen}"), |u| u.trim_end_matches('/').to_owned()),
+    };
+    let audience = match file.audience {
+        Some(a) if a.trim().is_empty() => bail!("tokens.audience: must not be empty"),
+        Some(a) => a,
+        None => issuer.clone(),
+    };
+    let access_token_format = match file.access_token_format.as_deref() {
+        None => d.access_token_format,
+        Some(f) => f
+            .parse::<TokenFormat>()
+            .map_err(|_| anyhow::anyhow!("tokens.access_token_format: {f:?} is not one of opaque, jwt"))?,
+    };
+    let bounded = |key: &str, value: Option<String>, default: Duration, min: Duration, max: Duration| {
+        let Some(v) = value else { return Ok(default) };
+        let d = duration(&format!("tokens.{key}"), &v)?;
+        if d < min || d > max {
+            bail!(
+                "tokens.{key}: {v:?} must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            );
+        }
+        Ok(d)
+    };
+    let secs = Duration::from_secs;
+    Ok(TokenSettings {
+        issuer,
+        audience,
+        access_token_format,
+        access_token_ttl: bounded(
+            "access_token_ttl",
+            file.access_token_ttl,
+            d.access_token_ttl,
+            secs(10),
+            secs(24 * 3600),
+        )?,
+        retention: bounded("retention", file.retention, d.retention, secs(60), secs(10 * 365 * 24 * 3600))?,
+        max_rotation_grace: bounded(
+            "max_rotation_grace",
+            file.max_rotation_grace,
+            d.max_rotation_grace,
+            Duration::ZERO,
+            secs(90 * 24 * 3600),
+        )?,
+    })
 }
 
 fn scim_limits(file: FileScim) -> anyhow::Result<lockstep_scim::Limits> {
@@ -217,13 +290,15 @@ fn policy(file: FilePolicy) -> anyhow::Result<Policy> {
                 "session_max_ttl" => t.session_max_ttl = Some(text(&value)?),
                 "idle_timeout" => t.idle_timeout = Some(text(&value)?),
                 "owner_grace" => t.owner_grace = Some(text(&value)?),
+                "credential_ttl" => t.credential_ttl = Some(text(&value)?),
+                "credential_max_ttl" => t.credential_max_ttl = Some(text(&value)?),
                 "max_sessions" => {
                     let n = value.as_integer().filter(|n| *n > 0).and_then(|n| u32::try_from(n).ok());
                     t.max_sessions = Some(n.with_context(|| format!("{name}: must be a positive integer"))?);
                 }
                 k if k.starts_with("on_") => t.impacts.push((key.clone(), text(&value)?)),
                 _ => bail!(
-                    "{name}: unknown key (use groups, session_max_ttl, idle_timeout, max_sessions, owner_grace or on_<change>)"
+                    "{name}: unknown key (use groups, session_max_ttl, idle_timeout, max_sessions, owner_grace, credential_ttl, credential_max_ttl or on_<change>)"
                 ),
             }
         }

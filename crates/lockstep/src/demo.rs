@@ -25,11 +25,14 @@ fn say(line: impl AsRef<str>) {
 
 async fn demo() -> anyhow::Result<ExitCode> {
     let dir = tempfile::tempdir()?;
-    let engine = Arc::new(open_engine(dir.path(), Durability::Full, Default::default())?);
+    let keys = crate::keys::open(dir.path())?;
+    let engine = open_engine(dir.path(), Durability::Full, Default::default())?;
+    let engine = Arc::new(engine.with_signer(Arc::new(lockstep_http::KeySigner(keys.clone()))));
     let admin = engine.rotate_admin_token()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let state = AppState { engine: engine.clone(), config: Arc::new(HttpConfig::default()) };
+    let state =
+        AppState { engine: engine.clone(), config: Arc::new(HttpConfig::default()), keys: Some(keys) };
     let server = tokio::spawn(lockstep_http::run(listener, state, std::future::pending()));
     say(format!("Lockstep demo: server on {base}, data in {}", dir.path().display()));
     let http = reqwest::Client::new();

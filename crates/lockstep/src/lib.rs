@@ -6,5 +6,6 @@ mod admin;
 pub mod cli;
 pub mod config;
 mod demo;
+pub mod keys;
 mod reach;
 mod serve;

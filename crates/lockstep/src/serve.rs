@@ -106,12 +106,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         policy: settings.policy.clone(),
         policy_source: settings.policy_source.clone(),
         limits: settings.limits,
+        tokens: settings.tokens.clone(),
     };
+    let keys = crate::keys::open(&settings.data_dir)?;
     // Replay happens here, before the listener exists: nothing is served
     // until every committed directory event has reached the sessions, and
     // grace periods that ended while the process was down are applied.
     let engine = tokio::task::spawn_blocking(move || open_engine(&data_dir, durability, config)).await??;
-    let engine = Arc::new(engine);
+    let engine = Arc::new(engine.with_signer(Arc::new(lockstep_http::KeySigner(keys.clone()))));
     if let Some(token) = engine.ensure_admin_token(settings.admin_token.as_deref())? {
         let mut out = std::io::stdout().lock();
         writeln!(out, "lockstep: generated the admin token (shown once; only its hash is stored):")?;
@@ -129,6 +131,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             public_url: settings.public_url,
             scim_limits: settings.scim_limits,
         }),
+        keys: Some(keys),
     };
     {
         let mut out = std::io::stdout().lock();

@@ -20,8 +20,8 @@ mod tiers;
 use std::time::Duration;
 
 use lockstep_domain::{
-    ChangeKind, DirectoryChange, DirectoryEvent, DirectoryEventId, RevocationReason, Session, SessionId,
-    SessionState, SuspendCondition, Tiers, Timestamp,
+    ChangeKind, CredentialKind, DirectoryChange, DirectoryEvent, DirectoryEventId, RevocationReason, Session,
+    SessionId, SessionState, SuspendCondition, Tiers, Timestamp,
 };
 
 pub use impact::{BadImpact, Impact, Trigger};
@@ -63,6 +63,12 @@ pub enum SessionAction {
         /// Which session.
         session: SessionId,
     },
+    /// End the session's refresh tokens: it cannot be renewed, and its
+    /// access tokens live out their (short) lifetimes.
+    RevokeRefresh {
+        /// Which session.
+        session: SessionId,
+    },
 }
 
 impl SessionAction {
@@ -73,7 +79,8 @@ impl SessionAction {
             | SessionAction::MarkForRecheck { session }
             | SessionAction::ShortenExpiry { session, .. }
             | SessionAction::Suspend { session, .. }
-            | SessionAction::Resume { session } => *session,
+            | SessionAction::Resume { session }
+            | SessionAction::RevokeRefresh { session } => *session,
         }
     }
 }
@@ -206,11 +213,35 @@ impl Policy {
         self.effective(tiers).session_max_ttl.map(|(d, tier)| (d, format!("{tier}.session_max_ttl")))
     }
 
+    /// The lifetime cap of a session or credential of an identity in
+    /// `tiers` (`session_max_ttl`, or `credential_max_ttl` for credentials),
+    /// and the rule that sets it.
+    pub fn lifetime_cap(&self, kind: CredentialKind, tiers: Tiers) -> Option<(Duration, String)> {
+        if kind.is_credential() { self.credential_lifetimes(tiers).max } else { self.session_cap(tiers) }
+    }
+
+    /// The default lifetime of a credential of an identity in `tiers` and
+    /// the longest allowed, each with its rule.
+    pub fn credential_lifetimes(&self, tiers: Tiers) -> CredentialLifetimes {
+        let e = self.effective(tiers);
+        let max = e.credential_max_ttl.map(|(d, t)| (d, format!("{t}.credential_max_ttl")));
+        let mut default = match e.credential_ttl {
+            Some((d, t)) => (d, format!("{t}.credential_ttl")),
+            None => (DEFAULT_CREDENTIAL_TTL, "default credential_ttl".to_owned()),
+        };
+        if let Some((max, rule)) = &max
+            && *max < default.0
+        {
+            default = (*max, rule.clone());
+        }
+        CredentialLifetimes { default, max }
+    }
+
     /// The expiry a live session must be brought forward to so that it
     /// respects its tier's lifetime cap (`None`: it already does). Never
     /// extends; never earlier than `now`.
     pub fn capped_expiry(&self, session: &Session, tiers: Tiers, now: Timestamp) -> Option<Timestamp> {
-        let (cap, _) = self.session_cap(tiers)?;
+        let (cap, _) = self.lifetime_cap(session.kind, tiers)?;
         let bound = session.issued_at.plus(cap).max(now);
         (session.is_live(now) && bound < session.expires_at).then_some(bound)
     }
@@ -219,6 +250,19 @@ impl Policy {
     pub fn idle_timeout(&self, tiers: Tiers) -> Option<Duration> {
         self.effective(tiers).idle_timeout.map(|(d, _)| d)
     }
+}
+
+/// Lifetime of a credential when no tier sets `credential_ttl`.
+pub const DEFAULT_CREDENTIAL_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Credential lifetimes in force for an identity: the default, and the
+/// longest a request may ask for, each with the rule that sets it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialLifetimes {
+    /// Lifetime when the request names none.
+    pub default: (Duration, String),
+    /// The longest allowed (`None`: no limit but the request's).
+    pub max: Option<(Duration, String)>,
 }
 
 /// Decides the session impact of one directory event.
@@ -284,9 +328,14 @@ pub fn evaluate(event: &DirectoryEvent, policy: &Policy, sessions: &[Session], n
                 (bound < s.expires_at)
                     .then_some(SessionAction::ShortenExpiry { session: s.id, expires_at: bound })
             }
-            Impact::Revoke | Impact::RevokeRefresh => {
+            Impact::Revoke => {
                 Some(SessionAction::Revoke { session: s.id, reason: revocation_reason(trigger) })
             }
+            // A credential is itself what renews access: it goes.
+            Impact::RevokeRefresh if s.kind.is_credential() => {
+                Some(SessionAction::Revoke { session: s.id, reason: revocation_reason(trigger) })
+            }
+            Impact::RevokeRefresh => Some(SessionAction::RevokeRefresh { session: s.id }),
             Impact::Suspend if grace.is_zero() => {
                 rule = format!("{grace_tier}.owner_grace");
                 Some(SessionAction::Revoke { session: s.id, reason: RevocationReason::OwnerLost })
@@ -307,7 +356,10 @@ pub fn evaluate(event: &DirectoryEvent, policy: &Policy, sessions: &[Session], n
         Impact::Shorten(ttl) => {
             format!("{kind}: shorten {n} live session(s) to at most {}", humantime::format_duration(ttl))
         }
-        Impact::Revoke | Impact::RevokeRefresh => format!("{kind}: revoke {n} live session(s)"),
+        Impact::Revoke => format!("{kind}: revoke {n} live session(s)"),
+        Impact::RevokeRefresh => {
+            format!("{kind}: end the refresh tokens of {n} live session(s) (credentials are revoked)")
+        }
         Impact::Suspend if grace.is_zero() => format!("{kind}: no grace period; revoke {n} live session(s)"),
         Impact::Suspend => format!(
             "{kind}: suspend {n} live session(s) until an active owner is set, for at most {}",

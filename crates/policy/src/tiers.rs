@@ -61,6 +61,11 @@ pub struct TierSettings {
     pub idle_timeout: Option<Duration>,
     /// Most live sessions per identity; opening one more revokes the oldest.
     pub max_sessions: Option<u32>,
+    /// Lifetime of a credential (API key, client secret) whose request
+    /// names none.
+    pub credential_ttl: Option<Duration>,
+    /// The longest lifetime a credential may be given.
+    pub credential_max_ttl: Option<Duration>,
     /// How long a session suspended for owner loss waits for a new active
     /// owner before it is revoked (zero: revoked at once).
     pub owner_grace: Duration,
@@ -103,6 +108,14 @@ impl TierSettings {
             },
             idle_timeout: None,
             max_sessions: None,
+            credential_ttl: match tier {
+                Tier::NonHuman => Some(Duration::from_secs(30 * 24 * 3600)),
+                Tier::Standard | Tier::Privileged => None,
+            },
+            credential_max_ttl: match tier {
+                Tier::NonHuman => Some(Duration::from_secs(90 * 24 * 3600)),
+                Tier::Standard | Tier::Privileged => None,
+            },
             owner_grace: match tier {
                 Tier::Privileged => Duration::ZERO,
                 Tier::Standard | Tier::NonHuman => Duration::from_secs(24 * 3600),
@@ -123,6 +136,10 @@ pub struct Effective {
     pub idle_timeout: Option<(Duration, Tier)>,
     /// Most live sessions, and its tier.
     pub max_sessions: Option<(u32, Tier)>,
+    /// Default credential lifetime, and its tier.
+    pub credential_ttl: Option<(Duration, Tier)>,
+    /// Longest credential lifetime, and its tier.
+    pub credential_max_ttl: Option<(Duration, Tier)>,
     /// Owner grace, and its tier.
     pub owner_grace: (Duration, Tier),
     impacts: [(Impact, Tier); TRIGGERS],
@@ -142,6 +159,8 @@ impl Effective {
             session_max_ttl: s.session_max_ttl.map(|d| (d, first)),
             idle_timeout: s.idle_timeout.map(|d| (d, first)),
             max_sessions: s.max_sessions.map(|n| (n, first)),
+            credential_ttl: s.credential_ttl.map(|d| (d, first)),
+            credential_max_ttl: s.credential_max_ttl.map(|d| (d, first)),
             owner_grace: (s.owner_grace, first),
             impacts: std::array::from_fn(|i| (s.impacts[i], first)),
         };
@@ -149,6 +168,8 @@ impl Effective {
             e.session_max_ttl = min_tagged(e.session_max_ttl, s.session_max_ttl.map(|d| (d, tier)));
             e.idle_timeout = min_tagged(e.idle_timeout, s.idle_timeout.map(|d| (d, tier)));
             e.max_sessions = min_tagged(e.max_sessions, s.max_sessions.map(|n| (n, tier)));
+            e.credential_ttl = min_tagged(e.credential_ttl, s.credential_ttl.map(|d| (d, tier)));
+            e.credential_max_ttl = min_tagged(e.credential_max_ttl, s.credential_max_ttl.map(|d| (d, tier)));
             if s.owner_grace < e.owner_grace.0 {
                 e.owner_grace = (s.owner_grace, tier);
             }
@@ -182,6 +203,10 @@ pub struct TierConfig {
     pub idle_timeout: Option<String>,
     /// `max_sessions`.
     pub max_sessions: Option<u32>,
+    /// `credential_ttl`.
+    pub credential_ttl: Option<String>,
+    /// `credential_max_ttl`.
+    pub credential_max_ttl: Option<String>,
     /// `owner_grace`.
     pub owner_grace: Option<String>,
     /// Impacts by key (`on_attributes_changed = "shorten 5m"`), including
@@ -297,6 +322,8 @@ impl Policy {
                 "{tier}.max_sessions = {}\n",
                 s.max_sessions.map_or_else(|| "none".to_owned(), |n| n.to_string())
             ));
+            out.push_str(&format!("{tier}.credential_ttl = {}\n", show(s.credential_ttl)));
+            out.push_str(&format!("{tier}.credential_max_ttl = {}\n", show(s.credential_max_ttl)));
             out.push_str(&format!("{tier}.owner_grace = {}s\n", s.owner_grace.as_secs()));
             for trigger in Trigger::ALL {
                 out.push_str(&format!("{tier}.{} = {}\n", trigger.key(), s.impact(*trigger)));
@@ -351,6 +378,23 @@ impl Policy {
                     return Err(err("max_sessions", "must be at least 1".into()));
                 }
                 s.max_sessions = Some(n);
+            }
+            for (k, value, slot) in [
+                ("credential_ttl", &tier_config.credential_ttl, &mut s.credential_ttl),
+                ("credential_max_ttl", &tier_config.credential_max_ttl, &mut s.credential_max_ttl),
+            ] {
+                if let Some(v) = value {
+                    let d = duration(k, v)?;
+                    if d.is_zero() {
+                        return Err(err(k, "must be more than 0: every credential expires".into()));
+                    }
+                    *slot = Some(d);
+                }
+            }
+            if let (Some(ttl), Some(max)) = (s.credential_ttl, s.credential_max_ttl)
+                && ttl > max
+            {
+                return Err(err("credential_ttl", "must not be longer than credential_max_ttl".into()));
             }
             if let Some(v) = &tier_config.owner_grace {
                 s.owner_grace = duration("owner_grace", v)?;

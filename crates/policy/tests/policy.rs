@@ -6,7 +6,7 @@ use std::time::Duration;
 use lockstep_domain::{
     CredentialKind, DirectoryChange, DirectoryEvent, DirectoryEventId, GroupId, IdentityId, IdentityKind,
     IdentityStatus, Origin, RevocationReason, Session, SessionId, SessionState, SourceId, Subject,
-    SuspendCondition, Tiers, Timestamp, TokenHash,
+    SuspendCondition, Tiers, Timestamp, TokenFormat,
 };
 use lockstep_policy::{
     Impact, Policy, PolicyConfig, SessionAction, TierConfig, Trigger, evaluate, grace_ended,
@@ -75,9 +75,15 @@ fn session(id: usize, who: u8, state: SessionState, expires: i64) -> Session {
     Session {
         id: SessionId::from_uuid(Uuid::from_u128(id as u128)),
         identity: identity(who),
-        kind: CredentialKind::AccessToken,
-        token_hash: TokenHash([id as u8; 32]),
-        client: None,
+        // Mostly sessions, some credentials (revoke_refresh revokes those).
+        kind: [
+            CredentialKind::Session,
+            CredentialKind::Session,
+            CredentialKind::ApiKey,
+            CredentialKind::ClientSecret,
+        ][id % 4],
+        format: TokenFormat::Opaque,
+        issued_to: None,
         user_name: format!("user{who}"),
         claims_version: 1,
         issued_at: Timestamp(0),

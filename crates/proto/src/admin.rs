@@ -19,18 +19,31 @@ pub struct CreateSessionRequest {
     pub subject: String,
     /// Lifetime like `15m`, `1h30m`; the server default if absent.
     pub ttl: Option<String>,
+    /// Also issue a rotating refresh token (`lst_rt_…`).
+    #[serde(default)]
+    pub refresh: bool,
+    /// `opaque` or `jwt` (RFC 9068); the `[tokens] access_token_format`
+    /// default if absent.
+    pub format: Option<String>,
 }
 
-/// Response of `POST /v1/sessions` (201). The only time the token is shown.
+/// Response of `POST /v1/sessions` (201). The only time the tokens are shown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreatedSession {
     /// Session id.
     pub session_id: String,
-    /// The bearer token.
+    /// The bearer token (opaque, or a JWT).
     pub access_token: String,
     /// Always `Bearer`.
     pub token_type: String,
-    /// RFC 3339 expiry.
+    /// `opaque` or `jwt`.
+    pub format: String,
+    /// RFC 3339 expiry of the access token.
+    pub access_token_expires_at: String,
+    /// The refresh token, if asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// RFC 3339 expiry of the session (and of its refresh token).
     pub expires_at: String,
     /// The identity's SCIM id.
     pub subject: String,
@@ -161,8 +174,10 @@ pub struct SessionView {
     pub subject: String,
     /// Issued `userName`.
     pub username: String,
-    /// Credential kind.
+    /// `session`, `api_key` or `client_secret`.
     pub kind: String,
+    /// Access token format: `opaque` or `jwt`.
+    pub format: String,
     /// `active`, `needs_recheck`, `suspended` or `revoked`.
     pub state: String,
     /// RFC 3339 issue time.
@@ -189,6 +204,93 @@ pub struct SessionView {
     /// The directory event that caused the suspension.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suspended_by_event: Option<u64>,
+}
+
+/// `POST /v1/identities/{id}/credentials`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCredentialRequest {
+    /// `client_secret` or `api_key`.
+    pub kind: String,
+    /// Lifetime like `30d`; the tier's `credential_ttl` if absent.
+    pub ttl: Option<String>,
+}
+
+/// `POST /v1/identities/{id}/credentials/{credential_id}/rotate`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateCredentialRequest {
+    /// How long the old secret keeps working, like `1h` (default `0s`:
+    /// it stops at once).
+    pub grace: Option<String>,
+}
+
+/// Response of creating (201) or rotating (200) a credential. The only
+/// time the secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedCredential {
+    /// Credential id.
+    pub credential_id: String,
+    /// The OAuth `client_id` (a client secret's; the credential id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// `client_secret` or `api_key`.
+    pub kind: String,
+    /// The secret.
+    pub secret: String,
+    /// RFC 3339 expiry.
+    pub expires_at: String,
+    /// After a rotation: RFC 3339 time the previous secret stops working.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<String>,
+}
+
+/// A credential as listed, without its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CredentialView {
+    /// Credential id.
+    pub credential_id: String,
+    /// The OAuth `client_id` of a client secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// `client_secret` or `api_key`.
+    pub kind: String,
+    /// `active`, `needs_recheck`, `suspended` or `revoked`.
+    pub state: String,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 expiry.
+    pub expires_at: String,
+    /// RFC 3339 time of the last use, if ever used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    /// The Lockstep API client that created it (`admin` for the admin).
+    pub created_by: String,
+    /// RFC 3339 revocation time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// Why it was revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_reason: Option<String>,
+    /// Why it is suspended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspended_for: Option<String>,
+}
+
+/// `GET /v1/identities/{id}/credentials`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CredentialList {
+    /// Credentials, oldest first.
+    pub credentials: Vec<CredentialView>,
+}
+
+/// Response of `POST /v1/identities/{id}/revoke-all`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevokedAll {
+    /// The identity's SCIM id.
+    pub subject: String,
+    /// How many live sessions and credentials were revoked.
+    pub revoked: usize,
 }
 
 /// `GET /v1/sessions?subject=…`.
@@ -312,16 +414,46 @@ impl SessionView {
             subject: s.identity.to_string(),
             username: s.user_name.clone(),
             kind: s.kind.as_str().to_owned(),
+            format: s.format.as_str().to_owned(),
             state: s.state.name().to_owned(),
             issued_at: format_rfc3339(s.issued_at),
             expires_at: format_rfc3339(s.expires_at),
-            client_id: s.client.map_or_else(|| "admin".to_owned(), |c| c.to_string()),
+            client_id: s.issued_to.map_or_else(|| "admin".to_owned(), |c| c.to_string()),
             revoked_at,
             revocation_reason,
             revoked_by_event,
             suspended_for,
             suspended_until,
             suspended_by_event,
+        }
+    }
+}
+
+impl CredentialView {
+    /// The listed form of a credential and its last use.
+    pub fn from_credential(s: &Session, last_used_at: Option<lockstep_domain::Timestamp>) -> Self {
+        let (revoked_at, revocation_reason) = match s.state {
+            SessionState::Revoked { at, reason, .. } => {
+                (Some(format_rfc3339(at)), Some(reason.as_str().to_owned()))
+            }
+            _ => (None, None),
+        };
+        let suspended_for = match s.state {
+            SessionState::Suspended { condition, .. } => Some(condition.as_str().to_owned()),
+            _ => None,
+        };
+        Self {
+            credential_id: s.id.to_string(),
+            client_id: (s.kind == lockstep_domain::CredentialKind::ClientSecret).then(|| s.id.to_string()),
+            kind: s.kind.as_str().to_owned(),
+            state: s.state.name().to_owned(),
+            created_at: format_rfc3339(s.issued_at),
+            expires_at: format_rfc3339(s.expires_at),
+            last_used_at: last_used_at.map(format_rfc3339),
+            created_by: s.issued_to.map_or_else(|| "admin".to_owned(), |c| c.to_string()),
+            revoked_at,
+            revocation_reason,
+            suspended_for,
         }
     }
 }

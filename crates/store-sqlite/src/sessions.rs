@@ -4,7 +4,8 @@ use std::path::Path;
 
 use lockstep_domain::{
     Actor, ApiClient, AuditEntry, AuditKind, AuditRecord, ChainHash, ClientId, CredentialKind,
-    DirectoryEventId, IdentityId, Scope, Session, SessionId, SessionState, Timestamp, TokenHash,
+    DirectoryEventId, IdentityId, Scope, Session, SessionId, SessionState, Timestamp, Token, TokenFormat,
+    TokenHash, TokenKind,
 };
 use lockstep_store::{CredentialStore, SessionBatch, SessionStore, StoreError, StoreResult, seal};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
@@ -20,8 +21,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     id             TEXT PRIMARY KEY,
     identity       TEXT NOT NULL,
     kind           TEXT NOT NULL,
-    token_hash     BLOB NOT NULL UNIQUE,
-    client         TEXT,
+    format         TEXT NOT NULL,
+    issued_to      TEXT,
     user_name      TEXT NOT NULL,
     claims_version INTEGER NOT NULL,
     issued_at      INTEGER NOT NULL,
@@ -39,6 +40,19 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS sessions_identity ON sessions (identity);
 -- Suspensions by deadline: a timer asks for the due ones every second.
 CREATE INDEX IF NOT EXISTS sessions_due ON sessions (until) WHERE state = 'suspended';
+-- Retention: what expired, or was revoked, long enough ago to purge.
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at);
+CREATE INDEX IF NOT EXISTS sessions_revoked ON sessions (state_at) WHERE state = 'revoked';
+-- The secrets of sessions, by hash; the secrets themselves are never stored.
+CREATE TABLE IF NOT EXISTS tokens (
+    hash       BLOB PRIMARY KEY,
+    session    TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    issued_at  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    retired_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tokens_session ON tokens (session);
 CREATE TRIGGER IF NOT EXISTS sessions_revoked_is_terminal BEFORE UPDATE ON sessions
     WHEN OLD.state = 'revoked'
     BEGIN SELECT RAISE(ABORT, 'a revoked session cannot change'); END;
@@ -85,10 +99,13 @@ CREATE TABLE IF NOT EXISTS admin_token (
 
 /// `PRAGMA user_version` of this schema. Version 1 added the unique
 /// client name key; version 2 suspension, last use, the policy hash and
-/// the audit index by directory event.
-const SCHEMA_VERSION: i32 = 2;
+/// the audit index by directory event; version 3 tokens of their own
+/// (refresh rotation, credentials, JWTs).
+const SCHEMA_VERSION: i32 = 3;
 
-const SESSION_COLUMNS: &str = "id, identity, kind, token_hash, client, user_name, claims_version, issued_at, expires_at, state, state_at, reason, cause, until, last_seen";
+const SESSION_COLUMNS: &str = "id, identity, kind, format, issued_to, user_name, claims_version, issued_at, expires_at, state, state_at, reason, cause, until, last_seen";
+
+const TOKEN_COLUMNS: &str = "hash, session, kind, issued_at, expires_at, retired_at";
 
 /// The session-authority role (and Lockstep's own credentials) on SQLite.
 #[derive(Debug)]
@@ -117,20 +134,39 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Session>> {
         let get_opt = |i: usize| opt_text(i).map_err(crate::conn::backend);
         let int = |i: usize| r.get::<_, i64>(i).map_err(crate::conn::backend);
         let opt_int = |i: usize| r.get::<_, Option<i64>>(i).map_err(crate::conn::backend);
-        let hash =
-            r.get_ref(3).and_then(|v| v.as_blob().map_err(Into::into)).map_err(crate::conn::backend)?;
         Ok(Session {
             id: parse::<SessionId>("session id", get(0)?)?,
             identity: parse::<IdentityId>("identity id", get(1)?)?,
             kind: parse::<CredentialKind>("credential kind", get(2)?)?,
-            token_hash: TokenHash(hash32(hash)?),
-            client: get_opt(4)?.map(|c| parse::<ClientId>("client id", c)).transpose()?,
+            format: parse::<TokenFormat>("token format", get(3)?)?,
+            issued_to: get_opt(4)?.map(|c| parse::<ClientId>("client id", c)).transpose()?,
             user_name: get(5)?.to_owned(),
             claims_version: int(6)?.unsigned_abs(),
             issued_at: Timestamp(int(7)?),
             expires_at: Timestamp(int(8)?),
             last_seen: Timestamp(int(14)?),
             state: decode_state(get(9)?, opt_int(10)?, get_opt(11)?, opt_int(12)?, opt_int(13)?)?,
+        })
+    };
+    Ok(decoded())
+}
+
+/// A token row.
+fn token_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Token>> {
+    let decoded = || -> StoreResult<Token> {
+        let hash =
+            r.get_ref(0).and_then(|v| v.as_blob().map_err(Into::into)).map_err(crate::conn::backend)?;
+        let session =
+            r.get_ref(1).and_then(|v| v.as_str().map_err(Into::into)).map_err(crate::conn::backend)?;
+        let kind = r.get_ref(2).and_then(|v| v.as_str().map_err(Into::into)).map_err(crate::conn::backend)?;
+        let int = |i: usize| r.get::<_, i64>(i).map_err(crate::conn::backend);
+        Ok(Token {
+            hash: TokenHash(hash32(hash)?),
+            session: parse::<SessionId>("session id", session)?,
+            kind: parse::<TokenKind>("token kind", kind)?,
+            issued_at: Timestamp(int(3)?),
+            expires_at: Timestamp(int(4)?),
+            retired_at: r.get::<_, Option<i64>>(5).map_err(crate::conn::backend)?.map(Timestamp),
         })
     };
     Ok(decoded())
@@ -256,8 +292,8 @@ fn insert(tx: &Transaction<'_>, session: &Session) -> StoreResult<()> {
             session.id.to_string(),
             session.identity.to_string(),
             session.kind.as_str(),
-            session.token_hash.0.as_slice(),
-            session.client.map(|c| c.to_string()),
+            session.format.as_str(),
+            session.issued_to.map(|c| c.to_string()),
             session.user_name,
             seq_to_sql(session.claims_version),
             session.issued_at.micros(),
@@ -360,6 +396,42 @@ fn apply_batch(conn: &mut rusqlite::Connection, batch: SessionBatch) -> StoreRes
     for session in &batch.inserts {
         insert(&tx, session)?;
     }
+    for token in &batch.tokens {
+        let known: bool = tx
+            .cached_row(
+                "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)",
+                [token.session.to_string()],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if !known {
+            return Err(StoreError::NotFound(format!("session {}", token.session)));
+        }
+        tx.cached_exec(
+            &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            params![
+                token.hash.0.as_slice(),
+                token.session.to_string(),
+                token.kind.as_str(),
+                token.issued_at.micros(),
+                token.expires_at.micros(),
+                token.retired_at.map(|t| t.micros()),
+            ],
+        )
+        .map_err(|e| conflict(e, "token", format!("{:?}", token.hash)))?;
+    }
+    for update in &batch.token_updates {
+        let changed = tx
+            .cached_exec(
+                "UPDATE tokens SET retired_at = COALESCE(retired_at, ?2), expires_at = MIN(expires_at, COALESCE(?3, expires_at))
+                 WHERE hash = ?1",
+                params![update.hash.0.as_slice(), update.retired_at.map(|t| t.micros()), update.expires_at.map(|t| t.micros())],
+            )
+            .map_err(backend)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("token {:?}", update.hash)));
+        }
+    }
     apply_updates(&tx, &batch.updates)?;
     for (session, seen) in &batch.last_seen {
         tx.cached_exec(
@@ -404,9 +476,68 @@ impl SessionStore for SqliteSessions {
         self.pool.read(|c| c.cached_row(&sql, [id.to_string()], session_row).optional())?.transpose()
     }
 
-    fn session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
-        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?1");
-        self.pool.read(|c| c.cached_row(&sql, [hash.0.as_slice()], session_row).optional())?.transpose()
+    fn token(&self, hash: &TokenHash) -> StoreResult<Option<Token>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1");
+        self.pool.read(|c| c.cached_row(&sql, [hash.0.as_slice()], token_row).optional())?.transpose()
+    }
+
+    fn tokens_of(&self, session: SessionId) -> StoreResult<Vec<Token>> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE session = CAST(?1 AS TEXT) ORDER BY issued_at, hash"
+        );
+        let rows = self.pool.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            stmt.query_map([session.to_string()], token_row)?.collect::<Result<Vec<_>, _>>()
+        })?;
+        rows.into_iter().collect()
+    }
+
+    fn for_each_live_token(&self, now: Timestamp, f: &mut dyn FnMut(Token)) -> StoreResult<()> {
+        let columns = TOKEN_COLUMNS.split(", ").map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT {columns} FROM tokens t JOIN sessions s ON s.id = t.session
+             WHERE t.kind IN ('access', 'api_key') AND t.expires_at > ?1 AND s.state <> 'revoked' AND s.expires_at > ?1"
+        );
+        let mut failure = None;
+        self.pool.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut rows = stmt.query([now.micros()])?;
+            while let Some(row) = rows.next()? {
+                match token_row(row)? {
+                    Ok(token) => f(token),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn purge(&self, before: Timestamp, limit: usize) -> StoreResult<usize> {
+        let mut conn = lock(&self.pool.writer)?;
+        let tx = conn.transaction().map_err(backend)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let ids: Vec<String> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT id FROM sessions WHERE expires_at < ?1
+                     UNION SELECT id FROM sessions WHERE state = 'revoked' AND state_at < ?1
+                     LIMIT CAST(?2 AS INTEGER)",
+                )
+                .map_err(backend)?;
+            stmt.query_map(params![before.micros(), limit], |r| r.get(0))
+                .and_then(|rows| rows.collect::<Result<Vec<String>, _>>())
+                .map_err(backend)?
+        };
+        for id in &ids {
+            tx.cached_exec("DELETE FROM tokens WHERE session = ?1", [id]).map_err(backend)?;
+            tx.cached_exec("DELETE FROM sessions WHERE id = ?1", [id]).map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        Ok(ids.len())
     }
 
     fn sessions_of(&self, identity: IdentityId) -> StoreResult<Vec<Session>> {

@@ -30,7 +30,12 @@ fn committed_state_survives_reopen() {
         c::create(&d, 0, "alice");
         let s = SqliteSessions::open(&root.join("sessions.db"), Durability::Full).unwrap();
         let x = c::session(1, c::identity_id(0), 1_000);
-        s.insert_session(&x, c::audit(lockstep_domain::AuditKind::SessionCreated, Some(x.id))).unwrap();
+        s.insert_session(
+            &x,
+            &[c::token(1, &x)],
+            c::audit(lockstep_domain::AuditKind::SessionCreated, Some(x.id)),
+        )
+        .unwrap();
     }
     let d = SqliteDirectory::open(&root.join("directory.db"), Durability::Full).unwrap();
     assert_eq!(d.live_identity_by_user_name("ALICE").unwrap().unwrap().version, 1);
@@ -47,6 +52,7 @@ fn audit_rows_cannot_be_edited_in_place() {
     let x = lockstep_store::conformance::session(1, lockstep_store::conformance::identity_id(0), 9);
     s.insert_session(
         &x,
+        &[],
         lockstep_store::conformance::audit(lockstep_domain::AuditKind::SessionCreated, None),
     )
     .unwrap();

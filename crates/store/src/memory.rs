@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use lockstep_domain::{
     ApiClient, AuditEntry, AuditRecord, ChainHash, DirectoryEvent, DirectoryEventId, Group, GroupId,
     Identity, IdentityId, IdentityStatus, Origin, Session, SessionId, SessionState, Subject, Timestamp,
-    TokenHash,
+    Token, TokenHash, TokenKind,
 };
 
 use crate::chain::seal;
@@ -242,6 +242,9 @@ struct SessionsState {
     sessions: BTreeMap<SessionId, Session>,
     /// Issue order.
     order: Vec<SessionId>,
+    tokens: BTreeMap<TokenHash, Token>,
+    /// Token issue order.
+    token_order: Vec<TokenHash>,
     consumed: Option<DirectoryEventId>,
     policy: Option<String>,
     audit: Vec<AuditRecord>,
@@ -281,8 +284,52 @@ impl SessionStore for MemorySessions {
         Ok(lock(&self.state)?.sessions.get(&id).cloned())
     }
 
-    fn session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
-        Ok(lock(&self.state)?.sessions.values().find(|s| s.token_hash == *hash).cloned())
+    fn token(&self, hash: &TokenHash) -> StoreResult<Option<Token>> {
+        Ok(lock(&self.state)?.tokens.get(hash).copied())
+    }
+
+    fn tokens_of(&self, session: SessionId) -> StoreResult<Vec<Token>> {
+        let st = lock(&self.state)?;
+        Ok(st
+            .token_order
+            .iter()
+            .filter_map(|h| st.tokens.get(h))
+            .filter(|t| t.session == session)
+            .copied()
+            .collect())
+    }
+
+    fn for_each_live_token(&self, now: Timestamp, f: &mut dyn FnMut(Token)) -> StoreResult<()> {
+        let st = lock(&self.state)?;
+        for t in st.token_order.iter().filter_map(|h| st.tokens.get(h)) {
+            let bearer = matches!(t.kind, TokenKind::Access | TokenKind::ApiKey);
+            if bearer && t.works(now) && st.sessions.get(&t.session).is_some_and(|s| s.is_live(now)) {
+                f(*t);
+            }
+        }
+        Ok(())
+    }
+
+    fn purge(&self, before: Timestamp, limit: usize) -> StoreResult<usize> {
+        let mut st = lock(&self.state)?;
+        let gone: Vec<SessionId> = st
+            .order
+            .iter()
+            .filter_map(|id| st.sessions.get(id))
+            .filter(|s| {
+                s.expires_at < before || matches!(s.state, SessionState::Revoked { at, .. } if at < before)
+            })
+            .map(|s| s.id)
+            .take(limit)
+            .collect();
+        for id in &gone {
+            st.sessions.remove(id);
+        }
+        st.order.retain(|id| !gone.contains(id));
+        st.tokens.retain(|_, t| !gone.contains(&t.session));
+        let tokens = std::mem::take(&mut st.token_order);
+        st.token_order = tokens.into_iter().filter(|h| st.tokens.contains_key(h)).collect();
+        Ok(gone.len())
     }
 
     fn sessions_of(&self, identity: IdentityId) -> StoreResult<Vec<Session>> {
@@ -329,9 +376,9 @@ impl SessionStore for MemorySessions {
         }
         // Validate the whole batch first: it applies whole or not at all.
         for (i, session) in batch.inserts.iter().enumerate() {
-            // Same id or same secret: either way the session already exists.
-            let clash = |s: &Session| s.id == session.id || s.token_hash == session.token_hash;
-            if st.sessions.values().any(clash) || batch.inserts[..i].iter().any(clash) {
+            let clash = st.sessions.contains_key(&session.id)
+                || batch.inserts[..i].iter().any(|s| s.id == session.id);
+            if clash {
                 return Err(StoreError::Conflict { field: "session", value: session.id.to_string() });
             }
         }
@@ -343,9 +390,36 @@ impl SessionStore for MemorySessions {
                 return Err(StoreError::NotFound(format!("session {}", update.session)));
             }
         }
+        for (i, token) in batch.tokens.iter().enumerate() {
+            if st.tokens.contains_key(&token.hash) || batch.tokens[..i].iter().any(|t| t.hash == token.hash) {
+                return Err(StoreError::Conflict { field: "token", value: format!("{:?}", token.hash) });
+            }
+            if !known(&st, &token.session) {
+                return Err(StoreError::NotFound(format!("session {}", token.session)));
+            }
+        }
+        for update in &batch.token_updates {
+            if !st.tokens.contains_key(&update.hash) && !batch.tokens.iter().any(|t| t.hash == update.hash) {
+                return Err(StoreError::NotFound(format!("token {:?}", update.hash)));
+            }
+        }
         for session in batch.inserts {
             st.order.push(session.id);
             st.sessions.insert(session.id, session);
+        }
+        for token in batch.tokens {
+            st.token_order.push(token.hash);
+            st.tokens.insert(token.hash, token);
+        }
+        for update in batch.token_updates {
+            if let Some(t) = st.tokens.get_mut(&update.hash) {
+                if t.retired_at.is_none() {
+                    t.retired_at = update.retired_at;
+                }
+                if let Some(exp) = update.expires_at {
+                    t.expires_at = t.expires_at.min(exp);
+                }
+            }
         }
         if batch.policy.is_some() {
             st.policy = batch.policy;

@@ -17,7 +17,7 @@
 
 use lockstep_domain::{
     ApiClient, AuditEntry, AuditRecord, DirectoryEventId, IdentityId, Session, SessionId, SessionState,
-    Timestamp, TokenHash,
+    Timestamp, Token, TokenHash,
 };
 
 use crate::error::StoreResult;
@@ -33,17 +33,35 @@ pub struct SessionUpdate {
     pub expires_at: Option<Timestamp>,
 }
 
-/// One atomic session-store write: new sessions, session changes, the
-/// audit records that explain them and, for bridge batches, the directory
-/// position consumed.
+/// A change to one token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenUpdate {
+    /// Which token.
+    pub hash: TokenHash,
+    /// Retire it at this time (kept if it is already retired: the first
+    /// retirement stands).
+    pub retired_at: Option<Timestamp>,
+    /// A new expiry (the end of a rotated secret's grace period), never
+    /// later than the current one.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// One atomic session-store write: new sessions and tokens, session and
+/// token changes, the audit records that explain them and, for bridge
+/// batches, the directory position consumed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionBatch {
     /// Bridge cursor after this batch. A batch whose position is not beyond
     /// the stored cursor was already applied and is skipped whole, which
     /// makes replay after a crash idempotent.
     pub consumed: Option<DirectoryEventId>,
-    /// New sessions (a conflicting id or secret fails the whole batch).
+    /// New sessions (a conflicting id fails the whole batch).
     pub inserts: Vec<Session>,
+    /// New tokens, each of a session stored or inserted by this batch (a
+    /// conflicting hash, or an unknown session, fails the whole batch).
+    pub tokens: Vec<Token>,
+    /// Token changes (an unknown token fails the whole batch).
+    pub token_updates: Vec<TokenUpdate>,
     /// Session changes. An update to a revoked session is ignored: revoked
     /// is terminal.
     pub updates: Vec<SessionUpdate>,
@@ -67,10 +85,16 @@ pub struct SessionBatch {
 /// The session-authority role: session validity, the bridge cursor and the
 /// audit chain, which must commit together.
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
-    /// Stores a new session and its `session.created` audit entry.
-    fn insert_session(&self, session: &Session, audit: AuditEntry) -> StoreResult<AuditRecord> {
+    /// Stores a new session, its tokens and its `session.created` audit entry.
+    fn insert_session(
+        &self,
+        session: &Session,
+        tokens: &[Token],
+        audit: AuditEntry,
+    ) -> StoreResult<AuditRecord> {
         let mut sealed = self.apply(SessionBatch {
             inserts: vec![session.clone()],
+            tokens: tokens.to_vec(),
             audit: vec![audit],
             ..SessionBatch::default()
         })?;
@@ -80,8 +104,28 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// A session by id.
     fn session(&self, id: SessionId) -> StoreResult<Option<Session>>;
 
-    /// A session by the hash of its secret.
-    fn session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>>;
+    /// A token by the hash of its secret.
+    fn token(&self, hash: &TokenHash) -> StoreResult<Option<Token>>;
+
+    /// The session a secret belongs to, with the token.
+    fn session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<(Session, Token)>> {
+        let Some(token) = self.token(hash)? else { return Ok(None) };
+        Ok(self.session(token.session)?.map(|s| (s, token)))
+    }
+
+    /// Every token of a session, in issue order.
+    fn tokens_of(&self, session: SessionId) -> StoreResult<Vec<Token>>;
+
+    /// Calls `f` with every token that can be presented as a bearer secret
+    /// (access tokens and API keys) and works at `now`, of a session live at
+    /// `now` (to warm the introspection map at start).
+    fn for_each_live_token(&self, now: Timestamp, f: &mut dyn FnMut(Token)) -> StoreResult<()>;
+
+    /// Deletes up to `limit` sessions (with their tokens) that expired, or
+    /// were revoked, before `before`; returns how many. The audit chain
+    /// keeps their history; an unknown token introspects inactive, so a
+    /// purged one can never come back.
+    fn purge(&self, before: Timestamp, limit: usize) -> StoreResult<usize>;
 
     /// Every session of an identity, in issue order.
     fn sessions_of(&self, identity: IdentityId) -> StoreResult<Vec<Session>>;

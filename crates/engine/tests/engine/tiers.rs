@@ -7,9 +7,11 @@ use std::time::Duration;
 use lockstep_domain::{
     ApiClient, AuditEntry, AuditKind, AuditRecord, DirectoryChange, DirectoryEvent, DirectoryEventId, Group,
     GroupId, Identity, IdentityId, IdentityKind, IdentityStatus, Session, SessionId, SessionState, Timestamp,
-    TokenHash,
+    Token, TokenHash,
 };
 use lockstep_engine::{Engine, EngineConfig, OsEntropy, Principal, Stores};
+
+use super::Sessions as _;
 use lockstep_policy::{Policy, PolicyConfig, TierConfig};
 use lockstep_store::{
     Committed, CommittedGroup, CredentialStore, DirectoryRead, DirectoryStore, GroupPage, GroupQuery,
@@ -227,9 +229,20 @@ impl SessionStore for Counting {
         self.read();
         self.inner.sessions.session(id)
     }
-    fn session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+    fn token(&self, hash: &TokenHash) -> StoreResult<Option<Token>> {
         self.read();
-        self.inner.sessions.session_by_token(hash)
+        self.inner.sessions.token(hash)
+    }
+    fn tokens_of(&self, session: SessionId) -> StoreResult<Vec<Token>> {
+        self.read();
+        self.inner.sessions.tokens_of(session)
+    }
+    fn for_each_live_token(&self, now: Timestamp, f: &mut dyn FnMut(Token)) -> StoreResult<()> {
+        self.read();
+        self.inner.sessions.for_each_live_token(now, f)
+    }
+    fn purge(&self, before: Timestamp, limit: usize) -> StoreResult<usize> {
+        self.inner.sessions.purge(before, limit)
     }
     fn sessions_of(&self, identity: IdentityId) -> StoreResult<Vec<Session>> {
         self.read();

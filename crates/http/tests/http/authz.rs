@@ -13,7 +13,10 @@ const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 /// A concrete path for a route pattern.
 fn concrete(route: &str) -> String {
-    route.replace("{id}", "01a21faf-853b-7d77-8f3c-2f05024fa262").replace("{position}", "1")
+    route
+        .replace("{id}", "01a21faf-853b-7d77-8f3c-2f05024fa262")
+        .replace("{credential_id}", "01a21faf-853b-7d77-8f3c-2f05024fa263")
+        .replace("{position}", "1")
 }
 
 async fn call(s: &Server, method: &str, route: &str, auth: Option<&str>) -> StatusCode {
@@ -82,6 +85,7 @@ async fn every_route_has_a_row_and_every_row_holds_for_every_credential() {
                 Access::Anyone => true,
                 Access::Admin => false,
                 Access::Scopes(scopes) => scopes.contains(scope),
+                Access::TokenEndpoint => *scope == Scope::Sessions,
             };
             if allowed {
                 assert!(!denied(status), "{method} {route} as {}: {status}", scope.as_str());

@@ -61,10 +61,12 @@ impl Server {
             credentials: sessions,
         };
         let clock = Arc::new(TestClock::default());
-        let engine =
-            Arc::new(Engine::open(stores, engine_config, clock.clone(), Arc::new(OsEntropy)).unwrap());
+        let keys =
+            Arc::new(lockstep_jose::SharedKeys::in_memory(lockstep_jose::Keyring::generate(0).unwrap()));
+        let engine = Engine::open(stores, engine_config, clock.clone(), Arc::new(OsEntropy)).unwrap();
+        let engine = Arc::new(engine.with_signer(Arc::new(lockstep_http::KeySigner(keys.clone()))));
         engine.ensure_admin_token(Some(ADMIN)).unwrap();
-        let state = AppState { engine: engine.clone(), config: Arc::new(config) };
+        let state = AppState { engine: engine.clone(), config: Arc::new(config), keys: Some(keys) };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(lockstep_http::run(listener, state, std::future::pending()));

@@ -9,7 +9,7 @@
 use lockstep_domain::{
     Actor, AuditEntry, AuditKind, ClientId, CredentialKind, DirectoryChange, Identity, IdentityId,
     IdentityKind, IdentityStatus, Origin, Session, SessionId, SessionState, SourceId, Tiers, Timestamp,
-    TokenHash,
+    Token, TokenFormat, TokenHash, TokenKind,
 };
 use uuid::Uuid;
 
@@ -76,15 +76,27 @@ pub fn session(n: u128, who: IdentityId, expires: i64) -> Session {
     Session {
         id: session_id(n),
         identity: who,
-        kind: CredentialKind::AccessToken,
-        token_hash: TokenHash([n as u8; 32]),
-        client: Some(ClientId::from_uuid(Uuid::from_u128(77))),
+        kind: CredentialKind::Session,
+        format: TokenFormat::Opaque,
+        issued_to: Some(ClientId::from_uuid(Uuid::from_u128(77))),
         user_name: "alice".into(),
         claims_version: 1,
         issued_at: Timestamp(10),
         expires_at: Timestamp(expires),
         last_seen: Timestamp(10),
         state: SessionState::Active,
+    }
+}
+
+/// The access token of `session(n, …)`: hash `[n; 32]`, expiring with it.
+pub fn token(n: u128, session: &Session) -> Token {
+    Token {
+        hash: TokenHash([n as u8; 32]),
+        session: session.id,
+        kind: TokenKind::Access,
+        issued_at: session.issued_at,
+        expires_at: session.expires_at,
+        retired_at: None,
     }
 }
 
@@ -150,6 +162,10 @@ macro_rules! conformance_suite {
             #[test]
             fn identities_with_groups_in_order() {
                 c::identities_with_groups_in_order(&$open_dir);
+            }
+            #[test]
+            fn tokens_retire_and_purge() {
+                c::tokens_retire_and_purge(&$open_sessions);
             }
             #[test]
             fn batched_inserts_suspensions_and_last_seen() {

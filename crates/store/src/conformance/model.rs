@@ -8,7 +8,7 @@ use lockstep_domain::{
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use super::{audit, identity, identity_id, origin, session, session_id};
+use super::{audit, identity, identity_id, origin, session, session_id, token};
 use crate::{
     DirectoryStore, Filter, IdentityField, IdentityFilter, IdentityQuery, IdentityWrite, MemoryDirectory,
     MemorySessions, SessionBatch, SessionStore, SessionUpdate, TextOp, verify_chain,
@@ -336,7 +336,14 @@ fn run_ses_op<S: SessionStore + ?Sized>(s: &S, op: &SesOp) -> String {
     match op {
         SesOp::Insert { n, who, expires } => {
             let x = session(u128::from(*n), identity_id(u128::from(*who)), t(*expires).0);
-            format!("{:?}", s.insert_session(&x, audit(AuditKind::SessionCreated, Some(x.id))))
+            format!(
+                "{:?}",
+                s.insert_session(
+                    &x,
+                    &[token(u128::from(*n), &x)],
+                    audit(AuditKind::SessionCreated, Some(x.id))
+                )
+            )
         }
         SesOp::Revoke { n, consumed } => format!(
             "{:?} {:?}",

@@ -2,12 +2,14 @@
 
 use lockstep_domain::{
     ApiClient, AuditKind, ClientId, DirectoryEventId, RevocationReason, Scope, SessionState, Timestamp,
-    TokenHash,
+    Token, TokenHash, TokenKind,
 };
 use uuid::Uuid;
 
-use super::{audit, identity_id, session, session_id};
-use crate::{CredentialStore, SessionBatch, SessionStore, SessionUpdate, StoreError, verify_chain};
+use super::{audit, identity_id, session, session_id, token};
+use crate::{
+    CredentialStore, SessionBatch, SessionStore, SessionUpdate, StoreError, TokenUpdate, verify_chain,
+};
 
 // ---- session checks ---------------------------------------------------------
 
@@ -15,12 +17,13 @@ pub fn sessions_round_trip<S: SessionStore>(s: &S) {
     let a = session(1, identity_id(0), 1_000);
     let b = session(2, identity_id(0), 50);
     let c = session(3, identity_id(1), 1_000);
-    for x in [&a, &b, &c] {
-        s.insert_session(x, audit(AuditKind::SessionCreated, Some(x.id))).unwrap();
+    for (n, x) in [(1, &a), (2, &b), (3, &c)] {
+        s.insert_session(x, &[token(n, x)], audit(AuditKind::SessionCreated, Some(x.id))).unwrap();
     }
     assert_eq!(s.session(a.id).unwrap(), Some(a.clone()));
-    assert_eq!(s.session_by_token(&a.token_hash).unwrap(), Some(a.clone()));
+    assert_eq!(s.session_by_token(&TokenHash([1; 32])).unwrap(), Some((a.clone(), token(1, &a))));
     assert_eq!(s.session_by_token(&TokenHash([99; 32])).unwrap(), None);
+    assert_eq!(s.tokens_of(a.id).unwrap(), vec![token(1, &a)]);
     assert_eq!(s.sessions_of(identity_id(0)).unwrap(), vec![a.clone(), b.clone()]);
     let many = s.live_sessions_of(&[identity_id(1), identity_id(0), identity_id(7)], Timestamp(100)).unwrap();
     let mut ids: Vec<_> = many.iter().map(|x| x.id).collect();
@@ -29,13 +32,19 @@ pub fn sessions_round_trip<S: SessionStore>(s: &S) {
     let mut live = Vec::new();
     s.for_each_live(Timestamp(100), &mut |x| live.push(x.id)).unwrap();
     assert_eq!(live, vec![a.id, c.id]);
-    let dup = s.insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id))).unwrap_err();
+    let dup = s.insert_session(&a, &[], audit(AuditKind::SessionCreated, Some(a.id))).unwrap_err();
     assert!(matches!(dup, StoreError::Conflict { .. }));
+    // A secret is unique: another session cannot carry it.
+    let d = session(4, identity_id(1), 1_000);
+    let dup =
+        s.insert_session(&d, &[token(1, &d)], audit(AuditKind::SessionCreated, Some(d.id))).unwrap_err();
+    assert!(matches!(dup, StoreError::Conflict { .. }));
+    assert_eq!(s.session(d.id).unwrap(), None, "nothing of the batch was written");
 }
 
 pub fn batches_are_atomic_with_the_cursor<S: SessionStore>(s: &S) {
     let a = session(1, identity_id(0), 1_000);
-    s.insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id))).unwrap();
+    s.insert_session(&a, &[token(1, &a)], audit(AuditKind::SessionCreated, Some(a.id))).unwrap();
     assert_eq!(s.consumed().unwrap(), None);
     let revoked = SessionState::Revoked {
         at: Timestamp(20),
@@ -72,7 +81,7 @@ pub fn batches_are_atomic_with_the_cursor<S: SessionStore>(s: &S) {
 
 pub fn revoked_is_terminal<S: SessionStore>(s: &S) {
     let a = session(1, identity_id(0), 1_000);
-    s.insert_session(&a, audit(AuditKind::SessionCreated, Some(a.id))).unwrap();
+    s.insert_session(&a, &[token(1, &a)], audit(AuditKind::SessionCreated, Some(a.id))).unwrap();
     let revoked =
         SessionState::Revoked { at: Timestamp(5), reason: RevocationReason::AdminRevoked, cause: None };
     s.apply(SessionBatch {
@@ -101,7 +110,7 @@ pub fn revoked_is_terminal<S: SessionStore>(s: &S) {
 pub fn audit_chain_verifies_and_pages<S: SessionStore + CredentialStore>(s: &S) {
     for n in 0..7 {
         let x = session(n, identity_id(0), 1_000);
-        s.insert_session(&x, audit(AuditKind::SessionCreated, Some(x.id))).unwrap();
+        s.insert_session(&x, &[token(n, &x)], audit(AuditKind::SessionCreated, Some(x.id))).unwrap();
     }
     s.insert_client(
         &ApiClient {
@@ -166,6 +175,7 @@ pub fn batched_inserts_suspensions_and_last_seen<S: SessionStore>(s: &S) {
     cited.directory_event = Some(DirectoryEventId(4));
     s.apply(SessionBatch {
         inserts: vec![a.clone(), b.clone()],
+        tokens: vec![token(1, &a), token(2, &b)],
         audit: vec![cited, audit(AuditKind::SessionCreated, Some(b.id))],
         policy: Some("p1".into()),
         ..SessionBatch::default()
@@ -175,11 +185,11 @@ pub fn batched_inserts_suspensions_and_last_seen<S: SessionStore>(s: &S) {
     assert_eq!(s.policy().unwrap().as_deref(), Some("p1"));
     // A batch with a clashing insert writes nothing at all.
     let c = session(3, identity_id(1), 1_000);
-    let mut clash = session(4, identity_id(1), 1_000);
-    clash.token_hash = a.token_hash;
+    let clash = session(4, identity_id(1), 1_000);
     let err = s
         .apply(SessionBatch {
-            inserts: vec![c.clone(), clash],
+            inserts: vec![c.clone(), clash.clone()],
+            tokens: vec![token(3, &c), Token { session: clash.id, ..token(1, &a) }],
             audit: vec![audit(AuditKind::SessionCreated, Some(c.id))],
             policy: Some("p2".into()),
             ..SessionBatch::default()
@@ -239,4 +249,74 @@ pub fn batched_inserts_suspensions_and_last_seen<S: SessionStore>(s: &S) {
         vec![AuditKind::SessionCreated, AuditKind::SessionSuspended]
     );
     assert!(s.audit_of_events(&[DirectoryEventId(5)]).unwrap().is_empty());
+}
+
+/// Tokens belong to sessions: the first retirement stands, an expiry only
+/// moves earlier, the live bearer secrets are those of live sessions, and a
+/// purge removes sessions past retention with their tokens.
+pub fn tokens_retire_and_purge<S: SessionStore>(s: &S) {
+    let a = session(1, identity_id(0), 1_000);
+    let b = session(2, identity_id(0), 1_000);
+    let refresh = Token { hash: TokenHash([11; 32]), kind: TokenKind::Refresh, ..token(1, &a) };
+    let key = Token { hash: TokenHash([12; 32]), kind: TokenKind::ApiKey, session: b.id, ..token(2, &b) };
+    s.apply(SessionBatch {
+        inserts: vec![a.clone(), b.clone()],
+        tokens: vec![token(1, &a), refresh, key],
+        ..SessionBatch::default()
+    })
+    .unwrap();
+    // A token of an unknown session is refused, with the rest of its batch.
+    let stray = Token { hash: TokenHash([13; 32]), session: session_id(9), ..token(1, &a) };
+    let err = s.apply(SessionBatch { tokens: vec![stray], ..SessionBatch::default() }).unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    let retire = |hash: TokenHash, at: i64, expires: Option<i64>| TokenUpdate {
+        hash,
+        retired_at: Some(Timestamp(at)),
+        expires_at: expires.map(Timestamp),
+    };
+    s.apply(SessionBatch { token_updates: vec![retire(refresh.hash, 20, None)], ..SessionBatch::default() })
+        .unwrap();
+    s.apply(SessionBatch {
+        token_updates: vec![retire(refresh.hash, 30, Some(5_000))],
+        ..SessionBatch::default()
+    })
+    .unwrap();
+    let stored = s.token(&refresh.hash).unwrap().unwrap();
+    assert_eq!(stored.retired_at, Some(Timestamp(20)), "the first retirement stands");
+    assert_eq!(stored.expires_at, Timestamp(1_000), "an expiry never moves later");
+    assert!(!stored.works(Timestamp(50)), "a retired refresh token no longer works");
+    s.apply(SessionBatch { token_updates: vec![retire(key.hash, 40, Some(500))], ..SessionBatch::default() })
+        .unwrap();
+    let key_now = s.token(&key.hash).unwrap().unwrap();
+    assert_eq!(key_now.expires_at, Timestamp(500));
+    assert!(key_now.works(Timestamp(499)), "a rotated secret works for its grace");
+    let unknown = TokenUpdate { hash: TokenHash([99; 32]), retired_at: None, expires_at: None };
+    assert!(matches!(
+        s.apply(SessionBatch { token_updates: vec![unknown], ..SessionBatch::default() }),
+        Err(StoreError::NotFound(_))
+    ));
+    let live = |now: i64| {
+        let mut hashes = Vec::new();
+        s.for_each_live_token(Timestamp(now), &mut |t| hashes.push(t.hash)).unwrap();
+        hashes.sort();
+        hashes
+    };
+    assert_eq!(live(100), vec![TokenHash([1; 32]), key.hash], "bearer secrets only, not refresh tokens");
+    assert_eq!(live(600), vec![TokenHash([1; 32])], "the rotated key's grace ended");
+    // Revoke a; purge what was revoked or expired before 800.
+    let revoked =
+        SessionState::Revoked { at: Timestamp(700), reason: RevocationReason::AdminRevoked, cause: None };
+    s.apply(SessionBatch {
+        updates: vec![SessionUpdate { session: a.id, state: revoked, expires_at: None }],
+        ..SessionBatch::default()
+    })
+    .unwrap();
+    assert!(live(710).is_empty());
+    assert_eq!(s.purge(Timestamp(600), 10).unwrap(), 0, "nothing is past retention yet");
+    assert_eq!(s.purge(Timestamp(800), 10).unwrap(), 1);
+    assert_eq!(s.session(a.id).unwrap(), None);
+    assert_eq!(s.token(&refresh.hash).unwrap(), None, "its tokens went with it");
+    assert!(s.session(b.id).unwrap().is_some());
+    assert_eq!(s.purge(Timestamp(2_000), 10).unwrap(), 1, "expired sessions go too");
+    assert!(s.tokens_of(b.id).unwrap().is_empty());
 }
