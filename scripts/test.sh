@@ -36,6 +36,10 @@ step "SCIM conformance: scim2-tester (PyPI) against the real server"
 scim_out=$(scripts/conformance/scim.sh target/debug/lockstep 2>&1) || { echo "$scim_out"; exit 1; }
 echo "$scim_out"
 
+step "JWT conformance: PyJWT (PyPI) verifies access tokens against the published JWK Set, across a key rotation"
+jwt_out=$(scripts/conformance/jwt.sh target/debug/lockstep 2>&1) || { echo "$jwt_out"; exit 1; }
+echo "$jwt_out" | tail -1
+
 step "demo (the README walk-through, against a real server)"
 cargo run --locked --quiet -p lockstep -- demo
 
@@ -44,5 +48,6 @@ passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.log | awk
 failed=$(grep -Eo '[0-9]+ failed' target/test-output.log | awk '{s+=$1} END {print s+0}')
 echo
 echo "$scim_line"
+echo "$jwt_out" | tail -1
 echo "lockstep tests: ${passed} passed, ${failed} failed"
 echo "$fuzz_out" | grep '^fuzz ' | awk '{n+=$3} END {printf "fuzzing: %d targets, %d executions, 0 crashes\n", NR, n}'

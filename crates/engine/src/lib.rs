@@ -299,6 +299,16 @@ impl Engine {
         self
     }
 
+    /// Sets the JWT issuer (and audience) once the address served is known
+    /// (before serving).
+    pub fn with_issuer(mut self, issuer: String, audience: Option<String>) -> Self {
+        if let Some(audience) = audience {
+            self.config.tokens.audience = audience;
+        }
+        self.config.tokens.issuer = issuer;
+        self
+    }
+
     fn lock_writer(&self) -> EngineResult<MutexGuard<'_, WriterState>> {
         self.writer.lock().map_err(|_| EngineError::Store(StoreError::Backend("writer lock poisoned".into())))
     }

@@ -96,6 +96,10 @@ pub struct Settings {
     /// Where the policy came from (file and its hash), for the audit.
     pub policy_source: Option<String>,
     pub tokens: TokenSettings,
+    /// Neither `tokens.issuer` nor `public_url` was set: the issuer (and,
+    /// if not set either, the audience) is the address actually bound.
+    pub issuer_from_listen: bool,
+    pub audience_from_issuer: bool,
 }
 
 fn duration(field: &str, value: &str) -> anyhow::Result<Duration> {
@@ -164,9 +168,14 @@ impl Settings {
         {
             bail!("public_url: {url:?} must start with http:// or https://");
         }
-        let tokens = tokens(file.tokens.unwrap_or_default(), public_url.as_deref(), listen)?;
+        let file_tokens = file.tokens.unwrap_or_default();
+        let issuer_from_listen = file_tokens.issuer.is_none() && public_url.is_none();
+        let audience_from_issuer = file_tokens.audience.is_none();
+        let tokens = tokens(file_tokens, public_url.as_deref(), listen)?;
         Ok(Self {
             tokens,
+            issuer_from_listen,
+            audience_from_issuer,
             listen,
             data_dir: args
                 .data_dir

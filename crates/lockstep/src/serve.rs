@@ -113,17 +113,23 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // until every committed directory event has reached the sessions, and
     // grace periods that ended while the process was down are applied.
     let engine = tokio::task::spawn_blocking(move || open_engine(&data_dir, durability, config)).await??;
-    let engine = Arc::new(engine.with_signer(Arc::new(lockstep_http::KeySigner(keys.clone()))));
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let mut engine = engine.with_signer(Arc::new(lockstep_http::KeySigner(keys.clone())));
+    if settings.issuer_from_listen {
+        let issuer = format!("http://{addr}");
+        let audience = settings.audience_from_issuer.then(|| issuer.clone());
+        engine = engine.with_issuer(issuer, audience);
+    }
+    let engine = Arc::new(engine);
     if let Some(token) = engine.ensure_admin_token(settings.admin_token.as_deref())? {
         let mut out = std::io::stdout().lock();
         writeln!(out, "lockstep: generated the admin token (shown once; only its hash is stored):")?;
         writeln!(out, "lockstep: admin token: {token}")?;
         out.flush()?;
     }
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
-    let addr = listener.local_addr()?;
     let state = AppState {
         engine: engine.clone(),
         config: Arc::new(HttpConfig {

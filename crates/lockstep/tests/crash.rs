@@ -4,9 +4,11 @@
 //! The load mixes what the product does: SCIM deactivations and deletions,
 //! removals from a group that confers the privileged tier, a service
 //! account's owner leaving (its session is suspended), explicit revocation
-//! by id and by RFC 7009. After every restart, every token whose cut was
-//! acknowledged must still introspect inactive, every session whose
-//! creation was acknowledged and never cut must still be active, and
+//! by id and by RFC 7009, and refresh-token rotation. After every restart,
+//! every token whose cut was acknowledged must still introspect inactive,
+//! every session whose creation was acknowledged and never cut must still
+//! be active, every acknowledged rotation must hold (the retired refresh
+//! token is refused as reuse, never accepted again), and
 //! `lockstep audit verify` must pass; at the end no session has two
 //! revocation records and no directory event two records. Cycles:
 //! `LOCKSTEP_CRASH_CYCLES` (default 30); above 100 cycles (the soak,
@@ -29,8 +31,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_lockstep");
 const ADMIN: &str = "crash-test-admin-token-0123456789";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
-/// The policy the load runs under: `soak-admins` confers the privileged tier.
-const POLICY: &str = "[policy.tiers.privileged]\ngroups = [\"soak-admins\"]\n";
+/// The policy the load runs under: `soak-admins` confers the privileged
+/// tier; access tokens of refreshable sessions outlive a long soak.
+const POLICY: &str =
+    "[policy.tiers.privileged]\ngroups = [\"soak-admins\"]\n[tokens]\naccess_token_ttl = \"2h\"\n";
 
 struct Rng(u64);
 
@@ -94,6 +98,11 @@ struct Ledger {
     acknowledged_revocations: usize,
     /// Acknowledged cuts by kind of operation.
     by_kind: HashMap<&'static str, usize>,
+    /// Acknowledged refresh rotations not yet checked: the retired refresh
+    /// token and the access tokens of its session.
+    rotations: Vec<(String, [String; 2])>,
+    /// Rotations checked after a restart.
+    rotations_checked: usize,
 }
 
 /// One worker's HTTP calls; `None` when the server went away.
@@ -135,6 +144,21 @@ impl Calls {
         Some((s["access_token"].as_str()?.to_owned(), s["session_id"].as_str()?.to_owned()))
     }
 
+    /// Opens a refreshable session: (access token, refresh token).
+    async fn refreshable(&self, subject: &str) -> Option<(String, String)> {
+        let body = json!({"subject": subject, "ttl": "3h", "refresh": true});
+        let s = self.json(reqwest::Method::POST, "/v1/sessions", body, StatusCode::CREATED).await?;
+        Some((s["access_token"].as_str()?.to_owned(), s["refresh_token"].as_str()?.to_owned()))
+    }
+
+    /// `grant_type=refresh_token`: the status and body.
+    async fn refresh(&self, refresh_token: &str) -> Option<(StatusCode, Value)> {
+        let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
+        let r = self.send(self.http.post(format!("{}/oauth2/token", self.base)).form(&form)).await?;
+        let status = r.status();
+        Some((status, r.json().await.ok()?))
+    }
+
     async fn patch(&self, path: &str, operations: Value) -> Option<()> {
         let body = json!({"schemas": [PATCH_OP], "Operations": operations});
         self.json(reqwest::Method::PATCH, path, body, StatusCode::OK).await.map(|_| ())
@@ -169,7 +193,23 @@ async fn worker(calls: Calls, group: String, ledger: Arc<Mutex<Ledger>>, seed: u
     loop {
         n += 1;
         let name = format!("w{worker}-s{seed}-{n}-{}", rng.next());
-        let op = rng.below(7);
+        let op = rng.below(8);
+        if op == 7 {
+            // A refresh rotation: the old refresh token is retired.
+            let Some(id) = calls.user(json!({"userName": name, "active": true})).await else { return };
+            let Some((at0, rt0)) = calls.refreshable(&id).await else { return };
+            promised(&ledger, &at0);
+            match calls.refresh(&rt0).await {
+                Some((StatusCode::OK, body)) => {
+                    let Some(at1) = body["access_token"].as_str() else { return };
+                    promised(&ledger, at1);
+                    let mut l = ledger.lock().unwrap();
+                    l.rotations.push((rt0, [at0, at1.to_owned()]));
+                }
+                _ => return,
+            }
+            continue;
+        }
         if op == 6 {
             // A service account whose only owner leaves: its session is suspended.
             let Some(owner) = calls.user(json!({"userName": format!("{name}-owner")})).await else { return };
@@ -243,6 +283,29 @@ async fn worker(calls: Calls, group: String, ledger: Arc<Mutex<Ledger>>, seed: u
                 }
             }
         }
+    }
+}
+
+/// Every acknowledged rotation holds after a restart: its retired refresh
+/// token is refused (`invalid_grant`, reuse) — had the rotation been undone,
+/// it would be accepted. The reuse revokes the session, so its access
+/// tokens move from promised to cut.
+async fn check_rotations(http: &Client, base: &str, ledger: &Arc<Mutex<Ledger>>, cycle: usize, seed: u64) {
+    let pending = std::mem::take(&mut ledger.lock().unwrap().rotations);
+    let calls = Calls { base: base.to_owned(), http: http.clone() };
+    for (retired, tokens) in pending {
+        let (status, body) = calls.refresh(&retired).await.expect("the server answers");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+            "cycle {cycle}: an acknowledged refresh rotation was undone (seed {seed}): {body}"
+        );
+        let mut l = ledger.lock().unwrap();
+        for t in tokens {
+            l.active.remove(&t);
+            l.revoked.insert(t);
+        }
+        l.rotations_checked += 1;
     }
 }
 
@@ -359,6 +422,7 @@ async fn acknowledged_revocations_survive_kill_9() {
                 "cycle {cycle}: acknowledged session lost (seed {seed})"
             );
         }
+        check_rotations(&http, &base, &ledger, cycle, seed).await;
         let workers: Vec<_> = (0..4)
             .map(|w| {
                 let calls = Calls { base: base.clone(), http: http.clone() };
@@ -382,7 +446,8 @@ async fn acknowledged_revocations_survive_kill_9() {
     }
     let (server, addr) = start(&data, &config);
     let base = addr.clone();
-    let (revoked, still_active, acknowledged, by_kind) = {
+    check_rotations(&http, &base, &ledger, cycles, seed).await;
+    let (revoked, still_active, acknowledged, by_kind, rotations) = {
         let l = ledger.lock().unwrap();
         let mut kinds: Vec<String> = l.by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
         kinds.sort();
@@ -391,6 +456,7 @@ async fn acknowledged_revocations_survive_kill_9() {
             l.active.iter().cloned().collect::<Vec<String>>(),
             l.acknowledged_revocations,
             kinds.join(", "),
+            l.rotations_checked,
         )
     };
     for token in &revoked {
@@ -421,7 +487,7 @@ async fn acknowledged_revocations_survive_kill_9() {
         "too little load to mean anything: {acknowledged} acknowledged revocations"
     );
     eprintln!(
-        "crash test: {cycles} kill -9 cycles in {:.0}s ({killed_between_commits} checked cycles landed between a directory commit and its bridge step and were replayed); {acknowledged} acknowledged cuts ({by_kind}; {} tokens) all inactive after restart, {} promised sessions all active; 0 lost, 0 resurrected, 0 duplicate records ({} audit records checked); {}",
+        "crash test: {cycles} kill -9 cycles in {:.0}s ({killed_between_commits} checked cycles landed between a directory commit and its bridge step and were replayed); {acknowledged} acknowledged cuts ({by_kind}; {} tokens) all inactive after restart, {} promised sessions all active, {rotations} acknowledged refresh rotations all held (the retired token refused as reuse); 0 lost, 0 resurrected, 0 duplicate records ({} audit records checked); {}",
         started.elapsed().as_secs_f64(),
         revoked.len(),
         still_active.len(),

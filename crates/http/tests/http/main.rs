@@ -127,6 +127,7 @@ impl Server {
     }
 }
 
+mod authority;
 mod authz;
 mod hardening;
 mod tiers;
