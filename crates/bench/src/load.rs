@@ -21,7 +21,7 @@ pub struct LoadSpec {
     pub paths: Vec<String>,
     /// Content type of the bodies.
     pub content_type: String,
-    /// Bearer token.
+    /// Bearer token (empty: no `Authorization` header).
     pub bearer: String,
     /// Bodies, rotated (empty: no body).
     pub bodies: Vec<String>,
@@ -148,13 +148,15 @@ pub async fn run_load(spec: LoadSpec) -> anyhow::Result<Stats> {
                 // Stride by the connection count: no two connections ever
                 // send the same (path, body) pair.
                 i += spec.connections;
-                let req = Request::builder()
+                let mut req = Request::builder()
                     .method(spec.method.clone())
                     .uri(path)
                     .header("host", host.as_str())
-                    .header("authorization", format!("Bearer {}", spec.bearer))
-                    .header("content-type", spec.content_type.as_str())
-                    .body(Full::new(Bytes::from(body)))?;
+                    .header("content-type", spec.content_type.as_str());
+                if !spec.bearer.is_empty() {
+                    req = req.header("authorization", format!("Bearer {}", spec.bearer));
+                }
+                let req = req.body(Full::new(Bytes::from(body)))?;
                 if sender.ready().await.is_err() {
                     // The server closed the connection (no keep-alive): reconnect.
                     sender = connect(&host).await?;

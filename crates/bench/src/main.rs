@@ -7,6 +7,8 @@
 //! by a fresh `lockstep serve` with the default (full) durability.
 #![allow(clippy::disallowed_methods, clippy::print_stdout)] // a bench reads the clock and prints
 
+mod authority;
+mod dot;
 mod load;
 mod scim;
 mod seed;
@@ -78,8 +80,27 @@ enum Command {
         #[arg(long)]
         reference: Option<PathBuf>,
     },
+    /// Durable revocations, sessions opened, refresh and client_credentials
+    /// grants and JWT issuance, each beside one-at-a-time requests;
+    /// revocations also beside django-oauth-toolkit with `--dot`.
+    Authority {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// A Python with Django, django-oauth-toolkit and gunicorn (the peer).
+        #[arg(long)]
+        dot: Option<PathBuf>,
+        /// The highest revocation rate to seed for (distinct tokens).
+        #[arg(long, default_value_t = 30_000)]
+        max_rate: usize,
+    },
     /// Everything, in order.
-    All,
+    All {
+        /// As for `authority`.
+        #[arg(long)]
+        dot: Option<PathBuf>,
+    },
     /// The baseline: a bare axum handler returning a fixed JSON body.
     #[command(hide = true)]
     BareServer,
@@ -104,11 +125,15 @@ fn main() -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             runtime.block_on(scim::run(&cli.lockstep, &sizes, seconds, reference.as_deref()))
         }
-        Command::All => runtime.block_on(async {
+        Command::Authority { seconds, connections, dot, max_rate } => {
+            runtime.block_on(authority::run(&cli.lockstep, seconds, connections, dot.as_deref(), max_rate))
+        }
+        Command::All { dot } => runtime.block_on(async {
             introspect(&cli.lockstep, 10, 64).await?;
             deprovision(&cli.lockstep, 200).await?;
             fanout(&cli.lockstep, 10_000, 10).await?;
             tiers(&cli.lockstep, 10_000, 10).await?;
+            authority::run(&cli.lockstep, 10, 64, dot.as_deref(), 30_000).await?;
             memory(&cli.lockstep, 1_000_000).await
         }),
     }

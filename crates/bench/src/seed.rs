@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_domain::{
-    Group, Identity, IdentityId, IdentityKind, IdentityStatus, Origin, SourceId, Timestamp,
+    CredentialKind, Group, Identity, IdentityId, IdentityKind, IdentityStatus, Origin, SourceId, Timestamp,
 };
-use lockstep_engine::{Engine, EngineConfig, OpenRequest, OsEntropy, Principal, Stores, SystemClock};
+use lockstep_engine::{
+    CredentialRequest, Engine, EngineConfig, OpenRequest, OsEntropy, Principal, Stores, SystemClock,
+};
 use lockstep_policy::Policy;
 use lockstep_store_sqlite::{Durability, SqliteDirectory, SqliteSessions};
 
@@ -80,13 +82,23 @@ pub fn tier_groups(dir: &Path, users: usize, per_user: usize) -> anyhow::Result<
 }
 
 fn user(engine: &Engine, name: &str) -> anyhow::Result<String> {
+    Ok(create(engine, name, IdentityKind::Human, Vec::new())?.id.to_string())
+}
+
+/// Creates an active identity of `kind` through the engine, as a SCIM client would.
+fn create(
+    engine: &Engine,
+    name: &str,
+    kind: IdentityKind,
+    owners: Vec<IdentityId>,
+) -> anyhow::Result<Identity> {
     let identity = Identity {
         id: engine.new_identity_id()?,
         user_name: name.to_owned(),
         external_id: None,
         display_name: None,
-        kind: IdentityKind::Human,
-        owners: Vec::new(),
+        kind,
+        owners,
         risk_tier: None,
         status: IdentityStatus::Active,
         emails: Vec::new(),
@@ -96,7 +108,7 @@ fn user(engine: &Engine, name: &str) -> anyhow::Result<String> {
         modified: Timestamp(0),
     };
     let origin = Origin { source: SourceId::new("bench"), client: None, source_ref: None };
-    Ok(engine.create_identity(identity, origin)?.identity.id.to_string())
+    Ok(engine.create_identity(identity, origin)?.identity)
 }
 
 const TTL: Option<Duration> = Some(Duration::from_secs(6 * 3600));
@@ -104,7 +116,7 @@ const TTL: Option<Duration> = Some(Duration::from_secs(6 * 3600));
 /// Opens a session for `subject` through the authority; returns its token.
 fn open(engine: &Engine, subject: &str) -> anyhow::Result<String> {
     let request = OpenRequest { subject: subject.to_owned(), ttl: TTL, refresh: false, format: None };
-    Ok(engine.authority().open_session(request, &Principal::admin())?.access_token)
+    Ok(engine.authority().open_session(request, &Principal::admin()).wait()?.access_token)
 }
 
 /// One user in two groups with `n` sessions; returns the tokens (their
@@ -161,4 +173,77 @@ pub fn identities(dir: &Path, n: usize) -> anyhow::Result<Vec<(String, String)>>
             Ok((user(&engine, &name)?, name))
         })
         .collect()
+}
+
+/// What the authority benchmark needs: users to open sessions for, distinct
+/// live tokens to revoke, distinct refresh tokens to exchange, and client
+/// secrets of a service account.
+#[derive(Debug)]
+pub struct AuthorityData {
+    /// SCIM ids of users with no sessions.
+    pub users: Vec<String>,
+    /// Access tokens of distinct live sessions.
+    pub tokens: Vec<String>,
+    /// Refresh tokens of distinct live sessions.
+    pub refresh: Vec<String>,
+    /// (client_id, client_secret) of a service account's credentials.
+    pub clients: Vec<(String, String)>,
+}
+
+/// Seeds the authority benchmark's data, opening sessions from several
+/// threads at once (the authority's group commit batches them).
+pub fn authority_data(
+    dir: &Path,
+    users: usize,
+    tokens: usize,
+    refreshable: usize,
+    clients: usize,
+) -> anyhow::Result<AuthorityData> {
+    let engine = Arc::new(engine(dir)?);
+    let ids: Vec<String> =
+        (0..users).map(|u| user(&engine, &format!("user{u}"))).collect::<anyhow::Result<_>>()?;
+    let holders: Vec<String> =
+        (0..1000).map(|u| user(&engine, &format!("holder{u}"))).collect::<anyhow::Result<_>>()?;
+    let open_many = |n: usize, refresh: bool| -> anyhow::Result<Vec<String>> {
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let (engine, holders) = (engine.clone(), holders.clone());
+                std::thread::spawn(move || -> anyhow::Result<Vec<String>> {
+                    let mut out = Vec::with_capacity(n / 16 + 1);
+                    for i in (t..n).step_by(16) {
+                        let request = OpenRequest {
+                            subject: holders[i % holders.len()].clone(),
+                            ttl: TTL,
+                            refresh,
+                            format: None,
+                        };
+                        let issued = engine.authority().open_session(request, &Principal::admin()).wait()?;
+                        out.push(if refresh {
+                            issued.refresh_token.unwrap_or_default()
+                        } else {
+                            issued.access_token
+                        });
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(n);
+        for t in threads {
+            all.extend(t.join().map_err(|_| anyhow::anyhow!("seeding thread panicked"))??);
+        }
+        Ok(all)
+    };
+    let tokens = open_many(tokens, false)?;
+    let refresh = open_many(refreshable, true)?;
+    let owner = user(&engine, "owner")?;
+    let sa = create(&engine, "bench-service", IdentityKind::ServiceAccount, vec![owner.parse()?])?;
+    let clients = (0..clients)
+        .map(|_| {
+            let request = CredentialRequest { kind: CredentialKind::ClientSecret, ttl: None };
+            let c = engine.authority().create_credential(sa.id, request, &Principal::admin()).wait()?;
+            Ok((c.credential.id.to_string(), c.secret))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(AuthorityData { users: ids, tokens, refresh, clients })
 }

@@ -84,10 +84,10 @@ impl Engine {
     pub(crate) fn submit(&self, request: Request) -> Outcome {
         self.queue.submit(
             request,
-            |items| match self.lock_writer() {
-                Ok(mut writer) => self.run_batch(&mut writer, items),
+            |batch| match self.lock_writer() {
+                Ok(mut writer) => self.run_batch(&mut writer, batch.items()),
                 Err(_) => {
-                    for item in items {
+                    for item in batch.items() {
                         if item.take().is_some() {
                             let poisoned = StoreError::Backend("writer lock poisoned".into());
                             item.finish(Err(EngineError::Store(poisoned).into()));

@@ -59,7 +59,7 @@ use lockstep_store::{CredentialStore, DirectoryRead, DirectoryStore, SessionStor
 
 pub use auth::{Principal, PrincipalKind};
 pub use authority::{
-    AccessClaims, Authority, CredentialRequest, IssuedCredential, IssuedTokens, OpenRequest, SignError,
+    AccessClaims, Authority, Call, CredentialRequest, IssuedCredential, IssuedTokens, OpenRequest, SignError,
     Signer, TokenSettings,
 };
 pub use bridge::{Applied, UpdateError};
@@ -219,6 +219,8 @@ pub struct Engine {
     sessions_lock: Mutex<()>,
     /// Session-store requests waiting for the authority's next group commit.
     issuance: group::Group<authority::Op, authority::Outcome>,
+    /// Batches the authority's worker committed, waiting for the disk.
+    syncer: authority::Syncer,
     /// Signs JWT access tokens (`None`: only opaque tokens can be issued).
     signer: Option<Arc<dyn Signer>>,
     metrics: Metrics,
@@ -274,6 +276,7 @@ impl Engine {
             writer: Mutex::new(WriterState { consumed }),
             sessions_lock: Mutex::new(()),
             issuance: group::Group::default(),
+            syncer: authority::Syncer::default(),
             signer: None,
             metrics: Metrics::new(),
             last_client_reload: AtomicI64::new(0),

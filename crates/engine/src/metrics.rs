@@ -50,6 +50,12 @@ pub struct Metrics {
     pub introspected_inactive: Counter,
     /// Sessions in the introspection cache.
     pub live_sessions: Gauge,
+    /// Requests per authority batch (one commit, one fsync).
+    pub authority_batch: Histogram,
+    /// Time an authority batch holds the sessions lock (prepare and commit).
+    pub authority_locked: Histogram,
+    /// Time an authority batch waits for its commit to reach the disk.
+    pub authority_durable: Histogram,
 }
 
 impl Default for Metrics {
@@ -90,7 +96,33 @@ impl Metrics {
             introspections.get_or_create(&ActiveLabel { active: "false".into() }).clone();
         let live_sessions = Gauge::default();
         registry.register("live_sessions", "Sessions held in the introspection cache", live_sessions.clone());
+        let authority_batch =
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "authority_batch_requests",
+            "Requests committed together by one authority batch",
+            authority_batch.clone(),
+        );
+        let seconds =
+            || Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_025, 2.0, 20));
+        let authority_locked = seconds();
+        registry.register_with_unit(
+            "authority_locked",
+            "Time an authority batch holds the sessions lock to prepare and commit",
+            prometheus_client::registry::Unit::Seconds,
+            authority_locked.clone(),
+        );
+        let authority_durable = seconds();
+        registry.register_with_unit(
+            "authority_durable_wait",
+            "Time an authority batch waits for its commit to reach the disk",
+            prometheus_client::registry::Unit::Seconds,
+            authority_durable.clone(),
+        );
         Self {
+            authority_batch,
+            authority_locked,
+            authority_durable,
             registry,
             propagation,
             directory_events,

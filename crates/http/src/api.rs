@@ -66,10 +66,7 @@ pub(crate) async fn create_session(
     };
     let request = OpenRequest { subject: req.subject.trim().to_owned(), ttl, refresh: req.refresh, format };
     let engine = state.engine.clone();
-    let issued = blocking(FLAVOR, move || {
-        engine.authority().open_session(request, &caller.principal).map_err(engine_err)
-    })
-    .await?;
+    let issued = engine.authority().open_session(request, &caller.principal).await.map_err(engine_err)?;
     let body = CreatedSession {
         session_id: issued.session.id.to_string(),
         access_token: issued.access_token,
@@ -112,8 +109,7 @@ pub(crate) async fn revoke_session(
         ApiError::new(FLAVOR, StatusCode::NOT_FOUND, Some("not_found"), format!("session {id} not found"))
     })?;
     let engine = state.engine.clone();
-    blocking(FLAVOR, move || engine.authority().revoke_session(id, &caller.principal).map_err(engine_err))
-        .await?;
+    engine.authority().revoke_session(id, &caller.principal).await.map_err(engine_err)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -68,13 +68,12 @@ pub(crate) async fn create(
     };
     let ttl = parse_duration("ttl", req.ttl.as_deref())?;
     let engine = state.engine.clone();
-    let issued = blocking(FLAVOR, move || {
-        engine
-            .authority()
-            .create_credential(identity, CredentialRequest { kind, ttl }, &caller.principal)
-            .map_err(engine_err)
-    })
-    .await?;
+    let request = CredentialRequest { kind, ttl };
+    let issued = engine
+        .authority()
+        .create_credential(identity, request, &caller.principal)
+        .await
+        .map_err(engine_err)?;
     Ok((StatusCode::CREATED, Json(created(issued))).into_response())
 }
 
@@ -107,10 +106,11 @@ pub(crate) async fn revoke(
     let identity = identity_id(&id)?;
     let credential = credential_id(&credential)?;
     let engine = state.engine.clone();
-    blocking(FLAVOR, move || {
-        engine.authority().revoke_credential(identity, credential, &caller.principal).map_err(engine_err)
-    })
-    .await?;
+    engine
+        .authority()
+        .revoke_credential(identity, credential, &caller.principal)
+        .await
+        .map_err(engine_err)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -134,13 +134,11 @@ pub(crate) async fn rotate(
     };
     let grace = parse_duration("grace", req.grace.as_deref())?.unwrap_or(Duration::ZERO);
     let engine = state.engine.clone();
-    let issued = blocking(FLAVOR, move || {
-        engine
-            .authority()
-            .rotate_credential(identity, credential, grace, &caller.principal)
-            .map_err(engine_err)
-    })
-    .await?;
+    let issued = engine
+        .authority()
+        .rotate_credential(identity, credential, grace, &caller.principal)
+        .await
+        .map_err(engine_err)?;
     Ok(Json(created(issued)))
 }
 
@@ -154,9 +152,7 @@ pub(crate) async fn revoke_all(
     caller.require(Scope::Sessions)?;
     let identity = identity_id(&id)?;
     let engine = state.engine.clone();
-    let revoked = blocking(FLAVOR, move || {
-        engine.authority().revoke_all(identity, &caller.principal, "revoke-all").map_err(engine_err)
-    })
-    .await?;
+    let revoked =
+        engine.authority().revoke_all(identity, &caller.principal, "revoke-all").await.map_err(engine_err)?;
     Ok(Json(RevokedAll { subject: identity.to_string(), revoked }))
 }

@@ -11,7 +11,7 @@ use lockstep_engine::Introspected;
 use lockstep_proto::oauth::{IntrospectionResponse, TokenRequest};
 
 use crate::error::ApiError;
-use crate::{AppState, Caller, blocking};
+use crate::{AppState, Caller};
 
 /// The token of a form body (what is fuzzed is what is served:
 /// [`TokenRequest::token_from_form`]).
@@ -92,12 +92,10 @@ pub(crate) async fn revoke(
     let token = token(&headers, body, &caller)?;
     let flavor = caller.flavor;
     let engine = state.engine.clone();
-    blocking(flavor, move || {
-        engine
-            .authority()
-            .revoke_token(&token, &caller.principal)
-            .map_err(|e| ApiError::from_engine(flavor, e))
-    })
-    .await?;
+    engine
+        .authority()
+        .revoke_token(&token, &caller.principal)
+        .await
+        .map_err(|e| ApiError::from_engine(flavor, e))?;
     Ok(no_store(().into_response()))
 }

@@ -36,9 +36,20 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let engine = state.engine.clone();
+    // The authority's worker: requests are queued by the handlers and
+    // committed in batches on this thread (and answered by its syncer once
+    // on disk), so no handler blocks a thread waiting for the disk.
+    let worker = {
+        let engine = engine.clone();
+        std::thread::Builder::new()
+            .name("lockstep-authority".into())
+            .spawn(move || engine.authority().serve())?
+    };
     let timers = tokio::spawn(timers(engine.clone(), state.keys.clone()));
     let served = axum::serve(listener, crate::router(state)).with_graceful_shutdown(shutdown).await;
     timers.abort();
+    engine.authority().stop();
+    let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     let _ = tokio::task::spawn_blocking(move || engine.persist_last_seen()).await;
     served
 }

@@ -89,13 +89,11 @@ pub(crate) async fn token(
                     "a refresh needs client authentication (the admin token or an API client with the sessions scope)",
                 ));
             };
-            blocking(FLAVOR, move || {
-                engine
-                    .authority()
-                    .refresh(&refresh_token, &principal)
-                    .map_err(|e| ApiError::from_engine(FLAVOR, e))
-            })
-            .await?
+            engine
+                .authority()
+                .refresh(&refresh_token, &principal)
+                .await
+                .map_err(|e| ApiError::from_engine(FLAVOR, e))?
         }
         Grant::ClientCredentials { client_id, client_secret } => {
             if principal.is_some() {
@@ -122,13 +120,11 @@ pub(crate) async fn token(
                 (None, None, Some(pair)) => pair,
                 _ => return Err(invalid_client("client authentication failed")),
             };
-            blocking(FLAVOR, move || {
-                engine
-                    .authority()
-                    .client_credentials(&id, &secret)
-                    .map_err(|e| ApiError::from_engine(FLAVOR, e))
-            })
-            .await?
+            engine
+                .authority()
+                .client_credentials(&id, &secret)
+                .await
+                .map_err(|e| ApiError::from_engine(FLAVOR, e))?
         }
     };
     let expires_in = issued.access_expires_at.unix_seconds() - now.unix_seconds();

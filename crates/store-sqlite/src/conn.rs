@@ -49,7 +49,49 @@ pub(crate) struct Pool {
     pub(crate) writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     returned: Condvar,
+    /// With [`Durability::Full`] and explicit syncing: the WAL is fsynced
+    /// by [`Pool::wait_durable`], outside the writer lock.
+    wal: Option<WalSync>,
     _checkpointer: Checkpointer,
+}
+
+/// Group fsync of the WAL, outside the writer lock.
+///
+/// The writer commits at `synchronous=NORMAL` (in WAL mode: appended to the
+/// WAL, not fsynced) and numbers the commit; a caller that needs it durable
+/// fsyncs the WAL file through a descriptor of its own — which flushes every
+/// commit appended so far — unless a concurrent fsync that started after
+/// its commit already did. The writer is free for the next commit during
+/// the fsync, and one fsync covers every commit waiting on it. A crash
+/// recovers the WAL up to its last valid frame, so a commit that survived
+/// implies every earlier one did.
+#[derive(Debug)]
+struct WalSync {
+    path: std::path::PathBuf,
+    /// Commits appended to the WAL so far (numbered after they complete).
+    committed: std::sync::atomic::AtomicU64,
+    /// The highest commit known to be on disk, and the WAL's descriptor.
+    synced: Mutex<(u64, Option<std::fs::File>)>,
+}
+
+impl WalSync {
+    fn wait(&self, ticket: u64) -> StoreResult<()> {
+        let mut synced = lock(&self.synced)?;
+        if synced.0 >= ticket {
+            return Ok(());
+        }
+        // Every commit numbered so far has been written to the WAL.
+        let target = self.committed.load(std::sync::atomic::Ordering::SeqCst);
+        let io = |e: std::io::Error| StoreError::Backend(format!("fsync of {}: {e}", self.path.display()));
+        if synced.1.is_none() {
+            synced.1 = Some(std::fs::File::open(&self.path).map_err(io)?);
+        }
+        if let Some(file) = &synced.1 {
+            file.sync_data().map_err(io)?;
+        }
+        synced.0 = target;
+        Ok(())
+    }
 }
 
 /// Per-file knobs.
@@ -59,6 +101,10 @@ pub(crate) struct Tuning {
     /// directory is read at random by id and userName, so a cache that
     /// holds its hot pages saves a read system call per page touched.
     pub(crate) cache_kib: u32,
+    /// Fsync the WAL outside the writer lock ([`Pool::wait_durable`])
+    /// instead of inside each commit; every write path of the store must
+    /// then call `committed` and `wait_durable`.
+    pub(crate) explicit_sync: bool,
 }
 
 /// WAL bytes kept on disk after a checkpoint resets it.
@@ -133,10 +179,11 @@ impl Pool {
         tuning: Tuning,
     ) -> StoreResult<Self> {
         let writer = Connection::open(path).map_err(backend)?;
+        let explicit = tuning.explicit_sync && durability == Durability::Full;
+        let synchronous = if explicit { "NORMAL" } else { durability.pragma() };
         writer
             .execute_batch(&format!(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
-                durability.pragma()
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;"
             ))
             .map_err(backend)?;
         let found: i32 = writer.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
@@ -178,12 +225,35 @@ impl Pool {
             reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             readers.push(reader);
         }
+        let mut wal_path = path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        let wal = explicit.then(|| WalSync {
+            path: wal_path.into(),
+            committed: std::sync::atomic::AtomicU64::new(0),
+            synced: Mutex::new((0, None)),
+        });
         Ok(Self {
             writer: Mutex::new(writer),
             readers: Mutex::new(readers),
             returned: Condvar::new(),
+            wal,
             _checkpointer: checkpointer,
         })
+    }
+
+    /// Numbers a commit just made on the writer (call with the writer lock
+    /// still held, after the commit returned).
+    pub(crate) fn committed(&self) -> u64 {
+        self.wal.as_ref().map_or(0, |w| w.committed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)
+    }
+
+    /// Returns once commit `ticket` is on disk (at once without explicit
+    /// syncing: the commit itself waited, or durability was not asked for).
+    pub(crate) fn wait_durable(&self, ticket: u64) -> StoreResult<()> {
+        match &self.wal {
+            Some(wal) => wal.wait(ticket),
+            None => Ok(()),
+        }
     }
 
     /// Runs `f` on a free reader, waiting for one if all are busy.

@@ -139,7 +139,13 @@ impl SqliteDirectory {
     /// Opens (creating if needed) the directory database at `path`.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
         Ok(Self {
-            pool: Pool::open(path, durability, SCHEMA, SCHEMA_VERSION, Tuning { cache_kib: 64 * 1024 })?,
+            pool: Pool::open(
+                path,
+                durability,
+                SCHEMA,
+                SCHEMA_VERSION,
+                Tuning { cache_kib: 64 * 1024, explicit_sync: false },
+            )?,
         })
     }
 }

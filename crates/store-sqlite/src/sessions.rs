@@ -7,7 +7,9 @@ use lockstep_domain::{
     DirectoryEventId, IdentityId, Scope, Session, SessionId, SessionState, Timestamp, Token, TokenFormat,
     TokenHash, TokenKind,
 };
-use lockstep_store::{CredentialStore, SessionBatch, SessionStore, StoreError, StoreResult, seal};
+use lockstep_store::{
+    CredentialStore, DurableTicket, SessionBatch, SessionStore, StoreError, StoreResult, seal,
+};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use crate::conn::{Cached, Durability, Pool, Tuning, backend, lock};
@@ -111,16 +113,16 @@ const TOKEN_COLUMNS: &str = "hash, session, kind, issued_at, expires_at, retired
 #[derive(Debug)]
 pub struct SqliteSessions {
     pool: Pool,
-    durability: Durability,
 }
 
 impl SqliteSessions {
-    /// Opens (creating if needed) the session database at `path`.
+    /// Opens (creating if needed) the session database at `path`. With
+    /// [`Durability::Full`] commits are fsynced outside the writer lock
+    /// (see [`SessionStore::commit`]): the authority's next batch commits
+    /// while the previous one's fsync runs.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
-        Ok(Self {
-            pool: Pool::open(path, durability, SCHEMA, SCHEMA_VERSION, Tuning { cache_kib: 8 * 1024 })?,
-            durability,
-        })
+        let tuning = Tuning { cache_kib: 8 * 1024, explicit_sync: true };
+        Ok(Self { pool: Pool::open(path, durability, SCHEMA, SCHEMA_VERSION, tuning)? })
     }
 }
 
@@ -600,18 +602,25 @@ impl SessionStore for SqliteSessions {
     }
 
     fn apply(&self, batch: SessionBatch) -> StoreResult<Vec<AuditRecord>> {
-        let mut conn = lock(&self.pool.writer)?;
-        // In WAL mode a commit at synchronous=NORMAL is not fsynced but is
-        // ordered before every later commit, whose fsync makes it durable
-        // too; it survives a crash of the process either way.
-        let lazy = batch.replayable && self.durability == Durability::Full;
-        if !lazy {
-            return apply_batch(&mut conn, batch);
+        // A replayable batch is not waited for: in WAL mode it is ordered
+        // before every later commit, whose fsync makes it durable too, and
+        // it survives a crash of the process either way.
+        let replayable = batch.replayable;
+        let (records, ticket) = self.commit(batch)?;
+        if !replayable {
+            self.wait_durable(ticket)?;
         }
-        conn.cached_exec("PRAGMA synchronous = NORMAL", []).map_err(backend)?;
-        let applied = apply_batch(&mut conn, batch);
-        conn.cached_exec("PRAGMA synchronous = FULL", []).map_err(backend)?;
-        applied
+        Ok(records)
+    }
+
+    fn commit(&self, batch: SessionBatch) -> StoreResult<(Vec<AuditRecord>, DurableTicket)> {
+        let mut conn = lock(&self.pool.writer)?;
+        let records = apply_batch(&mut conn, batch)?;
+        Ok((records, DurableTicket(self.pool.committed())))
+    }
+
+    fn wait_durable(&self, ticket: DurableTicket) -> StoreResult<()> {
+        self.pool.wait_durable(ticket.0)
     }
 
     fn suspensions_due(&self, now: Timestamp) -> StoreResult<Vec<Session>> {
@@ -698,7 +707,10 @@ impl CredentialStore for SqliteSessions {
             other => other,
         })?;
         seal_all(&tx, vec![audit])?;
-        tx.commit().map_err(backend)
+        tx.commit().map_err(backend)?;
+        let ticket = self.pool.committed();
+        drop(conn);
+        self.pool.wait_durable(ticket)
     }
 
     fn clients(&self) -> StoreResult<Vec<ApiClient>> {
@@ -732,13 +744,16 @@ impl CredentialStore for SqliteSessions {
     }
 
     fn set_admin_token_hash(&self, hash: TokenHash) -> StoreResult<()> {
-        lock(&self.pool.writer)?
-            .execute(
+        let ticket = {
+            let conn = lock(&self.pool.writer)?;
+            conn.execute(
                 "INSERT INTO admin_token (id, token_hash) VALUES (1, ?1)
                  ON CONFLICT (id) DO UPDATE SET token_hash = excluded.token_hash",
                 [hash.0.as_slice()],
             )
-            .map(|_| ())
-            .map_err(backend)
+            .map_err(backend)?;
+            self.pool.committed()
+        };
+        self.pool.wait_durable(ticket)
     }
 }

@@ -32,4 +32,4 @@ pub use filter::{
     IdentityQuery, SearchField, TextOp,
 };
 pub use memory::{MemoryDirectory, MemorySessions};
-pub use sessions::{CredentialStore, SessionBatch, SessionStore, SessionUpdate, TokenUpdate};
+pub use sessions::{CredentialStore, DurableTicket, SessionBatch, SessionStore, SessionUpdate, TokenUpdate};

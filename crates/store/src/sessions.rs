@@ -82,9 +82,31 @@ pub struct SessionBatch {
     pub replayable: bool,
 }
 
+/// A place in a store's commit order: [`SessionStore::wait_durable`] with
+/// it returns once that commit, and every earlier one, is on stable storage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DurableTicket(pub u64);
+
 /// The session-authority role: session validity, the bridge cursor and the
 /// audit chain, which must commit together.
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
+    /// Commits a batch atomically without waiting for stable storage: once
+    /// it returns, every later read sees the batch and every later commit is
+    /// ordered after it, but a power loss may still take it (a crash of the
+    /// process does not). [`SessionStore::wait_durable`] with the ticket
+    /// waits for the disk. Split so that a caller can prepare and commit its
+    /// next batch while this one's fsync runs; one fsync then covers every
+    /// commit before it. The default commits durably at once.
+    fn commit(&self, batch: SessionBatch) -> StoreResult<(Vec<AuditRecord>, DurableTicket)> {
+        Ok((self.apply(batch)?, DurableTicket::default()))
+    }
+
+    /// Returns once the commit with `ticket` (and so every earlier commit)
+    /// survives power loss.
+    fn wait_durable(&self, _ticket: DurableTicket) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Stores a new session, its tokens and its `session.created` audit entry.
     fn insert_session(
         &self,
@@ -149,7 +171,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     fn suspensions_due(&self, now: Timestamp) -> StoreResult<Vec<Session>>;
 
     /// Applies a batch atomically; returns the sealed audit records (empty
-    /// if the batch had already been applied).
+    /// if the batch had already been applied). On return the batch survives
+    /// power loss, unless it is `replayable` (then it survives a crash of
+    /// the process, and the next durable commit makes it durable too).
     fn apply(&self, batch: SessionBatch) -> StoreResult<Vec<AuditRecord>>;
 
     /// The highest directory position the bridge has consumed.

@@ -21,6 +21,7 @@
 //! leaves it *before* the commit (fail closed); a new session or token
 //! enters it after (never active before it is durable).
 
+mod call;
 mod credentials;
 mod issue;
 mod revoke;
@@ -33,12 +34,14 @@ use lockstep_domain::{
     Actor, AuditEntry, AuditKind, CredentialKind, GroupId, Identity, IdentityId, RevocationReason, Session,
     SessionId, SessionState, Tiers, Timestamp, Token, TokenFormat, TokenHash,
 };
-use lockstep_store::{SessionBatch, SessionUpdate};
+use lockstep_store::{DurableTicket, SessionBatch, SessionUpdate};
 
-use crate::group::Item;
+use crate::group::{Batch as GroupBatch, Item};
 use crate::metrics::ReasonLabel;
 use crate::{Engine, EngineError, EngineResult, Principal, secrets};
 
+pub use call::Call;
+pub(crate) use call::Syncer;
 pub use credentials::CredentialInfo;
 pub use revoke::SubjectId;
 
@@ -234,6 +237,20 @@ impl Footprint {
     }
 }
 
+/// The session an audit record concerns, as the record names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Whose {
+    session: SessionId,
+    identity: IdentityId,
+    user_name: String,
+}
+
+impl From<&Session> for Whose {
+    fn from(s: &Session) -> Self {
+        Self { session: s.id, identity: s.identity, user_name: s.user_name.clone() }
+    }
+}
+
 /// An identity that now holds a session, with its tiers and groups.
 type Holder = (Identity, Tiers, Vec<(GroupId, String)>);
 
@@ -293,12 +310,12 @@ impl<'e> Authority<'e> {
         Self { engine }
     }
 
-    /// Runs one request through the group commit.
-    fn submit(&self, op: Op) -> Outcome {
+    /// Runs one request through the group commit, blocking this thread.
+    pub(crate) fn submit(&self, op: Op) -> Outcome {
         let engine = self.engine;
         engine.issuance.submit(
             op,
-            |items| engine.run_authority_batch(items),
+            |batch| engine.run_authority_batch(batch),
             || {
                 Err(EngineError::Store(lockstep_store::StoreError::Backend(
                     "an issuance batch failed".into(),
@@ -315,77 +332,67 @@ impl<'e> Authority<'e> {
     /// real expiry); beyond the tier's `max_sessions` the oldest live
     /// sessions are revoked in the same transaction. A non-human identity
     /// without an active owner gets none.
-    pub fn open_session(&self, request: OpenRequest, principal: &Principal) -> EngineResult<IssuedTokens> {
+    pub fn open_session(&self, request: OpenRequest, principal: &Principal) -> Call<'e, IssuedTokens> {
         if request.ttl.is_some_and(|t| t.is_zero()) {
-            return Err(EngineError::Invalid { field: "ttl", message: "must be more than 0s".into() });
+            let e = EngineError::Invalid { field: "ttl", message: "must be more than 0s".into() };
+            return Call::refused(self.engine, e, tokens);
         }
-        match self.submit(Op::Open { request, principal: principal.clone() })? {
-            Done::Tokens(t) => Ok(*t),
-            other => Err(unexpected(&other)),
-        }
+        Call::new(self.engine, Op::Open { request, principal: principal.clone() }, tokens)
     }
 
     /// `grant_type=refresh_token` (RFC 6749 §6): a new access token and a
     /// new refresh token; the one presented is retired. Presenting a
     /// retired refresh token again is reuse (RFC 9700 §4.14): the whole
     /// session is revoked in the same transaction and the grant refused.
-    pub fn refresh(&self, refresh_token: &str, principal: &Principal) -> EngineResult<IssuedTokens> {
+    pub fn refresh(&self, refresh_token: &str, principal: &Principal) -> Call<'e, IssuedTokens> {
         let hash = secrets::hash(refresh_token);
-        match self.submit(Op::Refresh { hash, principal: principal.clone() })? {
-            Done::Tokens(t) => Ok(*t),
-            other => Err(unexpected(&other)),
-        }
+        Call::new(self.engine, Op::Refresh { hash, principal: principal.clone() }, tokens)
     }
 
     /// `grant_type=client_credentials` (RFC 6749 §4.4) with a non-human
     /// identity's client secret: a short access token whose subject is the
     /// identity.
-    pub fn client_credentials(&self, client_id: &str, secret: &str) -> EngineResult<IssuedTokens> {
-        let client = client_id
-            .parse::<SessionId>()
-            .map_err(|_| EngineError::InvalidClient("unknown client_id or wrong client_secret".into()))?;
-        let hash = secrets::hash(secret);
-        match self.submit(Op::ClientCredentials { client, hash })? {
-            Done::Tokens(t) => Ok(*t),
-            other => Err(unexpected(&other)),
-        }
+    pub fn client_credentials(&self, client_id: &str, secret: &str) -> Call<'e, IssuedTokens> {
+        let Ok(client) = client_id.parse::<SessionId>() else {
+            let e = EngineError::InvalidClient("unknown client_id or wrong client_secret".into());
+            return Call::refused(self.engine, e, tokens);
+        };
+        Call::new(self.engine, Op::ClientCredentials { client, hash: secrets::hash(secret) }, tokens)
     }
 
     /// Revokes one session or credential by id. `false`: it already was.
-    pub fn revoke_session(&self, id: SessionId, principal: &Principal) -> EngineResult<bool> {
+    pub fn revoke_session(&self, id: SessionId, principal: &Principal) -> Call<'e, bool> {
         let target = Target::Session { id, owner: None };
         self.revoke(target, RevocationReason::AdminRevoked, principal)
     }
 
     /// RFC 7009 revocation by token value: the session the token belongs
     /// to is revoked, with every token of it. Unknown tokens are not an
-    /// error. RFC 7009 §2.1 binds revocation to the client the token was
-    /// issued to (a resource server's introspection credential cannot log
-    /// users out); the admin may revoke any token.
-    pub fn revoke_token(&self, token: &str, principal: &Principal) -> EngineResult<()> {
+    /// error (`false`). RFC 7009 §2.1 binds revocation to the client the
+    /// token was issued to (a resource server's introspection credential
+    /// cannot log users out); the admin may revoke any token.
+    pub fn revoke_token(&self, token: &str, principal: &Principal) -> Call<'e, bool> {
         let target = Target::Token(secrets::hash(token));
-        self.revoke(target, RevocationReason::ClientRevoked, principal).map(|_| ())
+        self.revoke(target, RevocationReason::ClientRevoked, principal)
     }
 
-    fn revoke(&self, target: Target, reason: RevocationReason, principal: &Principal) -> EngineResult<bool> {
-        match self.submit(Op::Revoke { target, reason, principal: principal.clone() })? {
+    fn revoke(&self, target: Target, reason: RevocationReason, principal: &Principal) -> Call<'e, bool> {
+        Call::new(self.engine, Op::Revoke { target, reason, principal: principal.clone() }, |done| match done
+        {
             Done::Revoked(done) => Ok(done),
             other => Err(unexpected(&other)),
-        }
+        })
     }
 
     /// Revokes every live session and credential of an identity, audited as
     /// one decision (`session.subject_revoked`) and a `session.revoked` per
     /// session. Returns how many were revoked.
-    pub fn revoke_all(&self, identity: IdentityId, principal: &Principal, why: &str) -> EngineResult<usize> {
-        if self.engine.stores.directory.identity(identity)?.is_none() {
-            return Err(EngineError::NotFound(format!("identity {identity}")));
-        }
+    pub fn revoke_all(&self, identity: IdentityId, principal: &Principal, why: &str) -> Call<'e, usize> {
         let op = Op::RevokeAll { identity, principal: principal.clone(), why: why.to_owned() };
-        match self.submit(op)? {
+        Call::new(self.engine, op, |done| match done {
             Done::RevokedAll(n) => Ok(n),
             other => Err(unexpected(&other)),
-        }
+        })
     }
 
     /// Creates a credential for a non-human identity with an active owner.
@@ -394,20 +401,21 @@ impl<'e> Authority<'e> {
         identity: IdentityId,
         request: CredentialRequest,
         principal: &Principal,
-    ) -> EngineResult<IssuedCredential> {
+    ) -> Call<'e, IssuedCredential> {
         if !request.kind.is_credential() {
-            return Err(EngineError::Invalid {
-                field: "kind",
-                message: "must be api_key or client_secret".into(),
-            });
+            let e =
+                EngineError::Invalid { field: "kind", message: "must be api_key or client_secret".into() };
+            return Call::refused(self.engine, e, credential);
         }
         if request.ttl.is_some_and(|t| t.is_zero()) {
-            return Err(EngineError::Invalid { field: "ttl", message: "must be more than 0s".into() });
+            let e = EngineError::Invalid { field: "ttl", message: "must be more than 0s".into() };
+            return Call::refused(self.engine, e, credential);
         }
-        match self.submit(Op::CreateCredential { identity, request, principal: principal.clone() })? {
-            Done::Credential(c) => Ok(*c),
-            other => Err(unexpected(&other)),
-        }
+        Call::new(
+            self.engine,
+            Op::CreateCredential { identity, request, principal: principal.clone() },
+            credential,
+        )
     }
 
     /// Issues a new secret for a credential; the old one keeps working for
@@ -415,25 +423,24 @@ impl<'e> Authority<'e> {
     pub fn rotate_credential(
         &self,
         identity: IdentityId,
-        credential: SessionId,
+        credential_id: SessionId,
         grace: Duration,
         principal: &Principal,
-    ) -> EngineResult<IssuedCredential> {
+    ) -> Call<'e, IssuedCredential> {
         let max = self.engine.config.tokens.max_rotation_grace;
         if grace > max {
-            return Err(EngineError::Invalid {
+            let e = EngineError::Invalid {
                 field: "grace",
                 message: format!(
                     "{} is longer than the longest grace allowed ({}; [tokens] max_rotation_grace)",
                     humantime::format_duration(grace),
                     humantime::format_duration(max)
                 ),
-            });
+            };
+            return Call::refused(self.engine, e, credential);
         }
-        match self.submit(Op::Rotate { identity, credential, grace, principal: principal.clone() })? {
-            Done::Credential(c) => Ok(*c),
-            other => Err(unexpected(&other)),
-        }
+        let op = Op::Rotate { identity, credential: credential_id, grace, principal: principal.clone() };
+        Call::new(self.engine, op, credential)
     }
 
     /// Revokes one credential of an identity.
@@ -442,9 +449,23 @@ impl<'e> Authority<'e> {
         identity: IdentityId,
         credential: SessionId,
         principal: &Principal,
-    ) -> EngineResult<bool> {
+    ) -> Call<'e, bool> {
         let target = Target::Session { id: credential, owner: Some(identity) };
         self.revoke(target, RevocationReason::AdminRevoked, principal)
+    }
+}
+
+fn tokens(done: Done) -> EngineResult<IssuedTokens> {
+    match done {
+        Done::Tokens(t) => Ok(*t),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn credential(done: Done) -> EngineResult<IssuedCredential> {
+    match done {
+        Done::Credential(c) => Ok(*c),
+        other => Err(unexpected(&other)),
     }
 }
 
@@ -454,47 +475,85 @@ fn unexpected(done: &Done) -> EngineError {
 
 impl Engine {
     /// One authority batch: prepare every request, commit once, answer.
-    fn run_authority_batch(&self, items: &[Item<Op, Outcome>]) {
-        let _sessions = self.lock_sessions();
-        let mut batch = Batch { engine: self, now: self.clock.now(), footprint: Footprint::default() };
-        let mut plans: Vec<(&Item<Op, Outcome>, Box<Plan>, Outcome)> = Vec::with_capacity(items.len());
-        for item in items {
-            let Some(op) = item.take() else { continue };
-            match batch.prepare(&op) {
-                Prepared::Defer => item.defer(op),
-                Prepared::Commit(plan, outcome) if plan.is_empty() => item.finish(outcome),
-                Prepared::Commit(plan, outcome) => plans.push((item, plan, outcome)),
+    fn run_authority_batch(&self, group: &GroupBatch<'_, Op, Outcome>) {
+        // Prepared and committed under the sessions lock; the wait for the
+        // disk happens after it is released and the next batch has started,
+        // so one batch's fsync overlaps the next one's work.
+        let started = self.clock.now();
+        let (answers, ticket) = {
+            let _sessions = self.lock_sessions();
+            let mut batch = Batch { engine: self, now: self.clock.now(), footprint: Footprint::default() };
+            let mut plans: Vec<(&Item<Op, Outcome>, Box<Plan>, Outcome)> =
+                Vec::with_capacity(group.items().len());
+            for item in group.items() {
+                let Some(op) = item.take() else { continue };
+                match batch.prepare(&op) {
+                    Prepared::Defer => item.defer(op),
+                    Prepared::Commit(plan, outcome) if plan.is_empty() => item.finish(outcome),
+                    Prepared::Commit(plan, outcome) => plans.push((item, plan, outcome)),
+                }
             }
-        }
-        if plans.is_empty() {
+            if plans.is_empty() {
+                return;
+            }
+            // Fail closed: what is revoked or cut short stops working before
+            // the commit that records it.
+            for (_, plan, _) in &plans {
+                self.before_commit(plan);
+            }
+            let mut all = SessionBatch::default();
+            for (_, plan, _) in &mut plans {
+                merge(&mut all, &plan.writes);
+            }
+            let mut answers = Vec::with_capacity(plans.len());
+            let mut ticket = DurableTicket::default();
+            match self.stores.sessions.commit(all) {
+                Ok((_, t)) => {
+                    ticket = t;
+                    for (item, plan, outcome) in plans {
+                        self.after_commit(&plan);
+                        answers.push((item.clone(), outcome));
+                    }
+                }
+                Err(shared) => {
+                    tracing::warn!(error = %shared, requests = plans.len(), "issuance batch failed; committing one by one");
+                    for (item, plan, outcome) in plans {
+                        match self.stores.sessions.commit(plan.writes.clone()) {
+                            Ok((_, t)) => {
+                                ticket = ticket.max(t);
+                                self.after_commit(&plan);
+                                answers.push((item.clone(), outcome));
+                            }
+                            Err(e) => item.finish(Err(e.into())),
+                        }
+                    }
+                }
+            }
+            self.metrics.authority_batch.observe(answers.len() as f64);
+            (answers, ticket)
+        };
+        let committed = self.clock.now();
+        self.metrics.authority_locked.observe(committed.since(started).as_secs_f64());
+        // The new sessions and tokens are not known to anyone before their
+        // requester is answered, once the commit is on disk; what was
+        // revoked already answers inactive. A worker's batch is answered by
+        // the syncer thread; a leader hands over and waits itself.
+        if group.by_worker() {
+            self.syncer.push(ticket, answers);
             return;
         }
-        // Fail closed: what is revoked or cut short stops working before
-        // the commit that records it.
-        for (_, plan, _) in &plans {
-            self.before_commit(plan);
-        }
-        let mut all = SessionBatch::default();
-        for (_, plan, _) in &mut plans {
-            merge(&mut all, &plan.writes);
-        }
-        match self.stores.sessions.apply(all) {
-            Ok(_) => {
-                for (item, plan, outcome) in plans {
-                    self.after_commit(&plan);
+        group.hand_over();
+        let durable = self.stores.sessions.wait_durable(ticket);
+        self.metrics.authority_durable.observe(self.clock.now().since(committed).as_secs_f64());
+        match durable {
+            Ok(()) => {
+                for (item, outcome) in answers {
                     item.finish(outcome);
                 }
             }
-            Err(shared) => {
-                tracing::warn!(error = %shared, requests = plans.len(), "issuance batch failed; committing one by one");
-                for (item, plan, outcome) in plans {
-                    match self.stores.sessions.apply(plan.writes.clone()) {
-                        Ok(_) => {
-                            self.after_commit(&plan);
-                            item.finish(outcome);
-                        }
-                        Err(e) => item.finish(Err(e.into())),
-                    }
+            Err(e) => {
+                for (item, _) in answers {
+                    item.finish(Err(EngineError::Store(e.clone())));
                 }
             }
         }
@@ -531,14 +590,22 @@ impl Engine {
 }
 
 impl Plan {
-    /// Records an audit entry about `session`.
-    fn record(&mut self, at: Timestamp, kind: AuditKind, session: &Session, actor: Actor, detail: String) {
+    /// Records an audit entry about a session.
+    fn record(
+        &mut self,
+        at: Timestamp,
+        kind: AuditKind,
+        whose: impl Into<Whose>,
+        actor: Actor,
+        detail: String,
+    ) {
+        let whose = whose.into();
         self.writes.audit.push(AuditEntry {
             at,
             kind,
-            identity: Some(session.identity),
-            user_name: Some(session.user_name.clone()),
-            session: Some(session.id),
+            identity: Some(whose.identity),
+            user_name: Some(whose.user_name),
+            session: Some(whose.session),
             directory_event: None,
             actor,
             detail,
@@ -550,19 +617,20 @@ impl Plan {
     fn revoke(
         &mut self,
         at: Timestamp,
-        session: &Session,
+        whose: impl Into<Whose>,
         reason: RevocationReason,
         actor: Actor,
         detail: String,
     ) {
+        let whose = whose.into();
         self.writes.updates.push(SessionUpdate {
-            session: session.id,
+            session: whose.session,
             state: SessionState::Revoked { at, reason, cause: None },
             expires_at: None,
         });
-        self.record(at, AuditKind::SessionRevoked, session, actor, detail);
-        self.forget.push(session.id);
+        self.forget.push(whose.session);
         self.revoked.push(reason);
+        self.record(at, AuditKind::SessionRevoked, whose, actor, detail);
     }
 
     fn is_empty(&self) -> bool {

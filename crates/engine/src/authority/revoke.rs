@@ -1,9 +1,16 @@
 //! Revocation: one session or credential, or everything of a subject.
 
-use lockstep_domain::{AuditEntry, AuditKind, IdentityId, IdentityStatus, RevocationReason, Session};
+use lockstep_domain::{AuditEntry, AuditKind, IdentityId, RevocationReason};
 use lockstep_store::{Filter, IdentityField, IdentityQuery};
 
-use super::{Authority, Batch, Done, Key, Mode, Op, Plan, Prepared, Target};
+use super::{Authority, Batch, Done, Key, Mode, Op, Plan, Prepared, Target, Whose};
+
+/// The session a revocation names, as far as revoking it needs.
+struct Found {
+    whose: Whose,
+    issued_to: Option<lockstep_domain::ClientId>,
+    revoked: bool,
+}
 use crate::{EngineError, EngineResult, Principal};
 
 /// Who a global token revocation names (RFC 9493 subject identifiers).
@@ -91,29 +98,19 @@ impl Batch<'_> {
         reason: RevocationReason,
         principal: &Principal,
     ) -> EngineResult<Prepared> {
-        let sessions = &self.engine.stores.sessions;
-        let session = match target {
-            Target::Session { id, owner } => {
-                let found = sessions.session(*id)?.filter(|s| match owner {
-                    Some(owner) => s.identity == *owner && s.kind.is_credential(),
-                    None => true,
-                });
-                let what = if owner.is_some() { "credential" } else { "session" };
-                found.ok_or_else(|| EngineError::NotFound(format!("{what} {id}")))?
-            }
-            Target::Token(hash) => match sessions.session_by_token(hash)? {
-                Some((session, _)) => session,
-                None => return Ok(Prepared::Commit(Box::default(), Ok(Done::Revoked(false)))),
-            },
+        let Some(found) = self.find(target)? else {
+            return Ok(Prepared::Commit(Box::default(), Ok(Done::Revoked(false))));
         };
-        let keys =
-            [(Key::Identity(session.identity), Mode::Shared), (Key::Session(session.id), Mode::Exclusive)];
+        let keys = [
+            (Key::Identity(found.whose.identity), Mode::Shared),
+            (Key::Session(found.whose.session), Mode::Exclusive),
+        ];
         if !self.footprint.claim(&keys) {
             return Ok(Prepared::Defer);
         }
         if let Target::Token(_) = target
             && let Some(caller) = principal.client_id()
-            && session.issued_to != Some(caller)
+            && found.issued_to != Some(caller)
         {
             return Err(EngineError::NotIssuedToCaller);
         }
@@ -121,12 +118,59 @@ impl Batch<'_> {
         // committed state, so of several revoking it at once (or one and the
         // bridge, under the same lock) exactly one finds it live and records
         // the revocation.
-        if session.state.is_revoked() {
+        if found.revoked {
             return Ok(Prepared::Commit(Box::default(), Ok(Done::Revoked(false))));
         }
         let mut plan = Plan::default();
-        self.revoke_into(&mut plan, &session, reason, principal, None);
+        self.revoke_into(&mut plan, found.whose, reason, principal, None);
         Ok(Prepared::Commit(Box::new(plan), Ok(Done::Revoked(true))))
+    }
+
+    /// The session a revocation names: from memory when it is live there
+    /// (a session in the introspection map is not revoked — revocations
+    /// leave it before they commit, under the same lock), else from the
+    /// store. `None`: an unknown token.
+    fn find(&self, target: &Target) -> EngineResult<Option<Found>> {
+        let engine = self.engine;
+        let cached = match target {
+            Target::Session { id, .. } => engine.cache.session(id),
+            Target::Token(hash) => engine.cache.get(hash),
+        };
+        let credential_of = |identity, kind: lockstep_domain::CredentialKind| match target {
+            Target::Session { owner: Some(owner), .. } => identity == *owner && kind.is_credential(),
+            _ => true,
+        };
+        let not_found = |id: &lockstep_domain::SessionId| {
+            let what = if matches!(target, Target::Session { owner: Some(_), .. }) {
+                "credential"
+            } else {
+                "session"
+            };
+            EngineError::NotFound(format!("{what} {id}"))
+        };
+        if let Some(c) = cached
+            && let Some(claims) = engine.claims.get(&c.identity)
+        {
+            if !credential_of(c.identity, c.kind) {
+                return Err(not_found(&c.id));
+            }
+            let whose =
+                Whose { session: c.id, identity: c.identity, user_name: claims.user_name.to_string() };
+            return Ok(Some(Found { whose, issued_to: c.issued_to, revoked: false }));
+        }
+        let session = match target {
+            Target::Session { id, .. } => {
+                let found =
+                    engine.stores.sessions.session(*id)?.filter(|s| credential_of(s.identity, s.kind));
+                found.ok_or_else(|| not_found(id))?
+            }
+            Target::Token(hash) => match engine.stores.sessions.session_by_token(hash)? {
+                Some((session, _)) => session,
+                None => return Ok(None),
+            },
+        };
+        let revoked = session.state.is_revoked();
+        Ok(Some(Found { issued_to: session.issued_to, revoked, whose: Whose::from(&session) }))
     }
 
     pub(super) fn revoke_all(
@@ -142,10 +186,11 @@ impl Batch<'_> {
         if !self.footprint.claim(&keys) {
             return Ok(Prepared::Defer);
         }
+        // A deleted identity's tombstone still names it; an unknown id is
+        // not found.
         let user_name = match engine.stores.directory.identity(identity)? {
-            Some(i) if i.status != IdentityStatus::Deprovisioned => Some(i.user_name),
             Some(i) => Some(i.user_name),
-            None => None,
+            None => return Err(EngineError::NotFound(format!("identity {identity}"))),
         };
         let mut plan = Plan::default();
         let sessions = live.iter().filter(|s| s.kind == lockstep_domain::CredentialKind::Session).count();
@@ -174,7 +219,7 @@ impl Batch<'_> {
     fn revoke_into(
         &self,
         plan: &mut Plan,
-        session: &Session,
+        session: impl Into<Whose>,
         reason: RevocationReason,
         principal: &Principal,
         why: Option<&str>,

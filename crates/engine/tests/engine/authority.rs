@@ -71,7 +71,7 @@ impl Fixture {
         format: Option<TokenFormat>,
     ) -> lockstep_engine::IssuedTokens {
         let request = OpenRequest { subject: subject.into(), ttl: Some(HOUR), refresh, format };
-        self.engine.authority().open_session(request, &Principal::admin()).unwrap()
+        self.engine.authority().open_session(request, &Principal::admin()).wait().unwrap()
     }
 
     fn credential(
@@ -83,6 +83,7 @@ impl Fixture {
         self.engine
             .authority()
             .create_credential(id, CredentialRequest { kind, ttl }, &Principal::admin())
+            .wait()
             .unwrap()
     }
 
@@ -123,17 +124,17 @@ fn refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_session() {
     assert_eq!(first.access_expires_at, first.session.issued_at.plus(Duration::from_secs(300)));
     assert_eq!(first.session.expires_at, first.session.issued_at.plus(HOUR));
 
-    let second = f.engine.authority().refresh(&rt1, &Principal::admin()).unwrap();
+    let second = f.engine.authority().refresh(&rt1, &Principal::admin()).wait().unwrap();
     let rt2 = second.refresh_token.clone().unwrap();
     assert_ne!(rt1, rt2);
     assert_eq!(second.session.id, first.session.id);
     assert!(f.active(&first.access_token) && f.active(&second.access_token), "access tokens live out");
 
     // The retired refresh token comes back: reuse.
-    let refused = grant_refused(f.engine.authority().refresh(&rt1, &Principal::admin()).unwrap_err());
+    let refused = grant_refused(f.engine.authority().refresh(&rt1, &Principal::admin()).wait().unwrap_err());
     assert!(refused.contains("reuse"), "{refused}");
     assert!(!f.active(&first.access_token) && !f.active(&second.access_token), "every token of it dies");
-    let refused = grant_refused(f.engine.authority().refresh(&rt2, &Principal::admin()).unwrap_err());
+    let refused = grant_refused(f.engine.authority().refresh(&rt2, &Principal::admin()).wait().unwrap_err());
     assert!(refused.contains("revoked (refresh_reuse)"), "{refused}");
     let kinds = f.kinds();
     let reuse = kinds.iter().position(|k| *k == AuditKind::SessionRefreshReuseDetected).unwrap();
@@ -162,16 +163,21 @@ fn a_refresh_is_refused_once_the_subject_is_out_or_the_tier_says_so() {
         f.engine
             .authority()
             .refresh(idle.refresh_token.as_deref().unwrap(), &Principal::admin())
+            .wait()
             .unwrap_err(),
     );
     assert!(refused.contains("idle"), "{refused}");
     // Used within the idle timeout: fine, and the refresh counts as a use.
     let busy = f.open("ada", true, None);
     f.advance(Duration::from_secs(9 * 60));
-    let next =
-        f.engine.authority().refresh(busy.refresh_token.as_deref().unwrap(), &Principal::admin()).unwrap();
+    let next = f
+        .engine
+        .authority()
+        .refresh(busy.refresh_token.as_deref().unwrap(), &Principal::admin())
+        .wait()
+        .unwrap();
     f.advance(Duration::from_secs(9 * 60));
-    f.engine.authority().refresh(next.refresh_token.as_deref().unwrap(), &Principal::admin()).unwrap();
+    f.engine.authority().refresh(next.refresh_token.as_deref().unwrap(), &Principal::admin()).wait().unwrap();
     // Deactivated: the bridge revoked the session; the grant names that.
     let gone = f.open("bob", true, None);
     f.set_status(bob.id, IdentityStatus::Disabled);
@@ -179,6 +185,7 @@ fn a_refresh_is_refused_once_the_subject_is_out_or_the_tier_says_so() {
         f.engine
             .authority()
             .refresh(gone.refresh_token.as_deref().unwrap(), &Principal::admin())
+            .wait()
             .unwrap_err(),
     );
     assert!(refused.contains("identity_deactivated"), "{refused}");
@@ -189,15 +196,17 @@ fn a_refresh_is_refused_once_the_subject_is_out_or_the_tier_says_so() {
         Principal { kind: lockstep_engine::PrincipalKind::Client(client.client.id), ..Principal::admin() };
     let mine = f.open("ada", true, None);
     let refused = grant_refused(
-        f.engine.authority().refresh(mine.refresh_token.as_deref().unwrap(), &other).unwrap_err(),
+        f.engine.authority().refresh(mine.refresh_token.as_deref().unwrap(), &other).wait().unwrap_err(),
     );
     assert!(refused.contains("another client"), "{refused}");
     // An access token is not a refresh token, and unknown tokens are unknown.
     assert!(
-        grant_refused(f.engine.authority().refresh(&mine.access_token, &Principal::admin()).unwrap_err())
-            .contains("not a refresh token")
+        grant_refused(
+            f.engine.authority().refresh(&mine.access_token, &Principal::admin()).wait().unwrap_err()
+        )
+        .contains("not a refresh token")
     );
-    assert!(f.engine.authority().refresh("lst_rt_nope", &Principal::admin()).is_err());
+    assert!(f.engine.authority().refresh("lst_rt_nope", &Principal::admin()).wait().is_err());
     let _ = ada;
 }
 
@@ -213,7 +222,7 @@ fn jwt_sessions_carry_claims_and_introspect_the_truth_now() {
     assert_eq!(exp, jwt.session.issued_at.plus(Duration::from_secs(300)).unix_seconds());
     assert!(jwt.access_token.ends_with(&format!(".{exp}")));
     assert!(f.active(&jwt.access_token));
-    f.engine.authority().revoke_session(jwt.session.id, &Principal::admin()).unwrap();
+    f.engine.authority().revoke_session(jwt.session.id, &Principal::admin()).wait().unwrap();
     assert!(!f.active(&jwt.access_token), "introspection of a JWT tells the truth now");
 }
 
@@ -231,6 +240,7 @@ fn credentials_expire_by_tier_and_only_non_human_identities_with_an_owner_get_th
             CredentialRequest { kind: CredentialKind::ApiKey, ttl: None },
             &Principal::admin(),
         )
+        .wait()
         .unwrap_err();
     assert!(matches!(err, EngineError::HumanIdentity(_)), "{err:?}");
     // No ttl: the tier default (30 days).
@@ -246,6 +256,7 @@ fn credentials_expire_by_tier_and_only_non_human_identities_with_an_owner_get_th
             CredentialRequest { kind: CredentialKind::ClientSecret, ttl: Some(91 * DAY) },
             &Principal::admin(),
         )
+        .wait()
         .unwrap_err();
     assert!(
         matches!(&err, EngineError::Invalid { field: "ttl", message } if message.contains("non_human.credential_max_ttl")),
@@ -260,13 +271,13 @@ fn credentials_expire_by_tier_and_only_non_human_identities_with_an_owner_get_th
     // the service account.
     let cs = f.credential(sa.id, CredentialKind::ClientSecret, Some(7 * DAY));
     let client_id = cs.credential.id.to_string();
-    let granted = f.engine.authority().client_credentials(&client_id, &cs.secret).unwrap();
+    let granted = f.engine.authority().client_credentials(&client_id, &cs.secret).wait().unwrap();
     let seen = f.engine.introspect(&granted.access_token).unwrap();
     assert_eq!(seen.session.identity, sa.id);
     assert_eq!(seen.session.id, cs.credential.id);
     assert!(granted.refresh_token.is_none());
     assert!(matches!(
-        f.engine.authority().client_credentials(&client_id, "lst_cs_wrong"),
+        f.engine.authority().client_credentials(&client_id, "lst_cs_wrong").wait(),
         Err(EngineError::InvalidClient(_))
     ));
     // A client secret is not a bearer token.
@@ -281,7 +292,7 @@ fn credentials_expire_by_tier_and_only_non_human_identities_with_an_owner_get_th
     f.set_status(owner.id, IdentityStatus::Disabled);
     assert!(!f.active(&key.secret));
     assert!(matches!(
-        f.engine.authority().client_credentials(&client_id, &cs.secret),
+        f.engine.authority().client_credentials(&client_id, &cs.secret).wait(),
         Err(EngineError::InvalidGrant(m)) if m.contains("suspended")
     ));
     // No new credential without an active owner.
@@ -293,12 +304,13 @@ fn credentials_expire_by_tier_and_only_non_human_identities_with_an_owner_get_th
             CredentialRequest { kind: CredentialKind::ApiKey, ttl: None },
             &Principal::admin(),
         )
+        .wait()
         .unwrap_err();
     assert!(matches!(err, EngineError::NoActiveOwner(_)), "{err:?}");
     // Deactivating the service account revokes them.
     f.set_status(sa.id, IdentityStatus::Disabled);
     assert!(matches!(
-        f.engine.authority().client_credentials(&client_id, &cs.secret),
+        f.engine.authority().client_credentials(&client_id, &cs.secret).wait(),
         Err(EngineError::InvalidClient(m)) if m.contains("revoked")
     ));
 }
@@ -309,8 +321,12 @@ fn a_rotated_secret_works_for_its_grace_then_stops() {
     let owner = f.person("owner");
     let sa = f.service("svc", owner.id);
     let key = f.credential(sa.id, CredentialKind::ApiKey, None);
-    let rotated =
-        f.engine.authority().rotate_credential(sa.id, key.credential.id, HOUR, &Principal::admin()).unwrap();
+    let rotated = f
+        .engine
+        .authority()
+        .rotate_credential(sa.id, key.credential.id, HOUR, &Principal::admin())
+        .wait()
+        .unwrap();
     assert_eq!(rotated.credential.id, key.credential.id);
     assert!(f.active(&key.secret) && f.active(&rotated.secret));
     f.advance(HOUR + Duration::from_secs(1));
@@ -323,15 +339,16 @@ fn a_rotated_secret_works_for_its_grace_then_stops() {
         .engine
         .authority()
         .rotate_credential(sa.id, cs.credential.id, Duration::ZERO, &Principal::admin())
+        .wait()
         .unwrap();
     assert!(matches!(
-        f.engine.authority().client_credentials(&id, &cs.secret),
+        f.engine.authority().client_credentials(&id, &cs.secret).wait(),
         Err(EngineError::InvalidClient(_))
     ));
-    f.engine.authority().client_credentials(&id, &new.secret).unwrap();
+    f.engine.authority().client_credentials(&id, &new.secret).wait().unwrap();
     // Too long a grace is refused.
     assert!(matches!(
-        f.engine.authority().rotate_credential(sa.id, cs.credential.id, 8 * DAY, &Principal::admin()),
+        f.engine.authority().rotate_credential(sa.id, cs.credential.id, 8 * DAY, &Principal::admin()).wait(),
         Err(EngineError::Invalid { field: "grace", .. })
     ));
     assert_eq!(f.kinds().iter().filter(|k| **k == AuditKind::CredentialRotated).count(), 2);
@@ -349,12 +366,12 @@ fn revoke_all_and_global_revocation_leave_nothing_of_the_subject_active() {
     let tokens: Vec<String> = (0..3).map(|_| f.open("ada", true, None).access_token).collect();
     let key = f.credential(sa.id, CredentialKind::ApiKey, None);
     let sa_session = f.open("svc", false, None);
-    let n = f.engine.authority().revoke_all(sa.id, &Principal::admin(), "incident 42").unwrap();
+    let n = f.engine.authority().revoke_all(sa.id, &Principal::admin(), "incident 42").wait().unwrap();
     assert_eq!(n, 2);
     assert!(!f.active(&key.secret) && !f.active(&sa_session.access_token));
     assert_eq!(f.kinds().iter().filter(|k| **k == AuditKind::SubjectRevoked).count(), 1);
     // Again: nothing left to revoke, still one decision recorded per call.
-    assert_eq!(f.engine.authority().revoke_all(sa.id, &Principal::admin(), "again").unwrap(), 0);
+    assert_eq!(f.engine.authority().revoke_all(sa.id, &Principal::admin(), "again").wait().unwrap(), 0);
 
     // Global revocation by email, then by iss_sub: the first finds all three.
     let by_email = SubjectId::Email("ada@example.com".into());
@@ -375,7 +392,7 @@ fn retention_purges_what_expired_or_was_revoked_long_ago_and_keeps_the_rest() {
     f.person("ada");
     let old = f.open("ada", false, None);
     let revoked = f.open("ada", false, None);
-    f.engine.authority().revoke_session(revoked.session.id, &Principal::admin()).unwrap();
+    f.engine.authority().revoke_session(revoked.session.id, &Principal::admin()).wait().unwrap();
     f.advance(2 * HOUR);
     let live = f.open("ada", false, None);
     assert_eq!(f.engine.purge_expired(1).unwrap(), 0, "within the retention");
@@ -419,7 +436,7 @@ fn racing_requests_share_batches_without_breaking_any_rule() {
                     refresh: true,
                     format: None,
                 };
-                engine.authority().open_session(request, &Principal::admin()).unwrap()
+                engine.authority().open_session(request, &Principal::admin()).wait().unwrap()
             })
         })
         .collect();
@@ -442,7 +459,7 @@ fn racing_requests_share_batches_without_breaking_any_rule() {
     let racers: Vec<_> = (0..8)
         .map(|_| {
             let (engine, rt) = (f.engine.clone(), rt.clone());
-            std::thread::spawn(move || engine.authority().refresh(&rt, &Principal::admin()))
+            std::thread::spawn(move || engine.authority().refresh(&rt, &Principal::admin()).wait())
         })
         .collect();
     let results: Vec<_> = racers.into_iter().map(|t| t.join().unwrap()).collect();

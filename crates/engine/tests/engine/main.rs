@@ -59,13 +59,13 @@ impl Sessions for Engine {
         p: &Principal,
     ) -> EngineResult<IssuedTokens> {
         let request = OpenRequest { subject: subject.to_owned(), ttl, refresh: false, format: None };
-        self.authority().open_session(request, p)
+        self.authority().open_session(request, p).wait()
     }
     fn revoke_session(&self, id: lockstep_domain::SessionId, p: &Principal) -> EngineResult<bool> {
-        self.authority().revoke_session(id, p)
+        self.authority().revoke_session(id, p).wait()
     }
     fn revoke_token(&self, token: &str, p: &Principal) -> EngineResult<()> {
-        self.authority().revoke_token(token, p)
+        self.authority().revoke_token(token, p).wait().map(|_| ())
     }
 }
 
