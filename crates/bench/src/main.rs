@@ -63,10 +63,18 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         sessions: usize,
     },
-    /// Resident bytes per live session at 1M sessions vs an empty server.
+    /// Resident bytes per live session and the time from start to serving
+    /// at 10M sessions, beside an empty server.
     Memory {
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = 10_000_000)]
         sessions: usize,
+        /// Users holding them.
+        #[arg(long, default_value_t = 1_000_000)]
+        identities: usize,
+        /// Use (and keep) this data directory: seeded if empty, reused
+        /// as it is otherwise (seeding ten million takes a quarter hour).
+        #[arg(long)]
+        reuse: Option<PathBuf>,
     },
     /// SCIM create, PATCH active=false and `filter=userName eq` lookups at
     /// several directory sizes, beside the python-scim reference server.
@@ -104,6 +112,17 @@ enum Command {
     /// The baseline: a bare axum handler returning a fixed JSON body.
     #[command(hide = true)]
     BareServer,
+    /// Seeds the memory benchmark's data set into a directory and keeps it
+    /// (to profile start-up by hand).
+    #[command(hide = true)]
+    SeedSessions {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10_000_000)]
+        sessions: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        identities: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -116,7 +135,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Deprovision { users } => runtime.block_on(deprovision(&cli.lockstep, users)),
         Command::Fanout { users, sessions } => runtime.block_on(fanout(&cli.lockstep, users, sessions)),
-        Command::Memory { sessions } => runtime.block_on(memory(&cli.lockstep, sessions)),
+        Command::SeedSessions { dir, sessions, identities } => {
+            seed::many_sessions(&dir, identities, sessions)
+        }
+        Command::Memory { sessions, identities, reuse } => {
+            runtime.block_on(memory(&cli.lockstep, sessions, identities, reuse.as_deref()))
+        }
         Command::Tiers { users, sessions } => runtime.block_on(tiers(&cli.lockstep, users, sessions)),
         Command::Scim { identities, seconds, reference } => {
             let sizes = identities
@@ -134,7 +158,7 @@ fn main() -> anyhow::Result<()> {
             fanout(&cli.lockstep, 10_000, 10).await?;
             tiers(&cli.lockstep, 10_000, 10).await?;
             authority::run(&cli.lockstep, 10, 64, dot.as_deref(), 30_000).await?;
-            memory(&cli.lockstep, 1_000_000).await
+            memory(&cli.lockstep, 10_000_000, 1_000_000, None).await
         }),
     }
 }
@@ -320,27 +344,46 @@ async fn tiers(bin: &Path, users: usize, per_user: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn memory(bin: &Path, sessions: usize) -> anyhow::Result<()> {
-    println!("\n## Memory per live session ({})", machine());
+async fn memory(bin: &Path, sessions: usize, identities: usize, reuse: Option<&Path>) -> anyhow::Result<()> {
+    println!("\n## Memory per live session and start-up ({})", machine());
     let empty = tempfile::tempdir()?;
     seed::users_with_sessions(empty.path(), 1, 0, 0)?;
-    let full = tempfile::tempdir()?;
-    #[allow(clippy::disallowed_methods)]
-    let t = Instant::now();
-    let users = sessions / 10;
-    seed::users_with_sessions_quiet(full.path(), users.max(1), 10)?;
-    println!("seeded {sessions} live sessions ({users} users x 10) in {:.1}s", t.elapsed().as_secs_f64());
+    let temporary = tempfile::tempdir()?;
+    let full = reuse.unwrap_or(temporary.path());
+    if full.join("sessions.db").exists() {
+        println!("reusing the data set in {} (seeded by `lockstep-bench seed-sessions`)", full.display());
+    } else {
+        #[allow(clippy::disallowed_methods)]
+        let t = Instant::now();
+        seed::many_sessions(full, identities, sessions)?;
+        println!(
+            "seeded {sessions} live sessions over {identities} users straight into the session store in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let probes = seed::probes(full, 10)?;
     let baseline = Running::lockstep(bin, empty.path()).await?;
     let base_rss = baseline.rss()?;
     drop(baseline);
-    let loaded = Running::lockstep(bin, full.path()).await?;
+    // Once with a cold page cache for the data files would need root's
+    // drop_caches; this is the warm start a restart after a crash sees.
+    let _ = std::fs::read(full.join("sessions.db"))?;
+    #[allow(clippy::disallowed_methods)]
+    let t = Instant::now();
+    let loaded = Running::lockstep(bin, full).await?;
+    let start = t.elapsed().as_secs_f64();
     let health: Value = loaded.health().await?;
     let cached = health["cached_sessions"].as_u64().context("no cached_sessions")?;
     let rss = loaded.rss()?;
+    let active = loaded.count_active(&probes, 4).await?;
     println!(
         "method: VmRSS of `lockstep serve` after start-up on an empty data directory (baseline) and on one with \
-         {sessions} live sessions (all loaded into the introspection cache: {cached})"
+         {cached} live sessions (all loaded into the introspection cache); start-up timed from spawning the \
+         process to its \"listening\" line (it listens only once the cache is loaded), page cache warm; {active} \
+         of {} tokens opened through the authority just before introspect active after the restart",
+        probes.len()
     );
+    println!("start to serving with {cached} live sessions: {start:.1}s");
     println!(
         "RSS empty: {:.1} MiB; RSS with {cached} sessions: {:.1} MiB",
         base_rss as f64 / 1048576.0,
@@ -350,5 +393,8 @@ async fn memory(bin: &Path, sessions: usize) -> anyhow::Result<()> {
         "resident bytes per live session: {:.0}",
         (rss.saturating_sub(base_rss)) as f64 / cached.max(1) as f64
     );
+    if active != probes.len() {
+        bail!("a live session introspected inactive after the restart");
+    }
     Ok(())
 }

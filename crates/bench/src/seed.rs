@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_domain::{
-    CredentialKind, Group, Identity, IdentityId, IdentityKind, IdentityStatus, Origin, SourceId, Timestamp,
+    CredentialKind, Group, Identity, IdentityId, IdentityKind, IdentityStatus, Origin, Session, SessionId,
+    SessionState, SourceId, Timestamp, Token, TokenFormat, TokenHash, TokenKind,
 };
 use lockstep_engine::{
     CredentialRequest, Engine, EngineConfig, OpenRequest, OsEntropy, Principal, Stores, SystemClock,
 };
 use lockstep_policy::Policy;
+use lockstep_store::{SessionBatch, SessionStore};
 use lockstep_store_sqlite::{Durability, SqliteDirectory, SqliteSessions};
 
 fn engine(dir: &Path) -> anyhow::Result<Engine> {
@@ -153,17 +155,6 @@ pub fn users_with_sessions(dir: &Path, users: usize, per_user: usize, idle: usiz
 }
 
 /// Like [`users_with_sessions`] without keeping the tokens (for 1M sessions).
-pub fn users_with_sessions_quiet(dir: &Path, users: usize, per_user: usize) -> anyhow::Result<()> {
-    let engine = engine(dir)?;
-    for u in 0..users {
-        let id = user(&engine, &format!("user{u}"))?;
-        for _ in 0..per_user {
-            open(&engine, &id)?;
-        }
-    }
-    Ok(())
-}
-
 /// `n` identities without sessions; returns (SCIM id, userName).
 pub fn identities(dir: &Path, n: usize) -> anyhow::Result<Vec<(String, String)>> {
     let engine = engine(dir)?;
@@ -246,4 +237,75 @@ pub fn authority_data(
         })
         .collect::<anyhow::Result<_>>()?;
     Ok(AuthorityData { users: ids, tokens, refresh, clients })
+}
+
+/// `sessions` live opaque sessions (one access token each) spread evenly
+/// over `identities` users, written straight into the session store in
+/// large batches: going through the authority would take most of an hour
+/// at ten million. The users are created through the engine; the sessions
+/// carry no audit records (start-up does not read the chain).
+pub fn many_sessions(dir: &Path, identities: usize, sessions: usize) -> anyhow::Result<()> {
+    let engine = engine(dir)?;
+    let store = SqliteSessions::open(&dir.join("sessions.db"), Durability::Off)?;
+    let users: Vec<(IdentityId, String)> = (0..identities)
+        .map(|u| {
+            let name = format!("user{u}");
+            Ok((user(&engine, &name)?.parse()?, name))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let now = engine.clock().now();
+    let expires = Timestamp(now.0 + 12 * 3600 * 1_000_000);
+    let mut random = [0u8; 48];
+    const CHUNK: usize = 50_000;
+    let mut done = 0;
+    while done < sessions {
+        let n = CHUNK.min(sessions - done);
+        let mut batch = SessionBatch { replayable: true, ..SessionBatch::default() };
+        batch.inserts.reserve(n);
+        batch.tokens.reserve(n);
+        for i in done..done + n {
+            getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
+            let (id_bytes, hash_bytes) = random.split_at(16);
+            let mut tail = [0u8; 10];
+            tail.copy_from_slice(&id_bytes[..10]);
+            // Time-ordered like the engine's v7 ids, one millisecond apart.
+            let ms = (now.0 / 1000) as u64 + i as u64;
+            let id = SessionId::from_uuid(uuid::Builder::from_unix_timestamp_millis(ms, &tail).into_uuid());
+            let (identity, user_name) = &users[i % users.len()];
+            batch.inserts.push(Session {
+                id,
+                identity: *identity,
+                kind: CredentialKind::Session,
+                format: TokenFormat::Opaque,
+                issued_to: None,
+                user_name: user_name.clone(),
+                claims_version: 1,
+                issued_at: now,
+                expires_at: expires,
+                last_seen: now,
+                state: SessionState::Active,
+            });
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(hash_bytes);
+            batch.tokens.push(Token {
+                hash: TokenHash(hash),
+                session: id,
+                kind: TokenKind::Access,
+                issued_at: now,
+                expires_at: expires,
+                retired_at: None,
+            });
+        }
+        store.apply(batch)?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// Opens `n` sessions of `user0` through the authority (on a data set of
+/// [`many_sessions`]), for a check that a loaded server answers for real
+/// tokens.
+pub fn probes(dir: &Path, n: usize) -> anyhow::Result<Vec<String>> {
+    let engine = engine(dir)?;
+    (0..n).map(|_| open(&engine, "user0")).collect()
 }

@@ -26,6 +26,7 @@ use lockstep_domain::{
     ClientId, CredentialKind, GroupId, IdentityId, IdentityKind, Session, SessionId, Tiers, Timestamp, Token,
     TokenHash,
 };
+use lockstep_store::LiveSession;
 
 const SHARDS: usize = 64;
 
@@ -35,7 +36,6 @@ pub(crate) struct Entry {
     pub(crate) identity: IdentityId,
     pub(crate) kind: CredentialKind,
     pub(crate) issued_to: Option<ClientId>,
-    pub(crate) issued_at: Timestamp,
     pub(crate) expires_at: Timestamp,
     /// Suspended sessions introspect inactive until resumed.
     pub(crate) suspended: bool,
@@ -51,6 +51,16 @@ pub(crate) struct TokenEntry {
     pub(crate) session: SessionId,
     pub(crate) issued_at: Timestamp,
     pub(crate) expires_at: Timestamp,
+}
+
+/// Who a live session held in memory belongs to (a lookup by session id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeldSession {
+    pub(crate) identity: IdentityId,
+    pub(crate) kind: CredentialKind,
+    pub(crate) issued_to: Option<ClientId>,
+    /// Last use (the idle clock), as held in memory.
+    pub(crate) last_seen: Timestamp,
 }
 
 /// A copy of a live session and the token presented, as introspection
@@ -78,33 +88,42 @@ pub struct CachedSession {
 
 impl Entry {
     fn from_session(s: &Session) -> Self {
+        Self::from_live(&LiveSession::of(s))
+    }
+
+    fn from_live(s: &LiveSession) -> Self {
         Self {
             identity: s.identity,
             kind: s.kind,
             issued_to: s.issued_to,
-            issued_at: s.issued_at,
             expires_at: s.expires_at,
-            suspended: s.state.is_suspended(),
+            suspended: s.suspended,
             last_seen: AtomicI64::new(s.last_seen.micros()),
             dirty: AtomicBool::new(false),
         }
     }
 
-    fn snapshot(&self, id: SessionId, token: Option<&TokenEntry>) -> CachedSession {
+    fn snapshot(&self, id: SessionId, token: &TokenEntry) -> CachedSession {
         CachedSession {
             id,
             identity: self.identity,
             kind: self.kind,
             issued_to: self.issued_to,
-            issued_at: token.map_or(self.issued_at, |t| t.issued_at),
-            expires_at: token.map_or(self.expires_at, |t| t.expires_at.min(self.expires_at)),
+            issued_at: token.issued_at,
+            expires_at: token.expires_at.min(self.expires_at),
             last_seen: Timestamp(self.last_seen.load(Ordering::Relaxed)),
             suspended: self.suspended,
         }
     }
 }
 
-/// Hasher that takes the first 8 bytes of an already random key.
+/// Hasher for keys that are already random: eight random bytes of the key,
+/// multiplied by an odd constant so every bit of the result depends on them.
+///
+/// Not the last byte: that one picks the shard, so within a shard it is the
+/// same for every key, and a hash built on it left hashbrown with one home
+/// bucket in 64 (sessions) or one control tag in 64 (tokens), which made
+/// loading ten million sessions probe endlessly.
 #[derive(Default)]
 struct PassThrough(u64);
 
@@ -113,11 +132,14 @@ impl Hasher for PassThrough {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        // The last eight bytes: random in a token hash and in a v7 UUID.
-        let tail = &bytes[bytes.len().saturating_sub(8)..];
-        for (i, b) in tail.iter().enumerate() {
-            self.0 |= u64::from(*b) << (8 * i);
+        // Bytes 7..15 of a v7 UUID are random (but two variant bits);
+        // every byte of a token hash is.
+        let end = bytes.len().saturating_sub(1);
+        let mut word = [0u8; 8];
+        for (w, b) in word.iter_mut().zip(&bytes[end.saturating_sub(8)..end]) {
+            *w = *b;
         }
+        self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -125,6 +147,15 @@ type Map<K, V> = HashMap<K, V, BuildHasherDefault<PassThrough>>;
 
 fn shards<K, V>() -> Vec<RwLock<Map<K, V>>> {
     (0..SHARDS).map(|_| RwLock::new(Map::default())).collect()
+}
+
+/// Adds staged entries to a shard, rebuilding its map at the final size.
+fn install<K: std::hash::Hash + Eq, V>(shard: &RwLock<Map<K, V>>, staged: Vec<(K, V)>) {
+    let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
+    let mut built = Map::with_capacity_and_hasher(map.len() + staged.len(), Default::default());
+    built.extend(map.drain());
+    built.extend(staged);
+    *map = built;
 }
 
 fn session_shard(id: &SessionId) -> usize {
@@ -156,6 +187,35 @@ impl SessionCache {
         shard.insert(session.id, entry).is_none()
     }
 
+    /// Loads many sessions at once (start-up). They are staged by shard
+    /// first, then each shard's map is built pre-sized, one shard at a time:
+    /// inserting ten million entries in arrival order touched a random
+    /// spot of a 1 GB table each time (a cache miss apiece, plus every
+    /// rehash on the way), while one shard's table fits in the CPU's cache.
+    pub(crate) fn load_sessions(
+        &self,
+        sessions: impl FnOnce(&mut dyn FnMut(&LiveSession)) -> usize,
+    ) -> usize {
+        let mut staged: Vec<Vec<(SessionId, Entry)>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        let count = sessions(&mut |s| staged[session_shard(&s.id)].push((s.id, Entry::from_live(s))));
+        for (shard, entries) in self.sessions.iter().zip(staged) {
+            install(shard, entries);
+        }
+        count
+    }
+
+    /// Loads many bearer secrets at once (start-up), as `load_sessions`.
+    pub(crate) fn load_tokens(&self, tokens: impl FnOnce(&mut dyn FnMut(&Token))) {
+        let mut staged: Vec<Vec<(TokenHash, TokenEntry)>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        tokens(&mut |t| {
+            let entry = TokenEntry { session: t.session, issued_at: t.issued_at, expires_at: t.expires_at };
+            staged[token_shard(&t.hash)].push((t.hash, entry));
+        });
+        for (shard, entries) in self.tokens.iter().zip(staged) {
+            install(shard, entries);
+        }
+    }
+
     /// Adds a bearer secret of a session.
     pub(crate) fn insert_token(&self, token: &Token) {
         let entry =
@@ -172,13 +232,18 @@ impl SessionCache {
     pub(crate) fn get(&self, key: &TokenHash) -> Option<CachedSession> {
         let token = self.token(key)?;
         let shard = self.sessions[session_shard(&token.session)].read().unwrap_or_else(|p| p.into_inner());
-        shard.get(&token.session).map(|e| e.snapshot(token.session, Some(&token)))
+        shard.get(&token.session).map(|e| e.snapshot(token.session, &token))
     }
 
     /// A session by id.
-    pub(crate) fn session(&self, id: &SessionId) -> Option<CachedSession> {
+    pub(crate) fn session(&self, id: &SessionId) -> Option<HeldSession> {
         let shard = self.sessions[session_shard(id)].read().unwrap_or_else(|p| p.into_inner());
-        shard.get(id).map(|e| e.snapshot(*id, None))
+        shard.get(id).map(|e| HeldSession {
+            identity: e.identity,
+            kind: e.kind,
+            issued_to: e.issued_to,
+            last_seen: Timestamp(e.last_seen.load(Ordering::Relaxed)),
+        })
     }
 
     /// Looks a secret up and, if `use_it` accepts its session as it was,
@@ -192,7 +257,7 @@ impl SessionCache {
         let token = self.token(key)?;
         let shard = self.sessions[session_shard(&token.session)].read().unwrap_or_else(|p| p.into_inner());
         let entry = shard.get(&token.session)?;
-        let snapshot = entry.snapshot(token.session, Some(&token));
+        let snapshot = entry.snapshot(token.session, &token);
         if !use_it(&snapshot) {
             return None;
         }

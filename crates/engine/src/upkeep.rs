@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use lockstep_domain::{Actor, AuditEntry, AuditKind, IdentityId, SessionState, Tiers, Timestamp};
 use lockstep_policy::{SessionAction, grace_ended};
-use lockstep_store::{SessionBatch, SessionUpdate, StoreResult};
+use lockstep_store::{SessionBatch, SessionUpdate, StoreError, StoreResult};
 use sha2::{Digest, Sha256};
 
 use crate::cache::Claims;
@@ -48,19 +48,54 @@ impl Engine {
             }
         }
         let now = self.clock.now();
-        // Only the identities are kept beside the cache: a copy of every
+        let seconds = |since: Timestamp| (self.clock.now().micros() - since.micros()) as f64 / 1e6;
+        // Sessions and tokens load side by side (two sequential scans). A
+        // token of a session revoked since is loaded too; it introspects
+        // inactive (its session is not held) until the sweep drops it.
+        // Only the holders' ids are kept beside the cache: a copy of every
         // session would double start-up memory at ten million sessions.
-        let mut holders = HashSet::new();
-        let mut count = 0usize;
-        self.stores.sessions.for_each_live(now, &mut |s| {
-            self.cache.insert(&s);
-            holders.insert(s.identity);
-            count += 1;
-        })?;
-        self.stores.sessions.for_each_live_token(now, &mut |t| self.cache.insert_token(&t))?;
+        let (sessions, tokens) = std::thread::scope(|scope| {
+            let tokens = scope.spawn(|| {
+                let mut result = Ok(());
+                self.cache.load_tokens(|add| {
+                    result = self.stores.sessions.for_each_live_token(now, &mut |t| add(&t));
+                });
+                tracing::debug!(seconds = seconds(now), "bearer tokens loaded");
+                result
+            });
+            let mut holders = Vec::new();
+            let mut result = Ok(());
+            let count = self.cache.load_sessions(|add| {
+                let mut count = 0;
+                result = self.stores.sessions.for_each_live_entry(now, &mut |s| {
+                    add(&s);
+                    holders.push(s.identity);
+                    count += 1;
+                });
+                count
+            });
+            tracing::debug!(seconds = seconds(now), "sessions loaded");
+            let tokens = tokens
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Backend("the token loader panicked".into())));
+            (result.map(|()| (count, holders)), tokens)
+        });
+        let (count, mut holders) = sessions?;
+        tokens?;
+        holders.sort_unstable();
+        holders.dedup();
         opened.sessions = count;
         self.metrics.live_sessions.set(i64::try_from(count).unwrap_or(i64::MAX));
+        let loaded = self.clock.now();
+        let identities = holders.len();
         self.load_claims(holders)?;
+        tracing::info!(
+            sessions = count,
+            identities,
+            sessions_seconds = seconds(now),
+            claims_seconds = seconds(loaded),
+            "introspection cache loaded"
+        );
         let (changed, shortened) = self.record_policy()?;
         opened.policy_changed = changed;
         opened.shortened = shortened;
@@ -69,18 +104,28 @@ impl Engine {
     }
 
     /// Loads the claims of every identity holding a live session.
-    fn load_claims(&self, holders: HashSet<IdentityId>) -> StoreResult<()> {
-        let mut ids: Vec<IdentityId> = holders.into_iter().collect();
-        ids.sort();
-        for chunk in ids.chunks(CLAIMS_CHUNK) {
-            for (identity, groups) in self.stores.directory.identities_with_groups(chunk)? {
-                let tiers = self.tiers_with(&identity, &groups);
-                let groups = groups.into_iter().map(|(g, n)| (g, n.into_boxed_str())).collect();
-                let user_name = identity.user_name.as_str().into();
-                self.claims.set(identity.id, Claims { user_name, kind: identity.kind, tiers, groups });
+    /// Two threads, each taking every other chunk: the reads are
+    /// independent and the directory has readers to spare.
+    fn load_claims(&self, holders: Vec<IdentityId>) -> StoreResult<()> {
+        let load = |first: usize| -> StoreResult<()> {
+            for chunk in holders.chunks(CLAIMS_CHUNK).skip(first).step_by(2) {
+                for (identity, groups) in self.stores.directory.identities_with_groups(chunk)? {
+                    let tiers = self.tiers_with(&identity, &groups);
+                    let groups = groups.into_iter().map(|(g, n)| (g, n.into_boxed_str())).collect();
+                    let user_name = identity.user_name.as_str().into();
+                    self.claims.set(identity.id, Claims { user_name, kind: identity.kind, tiers, groups });
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        };
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| load(1));
+            let mine = load(0);
+            let other = other
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Backend("the claims loader panicked".into())));
+            mine.and(other)
+        })
     }
 
     /// The hash of the policy in force: SHA-256 of its canonical form.

@@ -24,6 +24,7 @@ use aws_lc_rs::signature::{
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 pub use file::{SharedKeys, load_or_create, rotate_file};
 
@@ -52,8 +53,7 @@ pub enum JoseError {
     Invalid(String),
 }
 
-/// One signing key.
-#[derive(Debug)]
+/// One signing key. Its `Debug` shows only the `kid` and dates.
 struct SigningKey {
     kid: String,
     /// Unix seconds it was created.
@@ -63,6 +63,16 @@ struct SigningKey {
     /// The private key, PKCS#8 DER (what the key file keeps).
     pkcs8: Vec<u8>,
     pair: EcdsaKeyPair,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("created", &self.created)
+            .field("retired", &self.retired)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SigningKey {
@@ -142,8 +152,8 @@ pub struct Header {
     pub kid: String,
 }
 
-/// What the key file holds.
-#[derive(Debug, Serialize, Deserialize)]
+/// What the key file holds (no `Debug`: it holds private keys).
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyFile {
     /// Format version (1).
@@ -151,7 +161,7 @@ struct KeyFile {
     keys: Vec<StoredKey>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoredKey {
     kid: String,
@@ -314,6 +324,16 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_holds_no_private_key() {
+        let ring = Keyring::generate(1_000).unwrap();
+        let file: serde_json::Value = serde_json::from_str(&ring.to_json().unwrap()).unwrap();
+        let pkcs8 = file["keys"][0]["pkcs8"].as_str().unwrap();
+        let debug = format!("{ring:?}");
+        assert!(!debug.contains(&pkcs8[..24]), "{debug}");
+        assert!(debug.contains(ring.signing_kid().unwrap()), "{debug}");
+    }
 
     #[test]
     fn signs_and_verifies_and_names_keys_by_thumbprint() {

@@ -113,6 +113,21 @@ const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// WAL frames (pages) beyond which a checkpoint makes the next writer start
+/// the log over (about 64 MiB at SQLite's 4 KiB pages).
+const RESTART_FRAMES: i64 = 16_384;
+
+/// Frames a RESTART checkpoint may be left to copy while writers wait.
+const RESTART_SLACK: i64 = 256;
+
+/// Beyond this (about 128 MiB) the writer restarts the WAL itself.
+const HARD_FRAMES: i64 = 2 * RESTART_FRAMES;
+
+/// A RESTART that found a lock taken is tried again this often, this many
+/// times, before the next round.
+const RESTART_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
+const RESTART_TRIES: usize = 50;
+
 /// Copies the WAL into the database file from a thread of its own.
 ///
 /// SQLite's automatic checkpoint runs inside the commit that crosses the
@@ -120,40 +135,131 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 /// (and, with group commit, everyone batched with it) for the copy and its
 /// fsync: a quarter of the write path's time in a profile. A PASSIVE
 /// checkpoint runs beside readers and the writer and never blocks them.
+///
+/// But PASSIVE alone lets the WAL grow without bound under steady writes:
+/// SQLite starts the log over only when a writer begins while every frame
+/// is already copied back, and with a commit every millisecond that moment
+/// never comes (a ten-million-session seed grew a 10 GB WAL, and every read
+/// then searched it). So once the WAL holds more than [`RESTART_FRAMES`],
+/// a RESTART checkpoint holds new writers back for the short copy of what
+/// PASSIVE left, and the next commit starts the log over. Writers begin
+/// IMMEDIATE for this: a deferred writer would hold its read snapshot while
+/// it waits for the write lock, and the RESTART waits for that snapshot.
+/// The writer's commits also nudge the thread the moment the WAL crosses
+/// the threshold (SQLite's WAL hook), so a burst of writes does not run on
+/// for a whole interval first. The thread's RESTART never waits (a RESTART
+/// waiting in a busy handler held writers back for its sleeps); a writer
+/// committing back to back may leave it no moment, so past twice the
+/// threshold the writer restarts the log itself, between two commits.
 #[derive(Debug)]
 struct Checkpointer {
-    stop: std::sync::Arc<(Mutex<bool>, Condvar)>,
+    signal: std::sync::Arc<(Mutex<Wake>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Why the checkpoint thread wakes up early.
+#[derive(Debug, Default)]
+struct Wake {
+    stop: bool,
+    due: bool,
 }
 
 impl Checkpointer {
     fn start(path: &Path) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(backend)?;
-        conn.execute_batch("PRAGMA busy_timeout=5000;").map_err(backend)?;
-        let stop = std::sync::Arc::new((Mutex::new(false), Condvar::new()));
-        let signal = stop.clone();
+        // No busy handler: a RESTART that waited in it would hold writers
+        // back for the handler's sleeps (up to 100 ms each). It fails at
+        // once instead and is tried again a few milliseconds later.
+        conn.execute_batch("PRAGMA busy_timeout=0;").map_err(backend)?;
+        let signal = std::sync::Arc::new((Mutex::new(Wake::default()), Condvar::new()));
+        let shared = signal.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
-                let (flag, wake) = &*signal;
-                let mut stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
-                while !*stopped {
-                    stopped =
-                        wake.wait_timeout(stopped, CHECKPOINT_EVERY).unwrap_or_else(|p| p.into_inner()).0;
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                        tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                let (state, wake) = &*shared;
+                let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+                while !state.stop {
+                    if !state.due {
+                        state =
+                            wake.wait_timeout(state, CHECKPOINT_EVERY).unwrap_or_else(|p| p.into_inner()).0;
                     }
+                    state.due = false;
+                    drop(state);
+                    // (frames in the WAL, frames copied back); busy when a
+                    // lock was not free.
+                    let checkpoint = |mode: &str| {
+                        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(0)? != 0))
+                        })
+                    };
+                    let mut passive = checkpoint("PASSIVE");
+                    // Before holding writers back, copy what they appended
+                    // during the last pass too, so the RESTART itself has
+                    // little to copy and sync (it stalled commits for
+                    // 100 ms and more when it copied a pass's worth).
+                    for _ in 0..4 {
+                        match passive {
+                            Ok((frames, copied, _))
+                                if frames > RESTART_FRAMES && frames - copied > RESTART_SLACK =>
+                            {
+                                passive = checkpoint("PASSIVE");
+                            }
+                            _ => break,
+                        }
+                    }
+                    match passive {
+                        Ok((frames, _, _)) if frames > RESTART_FRAMES => {
+                            for _ in 0..RESTART_TRIES {
+                                match checkpoint("RESTART") {
+                                    Ok((_, _, true)) => std::thread::sleep(RESTART_RETRY),
+                                    Ok(_) => break,
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "WAL restart checkpoint failed; retrying");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying"),
+                    }
+                    state = shared.0.lock().unwrap_or_else(|p| p.into_inner());
                 }
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Self { stop, thread: Some(thread) })
+        Ok(Self { signal, thread: Some(thread) })
+    }
+
+    /// Wakes the thread when a commit leaves more than [`RESTART_FRAMES`]
+    /// in the WAL (install on the writer after `wal_autocheckpoint`, which
+    /// replaces the hook).
+    fn hook(&self, writer: &mut Connection) -> StoreResult<()> {
+        let signal = self.signal.clone();
+        writer
+            .wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
+                let frames = i64::from(frames);
+                if frames > HARD_FRAMES {
+                    // The thread found no gap between commits to restart
+                    // in: the writer restarts the log itself, between two
+                    // of its own commits.
+                    if let Err(e) = wal.checkpoint_v2(rusqlite::wal::CheckpointMode::RESTART) {
+                        tracing::warn!(error = %e, "WAL restart by the writer failed");
+                    }
+                } else if frames > RESTART_FRAMES {
+                    let (state, wake) = &*signal;
+                    state.lock().unwrap_or_else(|p| p.into_inner()).due = true;
+                    wake.notify_one();
+                }
+                Ok(())
+            }))
+            .map_err(backend)
     }
 }
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        let (flag, wake) = &*self.stop;
-        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        let (state, wake) = &*self.signal;
+        state.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
         wake.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -209,6 +315,8 @@ impl Pool {
             ))
             .map_err(backend)?;
         let checkpointer = Checkpointer::start(path)?;
+        let mut writer = writer;
+        checkpointer.hook(&mut writer)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open_with_flags(

@@ -12,7 +12,7 @@ use lockstep_store::{
     cause_positions, write_events,
 };
 use rusqlite::types::Value;
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::conn::{Cached, Durability, Pool, Tuning, backend, lock};
 use crate::search::{EMAIL_SLOT, IDENTITY_SLOTS, compile};
@@ -653,7 +653,7 @@ impl SqliteDirectory {
 impl DirectoryStore for SqliteDirectory {
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
         let mut conn = lock(&self.pool.writer)?;
-        let tx = conn.transaction().map_err(backend)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         let (committed, reindex) = write_identity(&tx, write)?;
         if let Some(reindex) = reindex {
             reindex.apply(&tx)?;
@@ -663,7 +663,7 @@ impl DirectoryStore for SqliteDirectory {
     }
     fn commit_identities(&self, writes: Vec<IdentityWrite>) -> StoreResult<Vec<StoreResult<Committed>>> {
         let mut conn = lock(&self.pool.writer)?;
-        let mut tx = conn.transaction().map_err(backend)?;
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         let mut results = Vec::with_capacity(writes.len());
         let mut reindexes = Vec::new();
         for write in writes {
@@ -686,7 +686,7 @@ impl DirectoryStore for SqliteDirectory {
     }
     fn commit_group(&self, write: GroupWrite) -> StoreResult<CommittedGroup> {
         let mut conn = lock(&self.pool.writer)?;
-        let tx = conn.transaction().map_err(backend)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         let committed = crate::groups::write_group(&tx, write)?;
         tx.commit().map_err(backend)?;
         Ok(committed)

@@ -32,4 +32,6 @@ pub use filter::{
     IdentityQuery, SearchField, TextOp,
 };
 pub use memory::{MemoryDirectory, MemorySessions};
-pub use sessions::{CredentialStore, DurableTicket, SessionBatch, SessionStore, SessionUpdate, TokenUpdate};
+pub use sessions::{
+    CredentialStore, DurableTicket, LiveSession, SessionBatch, SessionStore, SessionUpdate, TokenUpdate,
+};

@@ -133,8 +133,16 @@ impl Batch<'_> {
     fn find(&self, target: &Target) -> EngineResult<Option<Found>> {
         let engine = self.engine;
         let cached = match target {
-            Target::Session { id, .. } => engine.cache.session(id),
-            Target::Token(hash) => engine.cache.get(hash),
+            Target::Session { id, .. } => engine.cache.session(id).map(|h| (*id, h)),
+            Target::Token(hash) => engine.cache.get(hash).map(|c| {
+                let held = crate::cache::HeldSession {
+                    identity: c.identity,
+                    kind: c.kind,
+                    issued_to: c.issued_to,
+                    last_seen: c.last_seen,
+                };
+                (c.id, held)
+            }),
         };
         let credential_of = |identity, kind: lockstep_domain::CredentialKind| match target {
             Target::Session { owner: Some(owner), .. } => identity == *owner && kind.is_credential(),
@@ -148,14 +156,13 @@ impl Batch<'_> {
             };
             EngineError::NotFound(format!("{what} {id}"))
         };
-        if let Some(c) = cached
+        if let Some((id, c)) = cached
             && let Some(claims) = engine.claims.get(&c.identity)
         {
             if !credential_of(c.identity, c.kind) {
-                return Err(not_found(&c.id));
+                return Err(not_found(&id));
             }
-            let whose =
-                Whose { session: c.id, identity: c.identity, user_name: claims.user_name.to_string() };
+            let whose = Whose { session: id, identity: c.identity, user_name: claims.user_name.to_string() };
             return Ok(Some(Found { whose, issued_to: c.issued_to, revoked: false }));
         }
         let session = match target {

@@ -401,6 +401,10 @@ fn run_ses_op<S: SessionStore + ?Sized>(s: &S, op: &SesOp) -> String {
         SesOp::Query { who, now } => {
             let mut live = Vec::new();
             s.for_each_live(t(*now), &mut |x| live.push(x)).unwrap();
+            let mut entries = Vec::new();
+            s.for_each_live_entry(t(*now), &mut |x| entries.push(x)).unwrap();
+            let projected: Vec<crate::LiveSession> = live.iter().map(crate::LiveSession::of).collect();
+            assert_eq!(entries, projected, "for_each_live_entry is the projection of for_each_live");
             format!(
                 "{:?} {:?} {:?} {:?}",
                 s.sessions_of(identity_id(u128::from(*who))),
