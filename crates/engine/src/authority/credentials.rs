@@ -29,8 +29,18 @@ pub struct CredentialInfo {
     pub last_used_at: Option<Timestamp>,
 }
 
+/// A duration as the configuration writes it: `90d`, `36h`, `15m`, `45s`
+/// (humantime's own rendering counts in months of 30.44 days: "2months
+/// 29days 2h 52m 48s" for 90 days).
 fn show(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    let s = d.as_secs();
+    match s {
+        _ if s == 0 || d.subsec_nanos() != 0 => humantime::format_duration(d).to_string(),
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
 }
 
 impl Authority<'_> {
@@ -180,5 +190,19 @@ impl Batch<'_> {
         }
         let issued = IssuedCredential { credential: session, secret, previous_until: Some(until) };
         Ok(Prepared::Commit(Box::new(plan), Ok(Done::Credential(Box::new(issued)))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_configured() {
+        let cases =
+            [(90 * 86_400, "90d"), (400 * 86_400, "400d"), (36 * 3_600, "36h"), (90, "90s"), (900, "15m")];
+        for (secs, text) in cases {
+            assert_eq!(show(Duration::from_secs(secs)), text);
+        }
     }
 }
