@@ -120,8 +120,10 @@ const RESTART_FRAMES: i64 = 16_384;
 /// Frames a RESTART checkpoint may be left to copy while writers wait.
 const RESTART_SLACK: i64 = 256;
 
-/// Beyond this (about 128 MiB) the writer restarts the WAL itself.
+/// Beyond this (about 128 MiB), and after [`WRITER_RESTART_AFTER`] commits
+/// over the threshold, the writer restarts the WAL itself.
 const HARD_FRAMES: i64 = 2 * RESTART_FRAMES;
+const WRITER_RESTART_AFTER: u32 = 64;
 
 /// A RESTART that found a lock taken is tried again this often, this many
 /// times, before the next round.
@@ -235,10 +237,17 @@ impl Checkpointer {
     /// replaces the hook).
     fn hook(&self, writer: &mut Connection) -> StoreResult<()> {
         let signal = self.signal.clone();
+        // Commits since the WAL crossed the threshold: one large commit (a
+        // bridge step revoking 100,000 sessions writes 60 MB) is the
+        // thread's to handle; only a run of commits that never gave the
+        // thread its moment makes the writer restart the log itself.
+        let mut commits_over = 0u32;
         writer
             .wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
                 let frames = i64::from(frames);
-                if frames > HARD_FRAMES {
+                commits_over = if frames > RESTART_FRAMES { commits_over.saturating_add(1) } else { 0 };
+                if frames > HARD_FRAMES && commits_over > WRITER_RESTART_AFTER {
+                    commits_over = 0;
                     // The thread found no gap between commits to restart
                     // in: the writer restarts the log itself, between two
                     // of its own commits.
