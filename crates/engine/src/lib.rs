@@ -11,8 +11,10 @@
 //! served, so no acknowledged directory change ever goes unapplied.
 //!
 //! Store calls block; callers on an async runtime run engine methods on a
-//! blocking thread. [`Engine::introspect`] is the exception: it reads only
-//! memory and is cheap enough to call directly.
+//! blocking thread. Two exceptions: [`Engine::introspect`] reads only
+//! memory and is cheap enough to call directly, and the authority's
+//! [`authority::Call`]s can be awaited (its worker thread does the
+//! blocking).
 //!
 //! Where the pieces live: `bridge.rs` applies directory events (the policy
 //! decision and its session impact); `batch.rs` prepares identity writes

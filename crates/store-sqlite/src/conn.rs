@@ -187,44 +187,7 @@ impl Checkpointer {
                     }
                     state.due = false;
                     drop(state);
-                    // (frames in the WAL, frames copied back); busy when a
-                    // lock was not free.
-                    let checkpoint = |mode: &str| {
-                        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-                            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(0)? != 0))
-                        })
-                    };
-                    let mut passive = checkpoint("PASSIVE");
-                    // Before holding writers back, copy what they appended
-                    // during the last pass too, so the RESTART itself has
-                    // little to copy and sync (it stalled commits for
-                    // 100 ms and more when it copied a pass's worth).
-                    for _ in 0..4 {
-                        match passive {
-                            Ok((frames, copied, _))
-                                if frames > RESTART_FRAMES && frames - copied > RESTART_SLACK =>
-                            {
-                                passive = checkpoint("PASSIVE");
-                            }
-                            _ => break,
-                        }
-                    }
-                    match passive {
-                        Ok((frames, _, _)) if frames > RESTART_FRAMES => {
-                            for _ in 0..RESTART_TRIES {
-                                match checkpoint("RESTART") {
-                                    Ok((_, _, true)) => std::thread::sleep(RESTART_RETRY),
-                                    Ok(_) => break,
-                                    Err(e) => {
-                                        tracing::warn!(error = %e, "WAL restart checkpoint failed; retrying");
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying"),
-                    }
+                    checkpoint_round(&conn);
                     state = shared.0.lock().unwrap_or_else(|p| p.into_inner());
                 }
             })
@@ -262,6 +225,43 @@ impl Checkpointer {
                 Ok(())
             }))
             .map_err(backend)
+    }
+}
+
+/// One round of the checkpoint thread: PASSIVE, again while writers keep
+/// appending (so the RESTART has little left to copy and sync while it
+/// holds them back — copying a pass's worth stalled commits for 100 ms and
+/// more), then RESTART once the WAL is past [`RESTART_FRAMES`], retried
+/// briefly while a lock is taken.
+fn checkpoint_round(conn: &Connection) {
+    // (frames in the WAL, frames copied back, a lock was not free)
+    let checkpoint = |mode: &str| {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(0)? != 0))
+        })
+    };
+    let mut passive = checkpoint("PASSIVE");
+    for _ in 0..4 {
+        match passive {
+            Ok((frames, copied, _)) if frames > RESTART_FRAMES && frames - copied > RESTART_SLACK => {
+                passive = checkpoint("PASSIVE");
+            }
+            _ => break,
+        }
+    }
+    let frames = match passive {
+        Ok((frames, _, _)) => frames,
+        Err(e) => return tracing::warn!(error = %e, "WAL checkpoint failed; retrying"),
+    };
+    if frames <= RESTART_FRAMES {
+        return;
+    }
+    for _ in 0..RESTART_TRIES {
+        match checkpoint("RESTART") {
+            Ok((_, _, true)) => std::thread::sleep(RESTART_RETRY),
+            Ok(_) => return,
+            Err(e) => return tracing::warn!(error = %e, "WAL restart checkpoint failed; retrying"),
+        }
     }
 }
 

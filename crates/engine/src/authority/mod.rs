@@ -2,11 +2,14 @@
 //! rotation with reuse detection, OAuth `client_credentials`, credentials of
 //! non-human identities, and every revocation that is not the bridge's.
 //!
-//! Every request goes through one group commit ([`crate::group`]): the
-//! thread that finds no batch forming takes the sessions lock, prepares
-//! each queued request against the stores (reads, checks, the decision),
-//! commits all their writes in one session-store transaction — one fsync —
-//! and answers each. A request that touches what an earlier request of the
+//! Every request goes through one group commit (`group.rs`): the worker
+//! thread (a server runs one, see [`Authority::serve`]) — or, without one,
+//! the calling thread that finds no batch forming — takes the sessions
+//! lock, prepares each queued request against the stores (reads, checks,
+//! the decision), commits all their writes in one session-store
+//! transaction, and answers each request once that commit is on disk (one
+//! fsync for the batch; with a worker, a syncer thread waits for the disk
+//! while the next batch is built). A request that touches what an earlier request of the
 //! batch touches (the same session; the same identity when a limit counts
 //! its sessions) waits for the next batch, so every request decides on
 //! committed state. If the shared commit fails, each request's writes are
