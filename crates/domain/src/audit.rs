@@ -118,6 +118,11 @@ audit_kinds! {
     PolicyChanged => "policy.changed", Policy;
     /// An API client was created.
     ClientCreated => "admin.client_created", Admin;
+    /// A source's change removed more than its circuit breaker allows and
+    /// is held until approved.
+    SyncHeld => "directory.sync_held", Directory;
+    /// A held source change was approved and applied.
+    SyncApproved => "directory.sync_approved", Directory;
 }
 
 impl AuditKind {
@@ -195,6 +200,9 @@ impl fmt::Display for Actor {
         match self {
             Actor::Admin => f.write_str("admin"),
             Actor::Client(id) => write!(f, "client:{id}"),
+            // A configured source (LDAP, a file) writes on its own; over
+            // SCIM with no client it is the admin token.
+            Actor::Source { source, client: None } if source.as_str() != "scim" => write!(f, "{source}/sync"),
             Actor::Source { source, client: None } => write!(f, "{source}/admin"),
             Actor::Source { source, client: Some(id) } => write!(f, "{source}/client:{id}"),
             Actor::Policy { rule } => write!(f, "policy/{rule}"),
@@ -219,7 +227,7 @@ impl std::str::FromStr for Actor {
                 } else {
                     let (source, who) = s.split_once('/').ok_or_else(bad)?;
                     let client = match who {
-                        "admin" => None,
+                        "admin" | "sync" => None,
                         other => Some(client(other.strip_prefix("client:").ok_or_else(bad)?)?),
                     };
                     Actor::Source { source: SourceId::new(source), client }

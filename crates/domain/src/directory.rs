@@ -191,8 +191,14 @@ pub struct Identity {
     pub id: IdentityId,
     /// Unique login name, compared case-insensitively.
     pub user_name: String,
-    /// The provisioning source's own identifier for this identity.
+    /// The provisioning source's own identifier for this identity (for an
+    /// identity a non-SCIM source owns: that source's stable key, e.g. the
+    /// LDAP `entryUUID`).
     pub external_id: Option<String>,
+    /// The source that created the identity and alone may change it: `scim`,
+    /// or a configured source's name. Two sources never fight over one
+    /// record.
+    pub source: SourceId,
     /// Human-readable name.
     pub display_name: Option<String>,
     /// Human or one of the non-human kinds.
@@ -440,6 +446,8 @@ pub struct Group {
     pub display_name: String,
     /// The provisioning source's own identifier for this group.
     pub external_id: Option<String>,
+    /// The source that created the group and alone may change it.
+    pub source: SourceId,
     /// Member identities, sorted, without duplicates.
     pub members: Vec<IdentityId>,
     /// Incremented on every committed change; the SCIM ETag.
@@ -576,6 +584,7 @@ mod tests {
             id: IdentityId::from_uuid(Uuid::from_u128(1)),
             user_name: "alice".into(),
             external_id: None,
+            source: SourceId::scim(),
             display_name: None,
             kind: IdentityKind::Human,
             owners: Vec::new(),
@@ -636,6 +645,7 @@ mod tests {
             id: GroupId::from_uuid(Uuid::from_u128(9)),
             display_name: name.into(),
             external_id: None,
+            source: SourceId::scim(),
             members,
             version: 1,
             created: Timestamp(0),

@@ -86,6 +86,12 @@ impl SourceId {
         Self(name.into())
     }
 
+    /// The SCIM service provider: the source of everything written over
+    /// SCIM (and the admin API).
+    pub fn scim() -> Self {
+        Self("scim".to_owned())
+    }
+
     /// The source's name.
     pub fn as_str(&self) -> &str {
         &self.0

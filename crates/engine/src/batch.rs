@@ -62,7 +62,7 @@ impl fmt::Debug for Request {
 }
 
 impl Request {
-    fn target(&self) -> IdentityId {
+    pub(crate) fn target(&self) -> IdentityId {
         match self {
             Request::Create { identity, .. } => identity.id,
             Request::Update { id, .. } => *id,
@@ -72,7 +72,7 @@ impl Request {
 
 pub(crate) type Outcome = Result<Applied, UpdateError<Rejection>>;
 
-enum Prepared {
+pub(crate) enum Prepared {
     /// The write, and every identity it read or affects (its footprint).
     Write(IdentityWrite, Vec<IdentityId>),
     Unchanged(Identity),
@@ -172,11 +172,17 @@ impl Engine {
         }
     }
 
-    fn prepare(&self, request: &Request, now: Timestamp) -> Result<Prepared, UpdateError<Rejection>> {
+    pub(crate) fn prepare(
+        &self,
+        request: &Request,
+        now: Timestamp,
+    ) -> Result<Prepared, UpdateError<Rejection>> {
         let mut footprint = vec![request.target()];
         let (mut next, expected_version, changes, fanout, tiers, mut origin) = match request {
             Request::Create { identity, origin } => {
                 let mut identity = identity.clone();
+                // What a source creates, it owns.
+                identity.source = origin.source.clone();
                 self.check_ownership(&identity)?;
                 footprint.extend(identity.owners.iter().copied());
                 identity.created = now;
@@ -187,6 +193,13 @@ impl Engine {
             }
             Request::Update { id, origin, if_match, change, guess } => {
                 let current = self.live_identity(*id)?;
+                if current.source != origin.source {
+                    return Err(UpdateError::Engine(EngineError::OwnedBySource {
+                        what: format!("identity {}", current.id),
+                        owner: current.source.to_string(),
+                        writer: origin.source.to_string(),
+                    }));
+                }
                 crate::check_if_match(*if_match, current.version)?;
                 let mut next = match guess {
                     Some((version, next)) if *version == current.version => next.clone(),
@@ -274,6 +287,7 @@ mod tests {
             id: engine.new_identity_id().unwrap(),
             user_name: name.into(),
             external_id: None,
+            source: lockstep_domain::SourceId::scim(),
             display_name: None,
             kind: IdentityKind::Human,
             owners: Vec::new(),

@@ -11,7 +11,7 @@ use lockstep_domain::{
     DirectoryChange, DirectoryEvent, Group, GroupDiff, GroupId, IdentityId, IdentityStatus, Origin, Subject,
     diff_group,
 };
-use lockstep_store::{GroupWrite, NewEvent, StoreError, UserWithGroups};
+use lockstep_store::{GroupWrite, NewEvent, SourceState, StoreError, UserWithGroups};
 
 use crate::bridge::UpdateError;
 use crate::{Engine, EngineError, EngineResult, WriterState, secrets};
@@ -24,6 +24,20 @@ pub struct AppliedGroup {
     pub group: Option<Group>,
     /// The directory events the write produced (empty: nothing changed).
     pub events: Vec<DirectoryEvent>,
+    /// How many sessions the write revoked.
+    pub revoked: usize,
+}
+
+/// Refuses a write to a group another source owns.
+fn owned_by(group: &Group, origin: &Origin) -> EngineResult<()> {
+    if group.source == origin.source {
+        return Ok(());
+    }
+    Err(EngineError::OwnedBySource {
+        what: format!("group {}", group.id),
+        owner: group.source.to_string(),
+        writer: origin.source.to_string(),
+    })
 }
 
 impl Engine {
@@ -45,7 +59,8 @@ impl Engine {
         draft.modified = now;
         draft.version = 0;
         let id = draft.id;
-        self.write_group(&mut writer, id, None, Some(draft), origin)
+        draft.source = origin.source.clone();
+        self.write_group(&mut writer, id, None, Some(draft), origin, None)
     }
 
     /// Reads, changes and writes a group under the writer lock.
@@ -58,13 +73,15 @@ impl Engine {
     ) -> Result<AppliedGroup, UpdateError<E>> {
         let mut writer = self.lock_writer()?;
         let current = self.group(id)?;
+        owned_by(&current, &origin)?;
         crate::check_if_match(if_match, current.version)?;
         let mut next = change(&current).map_err(UpdateError::Rejected)?;
         next.id = current.id;
+        next.source = current.source.clone();
         next.created = current.created;
         next.version = current.version;
         next.modified = self.clock.now();
-        Ok(self.write_group(&mut writer, id, Some(current), Some(next), origin)?)
+        Ok(self.write_group(&mut writer, id, Some(current), Some(next), origin, None)?)
     }
 
     /// Deletes a group: every member gets a membership event first.
@@ -76,17 +93,21 @@ impl Engine {
     ) -> EngineResult<AppliedGroup> {
         let mut writer = self.lock_writer()?;
         let current = self.group(id)?;
+        owned_by(&current, &origin)?;
         crate::check_if_match(if_match, current.version)?;
-        self.write_group(&mut writer, id, Some(current), None, origin)
+        self.write_group(&mut writer, id, Some(current), None, origin, None)
     }
 
-    fn write_group(
+    /// Writes a group and applies its session impact; `state` (a source's)
+    /// commits in the same transaction, also when nothing changed.
+    pub(crate) fn write_group(
         &self,
         writer: &mut WriterState,
         id: GroupId,
         before: Option<Group>,
         mut after: Option<Group>,
         mut origin: Origin,
+        state: Option<SourceState>,
     ) -> EngineResult<AppliedGroup> {
         self.catch_up(writer).map_err(EngineError::BridgePending)?;
         if let Some(group) = after.as_mut() {
@@ -95,12 +116,15 @@ impl Engine {
         }
         let diff = diff_group(before.as_ref(), after.as_ref());
         if diff.is_empty() {
-            return Ok(AppliedGroup { group: after, events: Vec::new() });
+            if state.is_some() {
+                self.stores.directory.commit_source(Vec::new(), state)?;
+            }
+            return Ok(AppliedGroup { group: after, events: Vec::new(), revoked: 0 });
         }
         let Some((name, external_id)) =
             after.as_ref().or(before.as_ref()).map(|g| (g.display_name.clone(), g.external_id.clone()))
         else {
-            return Ok(AppliedGroup { group: None, events: Vec::new() });
+            return Ok(AppliedGroup { group: None, events: Vec::new(), revoked: 0 });
         };
         if origin.source_ref.is_none() {
             origin.source_ref = external_id;
@@ -117,6 +141,7 @@ impl Engine {
                 events,
                 origin,
                 at: now,
+                state,
             })
             .map_err(|e| match e {
                 StoreError::NotFound(what) => {
@@ -125,9 +150,12 @@ impl Engine {
                 other => EngineError::from(other),
             })?;
         let committed_at = self.clock.now();
-        self.apply_events(writer, &committed.events, Some(committed_at))
-            .map_err(EngineError::BridgePending)?;
-        Ok(AppliedGroup { group: committed.group, events: committed.events })
+        let revoked = self
+            .apply_events(writer, &committed.events, Some(committed_at))
+            .map_err(EngineError::BridgePending)?
+            .values()
+            .sum();
+        Ok(AppliedGroup { group: committed.group, events: committed.events, revoked })
     }
 
     /// The events of a group write: the group's own change first, then one

@@ -49,6 +49,7 @@ mod metrics;
 mod reach;
 pub mod secrets;
 mod sessions;
+pub mod sources;
 mod upkeep;
 
 use std::sync::atomic::AtomicI64;
@@ -94,6 +95,17 @@ pub enum EngineError {
     /// credentials.
     #[error("subject {0:?} is a non-human identity without an active owner; set an active owner first")]
     NoActiveOwner(String),
+    /// A privileged identity whose directory source is staler than its
+    /// bound gets no new session until the source is fresh.
+    #[error(
+        "subject {subject:?} is privileged and its directory source {stale_source:?} is staler than its max_staleness; privileged access fails closed until the source is fresh"
+    )]
+    SourceStale {
+        /// The subject as given.
+        subject: String,
+        /// The stale source.
+        stale_source: String,
+    },
     /// Credentials are for non-human identities only.
     #[error(
         "{0:?} is a human identity; credentials are only for non-human identities (kind service_account, workload, api_client or agent, or riskTier non_human)"
@@ -117,6 +129,17 @@ pub enum EngineError {
         field: &'static str,
         /// Value.
         value: String,
+    },
+    /// A write to an identity or group that another source owns (two
+    /// sources never fight over one record).
+    #[error("{what} is owned by the directory source {owner:?}; change it there, not through {writer:?}")]
+    OwnedBySource {
+        /// What (e.g. `identity 1f…`).
+        what: String,
+        /// The source that owns it.
+        owner: String,
+        /// The source that tried to write it.
+        writer: String,
     },
     /// A requested value is out of bounds.
     #[error("{field}: {message}")]
@@ -195,6 +218,8 @@ pub struct EngineConfig {
     pub limits: SessionLimits,
     /// Token formats, lifetimes, issuer and retention.
     pub tokens: TokenSettings,
+    /// Directory sources besides SCIM.
+    pub sources: Vec<sources::SourceSettings>,
 }
 
 /// State guarded by the writer lock: everything that must be serialised so
@@ -230,6 +255,8 @@ pub struct Engine {
     last_client_reload: AtomicI64,
     /// Directory writes waiting for the next group commit.
     queue: batch::Queue,
+    /// Configured directory sources and their state.
+    sources: sources::Registry,
 }
 
 impl Engine {
@@ -267,6 +294,7 @@ impl Engine {
         entropy: Arc<dyn Entropy>,
     ) -> EngineResult<Self> {
         let consumed = stores.sessions.consumed()?;
+        let config_sources = config.sources.clone();
         Ok(Self {
             stores,
             config,
@@ -283,6 +311,7 @@ impl Engine {
             metrics: Metrics::new(),
             last_client_reload: AtomicI64::new(0),
             queue: batch::Queue::default(),
+            sources: sources::Registry::new(&config_sources),
         })
     }
 

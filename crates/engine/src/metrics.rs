@@ -31,6 +31,26 @@ pub struct ActiveLabel {
     pub active: String,
 }
 
+/// Label: a directory source.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// The source's configured name.
+    pub source: String,
+}
+
+/// Label: a directory source and what happened to a record of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceOutcomeLabel {
+    /// The source's configured name.
+    pub source: String,
+    /// `created`, `updated`, `deactivated`, `deleted`, `unchanged`,
+    /// `rejected` or `held`.
+    pub outcome: String,
+}
+
+/// A gauge of seconds.
+pub type Seconds = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 /// Every metric the engine maintains.
 #[derive(Debug)]
 pub struct Metrics {
@@ -56,6 +76,13 @@ pub struct Metrics {
     pub authority_locked: Histogram,
     /// Time an authority batch waits for its commit to reach the disk.
     pub authority_durable: Histogram,
+    /// Now minus the last moment each source was known complete (0 while a
+    /// syncrepl session is live).
+    pub source_staleness: Family<SourceLabel, Seconds>,
+    /// Removals each source's circuit breaker holds.
+    pub source_held: Family<SourceLabel, Gauge>,
+    /// Source records by outcome.
+    pub source_records: Family<SourceOutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -119,7 +146,29 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             authority_durable.clone(),
         );
+        let source_staleness = Family::<SourceLabel, Seconds>::default();
+        registry.register_with_unit(
+            "source_staleness",
+            "Now minus the last moment the directory source was known complete (0 while a syncrepl session is live)",
+            prometheus_client::registry::Unit::Seconds,
+            source_staleness.clone(),
+        );
+        let source_held = Family::<SourceLabel, Gauge>::default();
+        registry.register(
+            "source_held_changes",
+            "Deactivations and deletions the source's circuit breaker holds until approved",
+            source_held.clone(),
+        );
+        let source_records = Family::<SourceOutcomeLabel, Counter>::default();
+        registry.register(
+            "source_records",
+            "Directory source records applied, by outcome",
+            source_records.clone(),
+        );
         Self {
+            source_staleness,
+            source_held,
+            source_records,
             authority_batch,
             authority_locked,
             authority_durable,

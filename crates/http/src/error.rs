@@ -125,6 +125,9 @@ impl ApiError {
             EngineError::SubjectDeleted(_) => {
                 Self::new(flavor, S::GONE, Some("subject_deleted"), e.to_string())
             }
+            EngineError::SourceStale { .. } => {
+                Self::new(flavor, S::CONFLICT, Some("source_stale"), e.to_string())
+            }
             EngineError::NoActiveOwner(_) => {
                 Self::new(flavor, S::CONFLICT, Some("no_active_owner"), e.to_string())
             }
@@ -143,6 +146,11 @@ impl ApiError {
                 Some(if scim { ScimType::Uniqueness.as_str() } else { "conflict" }),
                 e.to_string(),
             ),
+            // No SCIM scimType fits (RFC 7644 §3.12 names none for this
+            // 409); the detail says which source owns the record.
+            EngineError::OwnedBySource { .. } => {
+                Self::new(flavor, S::CONFLICT, (!scim).then_some("owned_by_source"), e.to_string())
+            }
             EngineError::Invalid { .. } => Self::new(
                 flavor,
                 S::BAD_REQUEST,

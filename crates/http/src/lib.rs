@@ -17,6 +17,7 @@ mod ops;
 mod reject;
 mod scim;
 mod server;
+mod sources;
 mod token;
 
 use std::sync::Arc;
@@ -130,6 +131,9 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
     ("POST", "/v1/clients", Access::Admin),
     ("GET", "/v1/clients", Access::Admin),
     ("GET", "/v1/audit", Access::Scopes(&[Scope::Audit])),
+    ("GET", "/v1/sources", Access::Scopes(&[Scope::Audit])),
+    ("POST", "/v1/sources/{name}/import", Access::Scopes(&[Scope::Scim])),
+    ("POST", "/v1/sources/{name}/approve", Access::Scopes(&[Scope::Scim])),
     ("POST", "/v1/check", Access::Scopes(&[Scope::Introspect])),
     ("GET", "/v1/directory-events/{position}/reach", Access::Scopes(&[Scope::Audit])),
     ("POST", "/oauth2/introspect", Access::Scopes(&[Scope::Introspect])),
@@ -177,6 +181,12 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/v1/identities/{id}/revoke-all", post(credentials::revoke_all)),
         ("/v1/clients", post(api::create_client).get(api::list_clients)),
         ("/v1/audit", get(api::audit)),
+        ("/v1/sources", get(sources::list)),
+        (
+            "/v1/sources/{name}/import",
+            post(sources::import).layer(DefaultBodyLimit::max(sources::IMPORT_BODY_LIMIT)),
+        ),
+        ("/v1/sources/{name}/approve", post(sources::approve)),
         ("/v1/check", post(api::check)),
         ("/v1/directory-events/{position}/reach", get(api::reach)),
         ("/oauth2/introspect", post(oauth::introspect)),

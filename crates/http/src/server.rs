@@ -80,7 +80,10 @@ async fn timers(engine: Arc<Engine>, keys: Option<Arc<lockstep_jose::SharedKeys>
     }
     loop {
         tokio::select! {
-            _ = grace.tick() => chore("revoking suspensions whose grace ended", &engine, Engine::apply_due_suspensions).await,
+            _ = grace.tick() => {
+                chore("revoking suspensions whose grace ended", &engine, Engine::apply_due_suspensions).await;
+                chore("checking directory source staleness", &engine, Engine::check_sources).await;
+            }
             _ = last_seen.tick() => chore("persisting last use", &engine, Engine::persist_last_seen).await,
             _ = sweep.tick() => chore("sweeping expired sessions", &engine, |e| Ok(e.sweep_expired())).await,
             _ = purge.tick() => chore("purging sessions past retention", &engine, |e| e.purge_expired(PURGE_CHUNK)).await,

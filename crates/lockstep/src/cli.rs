@@ -45,6 +45,66 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Import an HR file (CSV with a header, or JSON Lines) into a file
+    /// source of a running server. The file is the whole truth of the
+    /// source: rows that disappeared since the last import are deactivated.
+    /// Exits 3 when the circuit breaker holds the import.
+    Import(ImportArgs),
+    /// Directory sources of a running server: status and approval of what
+    /// a circuit breaker holds.
+    Sources {
+        #[command(subcommand)]
+        command: SourcesCommand,
+    },
+}
+
+/// Where the server is and how to authenticate to it.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The server.
+    #[arg(long, env = "LOCKSTEP_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The admin token, or a client secret with the needed scope.
+    #[arg(long, env = "LOCKSTEP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Arguments of `lockstep import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file source to import into (a `[[source]]` with kind = "file").
+    #[arg(long)]
+    pub source: String,
+    /// The file: `.csv` (header row: externalId,userName,email,displayName,active[,kind,ownerExternalId])
+    /// or `.jsonl` (one object per line with the same keys).
+    pub file: PathBuf,
+    /// Print the plan (creates, updates, deactivations and the live
+    /// sessions each would cut) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum SourcesCommand {
+    /// Each source's mode, state, last sync, staleness, counts and held
+    /// changes (needs the audit scope).
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply exactly what the source's circuit breaker holds (needs the
+    /// scim scope).
+    Approve {
+        /// The source's name.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,5 +250,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::keys::rotate(&data.data_dir, settings.tokens.access_token_ttl)
         }
         Command::Keys { command: KeysCommand::List { data } } => crate::keys::list(&data.data_dir),
+        Command::Import(a) => {
+            crate::sources::import(&a.server.url, a.server.token.as_deref(), &a.source, &a.file, a.dry_run)
+        }
+        Command::Sources { command: SourcesCommand::List { server, json } } => {
+            crate::sources::list(&server.url, server.token.as_deref(), json)
+        }
+        Command::Sources { command: SourcesCommand::Approve { name, server } } => {
+            crate::sources::approve(&server.url, server.token.as_deref(), &name)
+        }
     }
 }

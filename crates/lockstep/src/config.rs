@@ -30,6 +30,7 @@ struct FileConfig {
     scim: Option<FileScim>,
     policy: Option<FilePolicy>,
     tokens: Option<FileTokens>,
+    source: Option<Vec<crate::sources::FileSource>>,
 }
 
 /// `[tokens]`: access token format and lifetimes, JWT issuer and
@@ -100,6 +101,8 @@ pub struct Settings {
     /// if not set either, the audience) is the address actually bound.
     pub issuer_from_listen: bool,
     pub audience_from_issuer: bool,
+    /// `[[source]]` tables, validated.
+    pub sources: Vec<crate::sources::ConfiguredSource>,
 }
 
 fn duration(field: &str, value: &str) -> anyhow::Result<Duration> {
@@ -172,7 +175,10 @@ impl Settings {
         let issuer_from_listen = file_tokens.issuer.is_none() && public_url.is_none();
         let audience_from_issuer = file_tokens.audience.is_none();
         let tokens = tokens(file_tokens, public_url.as_deref(), listen)?;
+        let sources =
+            crate::sources::configure(file.source.unwrap_or_default(), &|var| std::env::var(var).ok())?;
         Ok(Self {
+            sources,
             tokens,
             issuer_from_listen,
             audience_from_issuer,

@@ -9,3 +9,4 @@ mod demo;
 pub mod keys;
 mod reach;
 mod serve;
+pub mod sources;

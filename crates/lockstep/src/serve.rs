@@ -107,6 +107,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         policy_source: settings.policy_source.clone(),
         limits: settings.limits,
         tokens: settings.tokens.clone(),
+        sources: settings.sources.iter().map(|s| s.settings.clone()).collect(),
     };
     let keys = crate::keys::open(&settings.data_dir)?;
     // Replay happens here, before the listener exists: nothing is served
@@ -145,7 +146,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         out.flush()?;
     }
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
+    // Directory sources start once the server is up: an LDAP connector
+    // applies through the same engine the listener serves.
+    let (stop_sources, stopping) = tokio::sync::watch::channel(false);
+    let sources = crate::sources::start(&engine, &settings.sources, &stopping)?;
     lockstep_http::run(listener, state, shutdown()).await?;
+    let _ = stop_sources.send(true);
+    for task in sources {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod oauth;
 pub mod scim;
+pub mod sources;
 mod time;
 
 pub use time::{format_rfc3339, parse_rfc3339};

@@ -56,6 +56,7 @@ pub fn group_from_document(
         id,
         display_name,
         external_id,
+        source: lockstep_domain::SourceId::scim(),
         members,
         version: current.map_or(0, |c| c.version),
         created: current.map_or(Timestamp(0), |c| c.created),

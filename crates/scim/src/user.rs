@@ -62,6 +62,7 @@ pub fn user_from_document(
         user_name,
         emails,
         external_id,
+        source: lockstep_domain::SourceId::scim(),
         display_name,
         kind,
         owners,

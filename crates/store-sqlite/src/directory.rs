@@ -8,8 +8,8 @@ use lockstep_domain::{
 };
 use lockstep_store::{
     Committed, CommittedGroup, DirectoryRead, DirectoryStore, GroupPage, GroupQuery, GroupWrite,
-    IdentityPage, IdentityQuery, IdentityWrite, NewEvent, StoreError, StoreResult, UserWithGroups,
-    cause_positions, write_events,
+    IdentityPage, IdentityQuery, IdentityWrite, NewEvent, SourceState, StoreError, StoreResult,
+    UserWithGroups, cause_positions, write_events,
 };
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS identities (
     user_name    TEXT NOT NULL,
     user_name_lc TEXT NOT NULL,
     external_id  TEXT,
+    -- The source that owns the row ('scim' or a configured source).
+    source       TEXT NOT NULL DEFAULT 'scim',
     display_name TEXT,
     display_name_lc TEXT,
     emails       TEXT NOT NULL DEFAULT '',
@@ -51,6 +53,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS identities_live_user_name
 CREATE INDEX IF NOT EXISTS identities_deleted_user_name
     ON identities (user_name_lc) WHERE live = 0;
 CREATE INDEX IF NOT EXISTS identities_external_id ON identities (external_id);
+-- What a non-SCIM source owns, by its key (a reconcile reads it whole).
+CREATE INDEX IF NOT EXISTS identities_source ON identities (source, external_id) WHERE source <> 'scim';
 CREATE INDEX IF NOT EXISTS identities_display_name ON identities (display_name_lc);
 -- Partial: a deactivated identity is the exception; `active eq false` (who
 -- lost access) stays indexed without every active write touching it.
@@ -83,12 +87,24 @@ CREATE TABLE IF NOT EXISTS groups (
     display_name    TEXT NOT NULL,
     display_name_lc TEXT NOT NULL,
     external_id     TEXT,
+    source          TEXT NOT NULL DEFAULT 'scim',
     version         INTEGER NOT NULL,
     created         INTEGER NOT NULL,
     modified        INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS groups_display_name ON groups (display_name_lc);
 CREATE INDEX IF NOT EXISTS groups_external_id ON groups (external_id);
+CREATE INDEX IF NOT EXISTS groups_source ON groups (source, external_id) WHERE source <> 'scim';
+-- Each non-SCIM source's position (syncrepl cookie, uSNChanged mark), the
+-- last moment it was known complete, and what its circuit breaker holds:
+-- written in the transaction of the update it follows.
+CREATE TABLE IF NOT EXISTS source_state (
+    source      TEXT PRIMARY KEY,
+    cursor      BLOB,
+    complete_at INTEGER,
+    held        TEXT,
+    updated     INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS group_grams
     USING fts5(text, tokenize = 'trigram case_sensitive 1', content = '', contentless_delete = 1, detail = none);
 CREATE TABLE IF NOT EXISTS group_members (
@@ -122,10 +138,11 @@ CREATE TRIGGER IF NOT EXISTS directory_events_append_only_d BEFORE DELETE ON dir
 
 /// `PRAGMA user_version` of this schema. Version 2 added the search
 /// indexes (displayName, e-mails, status, trigrams); version 3 several
-/// owners, the risk tier, the subject's tiers and fan-out causes.
-const SCHEMA_VERSION: i32 = 3;
+/// owners, the risk tier, the subject's tiers and fan-out causes; version 4
+/// the owning source of identities and groups, and source state.
+const SCHEMA_VERSION: i32 = 4;
 
-const IDENTITY_COLUMNS: &str = "id, user_name, external_id, display_name, kind, status, profile, version, created, modified, owners, emails, risk_tier";
+const IDENTITY_COLUMNS: &str = "id, user_name, external_id, display_name, kind, status, profile, version, created, modified, owners, emails, risk_tier, source";
 
 const EVENT_COLUMNS: &str = "seq, at, subject_type, subject, subject_name, identity_kind, change, detail, source, client, source_ref, tiers, cause";
 
@@ -166,6 +183,7 @@ struct IdentityRow {
     owners: String,
     emails: String,
     risk_tier: Option<String>,
+    source: String,
 }
 
 fn identity_row(row: &Row<'_>) -> rusqlite::Result<IdentityRow> {
@@ -183,6 +201,7 @@ fn identity_row(row: &Row<'_>) -> rusqlite::Result<IdentityRow> {
         owners: row.get(10)?,
         emails: row.get(11)?,
         risk_tier: row.get(12)?,
+        source: row.get(13)?,
     })
 }
 
@@ -192,6 +211,7 @@ impl IdentityRow {
             id: parse::<IdentityId>("identity id", &self.id)?,
             user_name: self.user_name,
             external_id: self.external_id,
+            source: SourceId::new(self.source),
             display_name: self.display_name,
             kind: parse::<IdentityKind>("identity kind", &self.kind)?,
             owners: decode_ids(&self.owners)?,
@@ -370,6 +390,11 @@ fn write_identity(
     let keys = SearchKeys::of(&identity);
     identity.version = write.expected_version.map_or(1, |v| v + 1);
     let new = written_values(&identity, &keys);
+    if let Some((_, _, old)) = &found
+        && old[SOURCE] != new[SOURCE]
+    {
+        return Err(StoreError::Backend("a write cannot change an identity's source".into()));
+    }
     let name_changed = found.as_ref().is_none_or(|(_, _, old)| old[USER_NAME_LC] != new[USER_NAME_LC]);
     if live(&identity) && name_changed {
         let clash: Option<String> = tx
@@ -427,6 +452,22 @@ fn write_identity(
     Ok((Committed { identity, events }, reindex))
 }
 
+/// Writes a source's state inside an open transaction.
+pub(crate) fn write_source_state(tx: &rusqlite::Connection, state: &SourceState) -> StoreResult<()> {
+    tx.cached_exec(
+        "INSERT OR REPLACE INTO source_state (source, cursor, complete_at, held, updated) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            state.source.as_str(),
+            state.cursor,
+            state.complete_at.map(Timestamp::micros),
+            state.held,
+            state.updated.micros()
+        ],
+    )
+    .map(|_| ())
+    .map_err(backend)
+}
+
 /// Rewrites the reverse ownership rows of one identity.
 fn write_owners(
     tx: &rusqlite::Connection,
@@ -466,7 +507,7 @@ impl Reindex {
 }
 
 /// Columns a write sets, in the order of [`written_values`].
-const WRITTEN: [&str; 15] = [
+const WRITTEN: [&str; 16] = [
     "user_name",
     "user_name_lc",
     "external_id",
@@ -482,12 +523,14 @@ const WRITTEN: [&str; 15] = [
     "created",
     "modified",
     "emails",
+    "source",
 ];
 const USER_NAME_LC: usize = 1;
 const DISPLAY_NAME_LC: usize = 4;
 const EXTERNAL_ID: usize = 2;
 const OWNERS: usize = 6;
 const EMAILS: usize = 14;
+const SOURCE: usize = 15;
 
 /// An identity's values for [`WRITTEN`].
 fn written_values(identity: &Identity, keys: &SearchKeys) -> Vec<Value> {
@@ -509,6 +552,7 @@ fn written_values(identity: &Identity, keys: &SearchKeys) -> Vec<Value> {
         Value::Integer(identity.created.micros()),
         Value::Integer(identity.modified.micros()),
         Value::Text(encode_list(&identity.emails)),
+        text(identity.source.as_str()),
     ]
 }
 
@@ -661,7 +705,11 @@ impl DirectoryStore for SqliteDirectory {
         tx.commit().map_err(backend)?;
         Ok(committed)
     }
-    fn commit_identities(&self, writes: Vec<IdentityWrite>) -> StoreResult<Vec<StoreResult<Committed>>> {
+    fn commit_source(
+        &self,
+        writes: Vec<IdentityWrite>,
+        state: Option<SourceState>,
+    ) -> StoreResult<Vec<StoreResult<Committed>>> {
         let mut conn = lock(&self.pool.writer)?;
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         let mut results = Vec::with_capacity(writes.len());
@@ -681,6 +729,9 @@ impl DirectoryStore for SqliteDirectory {
         for reindex in reindexes {
             reindex.apply(&tx)?;
         }
+        if let Some(state) = state {
+            write_source_state(&tx, &state)?;
+        }
         tx.commit().map_err(backend)?;
         Ok(results)
     }
@@ -694,6 +745,50 @@ impl DirectoryStore for SqliteDirectory {
 }
 
 impl DirectoryRead for SqliteDirectory {
+    fn source_identities(&self, source: &SourceId) -> StoreResult<Vec<Identity>> {
+        if source.as_str() == "scim" {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {IDENTITY_COLUMNS} FROM identities INDEXED BY identities_source
+             WHERE source = ?1 AND source <> 'scim' AND live = 1 ORDER BY seq"
+        );
+        let rows = self.pool.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            stmt.query_map([source.as_str()], identity_row)?.collect::<Result<Vec<_>, _>>()
+        })?;
+        rows.into_iter().map(IdentityRow::decode).collect()
+    }
+    fn source_groups(&self, source: &SourceId) -> StoreResult<Vec<Group>> {
+        if source.as_str() == "scim" {
+            return Ok(Vec::new());
+        }
+        crate::groups::source_groups(&self.pool, source)
+    }
+    fn source_state(&self, source: &SourceId) -> StoreResult<Option<SourceState>> {
+        let row = self.pool.read(|c| {
+            c.cached_row(
+                "SELECT cursor, complete_at, held, updated FROM source_state WHERE source = ?1",
+                [source.as_str()],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<Vec<u8>>>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                },
+            )
+            .optional()
+        })?;
+        Ok(row.map(|(cursor, complete_at, held, updated)| SourceState {
+            source: source.clone(),
+            cursor,
+            complete_at: complete_at.map(Timestamp),
+            held,
+            updated: Timestamp(updated),
+        }))
+    }
     fn identity(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
         let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE id = ?1");
         self.pool

@@ -43,8 +43,8 @@ pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> Store
             group.members.sort();
             group.members.dedup();
             group.version = write.expected_version.map_or(1, |v| v + 1);
-            tx.cached_exec("INSERT INTO groups (id, display_name, display_name_lc, external_id, version, created, modified)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            tx.cached_exec("INSERT INTO groups (id, display_name, display_name_lc, external_id, version, created, modified, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name,
                     display_name_lc = excluded.display_name_lc, external_id = excluded.external_id,
                     version = excluded.version, modified = excluded.modified",
@@ -56,6 +56,7 @@ pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> Store
                     seq_to_sql(group.version),
                     group.created.micros(),
                     group.modified.micros(),
+                    group.source.as_str(),
                 ],
             )
             .map_err(backend)?;
@@ -87,10 +88,13 @@ pub(crate) fn write_group(tx: &rusqlite::Connection, write: GroupWrite) -> Store
         }
     };
     let events = append_events(tx, write.at, &write.origin, write.events)?;
+    if let Some(state) = &write.state {
+        crate::directory::write_source_state(tx, state)?;
+    }
     Ok(CommittedGroup { group, events })
 }
 
-type GroupRow = (String, String, Option<String>, i64, i64, i64);
+type GroupRow = (String, String, Option<String>, i64, i64, i64, String);
 
 fn members(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Vec<String>> {
     let mut stmt = c.prepare_cached(
@@ -101,11 +105,12 @@ fn members(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Vec<String>> 
 }
 
 fn decode(row: GroupRow, members: Vec<String>) -> StoreResult<Group> {
-    let (id, display_name, external_id, version, created, modified) = row;
+    let (id, display_name, external_id, version, created, modified, source) = row;
     Ok(Group {
         id: parse::<GroupId>("group id", &id)?,
         display_name,
         external_id,
+        source: lockstep_domain::SourceId::new(source),
         members: members.iter().map(|m| parse::<IdentityId>("identity id", m)).collect::<StoreResult<_>>()?,
         version: version.unsigned_abs(),
         created: Timestamp(created),
@@ -113,10 +118,10 @@ fn decode(row: GroupRow, members: Vec<String>) -> StoreResult<Group> {
     })
 }
 
-const COLUMNS: &str = "id, display_name, external_id, version, created, modified";
+const COLUMNS: &str = "id, display_name, external_id, version, created, modified, source";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
 }
 
 pub(crate) fn group(pool: &Pool, id: GroupId) -> StoreResult<Option<Group>> {
@@ -131,6 +136,23 @@ pub(crate) fn group(pool: &Pool, id: GroupId) -> StoreResult<Option<Group>> {
         }
     })?;
     found.map(|(r, m)| decode(r, m)).transpose()
+}
+
+pub(crate) fn source_groups(pool: &Pool, source: &lockstep_domain::SourceId) -> StoreResult<Vec<Group>> {
+    let rows = pool.read(|c| {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM groups INDEXED BY groups_source WHERE source = ?1 AND source <> 'scim' ORDER BY seq"
+        );
+        let mut stmt = c.prepare_cached(&sql)?;
+        let rows = stmt.query_map([source.as_str()], row)?.collect::<Result<Vec<_>, _>>()?;
+        let mut with_members = Vec::with_capacity(rows.len());
+        for r in rows {
+            let m = members(c, &r.0)?;
+            with_members.push((r, m));
+        }
+        Ok(with_members)
+    })?;
+    rows.into_iter().map(|(r, m)| decode(r, m)).collect()
 }
 
 pub(crate) fn list_groups(pool: &Pool, query: &GroupQuery) -> StoreResult<GroupPage> {

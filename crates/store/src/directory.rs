@@ -29,13 +29,24 @@
 //! * **Single writer.** Callers serialise writes (the engine's writer lock);
 //!   a backend need not order concurrent writers beyond the above, but must
 //!   let reads run beside a write and see only committed state.
+//! * **Source state with its update.** A non-SCIM source's [`SourceState`]
+//!   (its cursor, the moment it was last complete, what its circuit
+//!   breaker holds) is written in the same transaction as the writes it
+//!   follows ([`DirectoryStore::commit_source`], or a [`GroupWrite`]'s
+//!   `state`): after a crash the cursor is never ahead of what was applied
+//!   (nor behind it: the source does not re-send what was committed).
+//! * **Ownership.** Every identity and group records the source that
+//!   created it, and the store never changes it; a source's objects are
+//!   listed by [`DirectoryRead::source_identities`] and
+//!   [`DirectoryRead::source_groups`] from an index (a reconcile reads them
+//!   whole).
 //! * **Fan-out causes.** An event written with `caused_by` records the
 //!   position of the event of the same write it cites, so what a change
 //!   reached can be walked from the log alone.
 
 use lockstep_domain::{
-    DirectoryChange, DirectoryEvent, DirectoryEventId, Group, GroupId, Identity, IdentityId, Origin, Subject,
-    Tiers, Timestamp,
+    DirectoryChange, DirectoryEvent, DirectoryEventId, Group, GroupId, Identity, IdentityId, Origin,
+    SourceId, Subject, Tiers, Timestamp,
 };
 
 use crate::error::StoreResult;
@@ -109,6 +120,22 @@ pub fn cause_positions(events: &[NewEvent], first: u64) -> StoreResult<Vec<Optio
         .collect()
 }
 
+/// A non-SCIM source's state: written with the update it follows, read
+/// back when its connector (re)starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceState {
+    /// Which source.
+    pub source: SourceId,
+    /// Its position (a syncrepl cookie, an AD `uSNChanged` mark); opaque.
+    pub cursor: Option<Vec<u8>>,
+    /// The last moment the directory held everything the source had.
+    pub complete_at: Option<Timestamp>,
+    /// What its circuit breaker holds, encoded by the engine; opaque here.
+    pub held: Option<String>,
+    /// When this state was written.
+    pub updated: Timestamp,
+}
+
 /// The result of a directory write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
@@ -136,6 +163,8 @@ pub struct GroupWrite {
     pub origin: Origin,
     /// Commit time.
     pub at: Timestamp,
+    /// A source's state to write in the same transaction.
+    pub state: Option<SourceState>,
 }
 
 /// The result of a group write.
@@ -162,8 +191,18 @@ pub trait DirectoryStore: DirectoryRead {
     /// [`DirectoryStore::commit_identity`] would in that order; the outer
     /// error means none was written. The default commits one by one.
     fn commit_identities(&self, writes: Vec<IdentityWrite>) -> StoreResult<Vec<StoreResult<Committed>>> {
-        Ok(writes.into_iter().map(|w| self.commit_identity(w)).collect())
+        self.commit_source(writes, None)
     }
+
+    /// [`DirectoryStore::commit_identities`] with a source's state written
+    /// in the same transaction (also when `writes` is empty: a cursor that
+    /// moved with nothing to apply). The outer error means neither the
+    /// writes nor the state were written.
+    fn commit_source(
+        &self,
+        writes: Vec<IdentityWrite>,
+        state: Option<SourceState>,
+    ) -> StoreResult<Vec<StoreResult<Committed>>>;
 
     /// Applies a group write and appends its events, atomically. Every
     /// member must be a live identity (`NotFound` otherwise); on any error
@@ -192,6 +231,16 @@ pub trait DirectoryRead: Send + Sync + std::fmt::Debug {
     /// order (answered from an index: an owner's deactivation fans out to
     /// them inside its write).
     fn owned_by(&self, owner: IdentityId) -> StoreResult<Vec<Identity>>;
+
+    /// The live identities a source owns (never `scim`'s: SCIM needs no
+    /// reconcile), in creation order.
+    fn source_identities(&self, source: &SourceId) -> StoreResult<Vec<Identity>>;
+
+    /// The groups a source owns, in creation order.
+    fn source_groups(&self, source: &SourceId) -> StoreResult<Vec<Group>>;
+
+    /// A source's state as last written, if ever.
+    fn source_state(&self, source: &SourceId) -> StoreResult<Option<SourceState>>;
 
     /// Events with a position greater than `after`, oldest first.
     fn events_after(&self, after: Option<DirectoryEventId>, limit: usize)

@@ -24,7 +24,7 @@ pub mod conformance;
 pub use chain::{ChainBreak, seal, verify_chain};
 pub use directory::{
     Committed, CommittedGroup, DirectoryRead, DirectoryStore, GroupWrite, IdentityWrite, NewEvent,
-    UserWithGroups, cause_positions, write_events,
+    SourceState, UserWithGroups, cause_positions, write_events,
 };
 pub use error::{StoreError, StoreResult};
 pub use filter::{

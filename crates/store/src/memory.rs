@@ -8,15 +8,15 @@ use std::sync::{Mutex, MutexGuard};
 
 use lockstep_domain::{
     ApiClient, AuditEntry, AuditRecord, ChainHash, DirectoryEvent, DirectoryEventId, Group, GroupId,
-    Identity, IdentityId, IdentityStatus, Origin, Session, SessionId, SessionState, Subject, Timestamp,
-    Token, TokenHash, TokenKind,
+    Identity, IdentityId, IdentityStatus, Origin, Session, SessionId, SessionState, SourceId, Subject,
+    Timestamp, Token, TokenHash, TokenKind,
 };
 
 use crate::chain::seal;
 use crate::{
     Committed, CommittedGroup, CredentialStore, DirectoryRead, DirectoryStore, GroupField, GroupPage,
     GroupQuery, GroupWrite, IdentityField, IdentityPage, IdentityQuery, IdentityWrite, NewEvent,
-    SessionBatch, SessionStore, StoreError, StoreResult, cause_positions, write_events,
+    SessionBatch, SessionStore, SourceState, StoreError, StoreResult, cause_positions, write_events,
 };
 use lockstep_domain::text::fold;
 
@@ -31,6 +31,7 @@ struct DirectoryState {
     events: Vec<DirectoryEvent>,
     /// In creation order.
     groups: Vec<Group>,
+    sources: BTreeMap<SourceId, SourceState>,
 }
 
 impl DirectoryState {
@@ -57,6 +58,43 @@ impl DirectoryState {
             .collect();
         self.events.extend(out.iter().cloned());
         Ok(out)
+    }
+
+    /// One identity write; on error nothing changed.
+    fn write_identity(&mut self, write: IdentityWrite) -> StoreResult<Committed> {
+        let st = self;
+        let pos = st.identities.iter().position(|i| i.id == write.identity.id);
+        let found = pos.map(|p| st.identities[p].version);
+        if found != write.expected_version {
+            return Err(StoreError::VersionMismatch { expected: write.expected_version, found });
+        }
+        if write.changes.is_empty() {
+            return Err(StoreError::Backend("a directory write must record at least one change".into()));
+        }
+        let mut identity = write.identity;
+        if let Some(p) = pos
+            && st.identities[p].source != identity.source
+        {
+            return Err(StoreError::Backend("a write cannot change an identity's source".into()));
+        }
+        if live(&identity) {
+            let lower = fold(&identity.user_name);
+            let clash =
+                st.identities.iter().any(|i| i.id != identity.id && live(i) && fold(&i.user_name) == lower);
+            if clash {
+                return Err(StoreError::Conflict { field: "userName", value: identity.user_name });
+            }
+        }
+        identity.version = write.expected_version.map_or(1, |v| v + 1);
+        let new = write_events(write.changes, write.fanout, &Subject::of_identity(&identity, write.tiers));
+        // Validate before changing anything: a failed write leaves no trace.
+        cause_positions(&new, 0)?;
+        match pos {
+            Some(p) => st.identities[p] = identity.clone(),
+            None => st.identities.push(identity.clone()),
+        }
+        let events = st.append(write.at, &write.origin, new)?;
+        Ok(Committed { identity, events })
     }
 
     fn is_live(&self, id: IdentityId) -> bool {
@@ -90,34 +128,19 @@ fn live(identity: &Identity) -> bool {
 
 impl DirectoryStore for MemoryDirectory {
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
+        lock(&self.state)?.write_identity(write)
+    }
+    fn commit_source(
+        &self,
+        writes: Vec<IdentityWrite>,
+        state: Option<SourceState>,
+    ) -> StoreResult<Vec<StoreResult<Committed>>> {
         let mut st = lock(&self.state)?;
-        let pos = st.identities.iter().position(|i| i.id == write.identity.id);
-        let found = pos.map(|p| st.identities[p].version);
-        if found != write.expected_version {
-            return Err(StoreError::VersionMismatch { expected: write.expected_version, found });
+        let results = writes.into_iter().map(|w| st.write_identity(w)).collect();
+        if let Some(state) = state {
+            st.sources.insert(state.source.clone(), state);
         }
-        if write.changes.is_empty() {
-            return Err(StoreError::Backend("a directory write must record at least one change".into()));
-        }
-        let mut identity = write.identity;
-        if live(&identity) {
-            let lower = fold(&identity.user_name);
-            let clash =
-                st.identities.iter().any(|i| i.id != identity.id && live(i) && fold(&i.user_name) == lower);
-            if clash {
-                return Err(StoreError::Conflict { field: "userName", value: identity.user_name });
-            }
-        }
-        identity.version = write.expected_version.map_or(1, |v| v + 1);
-        let new = write_events(write.changes, write.fanout, &Subject::of_identity(&identity, write.tiers));
-        // Validate before changing anything: a failed write leaves no trace.
-        cause_positions(&new, 0)?;
-        match pos {
-            Some(p) => st.identities[p] = identity.clone(),
-            None => st.identities.push(identity.clone()),
-        }
-        let events = st.append(write.at, &write.origin, new)?;
-        Ok(Committed { identity, events })
+        Ok(results)
     }
     fn commit_group(&self, write: GroupWrite) -> StoreResult<CommittedGroup> {
         let mut st = lock(&self.state)?;
@@ -134,6 +157,11 @@ impl DirectoryStore for MemoryDirectory {
             && let Some(missing) = group.members.iter().find(|m| !st.is_live(**m))
         {
             return Err(StoreError::NotFound(format!("identity {missing}")));
+        }
+        if let (Some(p), Some(group)) = (pos, &write.group)
+            && st.groups[p].source != group.source
+        {
+            return Err(StoreError::Backend("a write cannot change a group's source".into()));
         }
         let group = match write.group {
             Some(mut group) => {
@@ -155,11 +183,24 @@ impl DirectoryStore for MemoryDirectory {
             }
         };
         let events = st.append(write.at, &write.origin, write.events)?;
+        if let Some(state) = write.state {
+            st.sources.insert(state.source.clone(), state);
+        }
         Ok(CommittedGroup { group, events })
     }
 }
 
 impl DirectoryRead for MemoryDirectory {
+    fn source_identities(&self, source: &SourceId) -> StoreResult<Vec<Identity>> {
+        Ok(lock(&self.state)?.identities.iter().filter(|i| live(i) && i.source == *source).cloned().collect())
+    }
+    fn source_groups(&self, source: &SourceId) -> StoreResult<Vec<Group>> {
+        let st = lock(&self.state)?;
+        Ok(st.groups.iter().filter(|g| g.source == *source).map(|g| st.visible(g)).collect())
+    }
+    fn source_state(&self, source: &SourceId) -> StoreResult<Option<SourceState>> {
+        Ok(lock(&self.state)?.sources.get(source).cloned())
+    }
     fn owned_by(&self, owner: IdentityId) -> StoreResult<Vec<Identity>> {
         Ok(lock(&self.state)?
             .identities

@@ -37,6 +37,14 @@ impl Batch<'_> {
         if identity.kind.is_non_human() && engine.active_owner(&identity.owners, None)?.is_none() {
             return Err(EngineError::NoActiveOwner(request.subject.clone()));
         }
+        // Privileged access fails closed while the identity's source is
+        // staler than its bound: no new session until it is fresh.
+        if tiers.privileged && engine.sources().fails_closed(&identity.source) {
+            return Err(EngineError::SourceStale {
+                subject: request.subject.clone(),
+                stale_source: identity.source.to_string(),
+            });
+        }
         let format = request.format.unwrap_or(engine.config.tokens.access_token_format);
         let mut ttl = asked.min(limits.max_ttl);
         if let Some((cap, _)) = policy.session_cap(tiers) {

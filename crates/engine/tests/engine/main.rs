@@ -41,6 +41,7 @@ fn open(dir: &Path) -> Engine {
 }
 
 mod authority;
+mod sources;
 mod tiers;
 
 /// The authority's calls in the shape these tests were written in.
@@ -78,6 +79,7 @@ fn draft(engine: &Engine, user_name: &str) -> Identity {
         id: engine.new_identity_id().unwrap(),
         user_name: user_name.into(),
         external_id: Some("hr-42".into()),
+        source: lockstep_domain::SourceId::scim(),
         display_name: None,
         kind: IdentityKind::Human,
         owners: Vec::new(),

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use lockstep_domain::{
     ApiClient, AuditEntry, AuditKind, AuditRecord, DirectoryChange, DirectoryEvent, DirectoryEventId, Group,
-    GroupId, Identity, IdentityId, IdentityKind, IdentityStatus, Session, SessionId, SessionState, Timestamp,
-    Token, TokenHash,
+    GroupId, Identity, IdentityId, IdentityKind, IdentityStatus, Session, SessionId, SessionState, SourceId,
+    Timestamp, Token, TokenHash,
 };
 use lockstep_engine::{Engine, EngineConfig, OsEntropy, Principal, Stores};
 
@@ -15,7 +15,8 @@ use super::Sessions as _;
 use lockstep_policy::{Policy, PolicyConfig, TierConfig};
 use lockstep_store::{
     Committed, CommittedGroup, CredentialStore, DirectoryRead, DirectoryStore, GroupPage, GroupQuery,
-    GroupWrite, IdentityPage, IdentityQuery, IdentityWrite, SessionBatch, SessionStore, StoreResult,
+    GroupWrite, IdentityPage, IdentityQuery, IdentityWrite, SessionBatch, SessionStore, SourceState,
+    StoreResult,
 };
 
 use super::{ManualClock, draft, origin, stores};
@@ -213,6 +214,18 @@ impl DirectoryRead for Counting {
         self.read();
         self.inner.directory.groups_of(identity)
     }
+    fn source_identities(&self, source: &SourceId) -> StoreResult<Vec<Identity>> {
+        self.read();
+        self.inner.directory.source_identities(source)
+    }
+    fn source_groups(&self, source: &SourceId) -> StoreResult<Vec<Group>> {
+        self.read();
+        self.inner.directory.source_groups(source)
+    }
+    fn source_state(&self, source: &SourceId) -> StoreResult<Option<SourceState>> {
+        self.read();
+        self.inner.directory.source_state(source)
+    }
 }
 
 impl DirectoryStore for Counting {
@@ -221,6 +234,13 @@ impl DirectoryStore for Counting {
     }
     fn commit_group(&self, write: GroupWrite) -> StoreResult<CommittedGroup> {
         self.inner.directory.commit_group(write)
+    }
+    fn commit_source(
+        &self,
+        writes: Vec<IdentityWrite>,
+        state: Option<SourceState>,
+    ) -> StoreResult<Vec<StoreResult<Committed>>> {
+        self.inner.directory.commit_source(writes, state)
     }
 }
 
@@ -310,6 +330,7 @@ fn introspection_never_reads_a_store() {
         id: gid,
         display_name: "eng".into(),
         external_id: None,
+        source: lockstep_domain::SourceId::scim(),
         members: vec![ada.id],
         version: 0,
         created: Timestamp(0),

@@ -14,6 +14,78 @@ use crate::{
 
 // ---- directory checks -------------------------------------------------------
 
+/// A source's objects are listed by source, never change source, and its
+/// state commits with its writes (or alone) and reads back.
+pub fn sources_own_their_objects_and_state<D: DirectoryStore>(d: &D) {
+    let ldap = SourceId::new("corp-ldap");
+    create(d, 0, "scim-user");
+    let mut mine = identity(1, "ldap-user");
+    mine.source = ldap.clone();
+    mine.external_id = Some("uuid-1".into());
+    let state = |cursor: &[u8], at: i64| crate::SourceState {
+        source: ldap.clone(),
+        cursor: Some(cursor.to_vec()),
+        complete_at: Some(Timestamp(at)),
+        held: Some("held".into()),
+        updated: Timestamp(at),
+    };
+    let write = |identity: Identity, expected_version| IdentityWrite {
+        identity,
+        tiers: Tiers::STANDARD,
+        fanout: Vec::new(),
+        expected_version,
+        changes: vec![DirectoryChange::IdentityCreated],
+        origin: Origin { source: ldap.clone(), client: None, source_ref: Some("uuid-1".into()) },
+        at: Timestamp(10),
+    };
+    assert_eq!(d.source_state(&ldap).unwrap(), None);
+    let results = d.commit_source(vec![write(mine.clone(), None)], Some(state(b"c1", 10))).unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(d.source_state(&ldap).unwrap(), Some(state(b"c1", 10)));
+    let owned = d.source_identities(&ldap).unwrap();
+    assert_eq!(owned.iter().map(|i| i.user_name.as_str()).collect::<Vec<_>>(), ["ldap-user"]);
+    assert_eq!(owned[0].source, ldap);
+    assert!(d.source_identities(&SourceId::new("other")).unwrap().is_empty());
+    // The cursor alone (nothing to apply).
+    d.commit_source(Vec::new(), Some(state(b"c2", 20))).unwrap();
+    assert_eq!(d.source_state(&ldap).unwrap().unwrap().cursor.as_deref(), Some(&b"c2"[..]));
+    // A write cannot move an identity to another source.
+    let mut moved = owned[0].clone();
+    moved.source = SourceId::scim();
+    let results = d.commit_source(vec![write(moved, Some(1))], None).unwrap();
+    assert!(results[0].is_err(), "the source of an identity changed");
+    assert_eq!(d.identity(mine.id).unwrap().unwrap().source, ldap);
+    // A group write carries the state too.
+    let gid = GroupId::from_uuid(Uuid::from_u128(77));
+    d.commit_group(GroupWrite {
+        id: gid,
+        group: Some(Group {
+            id: gid,
+            display_name: "ldap-group".into(),
+            external_id: Some("uuid-g".into()),
+            source: ldap.clone(),
+            members: vec![mine.id],
+            version: 0,
+            created: Timestamp(30),
+            modified: Timestamp(30),
+        }),
+        expected_version: None,
+        events: vec![NewEvent {
+            subject: Subject::Group { id: gid, display_name: "ldap-group".into() },
+            change: DirectoryChange::GroupCreated,
+            caused_by: None,
+        }],
+        origin: origin(),
+        at: Timestamp(30),
+        state: Some(state(b"c3", 30)),
+    })
+    .unwrap();
+    assert_eq!(d.source_state(&ldap).unwrap(), Some(state(b"c3", 30)));
+    let groups = d.source_groups(&ldap).unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!((groups[0].source.clone(), groups[0].members.clone()), (ldap.clone(), vec![mine.id]));
+}
+
 pub fn identity_round_trip<D: DirectoryStore>(d: &D) {
     let created = create(d, 0, "Alice");
     assert_eq!(created.version, 1);
@@ -203,6 +275,7 @@ pub fn groups_and_membership<D: DirectoryStore>(d: &D) {
         id: gid,
         display_name: "Eng".into(),
         external_id: Some("g1".into()),
+        source: lockstep_domain::SourceId::scim(),
         members: vec![b.id, a.id, a.id],
         version: 0,
         created: Timestamp(5),
@@ -222,6 +295,7 @@ pub fn groups_and_membership<D: DirectoryStore>(d: &D) {
             events: vec![ev(subject.clone(), DirectoryChange::GroupCreated), added(&a), added(&b)],
             origin: origin(),
             at: Timestamp(5),
+            state: None,
         })
         .unwrap();
     let stored = committed.group.unwrap();
@@ -253,6 +327,7 @@ pub fn groups_and_membership<D: DirectoryStore>(d: &D) {
             events: vec![ev(subject.clone(), DirectoryChange::GroupUpdated { changed: vec![] })],
             origin: origin(),
             at: Timestamp(6),
+            state: None,
         })
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
@@ -289,6 +364,7 @@ pub fn groups_and_membership<D: DirectoryStore>(d: &D) {
             ],
             origin: origin(),
             at: Timestamp(8),
+            state: None,
         })
         .unwrap();
     assert_eq!(deleted.group, None);
@@ -404,6 +480,7 @@ pub fn identities_with_groups_in_order<D: DirectoryStore>(d: &D) {
             id: gid,
             display_name: "Ops".into(),
             external_id: None,
+            source: lockstep_domain::SourceId::scim(),
             members: vec![b.id],
             version: 0,
             created: Timestamp(5),
@@ -416,6 +493,7 @@ pub fn identities_with_groups_in_order<D: DirectoryStore>(d: &D) {
         )],
         origin: origin(),
         at: Timestamp(5),
+        state: None,
     })
     .unwrap();
     let read = d.identities_with_groups(&[b.id, identity_id(9), a.id]).unwrap();

@@ -40,6 +40,7 @@ pub fn identity(n: u128, user_name: &str) -> Identity {
         id: identity_id(n),
         user_name: user_name.into(),
         external_id: Some(format!("ext-{n}")),
+        source: lockstep_domain::SourceId::scim(),
         display_name: Some(format!("User {n}")),
         kind: IdentityKind::Human,
         owners: Vec::new(),
@@ -158,6 +159,10 @@ macro_rules! conformance_suite {
             #[test]
             fn owners_tiers_and_fanout_causes() {
                 c::owners_tiers_and_fanout_causes(&$open_dir);
+            }
+            #[test]
+            fn sources_own_their_objects_and_state() {
+                c::sources_own_their_objects_and_state(&$open_dir);
             }
             #[test]
             fn identities_with_groups_in_order() {
