@@ -26,6 +26,8 @@ mod ber;
 mod conn;
 mod map;
 mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::future::Future;
 use std::sync::Arc;
