@@ -6,7 +6,31 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-# Later suites (OpenLDAP, PostgreSQL) install their servers here.
+# Real directory servers for the source tests: OpenLDAP (slapd with the
+# syncprov overlay, and the ldap-utils tools) and a Samba Active Directory
+# domain controller, from Debian's packages. The tests start their own
+# throw-away instances on loopback; apt must not start the system ones
+# (a system slapd or samba-ad-dc would hold ports the tests need), so a
+# policy-rc.d refuses service starts while installing.
+packages=(slapd ldap-utils samba samba-ad-dc samba-ad-provision ldb-tools)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  step "installing ${missing[*]} (Debian packages)"
+  as_root=""; [ "$(id -u)" -eq 0 ] || as_root="sudo"
+  policy=/usr/sbin/policy-rc.d
+  created_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $as_root tee "$policy" >/dev/null
+    $as_root chmod +x "$policy"
+    created_policy=1
+  fi
+  $as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -z "$created_policy" ] || $as_root rm -f "$policy"
+fi
 
 step "format"
 cargo fmt --all -- --check

@@ -180,6 +180,17 @@ pub fn user_to_document(identity: &Identity, groups: &[(GroupId, String)], base:
             doc.insert(k, v);
         }
     }
+    // A directory source (LDAP, an HR file) sets the typed addresses but
+    // writes no SCIM profile for them: render them, the first as primary.
+    if !doc.contains_key("emails") && !identity.emails.is_empty() {
+        let emails: Vec<Value> = identity
+            .emails
+            .iter()
+            .enumerate()
+            .map(|(i, e)| json!({"value": e, "type": "work", "primary": i == 0}))
+            .collect();
+        doc.insert("emails".into(), Value::Array(emails));
+    }
     if !groups.is_empty() {
         let groups: Vec<Value> = groups
             .iter()
