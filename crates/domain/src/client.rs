@@ -14,11 +14,14 @@ pub enum Scope {
     Introspect,
     /// Read the audit trail.
     Audit,
+    /// Manage Shared Signals streams (SSF 1.0) and poll their events.
+    Ssf,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: &'static [Scope] = &[Scope::Scim, Scope::Sessions, Scope::Introspect, Scope::Audit];
+    pub const ALL: &'static [Scope] =
+        &[Scope::Scim, Scope::Sessions, Scope::Introspect, Scope::Audit, Scope::Ssf];
 
     /// Stable name.
     pub const fn as_str(self) -> &'static str {
@@ -27,6 +30,7 @@ impl Scope {
             Scope::Sessions => "sessions",
             Scope::Introspect => "introspect",
             Scope::Audit => "audit",
+            Scope::Ssf => "ssf",
         }
     }
 }

@@ -62,6 +62,10 @@ uuid_id!(
     /// A group in the directory.
     GroupId
 );
+uuid_id!(
+    /// A Shared Signals stream (SSF 1.0): one receiver's subscription.
+    StreamId
+);
 
 /// Position of an event in the directory's ordered event log.
 ///

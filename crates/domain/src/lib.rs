@@ -11,6 +11,7 @@ mod client;
 mod directory;
 mod ids;
 mod session;
+mod signal;
 pub mod text;
 mod time;
 
@@ -20,9 +21,10 @@ pub use directory::{
     ChangeKind, DirectoryChange, DirectoryEvent, Group, GroupDiff, Identity, IdentityKind, IdentityStatus,
     Origin, RiskTier, Subject, Tiers, UnknownName, diff_group, diff_identity,
 };
-pub use ids::{ClientId, DirectoryEventId, GroupId, IdentityId, SessionId, SourceId};
+pub use ids::{ClientId, DirectoryEventId, GroupId, IdentityId, SessionId, SourceId, StreamId};
 pub use session::{
     CredentialKind, RevocationReason, Session, SessionState, SuspendCondition, Token, TokenFormat, TokenHash,
     TokenKind,
 };
+pub use signal::{Delivery, Outgoing, Signal, SignalKind, Stream, StreamStatus};
 pub use time::Timestamp;

@@ -173,8 +173,12 @@ impl Engine {
         let mut suspended: Vec<SessionId> = Vec::new();
         let mut reshaped: Vec<(SessionId, Option<Timestamp>, bool)> = Vec::new();
         let mut impacted_events = Vec::new();
+        let mut signals: Vec<lockstep_domain::Signal> = Vec::new();
         for event in events {
             let mut entry = directory_entry(event);
+            if let Some(signal) = lifecycle_signal(event, &entry.detail) {
+                signals.push(signal);
+            }
             // Only identity events can touch sessions (group membership
             // changes arrive as events of each member). An event the policy
             // does not act on has an empty decision whatever the sessions:
@@ -197,6 +201,30 @@ impl Engine {
                 let Some(session) = sessions.iter_mut().find(|s| s.id == action.session()) else {
                     continue;
                 };
+                let signal = |kind, claims| lockstep_domain::Signal {
+                    kind,
+                    at: now,
+                    identity: Some(session.identity),
+                    user_name: Some(event.subject.name().to_owned()),
+                    session: Some(session.id),
+                    change: None,
+                    credential_type: None,
+                    claims,
+                    initiator: "policy".into(),
+                    reason: format!("{rule}: {why}"),
+                    txn: format!("dir-{}", event.id.0),
+                    state: None,
+                };
+                match action {
+                    SessionAction::Revoke { .. } => {
+                        signals.push(signal(lockstep_domain::SignalKind::SessionRevoked, None));
+                    }
+                    SessionAction::MarkForRecheck { .. } => {
+                        let claims = self.claims_after(session.identity, event);
+                        signals.push(signal(lockstep_domain::SignalKind::TokenClaimsChange, Some(claims)));
+                    }
+                    _ => {}
+                }
                 let (kind, detail) = match *action {
                     SessionAction::Revoke { reason, .. } => {
                         session.state = SessionState::Revoked { at: now, reason, cause: Some(event.id) };
@@ -284,8 +312,13 @@ impl Engine {
         // anything is served. So it need not wait for an fsync of its own
         // (a crash of the process alone loses nothing either way).
         batch.replayable = true;
+        batch.outbox = self.address(signals).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let queued = !batch.outbox.is_empty();
         self.stores.sessions.apply(batch)?;
         writer.consumed = Some(last.id);
+        if queued {
+            self.ring();
+        }
         for (id, expires_at, resumed) in reshaped {
             self.cache.update(&id, |c| {
                 if let Some(exp) = expires_at {
@@ -352,6 +385,61 @@ impl Engine {
             },
         }
     }
+}
+
+impl Engine {
+    /// An identity's groups and tiers once `event` is applied (for CAEP
+    /// `token-claims-change`), from the claims held in memory.
+    fn claims_after(
+        &self,
+        identity: IdentityId,
+        event: &DirectoryEvent,
+    ) -> (Vec<String>, lockstep_domain::Tiers) {
+        let mut groups: Vec<String> = self
+            .claims
+            .get(&identity)
+            .map(|c| c.groups.iter().map(|(_, n)| n.to_string()).collect())
+            .unwrap_or_default();
+        match &event.change {
+            DirectoryChange::AddedToGroup { group_name, .. } if !groups.contains(group_name) => {
+                groups.push(group_name.clone());
+            }
+            DirectoryChange::RemovedFromGroup { group_name, .. } => groups.retain(|g| g != group_name),
+            _ => {}
+        }
+        groups.sort();
+        let tiers = match &event.subject {
+            Subject::Identity { tiers, .. } => *tiers,
+            Subject::Group { .. } => lockstep_domain::Tiers::STANDARD,
+        };
+        (groups, tiers)
+    }
+}
+
+/// The RISC account event a lifecycle change is, if it is one.
+fn lifecycle_signal(event: &DirectoryEvent, detail: &str) -> Option<lockstep_domain::Signal> {
+    use lockstep_domain::SignalKind as K;
+    let kind = match event.change {
+        DirectoryChange::IdentityDeactivated { .. } => K::AccountDisabled,
+        DirectoryChange::IdentityReactivated { .. } => K::AccountEnabled,
+        DirectoryChange::IdentityDeleted => K::AccountPurged,
+        _ => return None,
+    };
+    let Subject::Identity { id, user_name, .. } = &event.subject else { return None };
+    Some(lockstep_domain::Signal {
+        kind,
+        at: event.at,
+        identity: Some(*id),
+        user_name: Some(user_name.clone()),
+        session: None,
+        change: None,
+        credential_type: None,
+        claims: None,
+        initiator: "admin".into(),
+        reason: format!("{detail} (source {})", event.origin.source),
+        txn: format!("dir-{}", event.id.0),
+        state: None,
+    })
 }
 
 fn directory_entry(event: &DirectoryEvent) -> AuditEntry {

@@ -49,6 +49,7 @@ mod metrics;
 mod reach;
 pub mod secrets;
 mod sessions;
+pub mod signals;
 pub mod sources;
 mod upkeep;
 
@@ -257,6 +258,10 @@ pub struct Engine {
     queue: batch::Queue,
     /// Configured directory sources and their state.
     sources: sources::Registry,
+    /// Shared Signals streams (written through to the session store).
+    streams: RwLock<Vec<lockstep_domain::Stream>>,
+    /// Rung after a commit that queued signals.
+    doorbell: RwLock<Option<signals::Doorbell>>,
 }
 
 impl Engine {
@@ -295,6 +300,10 @@ impl Engine {
     ) -> EngineResult<Self> {
         let consumed = stores.sessions.consumed()?;
         let config_sources = config.sources.clone();
+        let streams = match stores.sessions.signals() {
+            Some(signals) => signals.streams()?,
+            None => Vec::new(),
+        };
         Ok(Self {
             stores,
             config,
@@ -312,6 +321,8 @@ impl Engine {
             last_client_reload: AtomicI64::new(0),
             queue: batch::Queue::default(),
             sources: sources::Registry::new(&config_sources),
+            streams: RwLock::new(streams),
+            doorbell: RwLock::new(None),
         })
     }
 

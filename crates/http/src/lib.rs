@@ -18,6 +18,7 @@ mod reject;
 mod scim;
 mod server;
 mod sources;
+mod ssf;
 mod token;
 
 use std::sync::Arc;
@@ -142,6 +143,18 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
     ("POST", "/oauth2/global-token-revocation", Access::Scopes(&[Scope::Sessions])),
     ("GET", "/.well-known/oauth-authorization-server", Access::Anyone),
     ("GET", "/.well-known/jwks.json", Access::Anyone),
+    ("GET", "/.well-known/ssf-configuration", Access::Anyone),
+    ("POST", "/ssf/streams", Access::Scopes(&[Scope::Ssf])),
+    ("GET", "/ssf/streams", Access::Scopes(&[Scope::Ssf])),
+    ("PATCH", "/ssf/streams", Access::Scopes(&[Scope::Ssf])),
+    ("PUT", "/ssf/streams", Access::Scopes(&[Scope::Ssf])),
+    ("DELETE", "/ssf/streams", Access::Scopes(&[Scope::Ssf])),
+    ("GET", "/ssf/status", Access::Scopes(&[Scope::Ssf])),
+    ("POST", "/ssf/status", Access::Scopes(&[Scope::Ssf])),
+    ("POST", "/ssf/subjects:add", Access::Scopes(&[Scope::Ssf])),
+    ("POST", "/ssf/subjects:remove", Access::Scopes(&[Scope::Ssf])),
+    ("POST", "/ssf/verify", Access::Scopes(&[Scope::Ssf])),
+    ("POST", "/ssf/poll/{stream_id}", Access::Scopes(&[Scope::Ssf])),
     ("GET", "/metrics", Access::Scopes(&[Scope::Audit])),
     ("GET", "/healthz", Access::Anyone),
 ];
@@ -195,6 +208,20 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/oauth2/global-token-revocation", post(token::global_revocation)),
         ("/.well-known/oauth-authorization-server", get(token::metadata)),
         ("/.well-known/jwks.json", get(token::jwks)),
+        ("/.well-known/ssf-configuration", get(ssf::configuration)),
+        (
+            "/ssf/streams",
+            post(ssf::create_stream)
+                .get(ssf::get_streams)
+                .patch(ssf::update_stream)
+                .put(ssf::update_stream)
+                .delete(ssf::delete_stream),
+        ),
+        ("/ssf/status", get(ssf::get_status).post(ssf::set_status)),
+        ("/ssf/subjects:add", post(ssf::add_subject)),
+        ("/ssf/subjects:remove", post(ssf::remove_subject)),
+        ("/ssf/verify", post(ssf::verify)),
+        ("/ssf/poll/{stream_id}", post(ssf::poll)),
         ("/metrics", get(ops::metrics)),
         ("/healthz", get(ops::health)),
     ]

@@ -46,8 +46,32 @@ pub async fn run(
             .spawn(move || engine.authority().serve())?
     };
     let timers = tokio::spawn(timers(engine.clone(), state.keys.clone()));
+    // Shared Signals push delivery, beside the bridge (never in it).
+    let (stop_transmitter, transmitter_stopping) = tokio::sync::watch::channel(false);
+    let transmitter = match &state.keys {
+        Some(keys) => {
+            let issuer = engine.tokens().issuer.trim_end_matches('/').to_owned();
+            match lockstep_ssf::Transmitter::new(engine.clone(), keys.clone(), issuer) {
+                Ok(t) => {
+                    let mut stopping = transmitter_stopping.clone();
+                    Some(tokio::spawn(t.run(async move {
+                        let _ = stopping.wait_for(|s| *s).await;
+                    })))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Shared Signals push delivery is off");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let served = axum::serve(listener, crate::router(state)).with_graceful_shutdown(shutdown).await;
     timers.abort();
+    let _ = stop_transmitter.send(true);
+    if let Some(t) = transmitter {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     engine.authority().stop();
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     let _ = tokio::task::spawn_blocking(move || engine.persist_last_seen()).await;

@@ -15,6 +15,7 @@ mod directory;
 mod groups;
 mod search;
 mod sessions;
+mod signals;
 
 pub use conn::Durability;
 pub use directory::SqliteDirectory;

@@ -102,8 +102,9 @@ CREATE TABLE IF NOT EXISTS admin_token (
 /// `PRAGMA user_version` of this schema. Version 1 added the unique
 /// client name key; version 2 suspension, last use, the policy hash and
 /// the audit index by directory event; version 3 tokens of their own
-/// (refresh rotation, credentials, JWTs).
-const SCHEMA_VERSION: i32 = 3;
+/// (refresh rotation, credentials, JWTs); version 4 Shared Signals streams
+/// and the outbox (`signals.rs`).
+const SCHEMA_VERSION: i32 = 4;
 
 const SESSION_COLUMNS: &str = "id, identity, kind, format, issued_to, user_name, claims_version, issued_at, expires_at, state, state_at, reason, cause, until, last_seen";
 
@@ -127,13 +128,25 @@ pub struct SqliteSessions {
 }
 
 impl SqliteSessions {
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Waits until every commit made so far is on stable storage (writes
+    /// outside a session batch: streams, acknowledgements).
+    pub(crate) fn sync_now(&self) -> StoreResult<()> {
+        self.pool.wait_durable(self.pool.committed())
+    }
+
     /// Opens (creating if needed) the session database at `path`. With
     /// [`Durability::Full`] commits are fsynced outside the writer lock
     /// (see [`SessionStore::commit`]): the authority's next batch commits
     /// while the previous one's fsync runs.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
         let tuning = Tuning { cache_kib: 8 * 1024, explicit_sync: true };
-        Ok(Self { pool: Pool::open(path, durability, SCHEMA, SCHEMA_VERSION, tuning)? })
+        let pool = Pool::open(path, durability, SCHEMA, SCHEMA_VERSION, tuning)?;
+        lock(&pool.writer)?.execute_batch(crate::signals::SCHEMA).map_err(backend)?;
+        Ok(Self { pool })
     }
 }
 
@@ -494,6 +507,7 @@ fn apply_batch(conn: &mut rusqlite::Connection, batch: SessionBatch) -> StoreRes
         )
         .map_err(backend)?;
     }
+    crate::signals::enqueue(&tx, &batch.outbox)?;
     let sealed = seal_all(&tx, batch.audit)?;
     tx.commit().map_err(backend)?;
     Ok(sealed)
@@ -509,6 +523,10 @@ fn conflict(e: rusqlite::Error, field: &'static str, value: String) -> StoreErro
 }
 
 impl SessionStore for SqliteSessions {
+    fn signals(&self) -> Option<&dyn lockstep_store::SignalStore> {
+        Some(self)
+    }
+
     fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1");
         self.pool.read(|c| c.cached_row(&sql, [id.to_string()], session_row).optional())?.transpose()

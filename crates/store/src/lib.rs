@@ -17,6 +17,7 @@ mod error;
 mod filter;
 mod memory;
 mod sessions;
+mod signals;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -35,3 +36,4 @@ pub use memory::{MemoryDirectory, MemorySessions};
 pub use sessions::{
     CredentialStore, DurableTicket, LiveSession, SessionBatch, SessionStore, SessionUpdate, TokenUpdate,
 };
+pub use signals::{Queued, SignalRecord, SignalStore};

@@ -8,15 +8,16 @@ use std::sync::{Mutex, MutexGuard};
 
 use lockstep_domain::{
     ApiClient, AuditEntry, AuditRecord, ChainHash, DirectoryEvent, DirectoryEventId, Group, GroupId,
-    Identity, IdentityId, IdentityStatus, Origin, Session, SessionId, SessionState, SourceId, Subject,
-    Timestamp, Token, TokenHash, TokenKind,
+    Identity, IdentityId, IdentityStatus, Origin, Outgoing, Session, SessionId, SessionState, SourceId,
+    Stream, StreamId, Subject, Timestamp, Token, TokenHash, TokenKind,
 };
 
 use crate::chain::seal;
 use crate::{
     Committed, CommittedGroup, CredentialStore, DirectoryRead, DirectoryStore, GroupField, GroupPage,
-    GroupQuery, GroupWrite, IdentityField, IdentityPage, IdentityQuery, IdentityWrite, NewEvent,
-    SessionBatch, SessionStore, SourceState, StoreError, StoreResult, cause_positions, write_events,
+    GroupQuery, GroupWrite, IdentityField, IdentityPage, IdentityQuery, IdentityWrite, NewEvent, Queued,
+    SessionBatch, SessionStore, SignalRecord, SignalStore, SourceState, StoreError, StoreResult,
+    cause_positions, write_events,
 };
 use lockstep_domain::text::fold;
 
@@ -291,9 +292,36 @@ struct SessionsState {
     audit: Vec<AuditRecord>,
     clients: Vec<ApiClient>,
     admin: Option<TokenHash>,
+    streams: BTreeMap<StreamId, Stream>,
+    outbox: Vec<OutboxRow>,
+}
+
+/// One outbox row of the model.
+#[derive(Debug, Clone)]
+struct OutboxRow {
+    seq: u64,
+    outgoing: Outgoing,
+    attempts: u32,
+    next: Timestamp,
+    delivered: Option<Timestamp>,
+    error: Option<String>,
 }
 
 impl SessionsState {
+    fn enqueue(&mut self, outgoing: Vec<Outgoing>) {
+        for o in outgoing {
+            let seq = self.outbox.last().map_or(1, |r| r.seq + 1);
+            self.outbox.push(OutboxRow {
+                seq,
+                outgoing: o,
+                attempts: 0,
+                next: Timestamp(0),
+                delivered: None,
+                error: None,
+            });
+        }
+    }
+
     fn seal_all(&mut self, entries: Vec<AuditEntry>) -> Vec<AuditRecord> {
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -321,6 +349,10 @@ impl MemorySessions {
 }
 
 impl SessionStore for MemorySessions {
+    fn signals(&self) -> Option<&dyn crate::SignalStore> {
+        Some(self)
+    }
+
     fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
         Ok(lock(&self.state)?.sessions.get(&id).cloned())
     }
@@ -486,6 +518,7 @@ impl SessionStore for MemorySessions {
         if batch.consumed.is_some() {
             st.consumed = batch.consumed;
         }
+        st.enqueue(batch.outbox);
         Ok(st.seal_all(batch.audit))
     }
 
@@ -536,5 +569,81 @@ impl CredentialStore for MemorySessions {
     fn set_admin_token_hash(&self, hash: TokenHash) -> StoreResult<()> {
         lock(&self.state)?.admin = Some(hash);
         Ok(())
+    }
+}
+
+impl SignalStore for MemorySessions {
+    fn streams(&self) -> StoreResult<Vec<Stream>> {
+        Ok(lock(&self.state)?.streams.values().cloned().collect())
+    }
+    fn put_stream(&self, stream: &Stream) -> StoreResult<()> {
+        lock(&self.state)?.streams.insert(stream.id, stream.clone());
+        Ok(())
+    }
+    fn delete_stream(&self, id: StreamId) -> StoreResult<bool> {
+        let mut st = lock(&self.state)?;
+        st.outbox.retain(|r| r.outgoing.stream != id || r.delivered.is_some());
+        Ok(st.streams.remove(&id).is_some())
+    }
+    fn queue(&self, outgoing: Vec<Outgoing>) -> StoreResult<()> {
+        lock(&self.state)?.enqueue(outgoing);
+        Ok(())
+    }
+    fn pending(&self, stream: StreamId, now: Timestamp, limit: usize) -> StoreResult<Vec<Queued>> {
+        Ok(lock(&self.state)?
+            .outbox
+            .iter()
+            .filter(|r| r.outgoing.stream == stream && r.delivered.is_none() && r.next <= now)
+            .take(limit)
+            .map(|r| Queued { seq: r.seq, outgoing: r.outgoing.clone(), attempts: r.attempts })
+            .collect())
+    }
+    fn pending_count(&self, stream: StreamId) -> StoreResult<usize> {
+        Ok(lock(&self.state)?
+            .outbox
+            .iter()
+            .filter(|r| r.outgoing.stream == stream && r.delivered.is_none())
+            .count())
+    }
+    fn delivered(&self, stream: StreamId, jtis: &[String], at: Timestamp) -> StoreResult<usize> {
+        let mut st = lock(&self.state)?;
+        let mut n = 0;
+        for r in st.outbox.iter_mut() {
+            if r.outgoing.stream == stream && r.delivered.is_none() && jtis.contains(&r.outgoing.jti) {
+                r.delivered = Some(at);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+    fn retry_later(&self, stream: StreamId, jti: &str, next: Timestamp, error: &str) -> StoreResult<()> {
+        let mut st = lock(&self.state)?;
+        if let Some(r) = st.outbox.iter_mut().find(|r| r.outgoing.stream == stream && r.outgoing.jti == jti) {
+            r.attempts += 1;
+            r.next = next;
+            r.error = Some(error.to_owned());
+        }
+        Ok(())
+    }
+    fn drop_pending(&self, stream: StreamId) -> StoreResult<usize> {
+        let mut st = lock(&self.state)?;
+        let before = st.outbox.len();
+        st.outbox.retain(|r| r.outgoing.stream != stream || r.delivered.is_some());
+        Ok(before - st.outbox.len())
+    }
+    fn signals_of(&self, txn: &str) -> StoreResult<Vec<SignalRecord>> {
+        Ok(lock(&self.state)?
+            .outbox
+            .iter()
+            .filter(|r| r.outgoing.signal.txn == txn)
+            .map(|r| SignalRecord {
+                stream: r.outgoing.stream,
+                jti: r.outgoing.jti.clone(),
+                kind: r.outgoing.signal.kind,
+                delivered_at: r.delivered,
+                attempts: r.attempts,
+                error: r.error.clone(),
+            })
+            .collect())
     }
 }

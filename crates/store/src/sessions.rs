@@ -73,6 +73,9 @@ pub struct SessionBatch {
     pub policy: Option<String>,
     /// Audit entries, sealed into the chain in order.
     pub audit: Vec<AuditEntry>,
+    /// Signals for downstream streams, queued in this transaction (the
+    /// Shared Signals outbox; see `signals.rs`).
+    pub outbox: Vec<lockstep_domain::Outgoing>,
     /// The commit need not reach stable storage before `apply` returns:
     /// everything in it (session changes, audit records, the cursor) is
     /// re-derived by replaying the durable directory log if it is lost, and
@@ -127,6 +130,13 @@ pub struct DurableTicket(pub u64);
 /// The session-authority role: session validity, the bridge cursor and the
 /// audit chain, which must commit together.
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
+    /// The Shared Signals role of this store, if it has one: streams and
+    /// the outbox live beside the sessions because the outbox commits in
+    /// their batches.
+    fn signals(&self) -> Option<&dyn crate::SignalStore> {
+        None
+    }
+
     /// Commits a batch atomically without waiting for stable storage: once
     /// it returns, every later read sees the batch and every later commit is
     /// ordered after it, but a power loss may still take it (a crash of the

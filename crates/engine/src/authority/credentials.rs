@@ -13,7 +13,7 @@ use lockstep_domain::{
 };
 use lockstep_store::TokenUpdate;
 
-use super::{Authority, Batch, CredentialRequest, Done, IssuedCredential, Key, Mode, Plan, Prepared};
+use super::{Authority, Batch, CredentialRequest, Done, IssuedCredential, Key, Mode, Plan, Prepared, Whose};
 use crate::{EngineError, EngineResult, Principal, secrets};
 
 /// Prefix of API keys.
@@ -120,6 +120,7 @@ impl Batch<'_> {
         let default_note =
             if request.ttl.is_none() { format!(" ({})", lifetimes.default.1) } else { String::new() };
         let detail = format!("kind={}; ttl={}{default_note}; tier={tiers}", request.kind, show(ttl));
+        plan.signals.push(Whose::from(&session).signal(now, "create", &principal.actor(), &detail));
         plan.record(now, AuditKind::CredentialCreated, &session, principal.actor(), detail);
         plan.remember.push(session.clone());
         if kind == TokenKind::ApiKey {
@@ -184,6 +185,7 @@ impl Batch<'_> {
         plan.writes.tokens.push(token);
         let detail =
             format!("grace={}; the previous secret works until {}", show(grace), until.unix_seconds());
+        plan.signals.push(Whose::from(&session).signal(now, "update", &principal.actor(), &detail));
         plan.record(now, AuditKind::CredentialRotated, &session, principal.actor(), detail);
         if kind == TokenKind::ApiKey {
             plan.tokens.push(token);

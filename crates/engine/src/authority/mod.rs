@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use lockstep_domain::{
     Actor, AuditEntry, AuditKind, CredentialKind, GroupId, Identity, IdentityId, RevocationReason, Session,
-    SessionId, SessionState, Tiers, Timestamp, Token, TokenFormat, TokenHash,
+    SessionId, SessionState, Signal, SignalKind, Tiers, Timestamp, Token, TokenFormat, TokenHash,
 };
 use lockstep_store::{DurableTicket, SessionBatch, SessionUpdate};
 
@@ -246,11 +246,35 @@ struct Whose {
     session: SessionId,
     identity: IdentityId,
     user_name: String,
+    kind: CredentialKind,
 }
 
 impl From<&Session> for Whose {
     fn from(s: &Session) -> Self {
-        Self { session: s.id, identity: s.identity, user_name: s.user_name.clone() }
+        Self { session: s.id, identity: s.identity, user_name: s.user_name.clone(), kind: s.kind }
+    }
+}
+
+impl Whose {
+    /// The signal a change of this session or credential is: CAEP
+    /// `session-revoked` for a session, `credential-change` for a
+    /// credential (`change`: `create`, `update`, `revoke`).
+    fn signal(&self, at: Timestamp, change: &str, actor: &Actor, reason: &str) -> Signal {
+        let credential = self.kind != CredentialKind::Session;
+        Signal {
+            kind: if credential { SignalKind::CredentialChange } else { SignalKind::SessionRevoked },
+            at,
+            identity: Some(self.identity),
+            user_name: Some(self.user_name.clone()),
+            session: Some(self.session),
+            change: credential.then(|| change.to_owned()),
+            credential_type: credential.then(|| self.kind.as_str().to_owned()),
+            claims: None,
+            initiator: crate::signals::initiator(actor).to_owned(),
+            reason: reason.to_owned(),
+            txn: String::new(),
+            state: None,
+        }
     }
 }
 
@@ -277,6 +301,8 @@ struct Plan {
     revoked: Vec<RevocationReason>,
     /// Sessions and credentials opened, for the metrics.
     opened: usize,
+    /// Signals for downstream streams (addressed when the batch commits).
+    signals: Vec<Signal>,
 }
 
 /// A prepared request.
@@ -506,8 +532,13 @@ impl Engine {
             }
             let mut all = SessionBatch::default();
             for (_, plan, _) in &mut plans {
+                match self.address(std::mem::take(&mut plan.signals)) {
+                    Ok(outbox) => plan.writes.outbox = outbox,
+                    Err(e) => tracing::error!(error = %e, "signals could not be addressed"),
+                }
                 merge(&mut all, &plan.writes);
             }
+            let queued = !all.outbox.is_empty();
             let mut answers = Vec::with_capacity(plans.len());
             let mut ticket = DurableTicket::default();
             match self.stores.sessions.commit(all) {
@@ -533,6 +564,9 @@ impl Engine {
                 }
             }
             self.metrics.authority_batch.observe(answers.len() as f64);
+            if queued {
+                self.ring();
+            }
             (answers, ticket)
         };
         let committed = self.clock.now();
@@ -633,6 +667,7 @@ impl Plan {
         });
         self.forget.push(whose.session);
         self.revoked.push(reason);
+        self.signals.push(whose.signal(at, "revoke", &actor, &detail));
         self.record(at, AuditKind::SessionRevoked, whose, actor, detail);
     }
 
@@ -656,6 +691,7 @@ fn merge(into: &mut SessionBatch, from: &SessionBatch) {
     into.updates.extend(from.updates.iter().cloned());
     into.last_seen.extend(from.last_seen.iter().copied());
     into.audit.extend(from.audit.iter().cloned());
+    into.outbox.extend(from.outbox.iter().cloned());
 }
 
 impl Batch<'_> {

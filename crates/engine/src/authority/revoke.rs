@@ -45,7 +45,25 @@ impl Authority<'_> {
         subject: &SubjectId,
         principal: &Principal,
     ) -> EngineResult<(usize, usize)> {
-        let directory = &self.engine.stores.directory;
+        let (how, identities) = self.engine.identities_named(subject)?;
+        let mut revoked = 0;
+        for identity in &identities {
+            let why = format!("global token revocation by {how}");
+            let op = Op::RevokeAll { identity: *identity, principal: principal.clone(), why };
+            match self.submit(op)? {
+                Done::RevokedAll(n) => revoked += n,
+                other => return Err(super::unexpected(&other)),
+            }
+        }
+        Ok((identities.len(), revoked))
+    }
+}
+
+impl crate::Engine {
+    /// The identities an RFC 9493 subject identifier names (at most 100;
+    /// more is an error rather than a silent cut), and how it named them.
+    pub fn identities_named(&self, subject: &SubjectId) -> EngineResult<(String, Vec<IdentityId>)> {
+        let directory = &self.stores.directory;
         let mut identities: Vec<IdentityId> = Vec::new();
         let query = |field, value: &str| IdentityQuery {
             filter: Filter::eq(field, value),
@@ -78,16 +96,7 @@ impl Authority<'_> {
             }
             identities.extend(page.items.iter().map(|i| i.id));
         }
-        let mut revoked = 0;
-        for identity in &identities {
-            let why = format!("global token revocation by {how}");
-            let op = Op::RevokeAll { identity: *identity, principal: principal.clone(), why };
-            match self.submit(op)? {
-                Done::RevokedAll(n) => revoked += n,
-                other => return Err(super::unexpected(&other)),
-            }
-        }
-        Ok((identities.len(), revoked))
+        Ok((how, identities))
     }
 }
 
@@ -162,7 +171,12 @@ impl Batch<'_> {
             if !credential_of(c.identity, c.kind) {
                 return Err(not_found(&id));
             }
-            let whose = Whose { session: id, identity: c.identity, user_name: claims.user_name.to_string() };
+            let whose = Whose {
+                session: id,
+                identity: c.identity,
+                user_name: claims.user_name.to_string(),
+                kind: c.kind,
+            };
             return Ok(Some(Found { whose, issued_to: c.issued_to, revoked: false }));
         }
         let session = match target {

@@ -245,6 +245,9 @@ impl DirectoryStore for Counting {
 }
 
 impl SessionStore for Counting {
+    fn signals(&self) -> Option<&dyn lockstep_store::SignalStore> {
+        self.inner.sessions.signals()
+    }
     fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
         self.read();
         self.inner.sessions.session(id)

@@ -20,6 +20,7 @@ struct Server {
     http: Client,
     engine: Arc<Engine>,
     clock: Arc<TestClock>,
+    keys: Arc<lockstep_jose::SharedKeys>,
     _dir: tempfile::TempDir,
 }
 
@@ -66,11 +67,11 @@ impl Server {
         let engine = Engine::open(stores, engine_config, clock.clone(), Arc::new(OsEntropy)).unwrap();
         let engine = Arc::new(engine.with_signer(Arc::new(lockstep_http::KeySigner(keys.clone()))));
         engine.ensure_admin_token(Some(ADMIN)).unwrap();
-        let state = AppState { engine: engine.clone(), config: Arc::new(config), keys: Some(keys) };
+        let state = AppState { engine: engine.clone(), config: Arc::new(config), keys: Some(keys.clone()) };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(lockstep_http::run(listener, state, std::future::pending()));
-        Self { base, http: Client::new(), engine, clock, _dir: dir }
+        Self { base, http: Client::new(), engine, clock, keys, _dir: dir }
     }
 
     fn url(&self, path: &str) -> String {
@@ -130,6 +131,7 @@ impl Server {
 mod authority;
 mod authz;
 mod hardening;
+mod ssf;
 mod tiers;
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";

@@ -177,6 +177,10 @@ macro_rules! conformance_suite {
                 c::batched_inserts_suspensions_and_last_seen(&$open_sessions);
             }
             #[test]
+            fn signals_outbox_commits_with_the_batch() {
+                c::signals_outbox_commits_with_the_batch(&$open_sessions);
+            }
+            #[test]
             fn sessions_round_trip() {
                 c::sessions_round_trip(&$open_sessions);
             }

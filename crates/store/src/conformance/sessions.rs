@@ -323,3 +323,92 @@ pub fn tokens_retire_and_purge<S: SessionStore>(s: &S) {
     assert_eq!(s.purge(Timestamp(2_000), 10).unwrap(), 1, "expired sessions go too");
     assert!(s.tokens_of(b.id).unwrap().is_empty());
 }
+
+// ---- signal checks ----------------------------------------------------------
+
+/// The outbox commits with its batch (and not at all when the batch
+/// fails); pending signals come oldest first, keep their `jti` across
+/// failed attempts, and leave once delivered or dropped.
+pub fn signals_outbox_commits_with_the_batch<S: SessionStore + crate::SignalStore>(s: &S) {
+    use lockstep_domain::{
+        Delivery, IdentityId, Outgoing, Signal, SignalKind, Stream, StreamId, StreamStatus, Tiers,
+    };
+    let stream = Stream {
+        id: StreamId::from_uuid(Uuid::from_u128(5)),
+        client: None,
+        audience: "https://rp.example.com".into(),
+        delivery: Delivery::Push {
+            endpoint: "https://rp.example.com/ssf".into(),
+            authorization: Some("Bearer x".into()),
+        },
+        requested: vec![SignalKind::SessionRevoked, SignalKind::AccountDisabled],
+        status: StreamStatus::Enabled,
+        reason: None,
+        description: Some("rp".into()),
+        subjects: vec![identity_id(1)],
+        excluded: vec![identity_id(2)],
+        created: Timestamp(1),
+    };
+    s.put_stream(&stream).unwrap();
+    assert_eq!(s.streams().unwrap(), vec![stream.clone()]);
+    let signal = |n: u128, kind| Outgoing {
+        stream: stream.id,
+        jti: format!("jti-{n}"),
+        signal: Signal {
+            kind,
+            at: Timestamp(10),
+            identity: Some(IdentityId::from_uuid(Uuid::from_u128(n))),
+            user_name: Some(format!("user{n}@example.com")),
+            session: Some(session_id(n)),
+            change: None,
+            credential_type: None,
+            claims: Some((vec!["admins".into(), "eng".into()], Tiers { privileged: true, non_human: false })),
+            initiator: "policy".into(),
+            reason: "deactivated".into(),
+            txn: "dir-7".into(),
+            state: None,
+        },
+    };
+    let a = session(1, identity_id(0), 1_000);
+    let batch = SessionBatch {
+        inserts: vec![a.clone()],
+        outbox: vec![signal(1, SignalKind::SessionRevoked), signal(2, SignalKind::AccountDisabled)],
+        audit: vec![audit(AuditKind::SessionCreated, Some(a.id))],
+        ..SessionBatch::default()
+    };
+    s.apply(batch).unwrap();
+    // A failing batch queues nothing.
+    let failing = SessionBatch {
+        inserts: vec![a.clone()],
+        outbox: vec![signal(3, SignalKind::SessionRevoked)],
+        ..SessionBatch::default()
+    };
+    assert!(s.apply(failing).is_err());
+    let pending = s.pending(stream.id, Timestamp(100), 10).unwrap();
+    assert_eq!(pending.iter().map(|q| q.outgoing.jti.as_str()).collect::<Vec<_>>(), ["jti-1", "jti-2"]);
+    assert_eq!(pending[0].outgoing, signal(1, SignalKind::SessionRevoked), "round trip");
+    assert_eq!(s.pending_count(stream.id).unwrap(), 2);
+    s.retry_later(stream.id, "jti-1", Timestamp(500), "503").unwrap();
+    let due = s.pending(stream.id, Timestamp(100), 10).unwrap();
+    assert_eq!(
+        due.iter().map(|q| q.outgoing.jti.as_str()).collect::<Vec<_>>(),
+        ["jti-2"],
+        "not due before its retry"
+    );
+    let later = s.pending(stream.id, Timestamp(600), 10).unwrap();
+    assert_eq!(
+        (later[0].outgoing.jti.as_str(), later[0].attempts),
+        ("jti-1", 1),
+        "same jti, one failed attempt"
+    );
+    assert_eq!(s.delivered(stream.id, &["jti-2".into(), "nope".into()], Timestamp(700)).unwrap(), 1);
+    assert_eq!(s.pending_count(stream.id).unwrap(), 1);
+    let reach = s.signals_of("dir-7").unwrap();
+    assert_eq!(reach.len(), 2);
+    assert_eq!(reach[1].delivered_at, Some(Timestamp(700)));
+    assert_eq!((reach[0].attempts, reach[0].error.as_deref()), (1, Some("503")));
+    assert_eq!(s.drop_pending(stream.id).unwrap(), 1);
+    assert_eq!(s.pending_count(stream.id).unwrap(), 0);
+    assert!(s.delete_stream(stream.id).unwrap());
+    assert!(s.streams().unwrap().is_empty());
+}

@@ -1,0 +1,262 @@
+//! Shared Signals transmitter over a real socket: streams, a local push
+//! receiver on 127.0.0.1:0, polling, status semantics, retries.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode as AxumStatus};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::{ADMIN, PATCH, Server};
+
+const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+const ACCOUNT_DISABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-disabled";
+const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
+
+/// A push receiver: records what it gets; answers `status` (202 normally).
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<(String, Option<String>, String)>>>,
+    status: Arc<Mutex<u16>>,
+}
+
+impl Receiver {
+    async fn start() -> (Self, String) {
+        let me = Receiver { status: Arc::new(Mutex::new(202)), ..Receiver::default() };
+        let state = me.clone();
+        let app = axum::Router::new().route(
+            "/events",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let state = state.clone();
+                async move {
+                    let status = *state.status.lock().unwrap();
+                    if status == 202 {
+                        let ct = headers
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        let auth =
+                            headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                        state.got.lock().unwrap().push((
+                            ct,
+                            auth,
+                            String::from_utf8_lossy(&body).into_owned(),
+                        ));
+                    }
+                    AxumStatus::from_u16(status).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/events", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (me, url)
+    }
+
+    fn sets(&self) -> Vec<Value> {
+        self.got.lock().unwrap().iter().map(|(_, _, set)| claims(set)).collect()
+    }
+}
+
+/// The claims of a compact JWS (the signature is checked separately).
+fn claims(jws: &str) -> Value {
+    use base64::Engine as _;
+    let part = jws.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+fn header(jws: &str) -> Value {
+    use base64::Engine as _;
+    let part = jws.split('.').next().unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+impl Server {
+    async fn stream(&self, body: Value) -> Value {
+        let r = self.post("/ssf/streams", body).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+        r.json().await.unwrap()
+    }
+
+    async fn deactivate(&self, id: &str) {
+        let r = self
+            .patch(
+                &format!("/scim/v2/Users/{id}"),
+                json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": false}]}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn a_deactivation_reaches_a_push_receiver_as_signed_sets() {
+    let server = Server::start().await;
+    let meta: Value = server
+        .http
+        .get(server.url("/.well-known/ssf-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["delivery_methods_supported"], json!(["urn:ietf:rfc:8935", "urn:ietf:rfc:8936"]));
+    assert!(meta["jwks_uri"].as_str().unwrap().ends_with("/.well-known/jwks.json"));
+    let (receiver, url) = Receiver::start().await;
+    let stream = server
+        .stream(json!({
+            "delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": url, "authorization_header": "Bearer rx-secret"},
+            "events_requested": [SESSION_REVOKED, ACCOUNT_DISABLED],
+            "aud": "https://rp.example.com",
+        }))
+        .await;
+    assert!(stream.get("delivery").unwrap().get("authorization_header").is_none(), "never shown back");
+    let id = server.create_user("ada").await;
+    let session = server.open_session("ada").await;
+    server.deactivate(&id).await;
+    eventually("two SETs pushed", || receiver.sets().len() >= 2).await;
+    let got = receiver.got.lock().unwrap().clone();
+    let keys = server.keys.current();
+    let mut kinds = Vec::new();
+    for (ct, auth, set) in &got {
+        assert_eq!(ct, "application/secevent+jwt");
+        assert_eq!(auth.as_deref(), Some("Bearer rx-secret"));
+        assert_eq!(header(set)["typ"], "secevent+jwt");
+        keys.verify(set).unwrap();
+        let c = claims(set);
+        assert_eq!(c["aud"], "https://rp.example.com");
+        assert!(c.get("sub").is_none() && c.get("exp").is_none());
+        assert_eq!(c["events"].as_object().unwrap().len(), 1);
+        kinds.push(c["events"].as_object().unwrap().keys().next().unwrap().clone());
+        assert!(c["txn"].as_str().unwrap().starts_with("dir-"), "{c}");
+    }
+    kinds.sort();
+    let mut expected = vec![SESSION_REVOKED.to_owned(), ACCOUNT_DISABLED.to_owned()];
+    expected.sort();
+    assert_eq!(kinds, expected);
+    let revoked = receiver.sets().into_iter().find(|c| c["events"].get(SESSION_REVOKED).is_some()).unwrap();
+    assert_eq!(revoked["sub_id"]["session"]["id"], session["session_id"]);
+    assert_eq!(revoked["sub_id"]["user"]["id"], json!(id));
+    let txns: std::collections::BTreeSet<String> =
+        receiver.sets().iter().map(|c| c["txn"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(txns.len(), 1, "one txn links every SET of one directory event");
+}
+
+#[tokio::test]
+async fn a_single_revocation_sends_only_session_revoked_and_verification_echoes_state() {
+    let server = Server::start().await;
+    let (receiver, url) = Receiver::start().await;
+    let stream =
+        server.stream(json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": url}})).await;
+    server.create_user("bo").await;
+    let session = server.open_session("bo").await;
+    let r = server
+        .http
+        .delete(server.url(&format!("/v1/sessions/{}", session["session_id"].as_str().unwrap())))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    eventually("session-revoked", || !receiver.sets().is_empty()).await;
+    let r = server.post("/ssf/verify", json!({"stream_id": stream["stream_id"], "state": "xyz"})).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    eventually("verification", || receiver.sets().len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sets = receiver.sets();
+    assert_eq!(sets.len(), 2, "no account event for a single revocation: {sets:?}");
+    assert!(sets[0]["events"].get(SESSION_REVOKED).is_some());
+    assert_eq!(sets[1]["events"][VERIFICATION]["state"], "xyz");
+    assert_eq!(sets[1]["sub_id"], json!({"format": "opaque", "id": stream["stream_id"]}));
+}
+
+#[tokio::test]
+async fn paused_streams_hold_disabled_streams_drop_and_a_failing_receiver_gets_them_later() {
+    let server = Server::start().await;
+    let (receiver, url) = Receiver::start().await;
+    let stream =
+        server.stream(json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": url}})).await;
+    let sid = stream["stream_id"].clone();
+    let status = |s: &str| json!({"stream_id": sid, "status": s});
+    assert_eq!(server.post("/ssf/status", status("paused")).await.status(), StatusCode::OK);
+    let a = server.create_user("pa").await;
+    server.open_session("pa").await;
+    server.deactivate(&a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.sets().is_empty(), "paused: held");
+    assert_eq!(server.post("/ssf/status", status("enabled")).await.status(), StatusCode::OK);
+    eventually("held SETs delivered on re-enable", || receiver.sets().len() >= 2).await;
+    // Disabled: dropped, also after re-enabling.
+    assert_eq!(server.post("/ssf/status", status("disabled")).await.status(), StatusCode::OK);
+    let b = server.create_user("pb").await;
+    server.deactivate(&b).await;
+    assert_eq!(server.post("/ssf/status", status("enabled")).await.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.sets().len(), 2, "disabled: dropped");
+    // 503: retried with the same jti, delivered once it answers 202.
+    *receiver.status.lock().unwrap() = 503;
+    let c = server.create_user("pc").await;
+    server.deactivate(&c).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.sets().len(), 2);
+    *receiver.status.lock().unwrap() = 202;
+    eventually("retried after 503", || receiver.sets().len() >= 3).await;
+    // A client sees only its own streams.
+    let other = server.post("/v1/clients", json!({"name": "rp-2", "scopes": ["ssf"]})).await;
+    let other: Value = other.json().await.unwrap();
+    let secret = other["client_secret"].as_str().unwrap();
+    let r = server
+        .http
+        .get(server.url(&format!("/ssf/streams?stream_id={}", sid.as_str().unwrap())))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = server.http.get(server.url("/ssf/streams")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_poll_flow_returns_sets_and_takes_acks() {
+    let server = Server::start().await;
+    let stream = server
+        .stream(json!({"delivery": {"method": "urn:ietf:rfc:8936"}, "events_requested": [ACCOUNT_DISABLED]}))
+        .await;
+    let endpoint = stream["delivery"]["endpoint_url"].as_str().unwrap().to_owned();
+    assert!(endpoint.ends_with(&format!("/ssf/poll/{}", stream["stream_id"].as_str().unwrap())));
+    let path = endpoint.split_once("/ssf/").map(|(_, p)| format!("/ssf/{p}")).unwrap();
+    for n in 0..3 {
+        let id = server.create_user(&format!("q{n}")).await;
+        server.deactivate(&id).await;
+    }
+    let r: Value =
+        server.post(&path, json!({"maxEvents": 2, "returnImmediately": true})).await.json().await.unwrap();
+    let sets = r["sets"].as_object().unwrap().clone();
+    assert_eq!((sets.len(), r["moreAvailable"].clone()), (2, json!(true)));
+    let acks: Vec<&String> = sets.keys().collect();
+    let r: Value = server
+        .post(&path, json!({"ack": acks, "maxEvents": 10, "returnImmediately": true}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((r["sets"].as_object().unwrap().len(), r["moreAvailable"].clone()), (1, json!(false)));
+    let last = r["sets"].as_object().unwrap().keys().next().unwrap().clone();
+    let r: Value = server.post(&path, json!({"setErrs": {last: {"err": "invalid_request", "description": "x"}}, "returnImmediately": true})).await.json().await.unwrap();
+    assert!(r["sets"].as_object().unwrap().is_empty());
+}
