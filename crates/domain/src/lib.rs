@@ -26,5 +26,5 @@ pub use session::{
     CredentialKind, RevocationReason, Session, SessionState, SuspendCondition, Token, TokenFormat, TokenHash,
     TokenKind,
 };
-pub use signal::{Delivery, Outgoing, Signal, SignalKind, Stream, StreamStatus};
+pub use signal::{Delivery, Outgoing, Signal, SignalKind, SignalRecord, Stream, StreamStatus};
 pub use time::Timestamp;

@@ -241,3 +241,20 @@ pub struct Outgoing {
     /// The signal.
     pub signal: Signal,
 }
+
+/// A signal as the reach report shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignalRecord {
+    /// The stream.
+    pub stream: StreamId,
+    /// The SET's `jti`.
+    pub jti: String,
+    /// Its event type.
+    pub kind: SignalKind,
+    /// When the receiver acknowledged it (`None`: pending).
+    pub delivered_at: Option<Timestamp>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The last error, if an attempt failed.
+    pub error: Option<String>,
+}

@@ -16,6 +16,9 @@ use crate::{Engine, EngineError, EngineResult, secrets};
 /// reported up to this many of its members' events).
 const MAX_CAUSED: usize = 200_000;
 
+/// Events whose Shared Signals deliveries a report lists.
+const MAX_SIGNAL_EVENTS: usize = 1000;
+
 /// What one directory change reached.
 #[derive(Debug, Clone)]
 pub struct Reach {
@@ -39,6 +42,10 @@ pub struct Reach {
     pub truncated: bool,
     /// When this report was made.
     pub at: Timestamp,
+    /// The Security Event Tokens the event and what it caused queued for
+    /// each Shared Signals stream, and whether (and when) each was
+    /// delivered.
+    pub signals: Vec<lockstep_store::SignalRecord>,
 }
 
 /// A fresh decision for a privileged action.
@@ -168,5 +175,13 @@ pub fn reach(
         still_live.extend(sessions.sessions_of(identity)?.into_iter().filter(|s| s.is_live(now)));
     }
     still_live.sort_by_key(|s| (s.expires_at, s.id));
-    Ok(Reach { event, caused, records, touched, still_live, truncated, at: now })
+    let mut signals = Vec::new();
+    if let Some(store) = sessions.signals() {
+        // The first caused events only: a million-member fan-out is
+        // reported by its sessions, not by a million outbox reads.
+        for e in std::iter::once(&event).chain(caused.iter().take(MAX_SIGNAL_EVENTS)) {
+            signals.extend(store.signals_of(&format!("dir-{}", e.id.0))?);
+        }
+    }
+    Ok(Reach { event, caused, records, touched, still_live, truncated, at: now, signals })
 }

@@ -225,5 +225,8 @@ pub(crate) async fn reach(
     })?;
     let engine = state.engine.clone();
     let r = blocking(FLAVOR, move || engine.reach(DirectoryEventId(position)).map_err(engine_err)).await?;
-    Ok(Json(ReachView::build(&r.event, &r.caused, &r.records, &r.touched, &r.still_live, r.truncated, r.at)))
+    Ok(Json(
+        ReachView::build(&r.event, &r.caused, &r.records, &r.touched, &r.still_live, r.truncated, r.at)
+            .with_signals(&r.signals),
+    ))
 }

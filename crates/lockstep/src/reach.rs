@@ -38,7 +38,8 @@ fn offline(dir: &std::path::Path, position: u64) -> anyhow::Result<ReachView> {
         DirectoryEventId(position),
         now,
     )?;
-    Ok(ReachView::build(&r.event, &r.caused, &r.records, &r.touched, &r.still_live, r.truncated, r.at))
+    Ok(ReachView::build(&r.event, &r.caused, &r.records, &r.touched, &r.still_live, r.truncated, r.at)
+        .with_signals(&r.signals))
 }
 
 fn online(args: &ReachArgs) -> anyhow::Result<ReachView> {
@@ -79,6 +80,23 @@ fn print(out: &mut impl Write, v: &ReachView) -> std::io::Result<()> {
     for d in &v.decisions {
         let decision = d.detail.split("; decision ").nth(1).unwrap_or("no session impact");
         writeln!(out, "  {:>8}  {decision}", d.position)?;
+    }
+    if !v.signals.is_empty() {
+        writeln!(out, "shared signals: {} SET(s)", v.signals.len())?;
+        for s in &v.signals {
+            let when = s.delivered_at.as_deref().map_or_else(
+                || {
+                    format!(
+                        "pending ({} failed attempt(s){})",
+                        s.attempts,
+                        s.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                    )
+                },
+                |at| format!("delivered {at}"),
+            );
+            let event = s.event.rsplit('/').next().unwrap_or(&s.event);
+            writeln!(out, "  stream {}  {:<20} {}  {when}", s.stream_id, event, s.jti)?;
+        }
     }
     writeln!(out, "sessions touched: {}", v.sessions.len())?;
     for t in &v.sessions {

@@ -121,6 +121,10 @@ pub struct DirectoryEventView {
 /// reached.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ReachView {
+    /// Security Event Tokens queued for Shared Signals streams, and their
+    /// delivery.
+    #[serde(default)]
+    pub signals: Vec<SignalDeliveryView>,
     /// The event.
     pub event: DirectoryEventView,
     /// Events it caused (fan-out), in log order.
@@ -138,6 +142,23 @@ pub struct ReachView {
     pub truncated: bool,
     /// RFC 3339 time of the report.
     pub reported_at: String,
+}
+
+/// A Security Event Token queued for a Shared Signals stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SignalDeliveryView {
+    /// The stream.
+    pub stream_id: String,
+    /// The SET's `jti`.
+    pub jti: String,
+    /// Its event type URI.
+    pub event: String,
+    /// RFC 3339: when the receiver acknowledged it (`null`: pending).
+    pub delivered_at: Option<String>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The last failure, if any.
+    pub error: Option<String>,
 }
 
 /// The policy's decision on one event.
@@ -511,6 +532,23 @@ impl DirectoryEventView {
 
 impl ReachView {
     /// The wire form of a reach report.
+    /// With the SETs the event queued, per stream.
+    #[must_use]
+    pub fn with_signals(mut self, signals: &[lockstep_domain::SignalRecord]) -> Self {
+        self.signals = signals
+            .iter()
+            .map(|s| SignalDeliveryView {
+                stream_id: s.stream.to_string(),
+                jti: s.jti.clone(),
+                event: s.kind.uri().to_owned(),
+                delivered_at: s.delivered_at.map(format_rfc3339),
+                attempts: s.attempts,
+                error: s.error.clone(),
+            })
+            .collect();
+        self
+    }
+
     pub fn build(
         event: &lockstep_domain::DirectoryEvent,
         caused: &[lockstep_domain::DirectoryEvent],
@@ -552,6 +590,7 @@ impl ReachView {
             live_until: still_live.iter().map(|s| s.expires_at).max().map(format_rfc3339),
             truncated,
             reported_at: format_rfc3339(at),
+            signals: Vec::new(),
         }
     }
 }

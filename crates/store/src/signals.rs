@@ -18,7 +18,8 @@
 //! * **Streams are few and read whole**: the engine keeps them in memory
 //!   and writes through.
 
-use lockstep_domain::{Outgoing, SignalKind, Stream, StreamId, Timestamp};
+pub use lockstep_domain::SignalRecord;
+use lockstep_domain::{Outgoing, Stream, StreamId, Timestamp};
 
 use crate::StoreResult;
 
@@ -31,23 +32,6 @@ pub struct Queued {
     pub outgoing: Outgoing,
     /// Failed attempts so far.
     pub attempts: u32,
-}
-
-/// A signal as the reach report shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignalRecord {
-    /// The stream.
-    pub stream: StreamId,
-    /// The SET's `jti`.
-    pub jti: String,
-    /// Its event type.
-    pub kind: SignalKind,
-    /// When the receiver acknowledged it (`None`: pending).
-    pub delivered_at: Option<Timestamp>,
-    /// Failed attempts so far.
-    pub attempts: u32,
-    /// The last error, if an attempt failed.
-    pub error: Option<String>,
 }
 
 /// Streams and the outbox. See the module documentation for the contract.

@@ -15,10 +15,13 @@ const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-ty
 const ACCOUNT_DISABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-disabled";
 const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
 
+/// One push as received: content type, `Authorization`, the SET.
+type Push = (String, Option<String>, String);
+
 /// A push receiver: records what it gets; answers `status` (202 normally).
 #[derive(Clone, Default)]
 struct Receiver {
-    got: Arc<Mutex<Vec<(String, Option<String>, String)>>>,
+    got: Arc<Mutex<Vec<Push>>>,
     status: Arc<Mutex<u16>>,
 }
 
@@ -154,6 +157,16 @@ async fn a_deactivation_reaches_a_push_receiver_as_signed_sets() {
     let txns: std::collections::BTreeSet<String> =
         receiver.sets().iter().map(|c| c["txn"].as_str().unwrap().to_owned()).collect();
     assert_eq!(txns.len(), 1, "one txn links every SET of one directory event");
+    // The reach report lists, per stream, which SETs were delivered and when.
+    let position = txns.iter().next().unwrap().trim_start_matches("dir-").to_owned();
+    let reach: Value =
+        server.get(&format!("/v1/directory-events/{position}/reach")).await.json().await.unwrap();
+    let signals = reach["signals"].as_array().unwrap();
+    assert_eq!(signals.len(), 2, "{reach}");
+    for s in signals {
+        assert_eq!(s["stream_id"], stream["stream_id"]);
+        assert!(s["delivered_at"].is_string(), "{s}");
+    }
 }
 
 #[tokio::test]
