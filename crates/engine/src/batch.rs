@@ -193,7 +193,7 @@ impl Engine {
             }
             Request::Update { id, origin, if_match, change, guess } => {
                 let current = self.live_identity(*id)?;
-                if current.source != origin.source {
+                if current.source != origin.source && !self.is_signal_source(&origin.source) {
                     return Err(UpdateError::Engine(EngineError::OwnedBySource {
                         what: format!("identity {}", current.id),
                         owner: current.source.to_string(),

@@ -243,3 +243,90 @@ impl Signals<'_> {
         self.put_stream(stream).map(|_| ())
     }
 }
+
+/// What an upstream transmitter's SET asks Lockstep to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// Deactivate the identity (a directory event from the source: the
+    /// policy cuts its sessions).
+    Disable,
+    /// Reactivate it (sessions cut before stay dead).
+    Enable,
+    /// Delete it.
+    Purge,
+    /// Revoke its sessions (CAEP `session-revoked`): not a directory fact,
+    /// so it goes to the authority, not the directory.
+    RevokeSessions,
+    /// Revoke every credential and session (RISC `credential-compromise`).
+    RevokeCredentials,
+}
+
+impl Engine {
+    /// Applies a verified SET from the configured SSF source `source` to
+    /// every identity `subject` names (by `email`: a `userName` or an
+    /// address; by `iss_sub`: the `externalId`; by `opaque`: the id). A
+    /// `jti` already applied is acknowledged and not applied again; the
+    /// effect is committed before this returns. Returns how many identities
+    /// it reached.
+    pub fn apply_upstream(
+        &self,
+        source: &str,
+        jti: &str,
+        subject: &crate::authority::SubjectId,
+        asked: &Upstream,
+        event: &str,
+    ) -> EngineResult<usize> {
+        let store = self.signal_store()?;
+        if store.received(source, jti)? {
+            return Ok(0);
+        }
+        let (how, mut identities) = self.identities_named(subject)?;
+        if let crate::authority::SubjectId::Email(email) = subject
+            && let Some(identity) = self.stores.directory.live_identity_by_user_name(email)?
+            && !identities.contains(&identity.id)
+        {
+            identities.push(identity.id);
+        }
+        let origin = lockstep_domain::Origin {
+            source: lockstep_domain::SourceId::new(source),
+            client: None,
+            source_ref: Some(format!("jti {jti}")),
+        };
+        let why = format!("{event} from the Shared Signals source {source} (jti {jti}, subject by {how})");
+        let principal = crate::Principal::admin();
+        for id in &identities {
+            let status = match asked {
+                Upstream::Disable => Some(lockstep_domain::IdentityStatus::Disabled),
+                Upstream::Enable => Some(lockstep_domain::IdentityStatus::Active),
+                Upstream::Purge => Some(lockstep_domain::IdentityStatus::Deprovisioned),
+                Upstream::RevokeSessions | Upstream::RevokeCredentials => None,
+            };
+            match status {
+                Some(status) => {
+                    let applied = self.update_identity(*id, origin.clone(), None, move |current| {
+                        let mut next = current.clone();
+                        next.status = status;
+                        Ok::<_, std::convert::Infallible>(next)
+                    });
+                    match applied {
+                        Ok(_) | Err(crate::UpdateError::Engine(EngineError::NotFound(_))) => {}
+                        Err(crate::UpdateError::Engine(e)) => return Err(e),
+                        Err(crate::UpdateError::Rejected(never)) => match never {},
+                    }
+                }
+                None => {
+                    self.authority().revoke_all(*id, &principal, &why).wait()?;
+                }
+            }
+        }
+        store.remember_received(source, jti, self.clock.now())?;
+        Ok(identities.len())
+    }
+
+    /// Whether `source` is a configured Shared Signals source (its signals
+    /// may change the status of identities other sources own: that is what
+    /// an IdP's account-disabled is for).
+    pub(crate) fn is_signal_source(&self, source: &lockstep_domain::SourceId) -> bool {
+        self.sources.is_kind(source, "ssf")
+    }
+}

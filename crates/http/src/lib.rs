@@ -49,6 +49,9 @@ pub struct HttpConfig {
     pub public_url: Option<String>,
     /// Size limits on SCIM documents below the body limit.
     pub scim_limits: lockstep_scim::Limits,
+    /// Upstream Shared Signals transmitters (`[[source]] kind = "ssf"`),
+    /// each pushing to `/ssf/receive/{source}`.
+    pub receivers: Vec<Arc<lockstep_ssf::Inbound>>,
 }
 
 impl Default for HttpConfig {
@@ -57,6 +60,7 @@ impl Default for HttpConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             public_url: None,
             scim_limits: lockstep_scim::Limits::default(),
+            receivers: Vec::new(),
         }
     }
 }
@@ -95,6 +99,9 @@ pub enum Access {
     /// `sessions`; `client_credentials` with a non-human identity's client
     /// secret (which is not a Lockstep credential and holds no scope).
     TokenEndpoint,
+    /// An upstream Shared Signals transmitter's push token (configured per
+    /// source, from the environment); no Lockstep credential works.
+    PushToken,
 }
 
 /// The authorization matrix: every (method, route) served and who may call
@@ -155,6 +162,7 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
     ("POST", "/ssf/subjects:remove", Access::Scopes(&[Scope::Ssf])),
     ("POST", "/ssf/verify", Access::Scopes(&[Scope::Ssf])),
     ("POST", "/ssf/poll/{stream_id}", Access::Scopes(&[Scope::Ssf])),
+    ("POST", "/ssf/receive/{source}", Access::PushToken),
     ("GET", "/metrics", Access::Scopes(&[Scope::Audit])),
     ("GET", "/healthz", Access::Anyone),
 ];
@@ -222,6 +230,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/ssf/subjects:remove", post(ssf::remove_subject)),
         ("/ssf/verify", post(ssf::verify)),
         ("/ssf/poll/{stream_id}", post(ssf::poll)),
+        ("/ssf/receive/{source}", post(ssf::receive)),
         ("/metrics", get(ops::metrics)),
         ("/healthz", get(ops::health)),
     ]

@@ -414,3 +414,73 @@ pub(crate) async fn poll(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `POST /ssf/receive/{source}` (RFC 8935): an upstream transmitter's SET.
+/// 202 once its effect is committed (a replayed `jti` is acknowledged and
+/// not applied again); 400 `{"err", "description"}` for a bad key or
+/// signature, a wrong `iss` or `aud`, a malformed SET; 401 without the
+/// source's push token.
+pub(crate) async fn receive(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let set_error = |status: StatusCode, err: &str, description: String| {
+        (status, Json(json!({"err": err, "description": description}))).into_response()
+    };
+    let Some(inbound) = state.config.receivers.iter().find(|r| r.config.source == source).cloned() else {
+        return ApiError::new(
+            FLAVOR,
+            StatusCode::NOT_FOUND,
+            Some("not_found"),
+            format!("no Shared Signals source {source:?}"),
+        )
+        .into_response();
+    };
+    let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if inbound.authorize(auth).is_err() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"err": "authentication_failed", "description": "the push token of this source is required"})),
+        )
+            .into_response();
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return set_error(StatusCode::BAD_REQUEST, "invalid_request", "the body is not UTF-8".into());
+    };
+    let now = state.engine.clock().now();
+    let received = match inbound.verify(text, now).await {
+        Ok(r) => r,
+        Err(lockstep_ssf::Refused::Unauthorized) => {
+            return set_error(StatusCode::UNAUTHORIZED, "authentication_failed", "bad push token".into());
+        }
+        Err(lockstep_ssf::Refused::Bad { err, description }) => {
+            tracing::warn!(source = %source, err, %description, "refused a pushed SET");
+            return set_error(StatusCode::BAD_REQUEST, err, description);
+        }
+    };
+    use lockstep_engine::signals::Upstream;
+    let asked = match &received.asked {
+        lockstep_ssf::Asked::Disable => Upstream::Disable,
+        lockstep_ssf::Asked::Enable => Upstream::Enable,
+        lockstep_ssf::Asked::Purge => Upstream::Purge,
+        lockstep_ssf::Asked::RevokeSessions => Upstream::RevokeSessions,
+        lockstep_ssf::Asked::RevokeCredentials => Upstream::RevokeCredentials,
+        lockstep_ssf::Asked::Nothing(uri) => {
+            tracing::info!(source = %source, event = %uri, "accepted a SET of a type Lockstep does not act on");
+            return StatusCode::ACCEPTED.into_response();
+        }
+    };
+    let engine = state.engine.clone();
+    let applied = tokio::task::spawn_blocking(move || {
+        engine.apply_upstream(&source, &received.jti, &received.subject, &asked, &received.event)
+    })
+    .await;
+    match applied {
+        Ok(Ok(_)) => StatusCode::ACCEPTED.into_response(),
+        Ok(Err(e)) => ApiError::from_engine(FLAVOR, e).into_response(),
+        Err(e) => ApiError::internal(FLAVOR, &e).into_response(),
+    }
+}

@@ -15,6 +15,7 @@
 //! crypto provider of the tree (rustls uses it too).
 
 mod file;
+mod foreign;
 
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::SystemRandom;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub use file::{SharedKeys, load_or_create, rotate_file};
+pub use foreign::{ForeignError, peek, verify_with_jwks};
 
 /// Why a JOSE operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,13 @@ pub(crate) struct FileSource {
     page_size: Option<i64>,
     connect_timeout: Option<String>,
     attributes: Option<FileAttributes>,
+    // Shared Signals (an upstream transmitter)
+    issuer: Option<String>,
+    jwks_uri: Option<String>,
+    audience: Option<String>,
+    push_token_env: Option<String>,
+    poll_url: Option<String>,
+    poll_token_env: Option<String>,
     // Both
     breaker: Option<FileBreaker>,
 }
@@ -73,6 +80,8 @@ pub struct ConfiguredSource {
     pub settings: SourceSettings,
     /// The LDAP connector's configuration (kind `ldap`).
     pub ldap: Option<LdapSourceConfig>,
+    /// The upstream transmitter's configuration (kind `ssf`).
+    pub ssf: Option<lockstep_ssf::InboundConfig>,
 }
 
 fn duration(key: &str, value: &str) -> anyhow::Result<Duration> {
@@ -118,6 +127,20 @@ pub(crate) fn configure(
         let max_staleness =
             t.max_staleness.as_deref().map(|v| duration(&format!("{at}.max_staleness"), v)).transpose()?;
         let breaker = breaker(&at, t.breaker.as_ref())?;
+        let ssf_keys = [
+            ("issuer", t.issuer.is_some()),
+            ("jwks_uri", t.jwks_uri.is_some()),
+            ("audience", t.audience.is_some()),
+            ("push_token_env", t.push_token_env.is_some()),
+            ("poll_url", t.poll_url.is_some()),
+            ("poll_token_env", t.poll_token_env.is_some()),
+        ];
+        if kind != "ssf"
+            && let Some((key, _)) = ssf_keys.iter().find(|(_, set)| *set)
+        {
+            bail!("{at}.{key}: only for kind = \"ssf\"");
+        }
+        let mut ssf = None;
         let (mode, removal, ldap) = match kind.as_str() {
             "ldap" => {
                 let cfg = ldap(&at, &name, &t, env)?;
@@ -127,6 +150,10 @@ pub(crate) fn configure(
                     Mode::UsnPoll => "usn_poll",
                 };
                 (mode, Removal::Delete, Some(cfg))
+            }
+            "ssf" => {
+                ssf = Some(upstream(&at, &name, &t, env)?);
+                ("push", Removal::Deactivate, None)
             }
             "file" => {
                 let ldap_only = [
@@ -150,7 +177,7 @@ pub(crate) fn configure(
                 }
                 ("import", Removal::Deactivate, None)
             }
-            other => bail!("{at}.kind: {other:?} is not one of ldap, file"),
+            other => bail!("{at}.kind: {other:?} is not one of ldap, file, ssf"),
         };
         out.push(ConfiguredSource {
             settings: SourceSettings {
@@ -162,9 +189,53 @@ pub(crate) fn configure(
                 breaker,
             },
             ldap,
+            ssf,
         });
     }
     Ok(out)
+}
+
+/// An upstream Shared Signals transmitter (`kind = "ssf"`).
+fn upstream(
+    at: &str,
+    name: &str,
+    t: &FileSource,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<lockstep_ssf::InboundConfig> {
+    let url = |key: &str, v: &Option<String>| -> anyhow::Result<String> {
+        let v = v.clone().with_context(|| format!("{at}.{key}: is required"))?;
+        if !(v.starts_with("https://") || v.starts_with("http://")) {
+            bail!("{at}.{key}: {v:?} must be an http(s) URL");
+        }
+        Ok(v)
+    };
+    if t.poll_url.is_some() || t.poll_token_env.is_some() {
+        bail!(
+            "{at}.poll_url: polling an upstream transmitter (RFC 8936) is not supported yet; configure it to push to /ssf/receive/{name}"
+        );
+    }
+    let var = t.push_token_env.clone().with_context(|| {
+        format!("{at}.push_token_env: is required (the environment variable holding the token the transmitter pushes with)")
+    })?;
+    let push_token = env(&var).filter(|v| !v.is_empty()).with_context(|| {
+        format!("{at}.push_token_env: the environment variable {var} is not set (or empty)")
+    })?;
+    let audience = t
+        .audience
+        .clone()
+        .filter(|a| !a.is_empty())
+        .with_context(|| format!("{at}.audience: is required"))?;
+    Ok(lockstep_ssf::InboundConfig {
+        source: name.to_owned(),
+        issuer: t
+            .issuer
+            .clone()
+            .filter(|i| !i.is_empty())
+            .with_context(|| format!("{at}.issuer: is required"))?,
+        jwks_uri: url("jwks_uri", &t.jwks_uri)?,
+        audience,
+        push_token,
+    })
 }
 
 fn breaker(at: &str, b: Option<&FileBreaker>) -> anyhow::Result<Breaker> {
@@ -288,6 +359,15 @@ fn check_filter(key: &str, filter: &str) -> anyhow::Result<()> {
         bail!("{key}: {filter:?} is not an LDAP filter like \"(employeeType=disabled)\"");
     }
     Ok(())
+}
+
+/// A receiver for every Shared Signals source.
+pub fn receivers(sources: &[ConfiguredSource]) -> anyhow::Result<Vec<Arc<lockstep_ssf::Inbound>>> {
+    sources
+        .iter()
+        .filter_map(|s| s.ssf.clone())
+        .map(|cfg| lockstep_ssf::Inbound::new(cfg).map(Arc::new).map_err(|e| anyhow::anyhow!(e)))
+        .collect()
 }
 
 /// Starts a connector for every LDAP source; they run until `shutdown`.
@@ -590,6 +670,29 @@ max_staleness = "25h"
             let err = parse(text, env).map(|_| ()).unwrap_err();
             assert!(format!("{err:#}").contains(key), "{text}: {err:#}");
         }
+    }
+
+    #[test]
+    fn the_ssf_receiver_example_works_as_written() {
+        let text = r#"
+[[source]]
+name = "upstream"
+kind = "ssf"
+issuer = "https://idp.example.com"
+jwks_uri = "http://127.0.0.1:9000/jwks"
+audience = "https://lockstep.example.com"
+push_token_env = "UPSTREAM_PUSH_TOKEN"     # the transmitter must send "Authorization: Bearer <value>"
+"#;
+        let s = parse(text, &[("UPSTREAM_PUSH_TOKEN", "t0ken")]).unwrap();
+        let ssf = s[0].ssf.as_ref().unwrap();
+        assert_eq!((ssf.issuer.as_str(), ssf.push_token.as_str()), ("https://idp.example.com", "t0ken"));
+        assert!(!format!("{ssf:?}").contains("t0ken"));
+        let err = parse(text, &[]).map(|_| ()).unwrap_err();
+        assert!(format!("{err:#}").contains("source \"upstream\".push_token_env"), "{err:#}");
+        let err = parse(&format!("{text}poll_url = \"http://x\"\n"), &[("UPSTREAM_PUSH_TOKEN", "t")])
+            .map(|_| ())
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("poll_url"), "{err:#}");
     }
 
     #[test]

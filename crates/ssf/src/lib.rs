@@ -11,11 +11,13 @@
 //! carries the same `jti`.
 
 mod deliver;
+mod receive;
 
 use lockstep_domain::{Delivery, Outgoing, Signal, SignalKind, Stream};
 use serde_json::{Map, Value, json};
 
 pub use deliver::{Transmitter, backoff};
+pub use receive::{Asked, CREDENTIAL_COMPROMISE, Inbound, InboundConfig, Received, Refused};
 
 /// RFC 8935 push delivery.
 pub const PUSH: &str = "urn:ietf:rfc:8935";

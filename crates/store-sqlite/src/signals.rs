@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (stream, seq) WHERE delivered_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_txn ON outbox (txn);
+CREATE TABLE IF NOT EXISTS received_sets (
+    source TEXT NOT NULL,
+    jti    TEXT NOT NULL,
+    at     INTEGER NOT NULL,
+    PRIMARY KEY (source, jti)
+) WITHOUT ROWID;
 ";
 
 const OUTBOX_COLUMNS: &str = "seq, stream, jti, kind, at, identity, user_name, session, change, credential_type, groups, tiers, initiator, reason, txn, state, attempts, delivered_at, error";
@@ -410,6 +416,29 @@ impl SignalStore for SqliteSessions {
         drop(conn);
         self.sync_now()?;
         Ok(n)
+    }
+
+    fn remember_received(&self, source: &str, jti: &str, at: Timestamp) -> StoreResult<bool> {
+        let conn = lock(&self.pool().writer)?;
+        let n = conn
+            .cached_exec(
+                "INSERT OR IGNORE INTO received_sets (source, jti, at) VALUES (?1, ?2, ?3)",
+                params![source, jti, at.micros()],
+            )
+            .map_err(backend)?;
+        drop(conn);
+        self.sync_now()?;
+        Ok(n > 0)
+    }
+
+    fn received(&self, source: &str, jti: &str) -> StoreResult<bool> {
+        self.pool().read(|c| {
+            c.cached_row(
+                "SELECT EXISTS (SELECT 1 FROM received_sets WHERE source = ?1 AND jti = ?2)",
+                params![source, jti],
+                |r| r.get(0),
+            )
+        })
     }
 
     fn signals_of(&self, txn: &str) -> StoreResult<Vec<SignalRecord>> {

@@ -294,6 +294,7 @@ struct SessionsState {
     admin: Option<TokenHash>,
     streams: BTreeMap<StreamId, Stream>,
     outbox: Vec<OutboxRow>,
+    received: std::collections::BTreeSet<(String, String)>,
 }
 
 /// One outbox row of the model.
@@ -630,6 +631,12 @@ impl SignalStore for MemorySessions {
         let before = st.outbox.len();
         st.outbox.retain(|r| r.outgoing.stream != stream || r.delivered.is_some());
         Ok(before - st.outbox.len())
+    }
+    fn remember_received(&self, source: &str, jti: &str, _at: Timestamp) -> StoreResult<bool> {
+        Ok(lock(&self.state)?.received.insert((source.to_owned(), jti.to_owned())))
+    }
+    fn received(&self, source: &str, jti: &str) -> StoreResult<bool> {
+        Ok(lock(&self.state)?.received.contains(&(source.to_owned(), jti.to_owned())))
     }
     fn signals_of(&self, txn: &str) -> StoreResult<Vec<SignalRecord>> {
         Ok(lock(&self.state)?

@@ -66,4 +66,12 @@ pub trait SignalStore: Send + Sync + std::fmt::Debug {
     /// Every signal queued with this `txn`, in order (what one directory
     /// event or call reached downstream).
     fn signals_of(&self, txn: &str) -> StoreResult<Vec<SignalRecord>>;
+
+    /// Records a SET received from an upstream transmitter (after its
+    /// effect committed); `false` if this `jti` of this source was
+    /// recorded before (a replay: acknowledged, not applied again).
+    fn remember_received(&self, source: &str, jti: &str, at: Timestamp) -> StoreResult<bool>;
+
+    /// Whether a SET of this source and `jti` was applied already.
+    fn received(&self, source: &str, jti: &str) -> StoreResult<bool>;
 }

@@ -154,6 +154,11 @@ impl Registry {
         self.entries.get(&SourceId::new(name)).cloned().ok_or_else(|| SourceError::Unknown(name.to_owned()))
     }
 
+    /// Whether `source` is configured with this kind.
+    pub(crate) fn is_kind(&self, source: &SourceId, kind: &str) -> bool {
+        self.entries.get(source).is_some_and(|e| e.settings.kind == kind)
+    }
+
     fn all(&self) -> impl Iterator<Item = Arc<Entry>> + '_ {
         self.order.iter().filter_map(|n| self.entries.get(n).cloned())
     }

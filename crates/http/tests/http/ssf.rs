@@ -273,3 +273,178 @@ async fn the_poll_flow_returns_sets_and_takes_acks() {
     let r: Value = server.post(&path, json!({"setErrs": {last: {"err": "invalid_request", "description": "x"}}, "returnImmediately": true})).await.json().await.unwrap();
     assert!(r["sets"].as_object().unwrap().is_empty());
 }
+
+/// An upstream IdP: its own keys, published on 127.0.0.1:0.
+struct Idp {
+    ring: lockstep_jose::Keyring,
+    jwks_uri: String,
+}
+
+impl Idp {
+    async fn start() -> Self {
+        let ring = lockstep_jose::Keyring::generate(0).unwrap();
+        let jwks = serde_json::to_value(ring.jwks().unwrap()).unwrap();
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let jwks_uri = format!("http://{}/jwks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Idp { ring, jwks_uri }
+    }
+
+    fn set(&self, jti: &str, event: &str, sub_id: Value) -> String {
+        self.ring
+            .sign(
+                "secevent+jwt",
+                &json!({"iss": "https://idp.example.com", "aud": "https://lockstep.example.com", "jti": jti,
+                        "iat": 1_700_000_000, "sub_id": sub_id, "events": {event: {}}}),
+            )
+            .unwrap()
+    }
+}
+
+const PUSH_TOKEN: &str = "upstream-push-token-42";
+
+async fn receiving_server(idp: &Idp) -> Server {
+    let inbound = lockstep_ssf::Inbound::new(lockstep_ssf::InboundConfig {
+        source: "upstream".into(),
+        issuer: "https://idp.example.com".into(),
+        jwks_uri: idp.jwks_uri.clone(),
+        audience: "https://lockstep.example.com".into(),
+        push_token: PUSH_TOKEN.into(),
+    })
+    .unwrap();
+    let source = lockstep_engine::sources::SourceSettings {
+        name: lockstep_domain::SourceId::new("upstream"),
+        kind: "ssf".into(),
+        mode: "push".into(),
+        removal: lockstep_engine::sources::Removal::Deactivate,
+        max_staleness: None,
+        breaker: lockstep_engine::sources::Breaker::default(),
+    };
+    Server::start_full(
+        lockstep_http::HttpConfig {
+            receivers: vec![Arc::new(inbound)],
+            ..lockstep_http::HttpConfig::default()
+        },
+        lockstep_engine::EngineConfig { sources: vec![source], ..lockstep_engine::EngineConfig::default() },
+    )
+    .await
+}
+
+impl Server {
+    async fn push(&self, set: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut r = self
+            .http
+            .post(self.url("/ssf/receive/upstream"))
+            .header("Content-Type", "application/secevent+jwt")
+            .body(set.to_owned());
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn active(&self, name: &str) -> bool {
+        let list: Value = self
+            .get(&format!("/scim/v2/Users?filter=userName%20eq%20%22{name}%22"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        list["Resources"][0]["active"] == json!(true)
+    }
+}
+
+const RISC: &str = "https://schemas.openid.net/secevent/risc/event-type/";
+const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+
+#[tokio::test]
+async fn an_upstream_idps_signals_have_their_effect_and_forged_ones_none() {
+    let idp = Idp::start().await;
+    let server = receiving_server(&idp).await;
+    let ada = server.create_user("ada@example.com").await;
+    let token = server.open_session("ada@example.com").await["access_token"].as_str().unwrap().to_owned();
+    let email = json!({"format": "email", "email": "ada@example.com"});
+    let disabled = format!("{RISC}account-disabled");
+    // Refused, with no effect: no push token, a forged key, a wrong issuer
+    // or audience, a malformed SET.
+    let good = idp.set("j1", &disabled, email.clone());
+    assert_eq!(server.push(&good, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.push(&good, Some("wrong")).await.0, StatusCode::UNAUTHORIZED);
+    let forger = lockstep_jose::Keyring::generate(0).unwrap();
+    let forged = forger
+        .sign("secevent+jwt", &json!({"iss": "https://idp.example.com", "aud": "https://lockstep.example.com", "jti": "f", "iat": 1, "sub_id": email, "events": {disabled.clone(): {}}}))
+        .unwrap();
+    let (status, body) = server.push(&forged, Some(PUSH_TOKEN)).await;
+    assert_eq!((status, body["err"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_key")), "{body}");
+    let wrong_iss = idp.ring.sign("secevent+jwt", &json!({"iss": "https://evil.example.com", "aud": "https://lockstep.example.com", "jti": "i", "sub_id": email, "events": {disabled.clone(): {}}})).unwrap();
+    assert_eq!(server.push(&wrong_iss, Some(PUSH_TOKEN)).await.1["err"], "invalid_issuer");
+    let wrong_aud = idp.ring.sign("secevent+jwt", &json!({"iss": "https://idp.example.com", "aud": "https://other.example.com", "jti": "a", "sub_id": email, "events": {disabled.clone(): {}}})).unwrap();
+    assert_eq!(server.push(&wrong_aud, Some(PUSH_TOKEN)).await.1["err"], "invalid_audience");
+    assert_eq!(server.push("not.a.set", Some(PUSH_TOKEN)).await.1["err"], "invalid_request");
+    let two = idp.ring.sign("secevent+jwt", &json!({"iss": "https://idp.example.com", "aud": "https://lockstep.example.com", "jti": "t", "sub_id": email, "events": {disabled.clone(): {}, format!("{RISC}account-purged"): {}}})).unwrap();
+    assert_eq!(server.push(&two, Some(PUSH_TOKEN)).await.1["err"], "invalid_request");
+    assert!(
+        server.active("ada@example.com").await && server.introspect(&token).await["active"] == json!(true),
+        "no effect"
+    );
+    // account-disabled: deactivated, its session cut, before the 202.
+    assert_eq!(server.push(&good, Some(PUSH_TOKEN)).await.0, StatusCode::ACCEPTED);
+    assert!(!server.active("ada@example.com").await);
+    assert_eq!(server.introspect(&token).await["active"], json!(false));
+    // account-enabled: reactivated; the old session stays dead.
+    assert_eq!(
+        server
+            .push(&idp.set("j2", &format!("{RISC}account-enabled"), email.clone()), Some(PUSH_TOKEN))
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    assert!(server.active("ada@example.com").await);
+    assert_eq!(server.introspect(&token).await["active"], json!(false));
+    // A replayed jti is acknowledged and applied once.
+    assert_eq!(server.push(&good, Some(PUSH_TOKEN)).await.0, StatusCode::ACCEPTED);
+    assert!(server.active("ada@example.com").await, "the replay had no effect");
+    // session-revoked by iss_sub (externalId): sessions cut, account stays.
+    let r = server
+        .patch(
+            &format!("/scim/v2/Users/{ada}"),
+            json!({"schemas": [PATCH], "Operations": [{"op": "add", "path": "externalId", "value": "idp-ada"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let fresh = server.open_session("ada@example.com").await["access_token"].as_str().unwrap().to_owned();
+    let iss_sub = json!({"format": "iss_sub", "iss": "https://idp.example.com", "sub": "idp-ada"});
+    assert_eq!(
+        server
+            .push(&idp.set("j3", &format!("{CAEP}session-revoked"), iss_sub.clone()), Some(PUSH_TOKEN))
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(server.introspect(&fresh).await["active"], json!(false));
+    assert!(server.active("ada@example.com").await);
+    // account-purged: deleted.
+    assert_eq!(
+        server.push(&idp.set("j4", &format!("{RISC}account-purged"), iss_sub), Some(PUSH_TOKEN)).await.0,
+        StatusCode::ACCEPTED
+    );
+    let list: Value =
+        server.get("/scim/v2/Users?filter=userName%20eq%20%22ada@example.com%22").await.json().await.unwrap();
+    assert_eq!(list["totalResults"], json!(0));
+    // What the receiver applied goes out like any other impact.
+    let audit = server.audit().await;
+    assert!(
+        audit.iter().any(|r| r["kind"] == "directory.identity_deactivated"
+            && r["actor"].as_str().unwrap().starts_with("upstream")),
+        "{audit:?}"
+    );
+}
