@@ -138,8 +138,47 @@ try:
 except Exception as e:  # noqa: BLE001
     check("tokens verify across the rotation", False, repr(e))
 
+def status_of(token, jwks_now):
+    """The Token Status List bit of a JWT, read as a resource server would:
+    the status claim's uri, the list token verified with PyJWT (typ
+    statuslist+jwt, sub = uri), lst base64url-decoded and zlib-inflated."""
+    import base64
+    import zlib
+    ref = jwt.decode(token, options={"verify_signature": False})["status"]["status_list"]
+    path = ref["uri"][len(BASE):]
+    req = urllib.request.Request(BASE + path)
+    with urllib.request.urlopen(req) as r:
+        ctype = r.headers["Content-Type"]
+        list_token = r.read().decode()
+    header = jwt.get_unverified_header(list_token)
+    keys = {k["kid"]: k for k in jwks_now["keys"]}
+    claims = jwt.decode(list_token, key=jwt.PyJWK.from_dict(keys[header["kid"]]), algorithms=["ES256"],
+                        options={"require": ["sub", "iat"], "verify_aud": False})
+    ok = header.get("typ") == "statuslist+jwt" and claims["sub"] == ref["uri"] and ctype == "application/statuslist+jwt"
+    lst = claims["status_list"]["lst"]
+    raw = zlib.decompress(base64.urlsafe_b64decode(lst + "=" * (-len(lst) % 4)))
+    bits = claims["status_list"]["bits"]
+    idx = ref["idx"]
+    per = 8 // bits
+    return ok, (raw[idx // per] >> ((idx % per) * bits)) & ((1 << bits) - 1)
+
+
+try:
+    shape_ok, bit = status_of(first, jwks2)
+    check("the status list token verifies with PyJWT (typ statuslist+jwt, sub is the uri)", shape_ok)
+    check("a live JWT's status bit is 0 (valid), decoded with zlib", bit == 0, bit)
+except Exception as e:  # noqa: BLE001
+    check("the status list is readable by an independent decoder", False, repr(e))
+
 status, _ = call("DELETE", f"/v1/sessions/{opened['session_id']}")
 check("the session is revoked", status == 204, status)
+try:
+    _, bit = status_of(first, jwks2)
+    check("the revoked JWT's status bit is 1 (invalid) right after the revocation", bit == 1, bit)
+    _, bit = status_of(opened2["access_token"], jwks2)
+    check("another session's JWT stays 0", bit == 0, bit)
+except Exception as e:  # noqa: BLE001
+    check("the status list after revocation", False, repr(e))
 status, body = call("POST", "/oauth2/introspect", form={"token": first})
 check("introspection answers the revoked session's JWT inactive", body == {"active": False}, body)
 status, body = call("POST", "/oauth2/introspect", form={"token": refreshed["access_token"]})

@@ -235,6 +235,13 @@ impl SessionCache {
         shard.get(&token.session).map(|e| e.snapshot(token.session, &token))
     }
 
+    /// A live session's expiry and whether it is suspended (the Token
+    /// Status List's bits).
+    pub(crate) fn standing(&self, id: &SessionId) -> Option<(Timestamp, bool)> {
+        let shard = self.sessions[session_shard(id)].read().unwrap_or_else(|p| p.into_inner());
+        shard.get(id).map(|e| (e.expires_at, e.suspended))
+    }
+
     /// A session by id.
     pub(crate) fn session(&self, id: &SessionId) -> Option<HeldSession> {
         let shard = self.sessions[session_shard(id)].read().unwrap_or_else(|p| p.into_inner());

@@ -51,6 +51,7 @@ pub mod secrets;
 mod sessions;
 pub mod signals;
 pub mod sources;
+pub mod status;
 mod upkeep;
 
 use std::sync::atomic::AtomicI64;
@@ -262,6 +263,8 @@ pub struct Engine {
     streams: RwLock<Vec<lockstep_domain::Stream>>,
     /// Rung after a commit that queued signals.
     doorbell: RwLock<Option<signals::Doorbell>>,
+    /// Token Status List indexes of sessions holding JWTs.
+    status: Mutex<status::StatusIndex>,
 }
 
 impl Engine {
@@ -300,6 +303,7 @@ impl Engine {
     ) -> EngineResult<Self> {
         let consumed = stores.sessions.consumed()?;
         let config_sources = config.sources.clone();
+        let status = status::StatusIndex::load(stores.sessions.status_indexes()?);
         let streams = match stores.sessions.signals() {
             Some(signals) => signals.streams()?,
             None => Vec::new(),
@@ -323,6 +327,7 @@ impl Engine {
             sources: sources::Registry::new(&config_sources),
             streams: RwLock::new(streams),
             doorbell: RwLock::new(None),
+            status: Mutex::new(status),
         })
     }
 

@@ -151,6 +151,7 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
     ("GET", "/.well-known/oauth-authorization-server", Access::Anyone),
     ("GET", "/.well-known/jwks.json", Access::Anyone),
     ("GET", "/.well-known/ssf-configuration", Access::Anyone),
+    ("GET", "/statuslists/1", Access::Anyone),
     ("POST", "/ssf/streams", Access::Scopes(&[Scope::Ssf])),
     ("GET", "/ssf/streams", Access::Scopes(&[Scope::Ssf])),
     ("PATCH", "/ssf/streams", Access::Scopes(&[Scope::Ssf])),
@@ -217,6 +218,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/.well-known/oauth-authorization-server", get(token::metadata)),
         ("/.well-known/jwks.json", get(token::jwks)),
         ("/.well-known/ssf-configuration", get(ssf::configuration)),
+        ("/statuslists/1", get(token::status_list)),
         (
             "/ssf/streams",
             post(ssf::create_stream)

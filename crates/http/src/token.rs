@@ -242,7 +242,42 @@ impl Signer for KeySigner {
             "username": c.username,
             "groups": c.groups,
             "tier": c.tier,
+            "status": {"status_list": {"idx": c.status_idx, "uri": format!("{}/statuslists/1", c.iss.trim_end_matches('/'))}},
         });
         self.0.current().sign("at+jwt", &claims).map_err(|e| SignError(e.to_string()))
     }
+}
+
+/// How long a resource server may cache the status list (the draft's `ttl`).
+const STATUS_LIST_TTL: i64 = 30;
+
+/// `GET /statuslists/1`: the Token Status List Token
+/// (`draft-ietf-oauth-status-list`, `typ: statuslist+jwt`): two bits per
+/// index (0 valid, 1 invalid, 2 suspended), ZLIB-compressed, signed with
+/// the published keys. Computed on request from memory, so a revocation
+/// shows as soon as it is committed.
+pub(crate) async fn status_list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    use std::io::Write as _;
+    let flavor = Flavor::OAuth;
+    let keys =
+        state.keys.clone().ok_or_else(|| ApiError::internal(flavor, &"no signing keys are configured"))?;
+    let now = state.engine.clock().now();
+    let list = state.engine.status_list(now).map_err(|e| ApiError::from_engine(flavor, e))?;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&list).map_err(|e| ApiError::internal(flavor, &e))?;
+    let compressed = z.finish().map_err(|e| ApiError::internal(flavor, &e))?;
+    use base64::Engine as _;
+    let lst = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(compressed);
+    let uri = format!("{}/statuslists/1", state.engine.tokens().issuer.trim_end_matches('/'));
+    let iat = now.unix_seconds();
+    let claims = serde_json::json!({
+        "sub": uri,
+        "iss": state.engine.tokens().issuer,
+        "iat": iat,
+        "exp": iat + 10 * STATUS_LIST_TTL,
+        "ttl": STATUS_LIST_TTL,
+        "status_list": {"bits": lockstep_engine::status::BITS, "lst": lst},
+    });
+    let jwt = keys.current().sign("statuslist+jwt", &claims).map_err(|e| ApiError::internal(flavor, &e))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/statuslist+jwt")], jwt).into_response())
 }

@@ -508,6 +508,7 @@ fn apply_batch(conn: &mut rusqlite::Connection, batch: SessionBatch) -> StoreRes
         .map_err(backend)?;
     }
     crate::signals::enqueue(&tx, &batch.outbox)?;
+    crate::signals::index(&tx, &batch.status_indexes)?;
     let sealed = seal_all(&tx, batch.audit)?;
     tx.commit().map_err(backend)?;
     Ok(sealed)
@@ -525,6 +526,10 @@ fn conflict(e: rusqlite::Error, field: &'static str, value: String) -> StoreErro
 impl SessionStore for SqliteSessions {
     fn signals(&self) -> Option<&dyn lockstep_store::SignalStore> {
         Some(self)
+    }
+
+    fn status_indexes(&self) -> StoreResult<Vec<(u32, lockstep_domain::SessionId)>> {
+        crate::signals::indexes(self)
     }
 
     fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {

@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (stream, seq) WHERE delivered_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_txn ON outbox (txn);
+CREATE TABLE IF NOT EXISTS status_indexes (
+    idx     INTEGER PRIMARY KEY,
+    session TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS received_sets (
     source TEXT NOT NULL,
     jti    TEXT NOT NULL,
@@ -62,6 +66,34 @@ CREATE TABLE IF NOT EXISTS received_sets (
 ";
 
 const OUTBOX_COLUMNS: &str = "seq, stream, jti, kind, at, identity, user_name, session, change, credential_type, groups, tiers, initiator, reason, txn, state, attempts, delivered_at, error";
+
+/// Records Token Status List indexes inside an open transaction.
+pub(crate) fn index(
+    tx: &rusqlite::Connection,
+    indexes: &[(u32, lockstep_domain::SessionId)],
+) -> StoreResult<()> {
+    for (idx, session) in indexes {
+        tx.cached_exec(
+            "INSERT OR IGNORE INTO status_indexes (idx, session) VALUES (?1, ?2)",
+            params![i64::from(*idx), session.to_string()],
+        )
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Every status index given out.
+pub(crate) fn indexes(s: &SqliteSessions) -> StoreResult<Vec<(u32, SessionId)>> {
+    let rows: Vec<(i64, String)> = s.pool().read(|c| {
+        let mut stmt = c.prepare_cached("SELECT idx, session FROM status_indexes ORDER BY idx")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()
+    })?;
+    rows.into_iter()
+        .map(|(idx, session)| {
+            Ok((u32::try_from(idx).unwrap_or(u32::MAX), parse::<SessionId>("session id", &session)?))
+        })
+        .collect()
+}
 
 /// Queues signals inside an open transaction.
 pub(crate) fn enqueue(tx: &rusqlite::Connection, outgoing: &[Outgoing]) -> StoreResult<()> {

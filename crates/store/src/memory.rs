@@ -295,6 +295,7 @@ struct SessionsState {
     streams: BTreeMap<StreamId, Stream>,
     outbox: Vec<OutboxRow>,
     received: std::collections::BTreeSet<(String, String)>,
+    status_indexes: Vec<(u32, SessionId)>,
 }
 
 /// One outbox row of the model.
@@ -352,6 +353,10 @@ impl MemorySessions {
 impl SessionStore for MemorySessions {
     fn signals(&self) -> Option<&dyn crate::SignalStore> {
         Some(self)
+    }
+
+    fn status_indexes(&self) -> StoreResult<Vec<(u32, SessionId)>> {
+        Ok(lock(&self.state)?.status_indexes.clone())
     }
 
     fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
@@ -520,6 +525,7 @@ impl SessionStore for MemorySessions {
             st.consumed = batch.consumed;
         }
         st.enqueue(batch.outbox);
+        st.status_indexes.extend(batch.status_indexes);
         Ok(st.seal_all(batch.audit))
     }
 

@@ -76,6 +76,10 @@ pub struct SessionBatch {
     /// Signals for downstream streams, queued in this transaction (the
     /// Shared Signals outbox; see `signals.rs`).
     pub outbox: Vec<lockstep_domain::Outgoing>,
+    /// Token Status List indexes given to sessions (a JWT carries its
+    /// session's index; the list's bit there tells a resource server
+    /// whether the session still lives). An index is never reused.
+    pub status_indexes: Vec<(u32, SessionId)>,
     /// The commit need not reach stable storage before `apply` returns:
     /// everything in it (session changes, audit records, the cursor) is
     /// re-derived by replaying the durable directory log if it is lost, and
@@ -135,6 +139,11 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// their batches.
     fn signals(&self) -> Option<&dyn crate::SignalStore> {
         None
+    }
+
+    /// Every Token Status List index given out, with its session.
+    fn status_indexes(&self) -> StoreResult<Vec<(u32, SessionId)>> {
+        Ok(Vec::new())
     }
 
     /// Commits a batch atomically without waiting for stable storage: once

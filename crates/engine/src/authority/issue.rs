@@ -304,6 +304,7 @@ impl Batch<'_> {
                     username: session.user_name.clone(),
                     groups: groups.to_vec(),
                     tier: tiers.to_string(),
+                    status_idx: engine.status_index().of(session.id),
                 };
                 let jwt = signer.sign_access_token(&claims)?;
                 // The token expires when its `exp` says, to the second.

@@ -106,6 +106,8 @@ pub struct AccessClaims {
     pub groups: Vec<String>,
     /// The identity's tiers at issue.
     pub tier: String,
+    /// The session's Token Status List index.
+    pub status_idx: u32,
 }
 
 /// Why a JWT could not be signed.
@@ -539,6 +541,8 @@ impl Engine {
                 merge(&mut all, &plan.writes);
             }
             let queued = !all.outbox.is_empty();
+            let indexes = self.status_index().take_unsaved();
+            all.status_indexes.clone_from(&indexes);
             let mut answers = Vec::with_capacity(plans.len());
             let mut ticket = DurableTicket::default();
             match self.stores.sessions.commit(all) {
@@ -552,7 +556,11 @@ impl Engine {
                 Err(shared) => {
                     tracing::warn!(error = %shared, requests = plans.len(), "issuance batch failed; committing one by one");
                     for (item, plan, outcome) in plans {
-                        match self.stores.sessions.commit(plan.writes.clone()) {
+                        // Indexes are stored idempotently: each commit
+                        // carries them all.
+                        let mut writes = plan.writes.clone();
+                        writes.status_indexes.clone_from(&indexes);
+                        match self.stores.sessions.commit(writes) {
                             Ok((_, t)) => {
                                 ticket = ticket.max(t);
                                 self.after_commit(&plan);

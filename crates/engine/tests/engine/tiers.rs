@@ -248,6 +248,9 @@ impl SessionStore for Counting {
     fn signals(&self) -> Option<&dyn lockstep_store::SignalStore> {
         self.inner.sessions.signals()
     }
+    fn status_indexes(&self) -> StoreResult<Vec<(u32, SessionId)>> {
+        self.inner.sessions.status_indexes()
+    }
     fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
         self.read();
         self.inner.sessions.session(id)

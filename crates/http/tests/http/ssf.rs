@@ -448,3 +448,60 @@ async fn an_upstream_idps_signals_have_their_effect_and_forged_ones_none() {
         "{audit:?}"
     );
 }
+
+/// The status of `idx` in a status list token's `lst`.
+fn status_at(list_token: &str, idx: u64) -> u8 {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let c = claims(list_token);
+    assert_eq!(c["status_list"]["bits"], json!(2));
+    let lst = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c["status_list"]["lst"].as_str().unwrap())
+        .unwrap();
+    let mut bytes = Vec::new();
+    flate2::read::ZlibDecoder::new(&lst[..]).read_to_end(&mut bytes).unwrap();
+    let i = idx as usize;
+    (bytes[i / 4] >> ((i % 4) * 2)) & 0b11
+}
+
+#[tokio::test]
+async fn the_status_list_shows_a_revoked_jwt_as_soon_as_it_is_revoked() {
+    let server = Server::start().await;
+    server.create_user("jo").await;
+    let mut opened = Vec::new();
+    for _ in 0..2 {
+        let r = server.post("/v1/sessions", json!({"subject": "jo", "format": "jwt"})).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        opened.push(r.json::<Value>().await.unwrap());
+    }
+    let (a, b) = (opened[0].clone(), opened[1].clone());
+    let status = |s: &Value| claims(s["access_token"].as_str().unwrap())["status"]["status_list"].clone();
+    let (sa, sb) = (status(&a), status(&b));
+    assert_ne!(sa["idx"], sb["idx"]);
+    let uri = sa["uri"].as_str().unwrap().to_owned();
+    assert!(uri.ends_with("/statuslists/1"), "{uri}");
+    let fetch = || async {
+        let r = server.http.get(server.url("/statuslists/1")).send().await.unwrap();
+        assert_eq!(r.headers()["content-type"], "application/statuslist+jwt");
+        r.text().await.unwrap()
+    };
+    let token = fetch().await;
+    assert_eq!(header(&token)["typ"], "statuslist+jwt");
+    server.keys.current().verify(&token).unwrap();
+    assert_eq!(claims(&token)["sub"], json!(uri));
+    assert_eq!(
+        (status_at(&token, sa["idx"].as_u64().unwrap()), status_at(&token, sb["idx"].as_u64().unwrap())),
+        (0, 0)
+    );
+    let r = server
+        .http
+        .delete(server.url(&format!("/v1/sessions/{}", a["session_id"].as_str().unwrap())))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let token = fetch().await;
+    assert_eq!(status_at(&token, sa["idx"].as_u64().unwrap()), 1, "revoked: invalid right away");
+    assert_eq!(status_at(&token, sb["idx"].as_u64().unwrap()), 0, "the other stays valid");
+}
