@@ -13,7 +13,7 @@ use lockstep_engine::{EngineError, UpdateError};
 use lockstep_proto::scim::{ListResponse, PatchRequest};
 use lockstep_scim::{
     GROUP, ListParams, ScimProblem, ScimType, apply_patch, group_from_document, group_list_query,
-    group_to_document,
+    group_to_document, group_to_document_named,
 };
 use serde_json::Value;
 
@@ -48,8 +48,39 @@ fn update_err(e: UpdateError<ScimProblem>, id: &str) -> ApiError {
     }
 }
 
-fn group_response(status: StatusCode, group: &Group, base: &str, projection: &Projection) -> Response {
-    resource_response(status, group_to_document(group, base), &GROUP, projection)
+/// The `userName` of each member, for `members[].display`.
+fn member_names(
+    engine: &lockstep_engine::Engine,
+    groups: &[&Group],
+) -> HashMap<lockstep_domain::IdentityId, String> {
+    let mut names = HashMap::new();
+    for group in groups {
+        for m in &group.members {
+            if !names.contains_key(m)
+                && let Ok(Some(identity)) = engine.directory().identity(*m)
+            {
+                names.insert(*m, identity.user_name);
+            }
+        }
+    }
+    names
+}
+
+fn render(group: &Group, base: &str, names: &HashMap<lockstep_domain::IdentityId, String>) -> Value {
+    group_to_document_named(group, base, &|m| names.get(&m).cloned())
+}
+
+async fn group_response(
+    state: &AppState,
+    status: StatusCode,
+    group: &Group,
+    base: &str,
+    projection: &Projection,
+) -> Result<Response, ApiError> {
+    let engine = state.engine.clone();
+    let owned = group.clone();
+    let names = blocking(FLAVOR, move || Ok(member_names(&engine, &[&owned]))).await?;
+    Ok(resource_response(status, render(group, base, &names), &GROUP, projection))
 }
 
 /// `POST /Groups`.
@@ -71,7 +102,7 @@ pub(crate) async fn create_group(
     })
     .await?;
     let group = applied.group.ok_or_else(|| ApiError::internal(FLAVOR, &"created group missing"))?;
-    Ok(group_response(StatusCode::CREATED, &group, &base, &Projection::from_query(&params)))
+    group_response(&state, StatusCode::CREATED, &group, &base, &Projection::from_query(&params)).await
 }
 
 /// `GET /Groups/{id}`.
@@ -87,7 +118,14 @@ pub(crate) async fn get_group(
     let engine = state.engine.clone();
     let group =
         blocking(FLAVOR, move || engine.group(group_id).map_err(|e| engine_or_not_found(e, &id))).await?;
-    Ok(group_response(StatusCode::OK, &group, &base_url(&state, &headers), &Projection::from_query(&params)))
+    group_response(
+        &state,
+        StatusCode::OK,
+        &group,
+        &base_url(&state, &headers),
+        &Projection::from_query(&params),
+    )
+    .await
 }
 
 async fn list(
@@ -96,21 +134,34 @@ async fn list(
     params: ListParams,
     projection: Projection,
 ) -> Result<Response, ApiError> {
-    let plan = group_list_query(&params)?;
-    let start = plan.start;
-    let base = base_url(state, headers);
-    let engine = state.engine.clone();
-    let (total, groups) = blocking(FLAVOR, move || {
-        let page = engine.directory().list_groups(&plan.group_query()).map_err(|e| engine_err(e.into()))?;
-        Ok(plan.finish(page.total, page.items, |g, f| {
-            lockstep_scim::eval::matches(f, &group_to_document(g, ""))
-        })?)
-    })
-    .await?;
-    let resources = groups.iter().map(|g| projection.apply(&GROUP, group_to_document(g, &base))).collect();
+    let start = usize::try_from(params.start_index.unwrap_or(1).max(1)).unwrap_or(1);
+    let (total, resources) = list_values(state, headers, params, projection).await?;
     let body = serde_json::to_value(ListResponse::new(total, start, resources))
         .map_err(|e| ApiError::internal(FLAVOR, &e))?;
     Ok(scim_json(StatusCode::OK, &body, None))
+}
+
+/// A page of Groups, rendered and projected, and the total.
+pub(crate) async fn list_values(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: ListParams,
+    projection: Projection,
+) -> Result<(usize, Vec<Value>), ApiError> {
+    let plan = group_list_query(&params)?;
+    let base = base_url(state, headers);
+    let engine = state.engine.clone();
+    let (total, groups, names) = blocking(FLAVOR, move || {
+        let page = engine.directory().list_groups(&plan.group_query()).map_err(|e| engine_err(e.into()))?;
+        let (total, groups) = plan.finish(page.total, page.items, |g, f| {
+            lockstep_scim::eval::matches(f, &group_to_document(g, ""))
+        })?;
+        let names = member_names(&engine, &groups.iter().collect::<Vec<_>>());
+        Ok((total, groups, names))
+    })
+    .await?;
+    let resources = groups.iter().map(|g| projection.apply(&GROUP, render(g, &base, &names))).collect();
+    Ok((total, resources))
 }
 
 /// `GET /Groups?filter=…`.
@@ -153,16 +204,24 @@ pub(crate) async fn replace_group(
     let base = base_url(&state, &headers);
     let engine = state.engine.clone();
     let limits = state.config.scim_limits;
+    // Okta renames a pushed group with a PUT that leaves `members` out; a
+    // PUT without the attribute keeps the members (an empty list clears
+    // them).
+    let keeps_members = doc.as_object().is_some_and(|o| !o.keys().any(|k| k.eq_ignore_ascii_case("members")));
     let applied = blocking(FLAVOR, move || {
         engine
             .update_group(group_id, origin(&caller), expected, |current| {
-                group_from_document(&doc, current.id, Some(current), &limits)
+                let mut group = group_from_document(&doc, current.id, Some(current), &limits)?;
+                if keeps_members {
+                    group.members.clone_from(&current.members);
+                }
+                Ok(group)
             })
             .map_err(|e| update_err(e, &id))
     })
     .await?;
     let group = applied.group.ok_or_else(|| ApiError::internal(FLAVOR, &"updated group missing"))?;
-    Ok(group_response(StatusCode::OK, &group, &base, &Projection::from_query(&params)))
+    group_response(&state, StatusCode::OK, &group, &base, &Projection::from_query(&params)).await
 }
 
 /// `PATCH /Groups/{id}`: answers 200 with the group.
@@ -196,7 +255,7 @@ pub(crate) async fn patch_group(
     })
     .await?;
     let group = applied.group.ok_or_else(|| ApiError::internal(FLAVOR, &"patched group missing"))?;
-    Ok(group_response(StatusCode::OK, &group, &base, &Projection::from_query(&params)))
+    group_response(&state, StatusCode::OK, &group, &base, &Projection::from_query(&params)).await
 }
 
 /// `DELETE /Groups/{id}`: 204; every member gets a membership event first.

@@ -230,8 +230,21 @@ async fn list(
     list: ListParams,
     projection: Projection,
 ) -> Result<Response, ApiError> {
+    let start = list.start_index.unwrap_or(1).max(1);
+    let (total, resources) = list_values(state, headers, list, projection).await?;
+    let body = serde_json::to_value(ListResponse::new(total, usize::try_from(start).unwrap_or(1), resources))
+        .map_err(|e| ApiError::internal(FLAVOR, &e))?;
+    Ok(scim_json(StatusCode::OK, &body, None))
+}
+
+/// A page of Users, rendered and projected, and the total.
+pub(crate) async fn list_values(
+    state: &AppState,
+    headers: &HeaderMap,
+    list: ListParams,
+    projection: Projection,
+) -> Result<(usize, Vec<Value>), ApiError> {
     let plan = list_query(&list)?;
-    let start = plan.start;
     let base = base_url(state, headers);
     let engine = state.engine.clone();
     let (total, views) = blocking(FLAVOR, move || {
@@ -244,9 +257,7 @@ async fn list(
     .await?;
     let resources =
         views.iter().map(|(i, g)| projection.apply(&USER, user_to_document(i, g, &base))).collect();
-    let body = serde_json::to_value(ListResponse::new(total, start, resources))
-        .map_err(|e| ApiError::internal(FLAVOR, &e))?;
-    Ok(scim_json(StatusCode::OK, &body, None))
+    Ok((total, resources))
 }
 
 fn no_sorting() -> ApiError {
@@ -312,16 +323,58 @@ pub(crate) async fn search_users(
     list(&state, &headers, list_params, projection).await
 }
 
-/// `POST /.search` at the root: searching several resource types at once is
-/// not offered (RFC 7644 §3.12: 501).
-pub(crate) async fn search_root(caller: Caller) -> Result<Response, ApiError> {
+/// `POST /.search` at the root (RFC 7644 §3.4.3): every resource type at
+/// once — Users, then Groups — paged across both. A filter naming an
+/// attribute one type lacks matches nothing of that type; a filter that
+/// does not parse is `invalidFilter`.
+pub(crate) async fn search_root(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
-    Err(ApiError::new(
-        FLAVOR,
-        StatusCode::NOT_IMPLEMENTED,
-        None,
-        "searching all resource types at once is not supported; use /Users/.search",
-    ))
+    let (params, projection) = search_request(body, state.config.body_limit)?;
+    if let Some(f) = &params.filter {
+        lockstep_scim::filter::parse(f)
+            .map_err(|e| ApiError::from(ScimProblem::bad(ScimType::InvalidFilter, e.to_string())))?;
+    }
+    let start = usize::try_from(params.start_index.unwrap_or(1).max(1)).unwrap_or(1);
+    let count = match params.count {
+        Some(c) => usize::try_from(c.max(0)).unwrap_or(0),
+        None => lockstep_scim::DEFAULT_COUNT,
+    }
+    .min(lockstep_scim::MAX_COUNT);
+    let page = |start: usize, count: usize| ListParams {
+        filter: params.filter.clone(),
+        start_index: Some(i64::try_from(start).unwrap_or(i64::MAX)),
+        count: Some(i64::try_from(count).unwrap_or(i64::MAX)),
+    };
+    // A type whose attributes the filter does not name has nothing to add.
+    let tolerate = |r: Result<(usize, Vec<Value>), ApiError>| match r {
+        Err(e) if e.code == Some(ScimType::InvalidFilter.as_str()) => Ok((0, Vec::new())),
+        other => other,
+    };
+    let (users_total, _) = tolerate(list_values(&state, &headers, page(1, 0), projection.clone()).await)?;
+    let (groups_total, _) =
+        tolerate(crate::groups::list_values(&state, &headers, page(1, 0), projection.clone()).await)?;
+    let mut resources = Vec::new();
+    if count > 0 && start <= users_total {
+        let (_, users) =
+            tolerate(list_values(&state, &headers, page(start, count), projection.clone()).await)?;
+        resources.extend(users);
+    }
+    let left = count.saturating_sub(resources.len());
+    if left > 0 && start + resources.len() > users_total {
+        let group_start = (start + resources.len()).saturating_sub(users_total).max(1);
+        let (_, groups) = tolerate(
+            crate::groups::list_values(&state, &headers, page(group_start, left), projection).await,
+        )?;
+        resources.extend(groups);
+    }
+    let body = serde_json::to_value(ListResponse::new(users_total + groups_total, start, resources))
+        .map_err(|e| ApiError::internal(FLAVOR, &e))?;
+    Ok(scim_json(StatusCode::OK, &body, None))
 }
 
 /// `PUT /Users/{id}`: full replace.

@@ -321,6 +321,22 @@ impl Parser {
             if self.next() != Some(Token::CloseBracket) {
                 return Err(FilterError::new("expected \"]\""));
             }
+            // `emails[type eq "work"].value eq "x"` (Entra ID) is read as
+            // `emails[type eq "work" and value eq "x"]`.
+            if let Some(Token::Word(next)) = self.peek()
+                && let Some(sub) = next.strip_prefix('.')
+            {
+                let sub = sub.to_owned();
+                self.pos += 1;
+                self.in_value_filter = true;
+                let tail = self.attr_expression(&sub);
+                self.in_value_filter = false;
+                let tail = tail?;
+                return Ok(Filter::ValuePath {
+                    path,
+                    filter: Box::new(Filter::And(Box::new(inner), Box::new(tail))),
+                });
+            }
             return Ok(Filter::ValuePath { path, filter: Box::new(inner) });
         }
         let op = match self.next() {

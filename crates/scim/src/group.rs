@@ -66,6 +66,16 @@ pub fn group_from_document(
 
 /// Renders a group as a SCIM Group. `base` is the SCIM base URL.
 pub fn group_to_document(group: &Group, base: &str) -> Value {
+    group_to_document_named(group, base, &|_| None)
+}
+
+/// [`group_to_document`], with each member's `display` (its `userName`)
+/// from `name`.
+pub fn group_to_document_named(
+    group: &Group,
+    base: &str,
+    name: &dyn Fn(lockstep_domain::IdentityId) -> Option<String>,
+) -> Value {
     let mut doc = Map::new();
     doc.insert("schemas".into(), json!([GROUP_SCHEMA]));
     doc.insert("id".into(), Value::String(group.id.to_string()));
@@ -77,7 +87,14 @@ pub fn group_to_document(group: &Group, base: &str) -> Value {
         let members: Vec<Value> = group
             .members
             .iter()
-            .map(|m| json!({"value": m.to_string(), "$ref": format!("{base}/Users/{m}"), "type": "User"}))
+            .map(|m| {
+                let mut member =
+                    json!({"value": m.to_string(), "$ref": format!("{base}/Users/{m}"), "type": "User"});
+                if let (Some(display), Value::Object(o)) = (name(*m), &mut member) {
+                    o.insert("display".into(), Value::String(display));
+                }
+                member
+            })
             .collect();
         doc.insert("members".into(), Value::Array(members));
     }

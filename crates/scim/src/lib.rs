@@ -22,7 +22,7 @@ mod user;
 
 pub use document::{GROUP, Limits, RESOURCE_TYPES, ResourceSchema, USER, project, validate_document};
 pub use error::{ScimProblem, ScimType};
-pub use group::{group_from_document, group_to_document};
+pub use group::{group_from_document, group_to_document, group_to_document_named};
 pub use patch::apply_patch;
-pub use query::{ListParams, ListPlan, MAX_EXAMINED, group_list_query, list_query};
+pub use query::{DEFAULT_COUNT, ListParams, ListPlan, MAX_COUNT, MAX_EXAMINED, group_list_query, list_query};
 pub use user::{etag, patch_user, user_from_document, user_matches, user_to_document};

@@ -13,7 +13,10 @@
 //! - `remove` of a multi-valued attribute with a `value` array removes just
 //!   those values (Entra ID's member removal), not the whole attribute;
 //! - `remove` through a value filter that matches nothing succeeds without
-//!   change, so a client retrying a removal is not told it failed.
+//!   change, so a client retrying a removal is not told it failed;
+//! - the enterprise `manager` as a plain string (`"value": "<manager id>"`,
+//!   and `""` to clear it), with a path or inside a path-less value:
+//!   Microsoft Entra ID sets and clears the manager this way.
 
 use lockstep_proto::scim::{PATCH_SCHEMA, PatchRequest};
 use serde_json::{Map, Value};
@@ -191,7 +194,7 @@ pub fn apply_patch(
                     if crate::schema::is_common_read_only(key) {
                         continue; // e.g. `schemas` or `id` echoed back by a client
                     }
-                    set(doc, &resolve(schema, key)?, value, op)?;
+                    set_entra(doc, &resolve(schema, key)?, value, op)?;
                 }
             }
             (Some(path), Op::Remove) => {
@@ -213,11 +216,59 @@ pub fn apply_patch(
                         format!("Operations[{i}]: {op:?} requires a value"),
                     )
                 })?;
-                set(doc, &resolve(schema, path)?, value, op)?;
+                set_entra(doc, &resolve(schema, path)?, value, op)?;
             }
         }
     }
     Ok(())
+}
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// [`set`], accepting Entra ID's plain-string `manager`: a string becomes
+/// `{"value": …}`, and an empty one clears the manager.
+fn set_entra(
+    doc: &mut Map<String, Value>,
+    target: &Target,
+    value: &Value,
+    op: Op,
+) -> Result<(), ScimProblem> {
+    match target {
+        Target::Attribute { ext: Some(urn), attr, filter: None, sub: None }
+            if urn.eq_ignore_ascii_case(ENTERPRISE) && attr.name == "manager" =>
+        {
+            match value {
+                Value::String(id) if id.trim().is_empty() => remove(doc, target, None),
+                Value::String(id) => set(doc, target, &serde_json::json!({"value": id}), op),
+                other => set(doc, target, other, op),
+            }
+        }
+        Target::Extension { urn, .. } if urn.eq_ignore_ascii_case(ENTERPRISE) => {
+            let Value::Object(fields) = value else { return set(doc, target, value, op) };
+            let mut fields = fields.clone();
+            let manager = fields.keys().find(|k| k.eq_ignore_ascii_case("manager")).cloned();
+            let mut clear = false;
+            if let Some(key) = manager
+                && let Some(Value::String(id)) = fields.get(&key).cloned()
+            {
+                if id.trim().is_empty() {
+                    fields.remove(&key);
+                    clear = true;
+                } else {
+                    fields.insert(key, serde_json::json!({"value": id}));
+                }
+            }
+            set(doc, target, &Value::Object(fields), op)?;
+            if clear
+                && let Some(Value::Object(ext)) =
+                    doc.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(ENTERPRISE)).map(|(_, v)| v)
+            {
+                ext.retain(|k, _| !k.eq_ignore_ascii_case("manager"));
+            }
+            Ok(())
+        }
+        _ => set(doc, target, value, op),
+    }
 }
 
 /// Inserts under `key`, replacing any key that differs only in case.

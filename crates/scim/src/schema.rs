@@ -338,6 +338,13 @@ pub const GROUP_ATTRS: &[Attr] = &[
             with(s("value", "The id of the member User."), Type::Reference(&["User"])),
             with(s("$ref", "The URI of the member User."), Type::Reference(&["User"])),
             Attr { canonical: &["User"], ..s("type", "The type of the member; only User is supported.") },
+            Attr {
+                mutability: Mutability::ReadOnly,
+                ..s(
+                    "display",
+                    "The member's userName (rendered from the member; ignored on input, as Okta Group Push sends it).",
+                )
+            },
         ],
     ),
 ];
