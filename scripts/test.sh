@@ -64,6 +64,10 @@ step "JWT conformance: PyJWT (PyPI) verifies access tokens against the published
 jwt_out=$(scripts/conformance/jwt.sh target/debug/lockstep 2>&1) || { echo "$jwt_out"; exit 1; }
 echo "$jwt_out" | tail -1
 
+step "SSF conformance: a Python push receiver and PyJWT (PyPI) verify every Security Event Token, pushed and polled"
+ssf_out=$(scripts/conformance/ssf.sh target/debug/lockstep 2>&1) || { echo "$ssf_out"; exit 1; }
+echo "$ssf_out" | tail -1
+
 step "demo (the README walk-through, against a real server)"
 cargo run --locked --quiet -p lockstep -- demo
 
@@ -73,5 +77,6 @@ failed=$(grep -Eo '[0-9]+ failed' target/test-output.log | awk '{s+=$1} END {pri
 echo
 echo "$scim_line"
 echo "$jwt_out" | tail -1
+echo "$ssf_out" | tail -1
 echo "lockstep tests: ${passed} passed, ${failed} failed"
 echo "$fuzz_out" | grep '^fuzz ' | awk '{n+=$3} END {printf "fuzzing: %d targets, %d executions, 0 crashes\n", NR, n}'

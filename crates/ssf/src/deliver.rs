@@ -3,7 +3,9 @@
 //! reads each enabled push stream's due signals oldest first, signs them and
 //! POSTs them; a 202 marks a signal delivered, a 5xx or a connection
 //! failure retries it later with capped exponential backoff (same `jti`),
-//! and a 4xx is recorded and retried slowly (the receiver may be fixed).
+//! holding back the stream's later SETs so the receiver sees them in
+//! order; a 4xx other than 408 and 429 is the receiver refusing that SET
+//! (RFC 8935 §2.3): logged and settled, not sent again.
 //! Nothing here holds an engine lock while it waits for a receiver.
 
 use std::sync::Arc;
@@ -119,6 +121,12 @@ impl Transmitter {
                 }
                 let failure = match request.send().await {
                     Ok(r) if r.status().as_u16() == 202 || r.status().as_u16() == 200 => None,
+                    Ok(r) if r.status().is_client_error() && !matches!(r.status().as_u16(), 408 | 429) => {
+                        let status = r.status();
+                        let body = r.text().await.unwrap_or_default();
+                        tracing::warn!(stream = %id, jti = %q.outgoing.jti, %status, body = %body.chars().take(300).collect::<String>(), "the receiver refused a SET; not sending it again");
+                        None
+                    }
                     Ok(r) => Some(format!("{endpoint} answered {}", r.status())),
                     Err(e) => Some(format!("{endpoint}: {}", without_url(&e))),
                 };

@@ -383,18 +383,26 @@ impl SignalStore for SqliteSessions {
     }
 
     fn pending(&self, stream: StreamId, now: Timestamp, limit: usize) -> StoreResult<Vec<Queued>> {
+        // Oldest first, and only up to the first one not yet due: a signal
+        // waiting for its retry holds back the ones after it, so a receiver
+        // sees a stream's SETs in order.
         let sql = format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox INDEXED BY outbox_pending
-             WHERE stream = ?1 AND delivered_at IS NULL AND next_attempt <= ?2 ORDER BY seq LIMIT ?3"
+            "SELECT {OUTBOX_COLUMNS}, next_attempt FROM outbox INDEXED BY outbox_pending
+             WHERE stream = ?1 AND delivered_at IS NULL ORDER BY seq LIMIT ?2"
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.pool().read(|c| {
             let mut stmt = c.prepare_cached(&sql)?;
-            stmt.query_map(params![stream.to_string(), now.micros(), limit], outbox_row)?
-                .collect::<Result<Vec<_>, _>>()
+            stmt.query_map(params![stream.to_string(), limit], |r| {
+                Ok((outbox_row(r)?, r.get::<_, i64>(19)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()
         })?;
         rows.into_iter()
-            .map(|r| decode(r).map(|d| Queued { seq: d.seq, outgoing: d.outgoing, attempts: d.attempts }))
+            .take_while(|(_, next)| *next <= now.micros())
+            .map(|(r, _)| {
+                decode(r).map(|d| Queued { seq: d.seq, outgoing: d.outgoing, attempts: d.attempts })
+            })
             .collect()
     }
 
@@ -434,7 +442,8 @@ impl SignalStore for SqliteSessions {
             params![stream.to_string(), jti, next.micros(), error],
         )
         .map_err(backend)?;
-        Ok(())
+        drop(conn);
+        self.sync_now()
     }
 
     fn drop_pending(&self, stream: StreamId) -> StoreResult<usize> {

@@ -600,8 +600,9 @@ impl SignalStore for MemorySessions {
         Ok(lock(&self.state)?
             .outbox
             .iter()
-            .filter(|r| r.outgoing.stream == stream && r.delivered.is_none() && r.next <= now)
+            .filter(|r| r.outgoing.stream == stream && r.delivered.is_none())
             .take(limit)
+            .take_while(|r| r.next <= now)
             .map(|r| Queued { seq: r.seq, outgoing: r.outgoing.clone(), attempts: r.attempts })
             .collect())
     }

@@ -13,8 +13,9 @@
 //!   [`SignalStore::delivered`] marks it (a push acknowledged, a poll
 //!   acknowledged); a failed attempt only moves its next attempt later. The
 //!   `jti` is fixed when queued, so a retry is recognisably the same SET.
-//! * **Order per stream.** [`SignalStore::pending`] returns a stream's due
-//!   signals oldest first.
+//! * **Order per stream.** [`SignalStore::pending`] returns a stream's
+//!   pending signals oldest first, up to the first one not yet due: a
+//!   signal waiting for its retry holds back the ones queued after it.
 //! * **Streams are few and read whole**: the engine keeps them in memory
 //!   and writes through.
 
@@ -48,7 +49,8 @@ pub trait SignalStore: Send + Sync + std::fmt::Debug {
     /// Queues signals outside a session batch (verification events).
     fn queue(&self, outgoing: Vec<Outgoing>) -> StoreResult<()>;
 
-    /// A stream's pending signals due at `now`, oldest first.
+    /// A stream's pending signals oldest first, up to (not including) the
+    /// first one not due at `now`.
     fn pending(&self, stream: StreamId, now: Timestamp, limit: usize) -> StoreResult<Vec<Queued>>;
 
     /// How many signals of a stream are pending (due or not).

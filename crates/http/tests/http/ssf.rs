@@ -226,8 +226,28 @@ async fn paused_streams_hold_disabled_streams_drop_and_a_failing_receiver_gets_t
     server.deactivate(&c).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.sets().len(), 2);
+    // ... and reactivated while the receiver still fails: once it answers,
+    // the SETs arrive in the order they were queued (disabled, then
+    // enabled), never the newer one first.
+    let r = server
+        .patch(
+            &format!("/scim/v2/Users/{c}"),
+            json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": true}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     *receiver.status.lock().unwrap() = 202;
-    eventually("retried after 503", || receiver.sets().len() >= 3).await;
+    eventually("retried after 503", || receiver.sets().len() >= 4).await;
+    let order: Vec<String> = receiver
+        .sets()
+        .iter()
+        .skip(2)
+        .map(|c| {
+            c["events"].as_object().unwrap().keys().next().unwrap().rsplit('/').next().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(order, ["account-disabled", "account-enabled"], "in queue order");
     // A client sees only its own streams.
     let other = server.post("/v1/clients", json!({"name": "rp-2", "scopes": ["ssf"]})).await;
     let other: Value = other.json().await.unwrap();

@@ -390,11 +390,7 @@ pub fn signals_outbox_commits_with_the_batch<S: SessionStore + crate::SignalStor
     assert_eq!(s.pending_count(stream.id).unwrap(), 2);
     s.retry_later(stream.id, "jti-1", Timestamp(500), "503").unwrap();
     let due = s.pending(stream.id, Timestamp(100), 10).unwrap();
-    assert_eq!(
-        due.iter().map(|q| q.outgoing.jti.as_str()).collect::<Vec<_>>(),
-        ["jti-2"],
-        "not due before its retry"
-    );
+    assert!(due.is_empty(), "the oldest waits for its retry and holds the later one back: {due:?}");
     let later = s.pending(stream.id, Timestamp(600), 10).unwrap();
     assert_eq!(
         (later[0].outgoing.jti.as_str(), later[0].attempts),
