@@ -77,9 +77,15 @@ async fn group_response(
     base: &str,
     projection: &Projection,
 ) -> Result<Response, ApiError> {
-    let engine = state.engine.clone();
-    let owned = group.clone();
-    let names = blocking(FLAVOR, move || Ok(member_names(&engine, &[&owned]))).await?;
+    // `display` is returned on request only (`attributes=members.display`):
+    // a client that did not ask gets back exactly the members it sent.
+    let names = if projection.requests("members.display") {
+        let engine = state.engine.clone();
+        let owned = group.clone();
+        blocking(FLAVOR, move || Ok(member_names(&engine, &[&owned]))).await?
+    } else {
+        HashMap::new()
+    };
     Ok(resource_response(status, render(group, base, &names), &GROUP, projection))
 }
 
@@ -149,6 +155,7 @@ pub(crate) async fn list_values(
     projection: Projection,
 ) -> Result<(usize, Vec<Value>), ApiError> {
     let plan = group_list_query(&params)?;
+    let with_display = projection.requests("members.display");
     let base = base_url(state, headers);
     let engine = state.engine.clone();
     let (total, groups, names) = blocking(FLAVOR, move || {
@@ -156,7 +163,11 @@ pub(crate) async fn list_values(
         let (total, groups) = plan.finish(page.total, page.items, |g, f| {
             lockstep_scim::eval::matches(f, &group_to_document(g, ""))
         })?;
-        let names = member_names(&engine, &groups.iter().collect::<Vec<_>>());
+        let names = if with_display {
+            member_names(&engine, &groups.iter().collect::<Vec<_>>())
+        } else {
+            HashMap::new()
+        };
         Ok((total, groups, names))
     })
     .await?;

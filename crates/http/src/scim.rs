@@ -53,6 +53,12 @@ pub(crate) struct Projection {
 }
 
 impl Projection {
+    /// Whether `attributes` names this path (case-insensitively): for
+    /// sub-attributes returned only on request (`members.display`).
+    pub(crate) fn requests(&self, path: &str) -> bool {
+        self.attributes.as_deref().is_some_and(|a| a.split(',').any(|p| p.trim().eq_ignore_ascii_case(path)))
+    }
+
     pub(crate) fn from_query(params: &HashMap<String, String>) -> Self {
         Self {
             attributes: params.get("attributes").cloned(),

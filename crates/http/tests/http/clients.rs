@@ -46,14 +46,17 @@ async fn okta_group_push_keeps_members_with_display() {
     // POST with members carrying display.
     let created = s
         .post(
-            "/scim/v2/Groups",
+            "/scim/v2/Groups?attributes=displayName,members.value,members.display",
             json!({"schemas": [GROUP], "displayName": "okta-eng", "members": [{"value": ann, "display": "ann"}]}),
         )
         .await;
     let group = s.json_of(created, StatusCode::CREATED).await;
     let gid = group["id"].as_str().unwrap().to_owned();
     assert_eq!(member_values(&group), [(ann.clone(), "ann".to_owned())]);
-    let path = format!("/scim/v2/Groups/{gid}");
+    // Without asking, a client gets back exactly the members it sent.
+    let plain = s.json_of(s.get(&format!("/scim/v2/Groups/{gid}")).await, StatusCode::OK).await;
+    assert!(plain["members"][0].get("display").is_none(), "{plain}");
+    let path = format!("/scim/v2/Groups/{gid}?attributes=displayName,members.value,members.display");
     // replace of members, with display.
     let r = s
         .patch(
@@ -98,7 +101,7 @@ async fn okta_group_push_keeps_members_with_display() {
         "display is rendered from the member"
     );
     // Filtering by displayName finds it, members and all.
-    let r = s.get("/scim/v2/Groups?filter=displayName%20eq%20%22okta-eng-3%22").await;
+    let r = s.get("/scim/v2/Groups?filter=displayName%20eq%20%22okta-eng-3%22&attributes=members.value,members.display").await;
     let list = s.json_of(r, StatusCode::OK).await;
     assert_eq!(list["totalResults"], json!(1));
     assert_eq!(member_values(&list["Resources"][0]), [(ann, "ann".to_owned())]);
