@@ -201,14 +201,16 @@ impl Engine {
                 let Some(session) = sessions.iter_mut().find(|s| s.id == action.session()) else {
                     continue;
                 };
+                let credential = session.kind != lockstep_domain::CredentialKind::Session;
                 let signal = |kind, claims| lockstep_domain::Signal {
                     kind,
                     at: now,
                     identity: Some(session.identity),
                     user_name: Some(event.subject.name().to_owned()),
                     session: Some(session.id),
-                    change: None,
-                    credential_type: None,
+                    change: (kind == lockstep_domain::SignalKind::CredentialChange)
+                        .then(|| "revoke".to_owned()),
+                    credential_type: credential.then(|| session.kind.as_str().to_owned()),
                     claims,
                     initiator: "policy".into(),
                     reason: format!("{rule}: {why}"),
@@ -216,6 +218,9 @@ impl Engine {
                     state: None,
                 };
                 match action {
+                    SessionAction::Revoke { .. } if credential => {
+                        signals.push(signal(lockstep_domain::SignalKind::CredentialChange, None));
+                    }
                     SessionAction::Revoke { .. } => {
                         signals.push(signal(lockstep_domain::SignalKind::SessionRevoked, None));
                     }

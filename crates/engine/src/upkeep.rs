@@ -213,6 +213,7 @@ impl Engine {
         let due = self.stores.sessions.suspensions_due(now)?;
         let mut batch = SessionBatch::default();
         let mut revoked = Vec::new();
+        let mut signals = Vec::new();
         for s in &due {
             let Some(SessionAction::Revoke { reason, .. }) = grace_ended(s, now) else { continue };
             let SessionState::Suspended { cause, condition, .. } = s.state else { continue };
@@ -233,11 +234,32 @@ impl Engine {
                 ),
             });
             revoked.push((s.id, reason));
+            signals.push(lockstep_domain::Signal {
+                kind: lockstep_domain::SignalKind::SessionRevoked,
+                at: now,
+                identity: Some(s.identity),
+                user_name: Some(s.user_name.clone()),
+                session: Some(s.id),
+                change: None,
+                credential_type: None,
+                claims: None,
+                initiator: "policy".into(),
+                reason: format!(
+                    "{tier}.owner_grace: the grace period ended without the {condition} condition clearing"
+                ),
+                txn: cause.map(|c| format!("dir-{}", c.0)).unwrap_or_default(),
+                state: None,
+            });
         }
         for (id, _) in &revoked {
             self.forget(id);
         }
+        batch.outbox = self.address(signals)?;
+        let queued = !batch.outbox.is_empty();
         self.stores.sessions.apply(batch)?;
+        if queued {
+            self.ring();
+        }
         for (_, reason) in &revoked {
             self.metrics.revocations.get_or_create(&ReasonLabel { reason: reason.as_str().to_owned() }).inc();
         }

@@ -473,3 +473,61 @@ fn racing_requests_share_batches_without_breaking_any_rule() {
         "the first loser detects reuse; later ones find the session revoked"
     );
 }
+
+/// What each impact queues for a stream that wants everything: a
+/// credential the bridge revokes is a credential-change, a session a
+/// session-revoked, the deactivation one account-disabled, all with the
+/// directory event's txn; a grace period ending queues session-revoked.
+#[test]
+fn every_impact_queues_its_signal_in_the_outbox() {
+    use lockstep_domain::{Delivery, SignalKind, Stream, StreamStatus};
+    let f = fixture(Policy::default());
+    let signals = f.engine.signals();
+    let stream = Stream {
+        id: signals.new_stream_id().unwrap(),
+        client: None,
+        audience: "rp".into(),
+        delivery: Delivery::Poll,
+        requested: SignalKind::ALL.to_vec(),
+        status: StreamStatus::Enabled,
+        reason: None,
+        description: None,
+        subjects: Vec::new(),
+        excluded: Vec::new(),
+        created: lockstep_domain::Timestamp(0),
+    };
+    let stream = signals.put_stream(stream).unwrap();
+    let owner = f.person("owner");
+    let sa = f.service("svc", owner.id);
+    let key = f.credential(sa.id, CredentialKind::ApiKey, Some(DAY));
+    f.open("owner", false, None);
+    let pending = |f: &Fixture| {
+        let mut kinds: Vec<(SignalKind, Option<String>, String)> = f
+            .engine
+            .signals()
+            .pending(stream.id, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|q| {
+                (q.outgoing.signal.kind, q.outgoing.signal.change.clone(), q.outgoing.signal.txn.clone())
+            })
+            .collect();
+        kinds.sort_by_key(|k| k.0);
+        kinds
+    };
+    let created = pending(&f);
+    assert_eq!(
+        created.iter().map(|k| (k.0, k.1.as_deref())).collect::<Vec<_>>(),
+        [(SignalKind::CredentialChange, Some("create"))]
+    );
+    let delivered: Vec<String> =
+        f.engine.signals().pending(stream.id, 1000).unwrap().into_iter().map(|q| q.outgoing.jti).collect();
+    f.engine.signals().delivered(stream.id, &delivered).unwrap();
+    // Deactivating the service account revokes its API key: credential-change.
+    f.set_status(sa.id, IdentityStatus::Disabled);
+    let after = pending(&f);
+    let kinds: Vec<_> = after.iter().map(|k| (k.0, k.1.as_deref())).collect();
+    assert_eq!(kinds, [(SignalKind::CredentialChange, Some("revoke")), (SignalKind::AccountDisabled, None)]);
+    assert!(after.iter().all(|k| k.2 == after[0].2 && k.2.starts_with("dir-")), "one txn: {after:?}");
+    let _ = key;
+}
