@@ -554,6 +554,11 @@ pub fn diff_identity(before: Option<&Identity>, after: &Identity) -> Vec<Directo
     if before.risk_tier != after.risk_tier {
         changed.push("riskTier".to_owned());
     }
+    // Addresses are typed fields of their own: a directory source changes
+    // them without touching the SCIM profile.
+    if before.emails != after.emails {
+        changed.push("emails".to_owned());
+    }
     if before.profile != after.profile {
         changed.push("profile".to_owned());
     }
@@ -578,6 +583,17 @@ pub fn diff_identity(before: Option<&Identity>, after: &Identity) -> Vec<Directo
 mod tests {
     use super::*;
     use uuid::Uuid;
+
+    #[test]
+    fn an_address_change_alone_is_a_change() {
+        let before = alice();
+        let mut after = before.clone();
+        after.emails = vec!["new@example.com".into()];
+        assert_eq!(
+            diff_identity(Some(&before), &after),
+            [DirectoryChange::IdentityUpdated { changed: vec!["emails".into()] }]
+        );
+    }
 
     fn alice() -> Identity {
         Identity {

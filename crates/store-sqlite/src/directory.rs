@@ -763,7 +763,50 @@ impl DirectoryRead for SqliteDirectory {
         if source.as_str() == "scim" {
             return Ok(Vec::new());
         }
-        crate::groups::source_groups(&self.pool, source)
+        crate::groups::source_groups(&self.pool, source, None)
+    }
+    fn source_identities_by_key(&self, source: &SourceId, keys: &[String]) -> StoreResult<Vec<Identity>> {
+        if source.as_str() == "scim" || keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for chunk in keys.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT {IDENTITY_COLUMNS} FROM identities INDEXED BY identities_source
+                 WHERE source = ? AND source <> 'scim' AND external_id IN ({marks}) AND live = 1 ORDER BY seq"
+            );
+            let args: Vec<&str> =
+                std::iter::once(source.as_str()).chain(chunk.iter().map(String::as_str)).collect();
+            let rows = self.pool.read(|c| {
+                let mut stmt = c.prepare_cached(&sql)?;
+                stmt.query_map(rusqlite::params_from_iter(args.iter()), identity_row)?
+                    .collect::<Result<Vec<_>, _>>()
+            })?;
+            for row in rows {
+                out.push(row.decode()?);
+            }
+        }
+        Ok(out)
+    }
+    fn source_groups_by_key(&self, source: &SourceId, keys: &[String]) -> StoreResult<Vec<Group>> {
+        if source.as_str() == "scim" || keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        crate::groups::source_groups(&self.pool, source, Some(keys))
+    }
+    fn count_source_identities(&self, source: &SourceId) -> StoreResult<usize> {
+        if source.as_str() == "scim" {
+            return Ok(0);
+        }
+        let n: i64 = self.pool.read(|c| {
+            c.cached_row(
+                "SELECT COUNT(*) FROM identities INDEXED BY identities_source WHERE source = ?1 AND source <> 'scim' AND live = 1",
+                [source.as_str()],
+                |r| r.get(0),
+            )
+        })?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
     fn source_state(&self, source: &SourceId) -> StoreResult<Option<SourceState>> {
         let row = self.pool.read(|c| {

@@ -138,21 +138,41 @@ pub(crate) fn group(pool: &Pool, id: GroupId) -> StoreResult<Option<Group>> {
     found.map(|(r, m)| decode(r, m)).transpose()
 }
 
-pub(crate) fn source_groups(pool: &Pool, source: &lockstep_domain::SourceId) -> StoreResult<Vec<Group>> {
-    let rows = pool.read(|c| {
+pub(crate) fn source_groups(
+    pool: &Pool,
+    source: &lockstep_domain::SourceId,
+    keys: Option<&[String]>,
+) -> StoreResult<Vec<Group>> {
+    let mut out = Vec::new();
+    let chunks: Vec<Option<&[String]>> = match keys {
+        None => vec![None],
+        Some(keys) => keys.chunks(500).map(Some).collect(),
+    };
+    for chunk in chunks {
+        let filter = chunk
+            .map_or_else(String::new, |c| format!(" AND external_id IN ({})", vec!["?"; c.len()].join(", ")));
         let sql = format!(
-            "SELECT {COLUMNS} FROM groups INDEXED BY groups_source WHERE source = ?1 AND source <> 'scim' ORDER BY seq"
+            "SELECT {COLUMNS} FROM groups INDEXED BY groups_source WHERE source = ? AND source <> 'scim'{filter} ORDER BY seq"
         );
-        let mut stmt = c.prepare_cached(&sql)?;
-        let rows = stmt.query_map([source.as_str()], row)?.collect::<Result<Vec<_>, _>>()?;
-        let mut with_members = Vec::with_capacity(rows.len());
-        for r in rows {
-            let m = members(c, &r.0)?;
-            with_members.push((r, m));
+        let args: Vec<&str> =
+            std::iter::once(source.as_str()).chain(chunk.unwrap_or(&[]).iter().map(String::as_str)).collect();
+        let rows = pool.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args.iter()), row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut with_members = Vec::with_capacity(rows.len());
+            for r in rows {
+                let m = members(c, &r.0)?;
+                with_members.push((r, m));
+            }
+            Ok(with_members)
+        })?;
+        for (r, m) in rows {
+            out.push(decode(r, m)?);
         }
-        Ok(with_members)
-    })?;
-    rows.into_iter().map(|(r, m)| decode(r, m)).collect()
+    }
+    Ok(out)
 }
 
 pub(crate) fn list_groups(pool: &Pool, query: &GroupQuery) -> StoreResult<GroupPage> {

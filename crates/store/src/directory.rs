@@ -239,6 +239,31 @@ pub trait DirectoryRead: Send + Sync + std::fmt::Debug {
     /// The groups a source owns, in creation order.
     fn source_groups(&self, source: &SourceId) -> StoreResult<Vec<Group>>;
 
+    /// The live identities a source owns with these keys (`externalId`s),
+    /// from the index: a one-entry delta is planned against what it names,
+    /// not against everything the source owns.
+    fn source_identities_by_key(&self, source: &SourceId, keys: &[String]) -> StoreResult<Vec<Identity>> {
+        Ok(self
+            .source_identities(source)?
+            .into_iter()
+            .filter(|i| i.external_id.as_ref().is_some_and(|k| keys.contains(k)))
+            .collect())
+    }
+
+    /// The groups a source owns with these keys.
+    fn source_groups_by_key(&self, source: &SourceId, keys: &[String]) -> StoreResult<Vec<Group>> {
+        Ok(self
+            .source_groups(source)?
+            .into_iter()
+            .filter(|g| g.external_id.as_ref().is_some_and(|k| keys.contains(k)))
+            .collect())
+    }
+
+    /// How many live identities a source owns (the circuit breaker's base).
+    fn count_source_identities(&self, source: &SourceId) -> StoreResult<usize> {
+        Ok(self.source_identities(source)?.len())
+    }
+
     /// A source's state as last written, if ever.
     fn source_state(&self, source: &SourceId) -> StoreResult<Option<SourceState>>;
 

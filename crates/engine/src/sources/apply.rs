@@ -209,8 +209,49 @@ impl<'a> Sources<'a> {
         ))
     }
 
+    /// What the plan of `update` reads: everything the source owns for a
+    /// complete update; for a delta only what it names (its records, their
+    /// owners and group members, its removals), read by key from the index,
+    /// so a one-entry change does not read a 100,000-entry directory.
+    fn relevant(
+        &self,
+        entry: &Entry,
+        update: &SourceUpdate,
+    ) -> EngineResult<(Vec<Identity>, Vec<lockstep_domain::Group>, usize)> {
+        let directory = &self.engine.stores.directory;
+        let name = &entry.settings.name;
+        let Removals::Keys(removed) = &update.removals else {
+            let (identities, groups) = self.owned(entry)?;
+            let count = identities.len();
+            return Ok((identities, groups, count));
+        };
+        let mut user_keys: Vec<String> = removed.clone();
+        let mut group_keys: Vec<String> = removed.clone();
+        for record in &update.upserts {
+            match record {
+                SourceRecord::User(u) => {
+                    user_keys.push(u.key.clone());
+                    user_keys.extend(u.owner_key.iter().cloned());
+                }
+                SourceRecord::Group(g) => {
+                    group_keys.push(g.key.clone());
+                    user_keys.extend(g.member_keys.iter().cloned());
+                }
+            }
+        }
+        user_keys.sort();
+        user_keys.dedup();
+        group_keys.sort();
+        group_keys.dedup();
+        Ok((
+            directory.source_identities_by_key(name, &user_keys)?,
+            directory.source_groups_by_key(name, &group_keys)?,
+            directory.count_source_identities(name)?,
+        ))
+    }
+
     fn plan(&self, entry: &Entry, update: &SourceUpdate) -> Result<(Plan, usize), SourceError> {
-        let (identities, groups) = self.owned(entry)?;
+        let (identities, groups, owned_count) = self.relevant(entry, update)?;
         if matches!(&update.removals, Removals::AllExcept { present } if present.is_empty())
             && update.upserts.is_empty()
             && !(identities.is_empty() && groups.is_empty())
@@ -237,7 +278,7 @@ impl<'a> Sources<'a> {
         if let Some(e) = failed.into_inner() {
             return Err(e.into());
         }
-        Ok((plan, entry.settings.breaker.threshold(identities.len())))
+        Ok((plan, entry.settings.breaker.threshold(owned_count)))
     }
 
     /// The plan an update would get, and the sessions each removal would
@@ -681,7 +722,10 @@ impl<'a> Sources<'a> {
         let mut out = Vec::new();
         for entry in self.engine.sources.all() {
             self.load(&entry)?;
-            let (identities, groups) = self.owned(&entry)?;
+            let directory = &self.engine.stores.directory;
+            let identities =
+                directory.count_source_identities(&entry.settings.name).map_err(EngineError::from)?;
+            let groups = directory.source_groups(&entry.settings.name).map_err(EngineError::from)?.len();
             let rt = entry.runtime();
             let held: Vec<(String, String)> = rt
                 .held
@@ -714,12 +758,12 @@ impl<'a> Sources<'a> {
                 last_error: rt.last_error.clone(),
                 staleness: super::stale::staleness(&rt, now),
                 stale: rt.stale == Some(true),
-                identities: identities.len(),
-                groups: groups.len(),
+                identities,
+                groups,
                 totals: rt.totals.clone(),
                 held,
                 held_since: rt.held.since,
-                threshold: entry.settings.breaker.threshold(identities.len()),
+                threshold: entry.settings.breaker.threshold(identities),
             });
         }
         Ok(out)
@@ -732,11 +776,18 @@ enum Step {
     Group(Box<(Option<lockstep_domain::Group>, Option<lockstep_domain::Group>)>),
 }
 
-fn push_chunks(steps: &mut Vec<Step>, mut requests: Vec<(String, Request)>) {
-    while !requests.is_empty() {
-        let rest = requests.split_off(requests.len().min(CHUNK));
-        steps.push(Step::Identities(requests));
-        requests = rest;
+fn push_chunks(steps: &mut Vec<Step>, requests: Vec<(String, Request)>) {
+    // One pass, moving each request once (cutting from the front with
+    // `split_off` copied the whole tail per chunk: quadratic).
+    let mut chunk = Vec::with_capacity(CHUNK.min(requests.len()));
+    for request in requests {
+        chunk.push(request);
+        if chunk.len() == CHUNK {
+            steps.push(Step::Identities(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))));
+        }
+    }
+    if !chunk.is_empty() {
+        steps.push(Step::Identities(chunk));
     }
 }
 

@@ -46,6 +46,10 @@ pub fn sources_own_their_objects_and_state<D: DirectoryStore>(d: &D) {
     assert_eq!(owned.iter().map(|i| i.user_name.as_str()).collect::<Vec<_>>(), ["ldap-user"]);
     assert_eq!(owned[0].source, ldap);
     assert!(d.source_identities(&SourceId::new("other")).unwrap().is_empty());
+    let by_key = d.source_identities_by_key(&ldap, &["uuid-1".into(), "nope".into()]).unwrap();
+    assert_eq!(by_key.iter().map(|i| i.id).collect::<Vec<_>>(), [mine.id]);
+    assert!(d.source_identities_by_key(&SourceId::scim(), &["ext-1".into()]).unwrap().is_empty());
+    assert_eq!(d.count_source_identities(&ldap).unwrap(), 1);
     // The cursor alone (nothing to apply).
     d.commit_source(Vec::new(), Some(state(b"c2", 20))).unwrap();
     assert_eq!(d.source_state(&ldap).unwrap().unwrap().cursor.as_deref(), Some(&b"c2"[..]));
@@ -84,6 +88,9 @@ pub fn sources_own_their_objects_and_state<D: DirectoryStore>(d: &D) {
     let groups = d.source_groups(&ldap).unwrap();
     assert_eq!(groups.len(), 1);
     assert_eq!((groups[0].source.clone(), groups[0].members.clone()), (ldap.clone(), vec![mine.id]));
+    let by_key = d.source_groups_by_key(&ldap, &["uuid-g".into()]).unwrap();
+    assert_eq!(by_key.len(), 1);
+    assert!(d.source_groups_by_key(&ldap, &["other".into()]).unwrap().is_empty());
 }
 
 pub fn identity_round_trip<D: DirectoryStore>(d: &D) {
