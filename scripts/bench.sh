@@ -4,6 +4,9 @@
 # The token authority's peer is django-oauth-toolkit under gunicorn, installed
 # from PyPI into target/dot-venv (pinned versions) on first use, the way the
 # conformance judges install theirs.
+#
+# `sources` (and so `all`) starts throw-away slapd servers: slapd and ldap-utils
+# must be installed (scripts/test.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p lockstep -p lockstep-bench

@@ -109,7 +109,9 @@ pub fn histogram(metrics: &str) -> anyhow::Result<String> {
     ))
 }
 
-async fn connect(host: &str) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+pub(crate) async fn connect(
+    host: &str,
+) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(host).await?;
     stream.set_nodelay(true)?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;

@@ -13,6 +13,7 @@ mod load;
 mod scim;
 mod seed;
 mod server;
+mod sources;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -103,6 +104,27 @@ enum Command {
         #[arg(long, default_value_t = 30_000)]
         max_rate: usize,
     },
+    /// Directory sources: LDAP change -> session inactive (syncrepl beside
+    /// SCIM PATCH, and poll), initial sync and poll reconcile of 100,000
+    /// LDAP entries beside a raw paged read, and a 100,000-row HR file
+    /// import beside SCIM creates. Needs slapd and ldap-utils.
+    Sources {
+        /// Entries of the bulk LDAP directory and rows of the HR file.
+        #[arg(long, default_value_t = 100_000)]
+        entries: usize,
+        /// Users of the LDAP directory behind the latency measurements.
+        #[arg(long, default_value_t = 1_000)]
+        users: usize,
+        /// Sequential deactivations in syncrepl mode (and as many over SCIM).
+        #[arg(long, default_value_t = 500)]
+        samples: usize,
+        /// Deactivations in poll mode.
+        #[arg(long, default_value_t = 200)]
+        poll_samples: usize,
+        /// Poll interval of the poll-mode latency measurement, in milliseconds.
+        #[arg(long, default_value_t = 2_000)]
+        poll_interval_ms: u64,
+    },
     /// Everything, in order.
     All {
         /// As for `authority`.
@@ -152,12 +174,29 @@ fn main() -> anyhow::Result<()> {
         Command::Authority { seconds, connections, dot, max_rate } => {
             runtime.block_on(authority::run(&cli.lockstep, seconds, connections, dot.as_deref(), max_rate))
         }
+        Command::Sources { entries, users, samples, poll_samples, poll_interval_ms } => {
+            runtime.block_on(sources::run(sources::Options {
+                entries,
+                users,
+                samples,
+                poll_samples,
+                poll_interval: Duration::from_millis(poll_interval_ms),
+            }))
+        }
         Command::All { dot } => runtime.block_on(async {
             introspect(&cli.lockstep, 10, 64).await?;
             deprovision(&cli.lockstep, 200).await?;
             fanout(&cli.lockstep, 10_000, 10).await?;
             tiers(&cli.lockstep, 10_000, 10).await?;
             authority::run(&cli.lockstep, 10, 64, dot.as_deref(), 30_000).await?;
+            sources::run(sources::Options {
+                entries: 100_000,
+                users: 1_000,
+                samples: 500,
+                poll_samples: 200,
+                poll_interval: Duration::from_secs(2),
+            })
+            .await?;
             memory(&cli.lockstep, 10_000_000, 1_000_000, None).await
         }),
     }
