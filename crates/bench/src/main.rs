@@ -14,6 +14,7 @@ mod scim;
 mod seed;
 mod server;
 mod sources;
+mod ssf;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -108,6 +109,16 @@ enum Command {
     /// SCIM PATCH, and poll), initial sync and poll reconcile of 100,000
     /// LDAP entries beside a raw paged read, and a 100,000-row HR file
     /// import beside SCIM creates. Needs slapd and ldap-utils.
+    /// Shared Signals: SCIM deactivation to a SET at a push receiver, SETs
+    /// per second to one and ten streams, and the bridge with ten streams.
+    Ssf {
+        /// Users deactivated one at a time for the latency.
+        #[arg(long, default_value_t = 300)]
+        users: usize,
+        /// Sessions of the user whose deactivation floods the streams.
+        #[arg(long, default_value_t = 2_000)]
+        fanout: usize,
+    },
     Sources {
         /// Entries of the bulk LDAP directory and rows of the HR file.
         #[arg(long, default_value_t = 100_000)]
@@ -174,6 +185,7 @@ fn main() -> anyhow::Result<()> {
         Command::Authority { seconds, connections, dot, max_rate } => {
             runtime.block_on(authority::run(&cli.lockstep, seconds, connections, dot.as_deref(), max_rate))
         }
+        Command::Ssf { users, fanout } => runtime.block_on(ssf::run(&cli.lockstep, users, fanout)),
         Command::Sources { entries, users, samples, poll_samples, poll_interval_ms } => {
             runtime.block_on(sources::run(sources::Options {
                 entries,
@@ -202,7 +214,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
