@@ -60,9 +60,10 @@ fn read_only(name: &str) -> ScimProblem {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() > prefix.len()
-        && s[..prefix.len()].eq_ignore_ascii_case(prefix)
-        && s.as_bytes()[prefix.len()] == b':')
+    // `get`, not indexing: the prefix's length may fall inside a character
+    // of `s` (found by fuzzing: `emailCC…som\u{1999}`).
+    let head = s.get(..prefix.len())?;
+    (head.eq_ignore_ascii_case(prefix) && s.as_bytes().get(prefix.len()) == Some(&b':'))
         .then(|| &s[prefix.len() + 1..])
 }
 
@@ -478,5 +479,17 @@ fn remove_in(
     };
     if empty {
         obj.remove(&key);
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    #[test]
+    fn a_path_whose_prefix_length_falls_inside_a_character_is_an_error_not_a_panic() {
+        let path = format!("email{}som\u{1999}", "C".repeat(47));
+        assert!(strip_prefix_ci(&path, "urn:ietf:params:scim:schemas:extension:lockstep:2.0:User").is_none());
+        assert_eq!(strip_prefix_ci("URN:X:y", "urn:x"), Some("y"));
     }
 }
