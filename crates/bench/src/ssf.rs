@@ -292,6 +292,64 @@ pub async fn run(bin: &Path, users: usize, fanout: usize) -> anyhow::Result<()> 
         load::summary(&mut drained)
     );
     println!("PATCH round trip, 100 sessions, ten streams (delivery running):  {}", load::summary(&mut on));
+
+    println!("\n## Shared Signals: introspection with ten enabled streams ({})", crate::machine());
+    println!(
+        "method: 64 keep-alive connections POST /oauth2/introspect over 1,000 live tokens for 5 s after 1 s of \
+         warm-up, first with every stream disabled, then with the ten streams enabled while a background client \
+         deactivates a user with 10 live sessions every 50 ms (each queuing 110 SETs for the ten receivers)"
+    );
+    let mut tokens = Vec::new();
+    api.user("intro").await?;
+    for _ in 0..1000 {
+        let t =
+            api.call(reqwest::Method::POST, "/v1/sessions", json!({"subject": "intro", "ttl": "1h"})).await?;
+        tokens.push(t["access_token"].as_str().context("no token")?.to_owned());
+    }
+    let mut churn = Vec::new();
+    for i in 0..200 {
+        let name = format!("churn{i}");
+        churn.push(api.user(&name).await?);
+        api.sessions(&name, 10).await?;
+    }
+    let spec = load::LoadSpec {
+        addr: server.addr.clone(),
+        method: hyper::Method::POST,
+        paths: vec!["/oauth2/introspect".into()],
+        content_type: "application/x-www-form-urlencoded".into(),
+        bearer: ADMIN.into(),
+        bodies: tokens.iter().map(|t| format!("token={t}")).collect(),
+        body_per_pass: false,
+        connections: 64,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs(5),
+    };
+    for s in &streams {
+        api.status(s, "disabled").await?;
+    }
+    let quiet = load::run_load(spec.clone()).await?;
+    for s in &streams {
+        api.status(s, "enabled").await?;
+    }
+    let before = receiver.total();
+    let base = server.addr.clone();
+    let churner = tokio::spawn(async move {
+        let api = Api { base, http: reqwest::Client::new() };
+        for id in churn {
+            api.deactivate(&id).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::Ok(())
+    });
+    let busy = load::run_load(spec).await?;
+    churner.abort();
+    println!("introspection, no stream enabled:                 {quiet}");
+    println!("introspection, ten streams receiving SETs:        {busy}");
+    println!(
+        "SETs received during the second run: {}; ratio {:.1} %",
+        receiver.total() - before,
+        100.0 * busy.rps / quiet.rps
+    );
     drop(server);
     Ok(())
 }
