@@ -217,7 +217,7 @@ impl Signals<'_> {
         Ok(self.engine.signal_store()?.signals_of(txn)?)
     }
 
-    /// Resolves a subject to an identity for add/remove subject.
+    /// Adds a subject: once a stream has subjects, only they get events.
     pub fn add_subject(
         &self,
         id: StreamId,

@@ -795,6 +795,19 @@ impl DirectoryRead for SqliteDirectory {
         }
         crate::groups::source_groups(&self.pool, source, Some(keys))
     }
+    fn count_source_groups(&self, source: &SourceId) -> StoreResult<usize> {
+        if source.as_str() == "scim" {
+            return Ok(0);
+        }
+        let n: i64 = self.pool.read(|c| {
+            c.cached_row(
+                "SELECT COUNT(*) FROM groups INDEXED BY groups_source WHERE source = ?1 AND source <> 'scim'",
+                [source.as_str()],
+                |r| r.get(0),
+            )
+        })?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
     fn count_source_identities(&self, source: &SourceId) -> StoreResult<usize> {
         if source.as_str() == "scim" {
             return Ok(0);

@@ -259,6 +259,11 @@ pub trait DirectoryRead: Send + Sync + std::fmt::Debug {
             .collect())
     }
 
+    /// How many groups a source owns.
+    fn count_source_groups(&self, source: &SourceId) -> StoreResult<usize> {
+        Ok(self.source_groups(source)?.len())
+    }
+
     /// How many live identities a source owns (the circuit breaker's base).
     fn count_source_identities(&self, source: &SourceId) -> StoreResult<usize> {
         Ok(self.source_identities(source)?.len())

@@ -391,6 +391,12 @@ impl<'a> Sources<'a> {
         if applied_losses > 0 {
             rt.window.push_back((now, applied_losses));
         }
+        // Only the window's span is ever counted: drop what fell out of it,
+        // or a long-running syncrepl source keeps every removal forever.
+        let from = now.micros().saturating_sub(i64::try_from(breaker.window.as_micros()).unwrap_or(i64::MAX));
+        while rt.window.front().is_some_and(|(at, _)| at.micros() <= from) {
+            rt.window.pop_front();
+        }
         add_totals(&mut rt.totals, &applied);
         engine
             .metrics
@@ -725,7 +731,7 @@ impl<'a> Sources<'a> {
             let directory = &self.engine.stores.directory;
             let identities =
                 directory.count_source_identities(&entry.settings.name).map_err(EngineError::from)?;
-            let groups = directory.source_groups(&entry.settings.name).map_err(EngineError::from)?.len();
+            let groups = directory.count_source_groups(&entry.settings.name).map_err(EngineError::from)?;
             let rt = entry.runtime();
             let held: Vec<(String, String)> = rt
                 .held

@@ -88,6 +88,7 @@ pub fn sources_own_their_objects_and_state<D: DirectoryStore>(d: &D) {
     let groups = d.source_groups(&ldap).unwrap();
     assert_eq!(groups.len(), 1);
     assert_eq!((groups[0].source.clone(), groups[0].members.clone()), (ldap.clone(), vec![mine.id]));
+    assert_eq!(d.count_source_groups(&ldap).unwrap(), 1);
     let by_key = d.source_groups_by_key(&ldap, &["uuid-g".into()]).unwrap();
     assert_eq!(by_key.len(), 1);
     assert!(d.source_groups_by_key(&ldap, &["other".into()]).unwrap().is_empty());
