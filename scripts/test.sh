@@ -32,6 +32,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ -z "$created_policy" ] || $as_root rm -f "$policy"
 fi
 
+# Incremental compilation state is useless on a one-shot clean build and
+# costs gigabytes; say how much disk there is, since running out of it is
+# the one failure a clean clone cannot explain by itself.
+export CARGO_INCREMENTAL=0
+step "disk: $(df -h . | awk 'NR==2 {print $4 " free of " $2}')"
+
 step "format"
 cargo fmt --all -- --check
 
