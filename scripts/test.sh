@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step says when it started (minutes:seconds since the start), so a
+# slow CI run shows where its time went.
+started=$SECONDS
+step() { local t=$((SECONDS - started)); printf '\n== [%d:%02d] %s\n' $((t / 60)) $((t % 60)) "$*"; }
 
 # Real directory servers for the source tests: OpenLDAP (slapd with the
 # syncprov overlay, and the ldap-utils tools) and a Samba Active Directory
@@ -77,6 +80,7 @@ echo "$ssf_out" | tail -1
 step "demo (the README walk-through, against a real server)"
 cargo run --locked --quiet -p lockstep -- demo
 
+step "summary"
 scim_line=$(echo "$scim_out" | tail -1)
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.log | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' target/test-output.log | awk '{s+=$1} END {print s+0}')

@@ -26,5 +26,7 @@ pub use session::{
     CredentialKind, RevocationReason, Session, SessionState, SuspendCondition, Token, TokenFormat, TokenHash,
     TokenKind,
 };
-pub use signal::{Delivery, Outgoing, Signal, SignalKind, SignalRecord, Stream, StreamStatus};
+pub use signal::{
+    Addressed, Delivery, Outgoing, Signal, SignalKind, SignalRecord, Stream, StreamStatus, split_jti,
+};
 pub use time::Timestamp;

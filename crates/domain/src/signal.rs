@@ -231,12 +231,55 @@ impl Stream {
     }
 }
 
-/// A signal addressed to one stream, as the outbox holds it.
+/// A signal and every stream it goes to, as the outbox holds it: once,
+/// however many streams want it. A deactivation with 100 sessions and ten
+/// streams is 101 outbox entries in the bridge's transaction, not 1,010;
+/// per-stream delivery state is written later, by delivery, beside the
+/// bridge.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Outgoing {
+    /// Unique per signal; the SET for `streams[k]` has the `jti`
+    /// `"{jti_base}.{k}"` (see [`Outgoing::jti`]), fixed when queued so
+    /// every retry carries it. Must not be empty.
+    pub jti_base: String,
+    /// The streams it is addressed to (at least one).
+    pub streams: Vec<StreamId>,
+    /// The signal.
+    pub signal: Signal,
+}
+
+impl Outgoing {
+    /// The `jti` of the SET for the `k`-th stream.
+    pub fn jti(&self, k: usize) -> String {
+        format!("{}.{k}", self.jti_base)
+    }
+
+    /// The SET for each stream, in order.
+    pub fn addressed(&self) -> impl Iterator<Item = Addressed> + '_ {
+        self.streams.iter().enumerate().map(|(k, stream)| Addressed {
+            stream: *stream,
+            jti: self.jti(k),
+            signal: self.signal.clone(),
+        })
+    }
+}
+
+/// Splits a SET `jti` into the signal's `jti_base` and the position of its
+/// stream (`None`: not a `jti` Lockstep gave out).
+pub fn split_jti(jti: &str) -> Option<(&str, usize)> {
+    let (base, k) = jti.rsplit_once('.')?;
+    if base.is_empty() || k.is_empty() || !k.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((base, k.parse().ok()?))
+}
+
+/// One SET to send: a signal addressed to one stream.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Addressed {
     /// The stream.
     pub stream: StreamId,
-    /// The SET's `jti`: fixed when queued, so every retry carries it.
+    /// The SET's `jti`.
     pub jti: String,
     /// The signal.
     pub signal: Signal,

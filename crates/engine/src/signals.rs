@@ -2,8 +2,8 @@
 //!
 //! Signals are produced where the impact is decided — the bridge step for
 //! directory events, the authority for revocations and credentials — and
-//! addressed to every stream that wants them, as outbox rows of the same
-//! session batch. Delivery (signing SETs, pushing, answering polls) is the
+//! addressed to every stream that wants them, as outbox entries of the
+//! same session batch (one per signal, listing its streams). Delivery (signing SETs, pushing, answering polls) is the
 //! `ssf` crate's, beside the bridge: a slow receiver never slows a
 //! revocation down.
 
@@ -74,14 +74,15 @@ impl Engine {
             }
         }
         // One random UUID per batch and a counter: unique `jti`s without a
-        // trip to the OS random source per SET (a deactivation with 100
-        // sessions and ten streams queues 1,010 of them).
+        // trip to the OS random source per signal (a deactivation with 100
+        // sessions queues 101 of them). Each signal is queued once, with
+        // the streams that want it.
         let base = secrets::uuid_v7(self.clock.now(), self.entropy.as_ref())?.simple().to_string();
         let mut out = Vec::new();
         for signal in signals {
-            for stream in streams.iter().filter(|s| s.wants(&signal)) {
-                let jti = format!("{base}.{}", out.len());
-                out.push(Outgoing { stream: stream.id, jti, signal: signal.clone() });
+            let to: Vec<StreamId> = streams.iter().filter(|s| s.wants(&signal)).map(|s| s.id).collect();
+            if !to.is_empty() {
+                out.push(Outgoing { jti_base: format!("{base}.{}", out.len()), streams: to, signal });
             }
         }
         Ok(out)
@@ -172,7 +173,7 @@ impl Signals<'_> {
             });
         }
         let now = self.engine.clock.now();
-        let jti = secrets::uuid_v7(now, self.engine.entropy.as_ref())?.to_string();
+        let base = secrets::uuid_v7(now, self.engine.entropy.as_ref())?.to_string();
         let signal = Signal {
             kind: SignalKind::Verification,
             at: now,
@@ -184,10 +185,12 @@ impl Signals<'_> {
             claims: None,
             initiator: "admin".into(),
             reason: "verification requested by the receiver".into(),
-            txn: jti.clone(),
+            txn: base.clone(),
             state,
         };
-        self.engine.signal_store()?.queue(vec![Outgoing { stream: id, jti: jti.clone(), signal }])?;
+        let outgoing = Outgoing { jti_base: base, streams: vec![id], signal };
+        let jti = outgoing.jti(0);
+        self.engine.signal_store()?.queue(vec![outgoing])?;
         self.engine.ring();
         Ok(jti)
     }

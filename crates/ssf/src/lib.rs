@@ -13,7 +13,7 @@
 mod deliver;
 mod receive;
 
-use lockstep_domain::{Delivery, Outgoing, Signal, SignalKind, Stream};
+use lockstep_domain::{Addressed, Delivery, Signal, SignalKind, Stream};
 use serde_json::{Map, Value, json};
 
 pub use deliver::{Transmitter, backoff};
@@ -104,7 +104,7 @@ pub fn event(signal: &Signal) -> Value {
 /// The claims of the SET for one outbox row: exactly one event, `iss`,
 /// the stream's `aud`, the row's `jti`, `iat`, `txn`, `sub_id`; no `sub`
 /// and no `exp` (RFC 8417 §2.2, SSF 1.0 §4).
-pub fn claims(issuer: &str, stream: &Stream, out: &Outgoing) -> Value {
+pub fn claims(issuer: &str, stream: &Stream, out: &Addressed) -> Value {
     json!({
         "iss": issuer,
         "aud": stream.audience,
@@ -121,7 +121,7 @@ pub fn sign(
     keys: &lockstep_jose::Keyring,
     issuer: &str,
     stream: &Stream,
-    out: &Outgoing,
+    out: &Addressed,
 ) -> Result<String, SetError> {
     keys.sign(SET_TYPE, &claims(issuer, stream, out)).map_err(|e| SetError(e.to_string()))
 }
@@ -210,7 +210,7 @@ mod tests {
     fn a_set_has_one_event_and_no_sub_or_exp() {
         let s = stream();
         for kind in SUPPORTED {
-            let out = Outgoing { stream: s.id, jti: "j1".into(), signal: signal(*kind) };
+            let out = Addressed { stream: s.id, jti: "j1".into(), signal: signal(*kind) };
             let c = claims("https://lockstep.example.com", &s, &out);
             assert_eq!(c["events"].as_object().unwrap().len(), 1, "{c}");
             assert!(c["events"][kind.uri()].is_object(), "{c}");
@@ -220,9 +220,9 @@ mod tests {
                 (Some("https://rp.example.com"), Some("dir-9"), Some(1_700_000_000))
             );
         }
-        let out = Outgoing { stream: s.id, jti: "j".into(), signal: signal(SignalKind::SessionRevoked) };
+        let out = Addressed { stream: s.id, jti: "j".into(), signal: signal(SignalKind::SessionRevoked) };
         assert_eq!(claims("i", &s, &out)["sub_id"]["format"], "complex");
-        let out = Outgoing { stream: s.id, jti: "j".into(), signal: signal(SignalKind::Verification) };
+        let out = Addressed { stream: s.id, jti: "j".into(), signal: signal(SignalKind::Verification) };
         let c = claims("i", &s, &out);
         assert_eq!(c["sub_id"], json!({"format": "opaque", "id": s.id.to_string()}));
         assert_eq!(c["events"][SignalKind::Verification.uri()]["state"], "abc");

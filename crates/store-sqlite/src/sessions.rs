@@ -103,8 +103,9 @@ CREATE TABLE IF NOT EXISTS admin_token (
 /// client name key; version 2 suspension, last use, the policy hash and
 /// the audit index by directory event; version 3 tokens of their own
 /// (refresh rotation, credentials, JWTs); version 4 Shared Signals streams
-/// and the outbox (`signals.rs`).
-const SCHEMA_VERSION: i32 = 4;
+/// and the outbox (`signals.rs`); version 5 each signal stored once with
+/// per-stream cursors and deliveries.
+const SCHEMA_VERSION: i32 = 5;
 
 const SESSION_COLUMNS: &str = "id, identity, kind, format, issued_to, user_name, claims_version, issued_at, expires_at, state, state_at, reason, cause, until, last_seen";
 

@@ -1,13 +1,24 @@
 //! Shared Signals streams and the outbox, in `sessions.db` (so the outbox
 //! commits in the transaction of the session change it reports).
+//!
+//! Three tables keep the outbox: `signals` holds each signal once, with the
+//! streams it goes to (space-separated ids, matched with `instr`: ids are
+//! fixed-length UUIDs); `stream_cursors` says up to which `seq` a stream is
+//! settled; `signal_deliveries` holds attempts and acknowledgements, per
+//! signal and stream, written by delivery. A signal is pending for a stream
+//! while its `seq` is past the stream's cursor and no delivery row says it
+//! was delivered. Cursors move forward when acknowledgements close a gap,
+//! when a stream is disabled, and when a scan finds a long run of signals
+//! that are all settled for the stream (one not addressed to a stream does
+//! not hold it back).
 
 use lockstep_domain::{
-    ClientId, Delivery, IdentityId, Outgoing, SessionId, Signal, SignalKind, Stream, StreamId, StreamStatus,
-    Tiers, Timestamp,
+    Addressed, ClientId, Delivery, IdentityId, Outgoing, SessionId, Signal, SignalKind, Stream, StreamId,
+    StreamStatus, Tiers, Timestamp, split_jti,
 };
 use lockstep_store::codec::parse;
 use lockstep_store::{Queued, SignalRecord, SignalStore, StoreResult};
-use rusqlite::{Row, params};
+use rusqlite::{OptionalExtension, Row, params};
 
 use crate::conn::{Cached, backend, lock};
 use crate::sessions::SqliteSessions;
@@ -29,10 +40,10 @@ CREATE TABLE IF NOT EXISTS streams (
     excluded      TEXT NOT NULL DEFAULT '',
     created       INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS outbox (
+CREATE TABLE IF NOT EXISTS signals (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-    stream          TEXT NOT NULL,
-    jti             TEXT NOT NULL UNIQUE,
+    jti_base        TEXT NOT NULL UNIQUE,
+    streams         TEXT NOT NULL,
     kind            TEXT NOT NULL,
     at              INTEGER NOT NULL,
     identity        TEXT,
@@ -45,14 +56,22 @@ CREATE TABLE IF NOT EXISTS outbox (
     initiator       TEXT NOT NULL,
     reason          TEXT NOT NULL,
     txn             TEXT NOT NULL,
-    state           TEXT,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt    INTEGER NOT NULL DEFAULT 0,
-    delivered_at    INTEGER,
-    error           TEXT
+    state           TEXT
 );
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (stream, seq) WHERE delivered_at IS NULL;
-CREATE INDEX IF NOT EXISTS outbox_txn ON outbox (txn);
+CREATE INDEX IF NOT EXISTS signals_txn ON signals (txn);
+CREATE TABLE IF NOT EXISTS stream_cursors (
+    stream  TEXT PRIMARY KEY,
+    settled INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS signal_deliveries (
+    seq          INTEGER NOT NULL,
+    stream       TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL DEFAULT 0,
+    delivered_at INTEGER,
+    error        TEXT,
+    PRIMARY KEY (seq, stream)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS status_indexes (
     idx     INTEGER PRIMARY KEY,
     session TEXT NOT NULL
@@ -65,7 +84,21 @@ CREATE TABLE IF NOT EXISTS received_sets (
 ) WITHOUT ROWID;
 ";
 
-const OUTBOX_COLUMNS: &str = "seq, stream, jti, kind, at, identity, user_name, session, change, credential_type, groups, tiers, initiator, reason, txn, state, attempts, delivered_at, error";
+const SIGNAL_COLUMNS: &str = "seq, jti_base, streams, kind, at, identity, user_name, session, change, credential_type, groups, tiers, initiator, reason, txn, state";
+
+/// The same columns, qualified for joins.
+const SIGNAL_COLUMNS_S: &str = "s.seq, s.jti_base, s.streams, s.kind, s.at, s.identity, s.user_name, s.session, s.change, s.credential_type, s.groups, s.tiers, s.initiator, s.reason, s.txn, s.state";
+
+/// A stream's pending signals: past its cursor, addressed to it, not
+/// delivered to it. (`?1` the stream; no cursor row, no pending.)
+const PENDING_WHERE: &str = "FROM signals s LEFT JOIN signal_deliveries d ON d.seq = s.seq AND d.stream = ?1
+     WHERE s.seq > (SELECT settled FROM stream_cursors WHERE stream = ?1)
+       AND instr(s.streams, ?1) > 0 AND d.delivered_at IS NULL";
+
+/// A scan that found nothing pending over at least this many signals
+/// moves the stream's cursor past them, so a stream that few signals are
+/// addressed to does not rescan the same settled run on every call.
+const SKIP_AHEAD: i64 = 512;
 
 /// Records Token Status List indexes inside an open transaction.
 pub(crate) fn index(
@@ -95,7 +128,8 @@ pub(crate) fn indexes(s: &SqliteSessions) -> StoreResult<Vec<(u32, SessionId)>> 
         .collect()
 }
 
-/// Queues signals inside an open transaction.
+/// Queues signals inside an open transaction: one row per signal,
+/// however many streams it goes to.
 pub(crate) fn enqueue(tx: &rusqlite::Connection, outgoing: &[Outgoing]) -> StoreResult<()> {
     for o in outgoing {
         let s = &o.signal;
@@ -104,11 +138,11 @@ pub(crate) fn enqueue(tx: &rusqlite::Connection, outgoing: &[Outgoing]) -> Store
             None => (None, None),
         };
         tx.cached_exec(
-            "INSERT INTO outbox (stream, jti, kind, at, identity, user_name, session, change, credential_type, groups, tiers, initiator, reason, txn, state)
+            "INSERT INTO signals (jti_base, streams, kind, at, identity, user_name, session, change, credential_type, groups, tiers, initiator, reason, txn, state)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
-                o.stream.to_string(),
-                o.jti,
+                o.jti_base,
+                join_streams(&o.streams),
                 s.kind.as_str(),
                 s.at.micros(),
                 s.identity.map(|i| i.to_string()),
@@ -129,7 +163,11 @@ pub(crate) fn enqueue(tx: &rusqlite::Connection, outgoing: &[Outgoing]) -> Store
     Ok(())
 }
 
-type OutboxRow = (
+fn join_streams(streams: &[StreamId]) -> String {
+    streams.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+}
+
+type SignalRow = (
     i64,
     String,
     String,
@@ -145,13 +183,10 @@ type OutboxRow = (
     String,
     String,
     String,
-    Option<String>,
-    i64,
-    Option<i64>,
     Option<String>,
 );
 
-fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
+fn signal_row(r: &Row<'_>) -> rusqlite::Result<SignalRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -169,25 +204,14 @@ fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
         r.get(13)?,
         r.get(14)?,
         r.get(15)?,
-        r.get(16)?,
-        r.get(17)?,
-        r.get(18)?,
     ))
 }
 
-struct Decoded {
-    seq: u64,
-    outgoing: Outgoing,
-    attempts: u32,
-    delivered_at: Option<Timestamp>,
-    error: Option<String>,
-}
-
-fn decode(row: OutboxRow) -> StoreResult<Decoded> {
+fn decode(row: SignalRow) -> StoreResult<(u64, Outgoing)> {
     let (
         seq,
-        stream,
-        jti,
+        jti_base,
+        streams,
         kind,
         at,
         identity,
@@ -201,9 +225,6 @@ fn decode(row: OutboxRow) -> StoreResult<Decoded> {
         reason,
         txn,
         state,
-        attempts,
-        delivered_at,
-        error,
     ) = row;
     let claims = match (groups, tiers) {
         (Some(g), Some(t)) => Some((
@@ -212,30 +233,72 @@ fn decode(row: OutboxRow) -> StoreResult<Decoded> {
         )),
         _ => None,
     };
-    Ok(Decoded {
-        seq: seq.unsigned_abs(),
-        outgoing: Outgoing {
-            stream: parse::<StreamId>("stream id", &stream)?,
-            jti,
-            signal: Signal {
-                kind: parse::<SignalKind>("signal kind", &kind)?,
-                at: Timestamp(at),
-                identity: identity.map(|i| parse::<IdentityId>("identity id", &i)).transpose()?,
-                user_name,
-                session: session.map(|i| parse::<SessionId>("session id", &i)).transpose()?,
-                change,
-                credential_type,
-                claims,
-                initiator,
-                reason,
-                txn,
-                state,
-            },
+    let outgoing = Outgoing {
+        jti_base,
+        streams: streams
+            .split_whitespace()
+            .map(|s| parse::<StreamId>("stream id", s))
+            .collect::<StoreResult<_>>()?,
+        signal: Signal {
+            kind: parse::<SignalKind>("signal kind", &kind)?,
+            at: Timestamp(at),
+            identity: identity.map(|i| parse::<IdentityId>("identity id", &i)).transpose()?,
+            user_name,
+            session: session.map(|i| parse::<SessionId>("session id", &i)).transpose()?,
+            change,
+            credential_type,
+            claims,
+            initiator,
+            reason,
+            txn,
+            state,
         },
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        delivered_at: delivered_at.map(Timestamp),
-        error,
-    })
+    };
+    Ok((seq.unsigned_abs(), outgoing))
+}
+
+/// The `seq` of the signal a `jti` names, if it is still pending for
+/// `stream` (inside the writer's transaction).
+fn pending_seq(tx: &rusqlite::Connection, stream: &str, jti: &str) -> StoreResult<Option<i64>> {
+    let Some((base, k)) = split_jti(jti) else {
+        return Ok(None);
+    };
+    let found: Option<(i64, String)> = tx
+        .cached_row("SELECT seq, streams FROM signals WHERE jti_base = ?1", [base], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(backend)?;
+    let Some((seq, streams)) = found else {
+        return Ok(None);
+    };
+    if streams.split_whitespace().nth(k) != Some(stream) {
+        return Ok(None);
+    }
+    let pending: bool = tx
+        .cached_row(
+            &format!("SELECT EXISTS (SELECT 1 {PENDING_WHERE} AND s.seq = ?2)"),
+            params![stream, seq],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    Ok(pending.then_some(seq))
+}
+
+/// Moves a stream's cursor up to just before its first pending signal (or
+/// to the last signal, if none is pending).
+fn advance(tx: &rusqlite::Connection, stream: &str) -> StoreResult<()> {
+    tx.cached_exec(
+        &format!(
+            "UPDATE stream_cursors SET settled = COALESCE(
+                 (SELECT MIN(s.seq) - 1 {PENDING_WHERE}),
+                 (SELECT MAX(seq) FROM signals), settled)
+             WHERE stream = ?1"
+        ),
+        [stream],
+    )
+    .map_err(backend)?;
+    Ok(())
 }
 
 type StreamRow = (
@@ -337,8 +400,9 @@ impl SignalStore for SqliteSessions {
             Delivery::Poll => ("poll", None, None),
         };
         let requested = s.requested.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(" ");
-        let conn = lock(&self.pool().writer)?;
-        conn.cached_exec(
+        let mut conn = lock(&self.pool().writer)?;
+        let tx = conn.transaction().map_err(backend)?;
+        tx.cached_exec(
             &format!("INSERT OR REPLACE INTO streams ({STREAM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
             params![
                 s.id.to_string(),
@@ -357,6 +421,13 @@ impl SignalStore for SqliteSessions {
             ],
         )
         .map_err(backend)?;
+        // A new stream is settled up to now: it gets no older signals.
+        tx.cached_exec(
+            "INSERT OR IGNORE INTO stream_cursors (stream, settled) VALUES (?1, (SELECT COALESCE(MAX(seq), 0) FROM signals))",
+            [s.id.to_string()],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
         drop(conn);
         self.sync_now()
     }
@@ -364,8 +435,9 @@ impl SignalStore for SqliteSessions {
     fn delete_stream(&self, id: StreamId) -> StoreResult<bool> {
         let mut conn = lock(&self.pool().writer)?;
         let tx = conn.transaction().map_err(backend)?;
-        tx.cached_exec("DELETE FROM outbox WHERE stream = ?1 AND delivered_at IS NULL", [id.to_string()])
-            .map_err(backend)?;
+        // Its delivery rows stay: the reach report still shows what the
+        // stream was delivered.
+        tx.cached_exec("DELETE FROM stream_cursors WHERE stream = ?1", [id.to_string()]).map_err(backend)?;
         let n = tx.cached_exec("DELETE FROM streams WHERE id = ?1", [id.to_string()]).map_err(backend)?;
         tx.commit().map_err(backend)?;
         drop(conn);
@@ -387,47 +459,77 @@ impl SignalStore for SqliteSessions {
         // waiting for its retry holds back the ones after it, so a receiver
         // sees a stream's SETs in order.
         let sql = format!(
-            "SELECT {OUTBOX_COLUMNS}, next_attempt FROM outbox INDEXED BY outbox_pending
-             WHERE stream = ?1 AND delivered_at IS NULL ORDER BY seq LIMIT ?2"
+            "SELECT {SIGNAL_COLUMNS_S}, COALESCE(d.attempts, 0), COALESCE(d.next_attempt, 0) {PENDING_WHERE}
+             ORDER BY s.seq LIMIT ?2"
         );
+        let id = stream.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.pool().read(|c| {
+        let (last, settled, rows) = self.pool().read(|c| {
+            // The last signal is read before the scan: when the scan finds
+            // nothing pending, every signal up to it is settled for the
+            // stream (later ones have higher `seq`s).
+            let (last, settled): (i64, Option<i64>) = c.cached_row(
+                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM signals), (SELECT settled FROM stream_cursors WHERE stream = ?1)",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             let mut stmt = c.prepare_cached(&sql)?;
-            stmt.query_map(params![stream.to_string(), limit], |r| {
-                Ok((outbox_row(r)?, r.get::<_, i64>(19)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()
+            let rows = stmt
+                .query_map(params![id, limit], |r| Ok((signal_row(r)?, r.get::<_, i64>(16)?, r.get::<_, i64>(17)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((last, settled, rows))
         })?;
-        rows.into_iter()
-            .take_while(|(_, next)| *next <= now.micros())
-            .map(|(r, _)| {
-                decode(r).map(|d| Queued { seq: d.seq, outgoing: d.outgoing, attempts: d.attempts })
-            })
-            .collect()
+        if let Some(settled) = settled
+            && rows.is_empty()
+            && last - settled >= SKIP_AHEAD
+        {
+            let conn = lock(&self.pool().writer)?;
+            conn.cached_exec(
+                "UPDATE stream_cursors SET settled = ?2 WHERE stream = ?1 AND settled < ?2",
+                params![id, last],
+            )
+            .map_err(backend)?;
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, attempts, next) in rows {
+            if next > now.micros() {
+                break;
+            }
+            let (seq, outgoing) = decode(row)?;
+            let k = outgoing.streams.iter().position(|s| *s == stream).unwrap_or(0);
+            out.push(Queued {
+                seq,
+                outgoing: Addressed { stream, jti: outgoing.jti(k), signal: outgoing.signal },
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            });
+        }
+        Ok(out)
     }
 
     fn pending_count(&self, stream: StreamId) -> StoreResult<usize> {
         let n: i64 = self.pool().read(|c| {
-            c.cached_row(
-                "SELECT COUNT(*) FROM outbox INDEXED BY outbox_pending WHERE stream = ?1 AND delivered_at IS NULL",
-                [stream.to_string()],
-                |r| r.get(0),
-            )
+            c.cached_row(&format!("SELECT COUNT(*) {PENDING_WHERE}"), [stream.to_string()], |r| r.get(0))
         })?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
     fn delivered(&self, stream: StreamId, jtis: &[String], at: Timestamp) -> StoreResult<usize> {
+        let id = stream.to_string();
         let mut conn = lock(&self.pool().writer)?;
         let tx = conn.transaction().map_err(backend)?;
         let mut n = 0;
         for jti in jtis {
+            let Some(seq) = pending_seq(&tx, &id, jti)? else { continue };
             n += tx
                 .cached_exec(
-                    "UPDATE outbox SET delivered_at = ?3, error = NULL WHERE stream = ?1 AND jti = ?2 AND delivered_at IS NULL",
-                    params![stream.to_string(), jti, at.micros()],
+                    "INSERT INTO signal_deliveries (seq, stream, delivered_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (seq, stream) DO UPDATE SET delivered_at = excluded.delivered_at, error = NULL",
+                    params![seq, id, at.micros()],
                 )
                 .map_err(backend)?;
+        }
+        if n > 0 {
+            advance(&tx, &id)?;
         }
         tx.commit().map_err(backend)?;
         drop(conn);
@@ -436,27 +538,38 @@ impl SignalStore for SqliteSessions {
     }
 
     fn retry_later(&self, stream: StreamId, jti: &str, next: Timestamp, error: &str) -> StoreResult<()> {
-        let conn = lock(&self.pool().writer)?;
-        conn.cached_exec(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?3, error = ?4 WHERE stream = ?1 AND jti = ?2",
-            params![stream.to_string(), jti, next.micros(), error],
-        )
-        .map_err(backend)?;
+        let id = stream.to_string();
+        let mut conn = lock(&self.pool().writer)?;
+        let tx = conn.transaction().map_err(backend)?;
+        if let Some(seq) = pending_seq(&tx, &id, jti)? {
+            tx.cached_exec(
+                "INSERT INTO signal_deliveries (seq, stream, attempts, next_attempt, error) VALUES (?1, ?2, 1, ?3, ?4)
+                 ON CONFLICT (seq, stream) DO UPDATE SET attempts = attempts + 1, next_attempt = excluded.next_attempt, error = excluded.error",
+                params![seq, id, next.micros(), error],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
         drop(conn);
         self.sync_now()
     }
 
     fn drop_pending(&self, stream: StreamId) -> StoreResult<usize> {
-        let conn = lock(&self.pool().writer)?;
-        let n = conn
-            .cached_exec(
-                "DELETE FROM outbox WHERE stream = ?1 AND delivered_at IS NULL",
-                [stream.to_string()],
-            )
+        let id = stream.to_string();
+        let mut conn = lock(&self.pool().writer)?;
+        let tx = conn.transaction().map_err(backend)?;
+        let n: i64 = tx
+            .cached_row(&format!("SELECT COUNT(*) {PENDING_WHERE}"), [&id], |r| r.get(0))
             .map_err(backend)?;
+        tx.cached_exec(
+            "UPDATE stream_cursors SET settled = (SELECT COALESCE(MAX(seq), 0) FROM signals) WHERE stream = ?1",
+            [&id],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
         drop(conn);
         self.sync_now()?;
-        Ok(n)
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     fn remember_received(&self, source: &str, jti: &str, at: Timestamp) -> StoreResult<bool> {
@@ -483,22 +596,51 @@ impl SignalStore for SqliteSessions {
     }
 
     fn signals_of(&self, txn: &str) -> StoreResult<Vec<SignalRecord>> {
-        let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE txn = ?1 ORDER BY seq");
-        let rows = self.pool().read(|c| {
-            let mut stmt = c.prepare_cached(&sql)?;
-            stmt.query_map([txn], outbox_row)?.collect::<Result<Vec<_>, _>>()
+        type Delivered = (i64, String, i64, Option<i64>, Option<String>);
+        let (rows, cursors, deliveries) = self.pool().read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SIGNAL_COLUMNS} FROM signals WHERE txn = ?1 ORDER BY seq"
+            ))?;
+            let rows = stmt.query_map([txn], signal_row)?.collect::<Result<Vec<_>, _>>()?;
+            let mut stmt = c.prepare_cached("SELECT stream, settled FROM stream_cursors")?;
+            let cursors = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<Result<std::collections::HashMap<_, _>, _>>()?;
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, stream, attempts, delivered_at, error FROM signal_deliveries WHERE seq = ?1",
+            )?;
+            let mut deliveries: Vec<Delivered> = Vec::new();
+            for row in &rows {
+                deliveries.extend(
+                    stmt.query_map([row.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                        .collect::<Result<Vec<_>, _>>()?,
+                );
+            }
+            Ok((rows, cursors, deliveries))
         })?;
-        rows.into_iter()
-            .map(|r| {
-                decode(r).map(|d| SignalRecord {
-                    stream: d.outgoing.stream,
-                    jti: d.outgoing.jti,
-                    kind: d.outgoing.signal.kind,
-                    delivered_at: d.delivered_at,
-                    attempts: d.attempts,
-                    error: d.error,
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, outgoing) = decode(row)?;
+            let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+            for (k, stream) in outgoing.streams.iter().enumerate() {
+                let id = stream.to_string();
+                let d = deliveries.iter().find(|d| d.0 == seq && d.1 == id);
+                let delivered_at = d.and_then(|d| d.3).map(Timestamp);
+                // Undelivered and settled: dropped, or its stream deleted.
+                let settled = cursors.get(&id).is_none_or(|c| seq <= *c);
+                if delivered_at.is_none() && settled {
+                    continue;
+                }
+                out.push(SignalRecord {
+                    stream: *stream,
+                    jti: outgoing.jti(k),
+                    kind: outgoing.signal.kind,
+                    delivered_at,
+                    attempts: d.map_or(0, |d| u32::try_from(d.2).unwrap_or(u32::MAX)),
+                    error: d.and_then(|d| d.4.clone()),
+                });
+            }
+        }
+        Ok(out)
     }
 }

@@ -6,9 +6,19 @@ use lockstep_store::{DirectoryRead, SessionStore};
 use lockstep_store_sqlite::{Durability, SqliteDirectory, SqliteSessions};
 
 /// Fresh stores in a temporary directory that lives as long as the test
-/// process (the stores hold the files open).
+/// process (the stores hold the files open, and the model checks open
+/// hundreds). They all live under one root in Cargo's target directory,
+/// emptied when the first test of a run asks for one, so runs do not pile
+/// up databases in the system's temporary directory.
 fn dir() -> std::path::PathBuf {
-    tempfile::tempdir().unwrap().keep()
+    static ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sqlite-conformance");
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        root
+    });
+    tempfile::tempdir_in(root).unwrap().keep()
 }
 
 fn open_dir() -> SqliteDirectory {

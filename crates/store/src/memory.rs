@@ -294,34 +294,64 @@ struct SessionsState {
     admin: Option<TokenHash>,
     streams: BTreeMap<StreamId, Stream>,
     outbox: Vec<OutboxRow>,
+    /// Per stream: every signal up to this `seq` is settled.
+    cursors: BTreeMap<StreamId, u64>,
+    /// Per stream and signal: delivery attempts.
+    deliveries: BTreeMap<(StreamId, u64), DeliveryState>,
     received: std::collections::BTreeSet<(String, String)>,
     status_indexes: Vec<(u32, SessionId)>,
 }
 
-/// One outbox row of the model.
+/// One outbox row of the model: a signal, once.
 #[derive(Debug, Clone)]
 struct OutboxRow {
     seq: u64,
     outgoing: Outgoing,
+}
+
+/// One signal's delivery to one stream.
+#[derive(Debug, Clone)]
+struct DeliveryState {
     attempts: u32,
     next: Timestamp,
     delivered: Option<Timestamp>,
     error: Option<String>,
 }
 
+impl Default for DeliveryState {
+    fn default() -> Self {
+        DeliveryState { attempts: 0, next: Timestamp(0), delivered: None, error: None }
+    }
+}
+
 impl SessionsState {
     fn enqueue(&mut self, outgoing: Vec<Outgoing>) {
         for o in outgoing {
-            let seq = self.outbox.last().map_or(1, |r| r.seq + 1);
-            self.outbox.push(OutboxRow {
-                seq,
-                outgoing: o,
-                attempts: 0,
-                next: Timestamp(0),
-                delivered: None,
-                error: None,
-            });
+            let seq = self.last_seq() + 1;
+            self.outbox.push(OutboxRow { seq, outgoing: o });
         }
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.outbox.last().map_or(0, |r| r.seq)
+    }
+
+    /// The signals still pending for a stream, with the stream's position
+    /// in each.
+    fn pending_of(&self, stream: StreamId) -> impl Iterator<Item = (&OutboxRow, usize)> + '_ {
+        let cursor = self.cursors.get(&stream).copied();
+        self.outbox.iter().filter_map(move |r| {
+            let k = r.outgoing.streams.iter().position(|s| *s == stream)?;
+            let settled = cursor.is_none_or(|c| r.seq <= c)
+                || self.deliveries.get(&(stream, r.seq)).is_some_and(|d| d.delivered.is_some());
+            (!settled).then_some((r, k))
+        })
+    }
+
+    /// The pending signal of a stream that `jti` names.
+    fn pending_seq(&self, stream: StreamId, jti: &str) -> Option<u64> {
+        let (base, k) = lockstep_domain::split_jti(jti)?;
+        self.pending_of(stream).find(|(r, at)| r.outgoing.jti_base == base && *at == k).map(|(r, _)| r.seq)
     }
 
     fn seal_all(&mut self, entries: Vec<AuditEntry>) -> Vec<AuditRecord> {
@@ -584,12 +614,15 @@ impl SignalStore for MemorySessions {
         Ok(lock(&self.state)?.streams.values().cloned().collect())
     }
     fn put_stream(&self, stream: &Stream) -> StoreResult<()> {
-        lock(&self.state)?.streams.insert(stream.id, stream.clone());
+        let mut st = lock(&self.state)?;
+        let last = st.last_seq();
+        st.cursors.entry(stream.id).or_insert(last);
+        st.streams.insert(stream.id, stream.clone());
         Ok(())
     }
     fn delete_stream(&self, id: StreamId) -> StoreResult<bool> {
         let mut st = lock(&self.state)?;
-        st.outbox.retain(|r| r.outgoing.stream != id || r.delivered.is_some());
+        st.cursors.remove(&id);
         Ok(st.streams.remove(&id).is_some())
     }
     fn queue(&self, outgoing: Vec<Outgoing>) -> StoreResult<()> {
@@ -597,28 +630,34 @@ impl SignalStore for MemorySessions {
         Ok(())
     }
     fn pending(&self, stream: StreamId, now: Timestamp, limit: usize) -> StoreResult<Vec<Queued>> {
-        Ok(lock(&self.state)?
-            .outbox
-            .iter()
-            .filter(|r| r.outgoing.stream == stream && r.delivered.is_none())
+        let st = lock(&self.state)?;
+        Ok(st
+            .pending_of(stream)
             .take(limit)
-            .take_while(|r| r.next <= now)
-            .map(|r| Queued { seq: r.seq, outgoing: r.outgoing.clone(), attempts: r.attempts })
+            .map(|(r, k)| (r, k, st.deliveries.get(&(stream, r.seq)).cloned().unwrap_or_default()))
+            .take_while(|(_, _, d)| d.next <= now)
+            .map(|(r, k, d)| Queued {
+                seq: r.seq,
+                outgoing: lockstep_domain::Addressed {
+                    stream,
+                    jti: r.outgoing.jti(k),
+                    signal: r.outgoing.signal.clone(),
+                },
+                attempts: d.attempts,
+            })
             .collect())
     }
     fn pending_count(&self, stream: StreamId) -> StoreResult<usize> {
-        Ok(lock(&self.state)?
-            .outbox
-            .iter()
-            .filter(|r| r.outgoing.stream == stream && r.delivered.is_none())
-            .count())
+        Ok(lock(&self.state)?.pending_of(stream).count())
     }
     fn delivered(&self, stream: StreamId, jtis: &[String], at: Timestamp) -> StoreResult<usize> {
         let mut st = lock(&self.state)?;
         let mut n = 0;
-        for r in st.outbox.iter_mut() {
-            if r.outgoing.stream == stream && r.delivered.is_none() && jtis.contains(&r.outgoing.jti) {
-                r.delivered = Some(at);
+        for jti in jtis {
+            if let Some(seq) = st.pending_seq(stream, jti) {
+                let d = st.deliveries.entry((stream, seq)).or_default();
+                d.delivered = Some(at);
+                d.error = None;
                 n += 1;
             }
         }
@@ -626,18 +665,22 @@ impl SignalStore for MemorySessions {
     }
     fn retry_later(&self, stream: StreamId, jti: &str, next: Timestamp, error: &str) -> StoreResult<()> {
         let mut st = lock(&self.state)?;
-        if let Some(r) = st.outbox.iter_mut().find(|r| r.outgoing.stream == stream && r.outgoing.jti == jti) {
-            r.attempts += 1;
-            r.next = next;
-            r.error = Some(error.to_owned());
+        if let Some(seq) = st.pending_seq(stream, jti) {
+            let d = st.deliveries.entry((stream, seq)).or_default();
+            d.attempts += 1;
+            d.next = next;
+            d.error = Some(error.to_owned());
         }
         Ok(())
     }
     fn drop_pending(&self, stream: StreamId) -> StoreResult<usize> {
         let mut st = lock(&self.state)?;
-        let before = st.outbox.len();
-        st.outbox.retain(|r| r.outgoing.stream != stream || r.delivered.is_some());
-        Ok(before - st.outbox.len())
+        let n = st.pending_of(stream).count();
+        let last = st.last_seq();
+        if let Some(c) = st.cursors.get_mut(&stream) {
+            *c = last;
+        }
+        Ok(n)
     }
     fn remember_received(&self, source: &str, jti: &str, _at: Timestamp) -> StoreResult<bool> {
         Ok(lock(&self.state)?.received.insert((source.to_owned(), jti.to_owned())))
@@ -646,18 +689,26 @@ impl SignalStore for MemorySessions {
         Ok(lock(&self.state)?.received.contains(&(source.to_owned(), jti.to_owned())))
     }
     fn signals_of(&self, txn: &str) -> StoreResult<Vec<SignalRecord>> {
-        Ok(lock(&self.state)?
-            .outbox
-            .iter()
-            .filter(|r| r.outgoing.signal.txn == txn)
-            .map(|r| SignalRecord {
-                stream: r.outgoing.stream,
-                jti: r.outgoing.jti.clone(),
-                kind: r.outgoing.signal.kind,
-                delivered_at: r.delivered,
-                attempts: r.attempts,
-                error: r.error.clone(),
-            })
-            .collect())
+        let st = lock(&self.state)?;
+        let mut out = Vec::new();
+        for r in st.outbox.iter().filter(|r| r.outgoing.signal.txn == txn) {
+            for (k, stream) in r.outgoing.streams.iter().enumerate() {
+                let d = st.deliveries.get(&(*stream, r.seq)).cloned().unwrap_or_default();
+                // Undelivered and settled: dropped, or its stream deleted.
+                let settled = st.cursors.get(stream).is_none_or(|c| r.seq <= *c);
+                if d.delivered.is_none() && settled {
+                    continue;
+                }
+                out.push(SignalRecord {
+                    stream: *stream,
+                    jti: r.outgoing.jti(k),
+                    kind: r.outgoing.signal.kind,
+                    delivered_at: d.delivered,
+                    attempts: d.attempts,
+                    error: d.error,
+                });
+            }
+        }
+        Ok(out)
     }
 }

@@ -9,18 +9,30 @@
 //!   revocation always has its signals queued, and a batch that fails
 //!   queues nothing. Verification events, which report nothing, are queued
 //!   on their own ([`SignalStore::queue`]).
-//! * **At least once, same `jti`.** A queued signal stays pending until
-//!   [`SignalStore::delivered`] marks it (a push acknowledged, a poll
-//!   acknowledged); a failed attempt only moves its next attempt later. The
-//!   `jti` is fixed when queued, so a retry is recognisably the same SET.
+//! * **Once per signal, not per stream.** An [`Outgoing`] is stored once
+//!   with the list of streams it goes to; nothing per stream is written
+//!   when it is queued. Per-stream delivery state (attempts, retry time,
+//!   when it was delivered) is written by delivery, outside the bridge's
+//!   transaction, so the number of streams does not slow the bridge.
+//! * **At least once, same `jti`.** A queued signal stays pending for each
+//!   of its streams until [`SignalStore::delivered`] marks it for that
+//!   stream (a push acknowledged, a poll acknowledged); a failed attempt
+//!   only moves its next attempt later. The `jti` (`Outgoing::jti`) is
+//!   fixed when queued, so a retry is recognisably the same SET; a `jti`
+//!   the store never gave out, or one given to another stream, is ignored.
 //! * **Order per stream.** [`SignalStore::pending`] returns a stream's
 //!   pending signals oldest first, up to the first one not yet due: a
 //!   signal waiting for its retry holds back the ones queued after it.
+//! * **Dropped is settled.** [`SignalStore::drop_pending`] settles every
+//!   signal queued so far for the stream without delivering it; dropped
+//!   signals no longer appear in [`SignalStore::signals_of`], nor do the
+//!   undelivered ones of a deleted stream. A new stream is settled up to
+//!   the moment it is stored: it never receives older signals.
 //! * **Streams are few and read whole**: the engine keeps them in memory
 //!   and writes through.
 
 pub use lockstep_domain::SignalRecord;
-use lockstep_domain::{Outgoing, Stream, StreamId, Timestamp};
+use lockstep_domain::{Addressed, Outgoing, Stream, StreamId, Timestamp};
 
 use crate::StoreResult;
 
@@ -29,8 +41,8 @@ use crate::StoreResult;
 pub struct Queued {
     /// Its position in the outbox (increasing).
     pub seq: u64,
-    /// The signal and its stream.
-    pub outgoing: Outgoing,
+    /// The signal, its stream and its `jti` on that stream.
+    pub outgoing: Addressed,
     /// Failed attempts so far.
     pub attempts: u32,
 }
@@ -40,7 +52,8 @@ pub trait SignalStore: Send + Sync + std::fmt::Debug {
     /// Every stream.
     fn streams(&self) -> StoreResult<Vec<Stream>>;
 
-    /// Creates or replaces a stream.
+    /// Creates or replaces a stream (a new one starts settled: it gets
+    /// only signals queued after this call).
     fn put_stream(&self, stream: &Stream) -> StoreResult<()>;
 
     /// Deletes a stream and its pending signals; whether it existed.

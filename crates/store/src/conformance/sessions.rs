@@ -327,14 +327,16 @@ pub fn tokens_retire_and_purge<S: SessionStore>(s: &S) {
 // ---- signal checks ----------------------------------------------------------
 
 /// The outbox commits with its batch (and not at all when the batch
-/// fails); pending signals come oldest first, keep their `jti` across
-/// failed attempts, and leave once delivered or dropped.
+/// fails), once per signal however many streams it goes to; each stream
+/// sees its pending signals oldest first, with a `jti` of its own that a
+/// failed attempt keeps, until delivered or dropped; a stream created
+/// later never sees older signals.
 pub fn signals_outbox_commits_with_the_batch<S: SessionStore + crate::SignalStore>(s: &S) {
     use lockstep_domain::{
         Delivery, IdentityId, Outgoing, Signal, SignalKind, Stream, StreamId, StreamStatus, Tiers,
     };
-    let stream = Stream {
-        id: StreamId::from_uuid(Uuid::from_u128(5)),
+    let new_stream = |n: u128| Stream {
+        id: StreamId::from_uuid(Uuid::from_u128(n)),
         client: None,
         audience: "https://rp.example.com".into(),
         delivery: Delivery::Push {
@@ -349,11 +351,14 @@ pub fn signals_outbox_commits_with_the_batch<S: SessionStore + crate::SignalStor
         excluded: vec![identity_id(2)],
         created: Timestamp(1),
     };
+    let stream = new_stream(5);
+    let other = new_stream(6);
     s.put_stream(&stream).unwrap();
-    assert_eq!(s.streams().unwrap(), vec![stream.clone()]);
+    s.put_stream(&other).unwrap();
+    assert_eq!(s.streams().unwrap(), vec![stream.clone(), other.clone()]);
     let signal = |n: u128, kind| Outgoing {
-        stream: stream.id,
-        jti: format!("jti-{n}"),
+        jti_base: format!("jti-{n}"),
+        streams: vec![stream.id, other.id],
         signal: Signal {
             kind,
             at: Timestamp(10),
@@ -384,27 +389,86 @@ pub fn signals_outbox_commits_with_the_batch<S: SessionStore + crate::SignalStor
         ..SessionBatch::default()
     };
     assert!(s.apply(failing).is_err());
+    // A stream created now gets none of the signals queued before it.
+    let late = new_stream(7);
+    s.put_stream(&late).unwrap();
+    assert!(s.pending(late.id, Timestamp(100), 10).unwrap().is_empty());
+    assert_eq!(s.pending_count(late.id).unwrap(), 0);
+
     let pending = s.pending(stream.id, Timestamp(100), 10).unwrap();
-    assert_eq!(pending.iter().map(|q| q.outgoing.jti.as_str()).collect::<Vec<_>>(), ["jti-1", "jti-2"]);
-    assert_eq!(pending[0].outgoing, signal(1, SignalKind::SessionRevoked), "round trip");
+    assert_eq!(pending.iter().map(|q| q.outgoing.jti.as_str()).collect::<Vec<_>>(), ["jti-1.0", "jti-2.0"]);
+    assert_eq!(pending[0].outgoing.signal, signal(1, SignalKind::SessionRevoked).signal, "round trip");
+    assert_eq!(pending[0].outgoing.stream, stream.id);
+    let theirs = s.pending(other.id, Timestamp(100), 10).unwrap();
+    assert_eq!(theirs.iter().map(|q| q.outgoing.jti.as_str()).collect::<Vec<_>>(), ["jti-1.1", "jti-2.1"]);
     assert_eq!(s.pending_count(stream.id).unwrap(), 2);
-    s.retry_later(stream.id, "jti-1", Timestamp(500), "503").unwrap();
+    s.retry_later(stream.id, "jti-1.0", Timestamp(500), "503").unwrap();
     let due = s.pending(stream.id, Timestamp(100), 10).unwrap();
     assert!(due.is_empty(), "the oldest waits for its retry and holds the later one back: {due:?}");
+    assert_eq!(
+        s.pending(other.id, Timestamp(100), 10).unwrap().len(),
+        2,
+        "another stream's retry is not ours"
+    );
     let later = s.pending(stream.id, Timestamp(600), 10).unwrap();
     assert_eq!(
         (later[0].outgoing.jti.as_str(), later[0].attempts),
-        ("jti-1", 1),
+        ("jti-1.0", 1),
         "same jti, one failed attempt"
     );
-    assert_eq!(s.delivered(stream.id, &["jti-2".into(), "nope".into()], Timestamp(700)).unwrap(), 1);
+    // Out of order (a poll acknowledging the second first); another
+    // stream's jti, an unknown one and a malformed one settle nothing.
+    let acks = ["jti-2.0", "jti-1.1", "nope", "jti-9.0", "jti-2.x", "."].map(String::from);
+    assert_eq!(s.delivered(stream.id, &acks, Timestamp(700)).unwrap(), 1);
+    assert_eq!(s.delivered(stream.id, &["jti-2.0".into()], Timestamp(800)).unwrap(), 0, "once");
     assert_eq!(s.pending_count(stream.id).unwrap(), 1);
+    assert_eq!(s.pending_count(other.id).unwrap(), 2);
+    let left = s.pending(stream.id, Timestamp(600), 10).unwrap();
+    assert_eq!(left.iter().map(|q| q.outgoing.jti.as_str()).collect::<Vec<_>>(), ["jti-1.0"]);
     let reach = s.signals_of("dir-7").unwrap();
-    assert_eq!(reach.len(), 2);
-    assert_eq!(reach[1].delivered_at, Some(Timestamp(700)));
-    assert_eq!((reach[0].attempts, reach[0].error.as_deref()), (1, Some("503")));
-    assert_eq!(s.drop_pending(stream.id).unwrap(), 1);
+    let row = |jti: &str| reach.iter().find(|r| r.jti == jti).unwrap().clone();
+    assert_eq!(reach.len(), 4, "{reach:?}");
+    assert_eq!((row("jti-2.0").delivered_at, row("jti-2.0").stream), (Some(Timestamp(700)), stream.id));
+    assert_eq!((row("jti-1.0").attempts, row("jti-1.0").error.as_deref()), (1, Some("503")));
+    assert_eq!(row("jti-1.1").delivered_at, None);
+    // In order, the rest of the first stream.
+    assert_eq!(s.delivered(stream.id, &["jti-1.0".into()], Timestamp(900)).unwrap(), 1);
     assert_eq!(s.pending_count(stream.id).unwrap(), 0);
+    assert!(s.pending(stream.id, Timestamp(1_000), 10).unwrap().is_empty());
+    let reach = s.signals_of("dir-7").unwrap();
+    assert_eq!(reach.iter().find(|r| r.jti == "jti-1.0").unwrap().error, None, "delivered clears the error");
+    // Dropping settles without delivering: gone from the reach report.
+    assert_eq!(s.drop_pending(other.id).unwrap(), 2);
+    assert_eq!(s.pending_count(other.id).unwrap(), 0);
+    assert_eq!(s.signals_of("dir-7").unwrap().len(), 2);
+    // Signals queued after the drop reach the stream again.
+    let batch =
+        SessionBatch { outbox: vec![signal(4, SignalKind::SessionRevoked)], ..SessionBatch::default() };
+    s.apply(batch).unwrap();
+    assert_eq!(s.pending_count(other.id).unwrap(), 1);
+    assert_eq!(s.pending(other.id, Timestamp(1_000), 10).unwrap()[0].outgoing.jti, "jti-4.1");
+    assert_eq!(s.delivered(stream.id, &["jti-4.0".into()], Timestamp(1_000)).unwrap(), 1);
+    // A long run of signals for one stream neither hides a later signal
+    // from another stream nor shows it theirs.
+    let to = |streams: Vec<StreamId>, n: u128| {
+        let o = signal(n, SignalKind::SessionRevoked);
+        Outgoing { streams, signal: Signal { txn: "dir-8".into(), ..o.signal }, ..o }
+    };
+    s.queue((100..800).map(|n| to(vec![late.id], n)).collect()).unwrap();
+    assert!(s.pending(stream.id, Timestamp(1_000), 10).unwrap().is_empty());
+    assert_eq!(s.pending_count(late.id).unwrap(), 700);
+    s.queue(vec![to(vec![stream.id, late.id], 900)]).unwrap();
+    let next = s.pending(stream.id, Timestamp(1_000), 10).unwrap();
+    assert_eq!(next.iter().map(|q| q.outgoing.jti.as_str()).collect::<Vec<_>>(), ["jti-900.0"]);
+    assert_eq!(s.pending(late.id, Timestamp(1_000), 1_000).unwrap().len(), 701);
+    assert_eq!(s.delivered(late.id, &["jti-900.1".into()], Timestamp(1_100)).unwrap(), 1);
+    assert_eq!(s.pending_count(late.id).unwrap(), 700, "acknowledged out of order, the rest stay");
+    // Deleting a stream keeps what it was delivered in the reach report.
     assert!(s.delete_stream(stream.id).unwrap());
+    assert!(s.delete_stream(other.id).unwrap());
+    assert!(s.delete_stream(late.id).unwrap());
     assert!(s.streams().unwrap().is_empty());
+    let reach = s.signals_of("dir-7").unwrap();
+    assert_eq!(reach.iter().map(|r| r.jti.as_str()).collect::<Vec<_>>(), ["jti-1.0", "jti-2.0", "jti-4.0"]);
+    assert!(s.signals_of("dir-9").unwrap().is_empty());
 }
