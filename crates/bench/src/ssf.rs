@@ -281,12 +281,20 @@ pub async fn run(bin: &Path, users: usize, fanout: usize) -> anyhow::Result<()> 
         }
     };
     let mut off = measure("off", false, 0).await?;
+    // Paused streams get every signal queued and nothing delivered: the
+    // bridge's own cost of the outbox, without delivery on the same cores.
     for s in &streams {
+        api.status(s, "paused").await?;
+    }
+    let mut paused = measure("paused", false, 0).await?;
+    for s in &streams {
+        api.status(s, "disabled").await?;
         api.status(s, "enabled").await?;
     }
     let mut drained = measure("drained", true, 10 * 101).await?;
     let mut on = measure("on", false, 0).await?;
     println!("PATCH round trip, 100 sessions, no stream enabled:               {}", load::summary(&mut off));
+    println!("PATCH round trip, 100 sessions, ten paused streams (queued):   {}", load::summary(&mut paused));
     println!(
         "PATCH round trip, 100 sessions, ten streams (delivery drained):  {}",
         load::summary(&mut drained)
@@ -296,8 +304,9 @@ pub async fn run(bin: &Path, users: usize, fanout: usize) -> anyhow::Result<()> 
     println!("\n## Shared Signals: introspection with ten enabled streams ({})", crate::machine());
     println!(
         "method: 64 keep-alive connections POST /oauth2/introspect over 1,000 live tokens for 5 s after 1 s of \
-         warm-up, first with every stream disabled, then with the ten streams enabled while a background client \
-         deactivates a user with 10 live sessions every 50 ms (each queuing 110 SETs for the ten receivers)"
+         warm-up, while a background client deactivates a user with 10 live sessions every 50 ms; first with \
+         every stream disabled, then with the ten streams enabled (each deactivation then queues 11 signals, \
+         110 SETs for the ten receivers)"
     );
     let mut tokens = Vec::new();
     api.user("intro").await?;
@@ -307,7 +316,7 @@ pub async fn run(bin: &Path, users: usize, fanout: usize) -> anyhow::Result<()> 
         tokens.push(t["access_token"].as_str().context("no token")?.to_owned());
     }
     let mut churn = Vec::new();
-    for i in 0..200 {
+    for i in 0..240 {
         let name = format!("churn{i}");
         churn.push(api.user(&name).await?);
         api.sessions(&name, 10).await?;
@@ -324,26 +333,35 @@ pub async fn run(bin: &Path, users: usize, fanout: usize) -> anyhow::Result<()> 
         warmup: Duration::from_secs(1),
         duration: Duration::from_secs(5),
     };
+    // The same churn in both runs (each deactivation revokes ten
+    // sessions through the bridge), so the only difference is the ten
+    // streams receiving what it causes.
+    let churner = |ids: Vec<String>| {
+        let base = server.addr.clone();
+        tokio::spawn(async move {
+            let api = Api { base, http: reqwest::Client::new() };
+            for id in ids {
+                api.deactivate(&id).await?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let second = churn.split_off(churn.len() / 2);
     for s in &streams {
         api.status(s, "disabled").await?;
     }
+    let quiet_churn = churner(churn);
     let quiet = load::run_load(spec.clone()).await?;
+    quiet_churn.abort();
     for s in &streams {
         api.status(s, "enabled").await?;
     }
     let before = receiver.total();
-    let base = server.addr.clone();
-    let churner = tokio::spawn(async move {
-        let api = Api { base, http: reqwest::Client::new() };
-        for id in churn {
-            api.deactivate(&id).await?;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::Ok(())
-    });
+    let busy_churn = churner(second);
     let busy = load::run_load(spec).await?;
-    churner.abort();
-    println!("introspection, no stream enabled:                 {quiet}");
+    busy_churn.abort();
+    println!("introspection, same churn, no stream enabled:     {quiet}");
     println!("introspection, ten streams receiving SETs:        {busy}");
     println!(
         "SETs received during the second run: {}; ratio {:.1} %",

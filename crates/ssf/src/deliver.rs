@@ -11,13 +11,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_domain::{Delivery, Stream, StreamStatus};
+use lockstep_domain::{Delivery, Stream, StreamId, StreamStatus};
 use lockstep_engine::Engine;
 use lockstep_engine::signals::Doorbell;
 use lockstep_store::Queued;
 
 /// Signals read per stream per round.
 const BATCH: usize = 256;
+/// Acknowledgements recorded in one write, at most.
+const ACK_GROUP: usize = 64;
+/// Longest an acknowledgement waits to be recorded with others.
+const ACK_WAIT: Duration = Duration::from_millis(100);
 /// Longest wait between two attempts of one signal.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A receiver's answer must come within this.
@@ -89,11 +93,16 @@ impl Transmitter {
 
     /// Delivers a stream's due signals in order until none is due or one
     /// fails (later ones wait for it, so a receiver sees them in order).
+    /// Acknowledgements are recorded in groups (every [`ACK_GROUP`] SETs,
+    /// or sooner when [`ACK_WAIT`] has passed since the first unrecorded
+    /// one): one write per group instead of one per SET. A crash before a
+    /// group is recorded sends those SETs again, with the same `jti`s —
+    /// delivery is at least once.
     async fn drain(&self, stream: Stream) {
         let Delivery::Push { endpoint, authorization } = &stream.delivery else { return };
+        let id = stream.id;
         loop {
             let engine = self.engine.clone();
-            let id = stream.id;
             let due = tokio::task::spawn_blocking(move || engine.signals().pending(id, BATCH)).await;
             let due: Vec<Queued> = match due {
                 Ok(Ok(due)) => due,
@@ -105,10 +114,17 @@ impl Transmitter {
             }
             let full = due.len() == BATCH;
             let keys = self.keys.current();
+            let mut acked: Vec<String> = Vec::new();
+            let clock = self.engine.clock();
+            let mut flush_by = clock.now();
+            let mut failed = None;
             for q in due {
                 let set = match crate::sign(&keys, &self.issuer, &stream, &q.outgoing) {
                     Ok(set) => set,
-                    Err(e) => return tracing::error!(stream = %id, error = %e, "cannot sign a SET"),
+                    Err(e) => {
+                        tracing::error!(stream = %id, error = %e, "cannot sign a SET");
+                        break;
+                    }
                 };
                 let mut request = self
                     .http
@@ -130,37 +146,62 @@ impl Transmitter {
                     Ok(r) => Some(format!("{endpoint} answered {}", r.status())),
                     Err(e) => Some(format!("{endpoint}: {}", without_url(&e))),
                 };
-                let engine = self.engine.clone();
-                let jti = q.outgoing.jti.clone();
-                let attempts = q.attempts;
-                let done = tokio::task::spawn_blocking(move || {
-                    let signals = engine.signals();
-                    match &failure {
-                        None => signals.delivered(id, &[jti]).map(|_| true),
-                        Some(error) => {
-                            let next = engine.clock().now().plus(backoff(attempts));
-                            signals.retry_later(id, &jti, next, error).map(|()| false)
-                        }
-                    }
-                    .map(|ok| (ok, failure))
-                })
-                .await;
-                match done {
-                    Ok(Ok((true, _))) => {}
-                    Ok(Ok((false, failure))) => {
-                        tracing::info!(stream = %id, attempts = attempts + 1, error = ?failure, "SET delivery failed; retrying later");
-                        return;
-                    }
-                    Ok(Err(e)) => {
-                        return tracing::warn!(stream = %id, error = %e, "recording a delivery failed");
-                    }
-                    Err(e) => {
-                        return tracing::error!(stream = %id, error = %e, "recording a delivery panicked");
-                    }
+                if let Some(error) = failure {
+                    failed = Some((q.outgoing.jti, q.attempts, error));
+                    break;
+                }
+                if acked.is_empty() {
+                    flush_by = clock.now().plus(ACK_WAIT);
+                }
+                acked.push(q.outgoing.jti);
+                if (acked.len() >= ACK_GROUP || clock.now() >= flush_by)
+                    && !self.record(id, std::mem::take(&mut acked), None).await
+                {
+                    return;
                 }
             }
-            if !full {
+            let stop = failed.is_some();
+            if !self.record(id, acked, failed).await || stop || !full {
                 return;
+            }
+        }
+    }
+
+    /// Records acknowledged SETs of a stream and, if one failed, its retry;
+    /// whether the stream may go on.
+    async fn record(&self, id: StreamId, acked: Vec<String>, failed: Option<(String, u32, String)>) -> bool {
+        if acked.is_empty() && failed.is_none() {
+            return true;
+        }
+        let engine = self.engine.clone();
+        let retry = failed.as_ref().map(|(_, attempts, error)| (*attempts, error.clone()));
+        let done = tokio::task::spawn_blocking(move || {
+            let signals = engine.signals();
+            if !acked.is_empty() {
+                signals.delivered(id, &acked)?;
+            }
+            if let Some((jti, attempts, error)) = &failed {
+                let next = engine.clock().now().plus(backoff(*attempts));
+                signals.retry_later(id, jti, next, error)?;
+            }
+            Ok::<_, lockstep_engine::EngineError>(())
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {
+                if let Some((attempts, error)) = retry {
+                    tracing::info!(stream = %id, attempts = attempts + 1, %error, "SET delivery failed; retrying later");
+                    return false;
+                }
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(stream = %id, error = %e, "recording a delivery failed");
+                false
+            }
+            Err(e) => {
+                tracing::error!(stream = %id, error = %e, "recording a delivery panicked");
+                false
             }
         }
     }

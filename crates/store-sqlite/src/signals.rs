@@ -18,7 +18,7 @@ use lockstep_domain::{
 };
 use lockstep_store::codec::parse;
 use lockstep_store::{Queued, SignalRecord, SignalStore, StoreResult};
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::conn::{Cached, backend, lock};
 use crate::sessions::SqliteSessions;
@@ -401,7 +401,7 @@ impl SignalStore for SqliteSessions {
         };
         let requested = s.requested.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(" ");
         let mut conn = lock(&self.pool().writer)?;
-        let tx = conn.transaction().map_err(backend)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         tx.cached_exec(
             &format!("INSERT OR REPLACE INTO streams ({STREAM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
             params![
@@ -434,7 +434,7 @@ impl SignalStore for SqliteSessions {
 
     fn delete_stream(&self, id: StreamId) -> StoreResult<bool> {
         let mut conn = lock(&self.pool().writer)?;
-        let tx = conn.transaction().map_err(backend)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         // Its delivery rows stay: the reach report still shows what the
         // stream was delivered.
         tx.cached_exec("DELETE FROM stream_cursors WHERE stream = ?1", [id.to_string()]).map_err(backend)?;
@@ -447,7 +447,7 @@ impl SignalStore for SqliteSessions {
 
     fn queue(&self, outgoing: Vec<Outgoing>) -> StoreResult<()> {
         let mut conn = lock(&self.pool().writer)?;
-        let tx = conn.transaction().map_err(backend)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         enqueue(&tx, &outgoing)?;
         tx.commit().map_err(backend)?;
         drop(conn);
@@ -516,7 +516,7 @@ impl SignalStore for SqliteSessions {
     fn delivered(&self, stream: StreamId, jtis: &[String], at: Timestamp) -> StoreResult<usize> {
         let id = stream.to_string();
         let mut conn = lock(&self.pool().writer)?;
-        let tx = conn.transaction().map_err(backend)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         let mut n = 0;
         for jti in jtis {
             let Some(seq) = pending_seq(&tx, &id, jti)? else { continue };
@@ -532,15 +532,15 @@ impl SignalStore for SqliteSessions {
             advance(&tx, &id)?;
         }
         tx.commit().map_err(backend)?;
-        drop(conn);
-        self.sync_now()?;
+        // Not waited onto the disk (the next synchronous commit takes it
+        // there): a lost acknowledgement only sends its SET again.
         Ok(n)
     }
 
     fn retry_later(&self, stream: StreamId, jti: &str, next: Timestamp, error: &str) -> StoreResult<()> {
         let id = stream.to_string();
         let mut conn = lock(&self.pool().writer)?;
-        let tx = conn.transaction().map_err(backend)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         if let Some(seq) = pending_seq(&tx, &id, jti)? {
             tx.cached_exec(
                 "INSERT INTO signal_deliveries (seq, stream, attempts, next_attempt, error) VALUES (?1, ?2, 1, ?3, ?4)
@@ -549,15 +549,14 @@ impl SignalStore for SqliteSessions {
             )
             .map_err(backend)?;
         }
-        tx.commit().map_err(backend)?;
-        drop(conn);
-        self.sync_now()
+        // Not waited onto the disk, like an acknowledgement.
+        tx.commit().map_err(backend)
     }
 
     fn drop_pending(&self, stream: StreamId) -> StoreResult<usize> {
         let id = stream.to_string();
         let mut conn = lock(&self.pool().writer)?;
-        let tx = conn.transaction().map_err(backend)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         let n: i64 = tx
             .cached_row(&format!("SELECT COUNT(*) {PENDING_WHERE}"), [&id], |r| r.get(0))
             .map_err(backend)?;

@@ -20,6 +20,8 @@
 //!   only moves its next attempt later. The `jti` (`Outgoing::jti`) is
 //!   fixed when queued, so a retry is recognisably the same SET; a `jti`
 //!   the store never gave out, or one given to another stream, is ignored.
+//!   Acknowledgements and retries need not be durable when the call
+//!   returns: one lost in a crash only sends its SET again.
 //! * **Order per stream.** [`SignalStore::pending`] returns a stream's
 //!   pending signals oldest first, up to the first one not yet due: a
 //!   signal waiting for its retry holds back the ones queued after it.
