@@ -15,14 +15,15 @@ venv() {
   fi
 }
 
-# start_server BIN NAME: sets DATA (the temporary directory; the data
+# start_server BIN NAME [SERVE-ARGS...]: sets DATA (the temporary directory; the data
 # directory is "$DATA/data"), TOKEN (the admin token) and URL.
 start_server() {
   local bin="$1" name="$2"
+  shift 2
   DATA="$(mktemp -d "${TMPDIR:-/tmp}/lockstep-$name-conformance.XXXXXX")"
   TOKEN="conformance-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
   local log="$DATA/server.log"
-  LOCKSTEP_ADMIN_TOKEN="$TOKEN" LOCKSTEP_LOG=warn "$bin" serve --listen 127.0.0.1:0 --data-dir "$DATA/data" >"$log" 2>&1 &
+  LOCKSTEP_ADMIN_TOKEN="$TOKEN" LOCKSTEP_LOG=warn "$bin" serve --listen 127.0.0.1:0 --data-dir "$DATA/data" "$@" >"$log" 2>&1 &
   SERVER_PID=$!
   trap 'kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; rm -rf "$DATA"' EXIT
   URL=""

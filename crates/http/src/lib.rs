@@ -49,6 +49,9 @@ pub struct HttpConfig {
     pub public_url: Option<String>,
     /// Size limits on SCIM documents below the body limit.
     pub scim_limits: lockstep_scim::Limits,
+    /// Whether `/ServiceProviderConfig` carries `agentExtension` (the agent
+    /// drafts' flag; `[scim] advertise_agent_extension`).
+    pub advertise_agent_extension: bool,
     /// Upstream Shared Signals transmitters (`[[source]] kind = "ssf"`),
     /// each pushing to `/ssf/receive/{source}`.
     pub receivers: Vec<Arc<lockstep_ssf::Inbound>>,
@@ -60,6 +63,7 @@ impl Default for HttpConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             public_url: None,
             scim_limits: lockstep_scim::Limits::default(),
+            advertise_agent_extension: true,
             receivers: Vec::new(),
         }
     }
@@ -115,6 +119,13 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
     ("PUT", "/scim/v2/Users/{id}", Access::Scopes(&[Scope::Scim])),
     ("PATCH", "/scim/v2/Users/{id}", Access::Scopes(&[Scope::Scim])),
     ("DELETE", "/scim/v2/Users/{id}", Access::Scopes(&[Scope::Scim])),
+    ("GET", "/scim/v2/Agents", Access::Scopes(&[Scope::Scim])),
+    ("POST", "/scim/v2/Agents", Access::Scopes(&[Scope::Scim])),
+    ("POST", "/scim/v2/Agents/.search", Access::Scopes(&[Scope::Scim])),
+    ("GET", "/scim/v2/Agents/{id}", Access::Scopes(&[Scope::Scim])),
+    ("PUT", "/scim/v2/Agents/{id}", Access::Scopes(&[Scope::Scim])),
+    ("PATCH", "/scim/v2/Agents/{id}", Access::Scopes(&[Scope::Scim])),
+    ("DELETE", "/scim/v2/Agents/{id}", Access::Scopes(&[Scope::Scim])),
     ("POST", "/scim/v2/.search", Access::Scopes(&[Scope::Scim])),
     ("GET", "/scim/v2/Groups", Access::Scopes(&[Scope::Scim])),
     ("POST", "/scim/v2/Groups", Access::Scopes(&[Scope::Scim])),
@@ -171,8 +182,10 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
 /// Every route and its handlers; [`router`] is built from exactly this list.
 pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
-        ("/scim/v2/Users", get(scim::list_users).post(scim::create_user)),
-        ("/scim/v2/Users/.search", post(scim::search_users)),
+        ("/scim/v2/Users", get(scim::list_resources::<scim::Users>).post(scim::create::<scim::Users>)),
+        ("/scim/v2/Users/.search", post(scim::search::<scim::Users>)),
+        ("/scim/v2/Agents", get(scim::list_resources::<scim::Agents>).post(scim::create::<scim::Agents>)),
+        ("/scim/v2/Agents/.search", post(scim::search::<scim::Agents>)),
         ("/scim/v2/.search", post(scim::search_root)),
         ("/scim/v2/Groups", get(groups::list_groups).post(groups::create_group)),
         ("/scim/v2/Groups/.search", post(groups::search_groups)),
@@ -193,7 +206,17 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/scim/v2/Schemas/{id}", get(scim::schema).fallback(scim::read_only_endpoint)),
         (
             "/scim/v2/Users/{id}",
-            get(scim::get_user).put(scim::replace_user).patch(scim::patch_user).delete(scim::delete_user),
+            get(scim::get_one::<scim::Users>)
+                .put(scim::replace::<scim::Users>)
+                .patch(scim::patch::<scim::Users>)
+                .delete(scim::delete::<scim::Users>),
+        ),
+        (
+            "/scim/v2/Agents/{id}",
+            get(scim::get_one::<scim::Agents>)
+                .put(scim::replace::<scim::Agents>)
+                .patch(scim::patch::<scim::Agents>)
+                .delete(scim::delete::<scim::Agents>),
         ),
         ("/v1/sessions", post(api::create_session).get(api::list_sessions)),
         ("/v1/sessions/{id}", delete(api::revoke_session)),

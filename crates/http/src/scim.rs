@@ -1,4 +1,7 @@
-//! SCIM 2.0 `/Users` endpoints.
+//! SCIM 2.0 resources backed by directory identities — `/Users` and
+//! `/Agents` — served by one generic handler per operation, driven by an
+//! [`IdentityResource`] (its schema table, its document mapping, its
+//! listing plan), and the discovery endpoints.
 
 use std::collections::HashMap;
 
@@ -7,12 +10,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use lockstep_domain::{Identity, IdentityId, Origin, Scope, SourceId};
+use lockstep_domain::{Identity, IdentityId, IdentityKind, Origin, Scope, SourceId};
 use lockstep_engine::{Engine, EngineError, UpdateError};
 use lockstep_proto::scim::{ListResponse, PatchRequest, SCIM_MEDIA_TYPE, SEARCH_SCHEMA, SearchRequest};
 use lockstep_scim::{
-    ListParams, ResourceSchema, ScimProblem, ScimType, USER, discovery, list_query, project,
-    user_from_document, user_matches, user_to_document,
+    AGENT, Limits, ListParams, ListPlan, ResourceSchema, ScimProblem, ScimType, USER, discovery, project,
 };
 use lockstep_store::{IdentityField, IdentityFilter, IdentityQuery};
 use serde_json::Value;
@@ -98,18 +100,127 @@ pub(crate) fn resource_response(
 /// An identity with the groups it belongs to, ready to render.
 type UserView = lockstep_store::UserWithGroups;
 
+/// A SCIM resource type whose resources are directory identities. The
+/// generic handlers below serve every such type from this description, so
+/// `/Users` and `/Agents` share one implementation of create, read, list,
+/// search, replace, PATCH and delete (ETags, paging, projection and errors
+/// included).
+pub(crate) trait IdentityResource: Send + Sync + 'static {
+    /// The schema table that validates documents and drives discovery.
+    const SCHEMA: &'static ResourceSchema;
+
+    /// Whether an identity is served by this type (a User id is not found
+    /// under `/Agents`, nor an agent's under `/Users`).
+    fn owns(identity: &Identity) -> bool;
+
+    /// A POST or PUT body (or a patched document) as an identity.
+    fn from_document(
+        doc: &Value,
+        id: IdentityId,
+        current: Option<&Identity>,
+        limits: &Limits,
+    ) -> Result<Identity, ScimProblem>;
+
+    /// A PATCH applied to the current identity.
+    fn patch(current: &Identity, request: &PatchRequest, limits: &Limits) -> Result<Identity, ScimProblem>;
+
+    /// The listing plan of a filter and page.
+    fn plan(params: &ListParams) -> Result<ListPlan<lockstep_store::IdentityField>, ScimProblem>;
+
+    /// The resource's document.
+    fn render(view: &UserView, base: &str) -> Value;
+
+    /// Whether a resource matches a filter (the part the indexes do not
+    /// answer).
+    fn matches(filter: &lockstep_scim::filter::Filter, view: &UserView) -> bool;
+}
+
+/// `/Users`: every identity but agents.
+#[derive(Debug)]
+pub(crate) struct Users;
+
+impl IdentityResource for Users {
+    const SCHEMA: &'static ResourceSchema = &USER;
+    fn owns(identity: &Identity) -> bool {
+        identity.kind != IdentityKind::Agent
+    }
+    fn from_document(
+        doc: &Value,
+        id: IdentityId,
+        current: Option<&Identity>,
+        limits: &Limits,
+    ) -> Result<Identity, ScimProblem> {
+        refuse_agent(lockstep_scim::user_from_document(doc, id, current, limits)?)
+    }
+    fn patch(current: &Identity, request: &PatchRequest, limits: &Limits) -> Result<Identity, ScimProblem> {
+        refuse_agent(lockstep_scim::patch_user(current, request, limits)?)
+    }
+    fn plan(params: &ListParams) -> Result<ListPlan<lockstep_store::IdentityField>, ScimProblem> {
+        let agents = lockstep_scim::agents_only();
+        lockstep_scim::list_query(params).map(|p| p.within(lockstep_store::Filter::Not(Box::new(agents))))
+    }
+    fn render((identity, groups): &UserView, base: &str) -> Value {
+        lockstep_scim::user_to_document(identity, groups, base)
+    }
+    fn matches(filter: &lockstep_scim::filter::Filter, (identity, groups): &UserView) -> bool {
+        lockstep_scim::user_matches(filter, identity, groups)
+    }
+}
+
+/// An agent is written at `/Agents`, whose schema has its attributes.
+fn refuse_agent(identity: Identity) -> Result<Identity, ScimProblem> {
+    if identity.kind == IdentityKind::Agent {
+        return Err(ScimProblem::bad(
+            ScimType::InvalidValue,
+            "identityKind agent: agents are SCIM Agent resources, written at /Agents",
+        ));
+    }
+    Ok(identity)
+}
+
+/// `/Agents`: identities of kind `agent`.
+#[derive(Debug)]
+pub(crate) struct Agents;
+
+impl IdentityResource for Agents {
+    const SCHEMA: &'static ResourceSchema = &AGENT;
+    fn owns(identity: &Identity) -> bool {
+        identity.kind == IdentityKind::Agent
+    }
+    fn from_document(
+        doc: &Value,
+        id: IdentityId,
+        current: Option<&Identity>,
+        limits: &Limits,
+    ) -> Result<Identity, ScimProblem> {
+        lockstep_scim::agent_from_document(doc, id, current, limits)
+    }
+    fn patch(current: &Identity, request: &PatchRequest, limits: &Limits) -> Result<Identity, ScimProblem> {
+        lockstep_scim::patch_agent(current, request, limits)
+    }
+    fn plan(params: &ListParams) -> Result<ListPlan<lockstep_store::IdentityField>, ScimProblem> {
+        lockstep_scim::agent_list_query(params).map(|p| p.within(lockstep_scim::agents_only()))
+    }
+    fn render((identity, _): &UserView, base: &str) -> Value {
+        lockstep_scim::agent_to_document(identity, base)
+    }
+    fn matches(filter: &lockstep_scim::filter::Filter, (identity, _): &UserView) -> bool {
+        lockstep_scim::agent_matches(filter, identity)
+    }
+}
+
 fn with_groups(engine: &Engine, identity: Identity) -> Result<UserView, ApiError> {
     let groups = engine.directory().groups_of(identity.id).map_err(|e| engine_err(e.into()))?;
     Ok((identity, groups))
 }
 
-fn user_response(
+fn view_response<R: IdentityResource>(
     status: StatusCode,
-    (identity, groups): &UserView,
+    view: &UserView,
     base: &str,
     projection: &Projection,
 ) -> Response {
-    resource_response(status, user_to_document(identity, groups, base), &USER, projection)
+    resource_response(status, R::render(view, base), R::SCHEMA, projection)
 }
 
 pub(crate) fn parse_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Value, ApiError> {
@@ -125,12 +236,12 @@ pub(crate) fn parse_body(body: Result<Bytes, BytesRejection>, limit: usize) -> R
     })
 }
 
-fn parse_id(id: &str) -> Result<IdentityId, ApiError> {
-    id.parse().map_err(|_| not_found(id))
+fn parse_id<R: IdentityResource>(id: &str) -> Result<IdentityId, ApiError> {
+    id.parse().map_err(|_| not_found::<R>(id))
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::new(FLAVOR, StatusCode::NOT_FOUND, None, format!("User {id} not found"))
+fn not_found<R: IdentityResource>(id: &str) -> ApiError {
+    ApiError::new(FLAVOR, StatusCode::NOT_FOUND, None, format!("{} {id} not found", R::SCHEMA.name))
 }
 
 /// `If-Match`: `None` for absent or `*`; the version for `W/"n"` / `"n"`.
@@ -165,8 +276,8 @@ fn update_err(e: UpdateError<ScimProblem>) -> ApiError {
     }
 }
 
-/// `POST /Users`.
-pub(crate) async fn create_user(
+/// `POST /Users`, `POST /Agents`.
+pub(crate) async fn create<R: IdentityResource>(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -179,17 +290,32 @@ pub(crate) async fn create_user(
     let engine = state.engine.clone();
     let limits = state.config.scim_limits;
     let applied = blocking(FLAVOR, move || {
-        let identity =
-            user_from_document(&doc, engine.new_identity_id().map_err(engine_err)?, None, &limits)?;
+        let identity = R::from_document(&doc, engine.new_identity_id().map_err(engine_err)?, None, &limits)?;
         let applied = engine.create_identity(identity, origin(&caller)).map_err(engine_err)?;
         Ok((applied.identity, Vec::new()))
     })
     .await?;
-    Ok(user_response(StatusCode::CREATED, &applied, &base, &Projection::from_query(&params)))
+    Ok(view_response::<R>(StatusCode::CREATED, &applied, &base, &Projection::from_query(&params)))
 }
 
-/// `GET /Users/{id}`.
-pub(crate) async fn get_user(
+/// The resource of this type with this id, with its groups.
+fn load<R: IdentityResource>(
+    engine: &Engine,
+    identity_id: IdentityId,
+    id: &str,
+) -> Result<UserView, ApiError> {
+    let query = IdentityQuery {
+        filter: IdentityFilter::eq(IdentityField::Id, identity_id.to_string()),
+        offset: 0,
+        limit: 1,
+    };
+    let (_, mut found) =
+        engine.directory().list_identities_with_groups(&query).map_err(|e| engine_err(e.into()))?;
+    found.pop().filter(|(identity, _)| R::owns(identity)).ok_or_else(|| not_found::<R>(id))
+}
+
+/// `GET /Users/{id}`, `GET /Agents/{id}`.
+pub(crate) async fn get_one<R: IdentityResource>(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -197,22 +323,12 @@ pub(crate) async fn get_user(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
-    let identity_id = parse_id(&id)?;
+    let identity_id = parse_id::<R>(&id)?;
     let engine = state.engine.clone();
-    let query = IdentityQuery {
-        filter: IdentityFilter::eq(IdentityField::Id, identity_id.to_string()),
-        offset: 0,
-        limit: 1,
-    };
-    let identity = blocking(FLAVOR, move || {
-        let (_, mut found) =
-            engine.directory().list_identities_with_groups(&query).map_err(|e| engine_err(e.into()))?;
-        found.pop().ok_or_else(|| not_found(&id))
-    })
-    .await?;
-    Ok(user_response(
+    let view = blocking(FLAVOR, move || load::<R>(&engine, identity_id, &id)).await?;
+    Ok(view_response::<R>(
         StatusCode::OK,
-        &identity,
+        &view,
         &base_url(&state, &headers),
         &Projection::from_query(&params),
     ))
@@ -230,27 +346,27 @@ pub(crate) fn number(params: &HashMap<String, String>, name: &str) -> Result<Opt
         .transpose()
 }
 
-async fn list(
+async fn list<R: IdentityResource>(
     state: &AppState,
     headers: &HeaderMap,
     list: ListParams,
     projection: Projection,
 ) -> Result<Response, ApiError> {
     let start = list.start_index.unwrap_or(1).max(1);
-    let (total, resources) = list_values(state, headers, list, projection).await?;
+    let (total, resources) = list_values::<R>(state, headers, list, projection).await?;
     let body = serde_json::to_value(ListResponse::new(total, usize::try_from(start).unwrap_or(1), resources))
         .map_err(|e| ApiError::internal(FLAVOR, &e))?;
     Ok(scim_json(StatusCode::OK, &body, None))
 }
 
-/// A page of Users, rendered and projected, and the total.
-pub(crate) async fn list_values(
+/// A page of resources of one type, rendered and projected, and the total.
+pub(crate) async fn list_values<R: IdentityResource>(
     state: &AppState,
     headers: &HeaderMap,
     list: ListParams,
     projection: Projection,
 ) -> Result<(usize, Vec<Value>), ApiError> {
-    let plan = list_query(&list)?;
+    let plan = R::plan(&list)?;
     let base = base_url(state, headers);
     let engine = state.engine.clone();
     let (total, views) = blocking(FLAVOR, move || {
@@ -258,11 +374,10 @@ pub(crate) async fn list_values(
             .directory()
             .list_identities_with_groups(&plan.identity_query())
             .map_err(|e| engine_err(e.into()))?;
-        Ok(plan.finish(total, candidates, |(identity, groups), f| user_matches(f, identity, groups))?)
+        Ok(plan.finish(total, candidates, |view, f| R::matches(f, view))?)
     })
     .await?;
-    let resources =
-        views.iter().map(|(i, g)| projection.apply(&USER, user_to_document(i, g, &base))).collect();
+    let resources = views.iter().map(|view| projection.apply(R::SCHEMA, R::render(view, &base))).collect();
     Ok((total, resources))
 }
 
@@ -305,8 +420,8 @@ pub(crate) fn search_request(
     Ok((list, projection))
 }
 
-/// `GET /Users?filter=…&startIndex=…&count=…&attributes=…`.
-pub(crate) async fn list_users(
+/// `GET /Users?filter=…&startIndex=…&count=…&attributes=…`, and `/Agents`.
+pub(crate) async fn list_resources<R: IdentityResource>(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -314,11 +429,11 @@ pub(crate) async fn list_users(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
     let (list_params, projection) = list_request(&params)?;
-    list(&state, &headers, list_params, projection).await
+    list::<R>(&state, &headers, list_params, projection).await
 }
 
-/// `POST /Users/.search` (RFC 7644 §3.4.3).
-pub(crate) async fn search_users(
+/// `POST /Users/.search`, `POST /Agents/.search` (RFC 7644 §3.4.3).
+pub(crate) async fn search<R: IdentityResource>(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -326,11 +441,11 @@ pub(crate) async fn search_users(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
     let (list_params, projection) = search_request(body, state.config.body_limit)?;
-    list(&state, &headers, list_params, projection).await
+    list::<R>(&state, &headers, list_params, projection).await
 }
 
 /// `POST /.search` at the root (RFC 7644 §3.4.3): every resource type at
-/// once — Users, then Groups — paged across both. A filter naming an
+/// once — Users, then Groups, then Agents — paged across them. A filter naming an
 /// attribute one type lacks matches nothing of that type; a filter that
 /// does not parse is `invalidFilter`.
 pub(crate) async fn search_root(
@@ -361,30 +476,40 @@ pub(crate) async fn search_root(
         Err(e) if e.code == Some(ScimType::InvalidFilter.as_str()) => Ok((0, Vec::new())),
         other => other,
     };
-    let (users_total, _) = tolerate(list_values(&state, &headers, page(1, 0), projection.clone()).await)?;
-    let (groups_total, _) =
-        tolerate(crate::groups::list_values(&state, &headers, page(1, 0), projection.clone()).await)?;
+    let totals = [
+        tolerate(list_values::<Users>(&state, &headers, page(1, 0), projection.clone()).await)?.0,
+        tolerate(crate::groups::list_values(&state, &headers, page(1, 0), projection.clone()).await)?.0,
+        tolerate(list_values::<Agents>(&state, &headers, page(1, 0), projection.clone()).await)?.0,
+    ];
+    // One page across the types in order: skip whole types before the
+    // start, then take from each until the page is full.
     let mut resources = Vec::new();
-    if count > 0 && start <= users_total {
-        let (_, users) =
-            tolerate(list_values(&state, &headers, page(start, count), projection.clone()).await)?;
-        resources.extend(users);
+    let mut skip = start - 1;
+    for (i, total) in totals.iter().enumerate() {
+        if resources.len() >= count {
+            break;
+        }
+        if skip >= *total {
+            skip -= total;
+            continue;
+        }
+        let want = page(skip + 1, count - resources.len());
+        let projection = projection.clone();
+        let (_, got) = tolerate(match i {
+            0 => list_values::<Users>(&state, &headers, want, projection).await,
+            1 => crate::groups::list_values(&state, &headers, want, projection).await,
+            _ => list_values::<Agents>(&state, &headers, want, projection).await,
+        })?;
+        resources.extend(got);
+        skip = 0;
     }
-    let left = count.saturating_sub(resources.len());
-    if left > 0 && start + resources.len() > users_total {
-        let group_start = (start + resources.len()).saturating_sub(users_total).max(1);
-        let (_, groups) = tolerate(
-            crate::groups::list_values(&state, &headers, page(group_start, left), projection).await,
-        )?;
-        resources.extend(groups);
-    }
-    let body = serde_json::to_value(ListResponse::new(users_total + groups_total, start, resources))
+    let body = serde_json::to_value(ListResponse::new(totals.iter().sum(), start, resources))
         .map_err(|e| ApiError::internal(FLAVOR, &e))?;
     Ok(scim_json(StatusCode::OK, &body, None))
 }
 
-/// `PUT /Users/{id}`: full replace.
-pub(crate) async fn replace_user(
+/// `PUT /Users/{id}`, `PUT /Agents/{id}`: full replace.
+pub(crate) async fn replace<R: IdentityResource>(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -393,23 +518,23 @@ pub(crate) async fn replace_user(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
-    let identity_id = parse_id(&id)?;
+    let identity_id = parse_id::<R>(&id)?;
     let expected = if_match(&headers)?;
     let doc = parse_body(body, state.config.body_limit)?;
     let base = base_url(&state, &headers);
     let engine = state.engine.clone();
     let limits = state.config.scim_limits;
     let applied = blocking(FLAVOR, move || {
-        update(&engine, identity_id, &id, origin(&caller), expected, move |current| {
-            user_from_document(&doc, current.id, Some(current), &limits)
+        update::<R>(&engine, identity_id, &id, origin(&caller), expected, move |current| {
+            R::from_document(&doc, current.id, Some(current), &limits)
         })
     })
     .await?;
-    Ok(user_response(StatusCode::OK, &applied, &base, &Projection::from_query(&params)))
+    Ok(view_response::<R>(StatusCode::OK, &applied, &base, &Projection::from_query(&params)))
 }
 
-/// `PATCH /Users/{id}`: answers 200 with the resource.
-pub(crate) async fn patch_user(
+/// `PATCH /Users/{id}`, `PATCH /Agents/{id}`: answers 200 with the resource.
+pub(crate) async fn patch<R: IdentityResource>(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -418,7 +543,7 @@ pub(crate) async fn patch_user(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
-    let identity_id = parse_id(&id)?;
+    let identity_id = parse_id::<R>(&id)?;
     let expected = if_match(&headers)?;
     let request: PatchRequest = serde_json::from_value(parse_body(body, state.config.body_limit)?)
         .map_err(|e| ScimProblem::bad(ScimType::InvalidSyntax, format!("not a PatchOp request: {e}")))?;
@@ -426,15 +551,17 @@ pub(crate) async fn patch_user(
     let engine = state.engine.clone();
     let limits = state.config.scim_limits;
     let applied = blocking(FLAVOR, move || {
-        update(&engine, identity_id, &id, origin(&caller), expected, move |current| {
-            lockstep_scim::patch_user(current, &request, &limits)
+        update::<R>(&engine, identity_id, &id, origin(&caller), expected, move |current| {
+            R::patch(current, &request, &limits)
         })
     })
     .await?;
-    Ok(user_response(StatusCode::OK, &applied, &base, &Projection::from_query(&params)))
+    Ok(view_response::<R>(StatusCode::OK, &applied, &base, &Projection::from_query(&params)))
 }
 
-fn update(
+/// A change to a resource of type `R` (one of another type is not found:
+/// its kind never changes, so checking it first is enough).
+fn update<R: IdentityResource>(
     engine: &Engine,
     identity_id: IdentityId,
     id: &str,
@@ -442,28 +569,33 @@ fn update(
     expected: Option<u64>,
     change: impl Fn(&Identity) -> Result<Identity, ScimProblem> + Send + 'static,
 ) -> Result<UserView, ApiError> {
+    load::<R>(engine, identity_id, id)?;
     match engine.update_identity(identity_id, origin, expected, change) {
         Ok(applied) => with_groups(engine, applied.identity),
-        Err(UpdateError::Engine(EngineError::NotFound(_))) => Err(not_found(id)),
+        Err(UpdateError::Engine(EngineError::NotFound(_))) => Err(not_found::<R>(id)),
         Err(e) => Err(update_err(e)),
     }
 }
 
-/// `DELETE /Users/{id}`: 204; every session of the user is revoked first.
-pub(crate) async fn delete_user(
+/// `DELETE /Users/{id}`, `DELETE /Agents/{id}`: 204; every session and
+/// credential of the identity is revoked first.
+pub(crate) async fn delete<R: IdentityResource>(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::Scim)?;
-    let identity_id = parse_id(&id)?;
+    let identity_id = parse_id::<R>(&id)?;
     let expected = if_match(&headers)?;
     let engine = state.engine.clone();
-    blocking(FLAVOR, move || match engine.delete_identity(identity_id, origin(&caller), expected) {
-        Ok(_) => Ok(()),
-        Err(EngineError::NotFound(_)) => Err(not_found(&id)),
-        Err(e) => Err(engine_err(e)),
+    blocking(FLAVOR, move || {
+        load::<R>(&engine, identity_id, &id)?;
+        match engine.delete_identity(identity_id, origin(&caller), expected) {
+            Ok(_) => Ok(()),
+            Err(EngineError::NotFound(_)) => Err(not_found::<R>(&id)),
+            Err(e) => Err(engine_err(e)),
+        }
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -485,7 +617,11 @@ pub(crate) async fn service_provider_config(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Scim)?;
-    let doc = discovery::service_provider_config(&base_url(&state, &headers), state.config.body_limit);
+    let doc = discovery::service_provider_config(
+        &base_url(&state, &headers),
+        state.config.body_limit,
+        state.config.advertise_agent_extension,
+    );
     Ok(scim_json(StatusCode::OK, &doc, None))
 }
 

@@ -63,6 +63,10 @@ struct FileScim {
     max_binary_length: Option<usize>,
     max_values: Option<usize>,
     max_group_members: Option<usize>,
+    /// Whether `/ServiceProviderConfig` carries the agent drafts'
+    /// `agentExtension` (default true; a strict RFC 7643 client may refuse
+    /// an attribute it does not know).
+    advertise_agent_extension: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +97,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub admin_token: Option<String>,
     pub scim_limits: lockstep_scim::Limits,
+    pub advertise_agent_extension: bool,
     pub policy: Policy,
     /// Where the policy came from (file and its hash), for the audit.
     pub policy_source: Option<String>,
@@ -134,7 +139,9 @@ impl Settings {
             _ => None,
         };
         let sessions = file.sessions.unwrap_or_default();
-        let scim_limits = scim_limits(file.scim.unwrap_or_default())?;
+        let scim = file.scim.unwrap_or_default();
+        let advertise_agent_extension = scim.advertise_agent_extension.unwrap_or(true);
+        let scim_limits = scim_limits(scim)?;
         let listen_text = args.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen = listen_text
             .parse::<SocketAddr>()
@@ -195,6 +202,7 @@ impl Settings {
             log_format,
             admin_token: std::env::var("LOCKSTEP_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
             scim_limits,
+            advertise_agent_extension,
             policy,
             policy_source,
         })

@@ -137,6 +137,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             body_limit: settings.body_limit,
             public_url: settings.public_url,
             scim_limits: settings.scim_limits,
+            advertise_agent_extension: settings.advertise_agent_extension,
             receivers: crate::sources::receivers(&settings.sources)?,
         }),
         keys: Some(keys),

@@ -6,13 +6,15 @@ use serde_json::{Value, json};
 use crate::document::{RESOURCE_TYPES, ResourceSchema};
 use crate::query::MAX_COUNT;
 use crate::schema::{
-    ENTERPRISE_ATTRS, ENTERPRISE_SCHEMA, GROUP_ATTRS, GROUP_SCHEMA, LOCKSTEP_ATTRS, LOCKSTEP_SCHEMA,
-    USER_ATTRS, USER_SCHEMA, schema_document,
+    AGENT_ATTRS, AGENT_SCHEMA, ENTERPRISE_ATTRS, ENTERPRISE_SCHEMA, GROUP_ATTRS, GROUP_SCHEMA,
+    LOCKSTEP_ATTRS, LOCKSTEP_SCHEMA, USER_ATTRS, USER_SCHEMA, schema_document,
 };
 
-/// The service provider configuration. `max_payload` is the body limit.
-pub fn service_provider_config(base: &str, max_payload: usize) -> Value {
-    json!({
+/// The service provider configuration. `max_payload` is the body limit;
+/// `agent_extension` adds the agent drafts' `agentExtension` flag (`/Agents`
+/// is served either way).
+pub fn service_provider_config(base: &str, max_payload: usize, agent_extension: bool) -> Value {
+    let mut doc = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "documentationUri": "https://github.com/lockstep/lockstep#readme",
         "patch": {"supported": true},
@@ -28,7 +30,11 @@ pub fn service_provider_config(base: &str, max_payload: usize) -> Value {
              "description": "client_id:client_secret of a Lockstep API client with the scim scope"}
         ],
         "meta": {"resourceType": "ServiceProviderConfig", "location": format!("{base}/ServiceProviderConfig")}
-    })
+    });
+    if agent_extension && let Some(obj) = doc.as_object_mut() {
+        obj.insert("agentExtension".into(), json!({"supported": true}));
+    }
+    doc
 }
 
 fn resource_type(rt: &ResourceSchema, base: &str) -> Value {
@@ -62,6 +68,12 @@ pub fn schemas(base: &str) -> Vec<Value> {
         (ENTERPRISE_SCHEMA, "EnterpriseUser", "Enterprise User", ENTERPRISE_ATTRS),
         (LOCKSTEP_SCHEMA, "LockstepIdentity", "Non-human identities: kind, owner, risk tier", LOCKSTEP_ATTRS),
         (GROUP_SCHEMA, "Group", "Group", GROUP_ATTRS),
+        (
+            AGENT_SCHEMA,
+            "Agent",
+            "AI agent (draft-abbey-scim-agent-extension, draft-wzdk-scim-agent-resource)",
+            AGENT_ATTRS,
+        ),
     ] {
         if RESOURCE_TYPES.iter().any(|rt| rt.core_urn == id || rt.extensions.iter().any(|(u, _)| *u == id)) {
             out.push(schema_document(id, name, description, attrs, base));

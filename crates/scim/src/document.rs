@@ -43,7 +43,7 @@ pub const GROUP: ResourceSchema = ResourceSchema {
 
 /// The resource types served (and advertised): never advertise what does
 /// not work.
-pub const RESOURCE_TYPES: &[ResourceSchema] = &[USER, GROUP];
+pub const RESOURCE_TYPES: &[ResourceSchema] = &[USER, GROUP, crate::agent::AGENT];
 
 impl ResourceSchema {
     /// The extension with this URN, case-insensitively.

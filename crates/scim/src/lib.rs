@@ -1,5 +1,5 @@
 //! SCIM 2.0 semantics over JSON documents: the resource schemas (which both
-//! validate documents and render discovery), the User mapping, the PATCH
+//! validate documents and render discovery), the User and Agent mappings, the PATCH
 //! engine, the filter grammar and its evaluation. No I/O and no HTTP: the
 //! `http` crate routes requests here and the engine commits the results.
 //!
@@ -9,6 +9,7 @@
 //! into a domain type before it is stored, whether it arrived by POST, PUT or
 //! PATCH.
 
+mod agent;
 pub mod discovery;
 mod document;
 mod error;
@@ -20,9 +21,13 @@ mod query;
 pub mod schema;
 mod user;
 
+pub use agent::{AGENT, agent_from_document, agent_matches, agent_to_document, patch_agent};
 pub use document::{GROUP, Limits, RESOURCE_TYPES, ResourceSchema, USER, project, validate_document};
 pub use error::{ScimProblem, ScimType};
 pub use group::{group_from_document, group_to_document, group_to_document_named};
 pub use patch::apply_patch;
-pub use query::{DEFAULT_COUNT, ListParams, ListPlan, MAX_COUNT, MAX_EXAMINED, group_list_query, list_query};
+pub use query::{
+    DEFAULT_COUNT, ListParams, ListPlan, MAX_COUNT, MAX_EXAMINED, agent_list_query, agents_only,
+    group_list_query, list_query,
+};
 pub use user::{etag, patch_user, user_from_document, user_matches, user_to_document};

@@ -20,7 +20,8 @@ use serde_json::Value;
 
 use crate::error::{ScimProblem, ScimType};
 use crate::filter::{self, AttrPath, CompareOp, Filter};
-use crate::schema::{GROUP_SCHEMA, LOCKSTEP_SCHEMA, USER_SCHEMA};
+use crate::schema::{AGENT_SCHEMA, GROUP_SCHEMA, LOCKSTEP_SCHEMA, USER_SCHEMA};
+use lockstep_domain::IdentityKind;
 
 /// Default page size when `count` is absent: the largest page, so a client
 /// that does not page still sees every match up to `filter.maxResults`.
@@ -140,9 +141,51 @@ fn plan<F: SearchField>(
     Ok(ListPlan { index, residual, offset, limit, start })
 }
 
-/// Plans a User listing.
+/// Plans a User listing (of the filter alone; the resource type adds its
+/// scope with [`ListPlan::within`]).
 pub fn list_query(params: &ListParams) -> Result<ListPlan<IdentityField>, ScimProblem> {
     plan(params, user_field)
+}
+
+/// Plans an Agent listing (of the filter alone, like [`list_query`]).
+pub fn agent_list_query(params: &ListParams) -> Result<ListPlan<IdentityField>, ScimProblem> {
+    plan(params, agent_field)
+}
+
+/// The identities of kind `agent` (`/Agents`); its negation is `/Users`.
+pub fn agents_only() -> StoreFilter<IdentityField> {
+    StoreFilter::eq(IdentityField::Kind, IdentityKind::Agent.as_str())
+}
+
+impl<F> ListPlan<F> {
+    /// The plan restricted to what `scope` selects as well (exact stays
+    /// exact: the scope is an index condition).
+    pub fn within(mut self, scope: StoreFilter<F>) -> Self {
+        self.index = match self.index {
+            StoreFilter::All => scope,
+            StoreFilter::And(mut parts) => {
+                parts.push(scope);
+                StoreFilter::And(parts)
+            }
+            other => StoreFilter::And(vec![other, scope]),
+        };
+        self
+    }
+}
+
+/// The indexed Agent field a path names.
+fn agent_field(path: &AttrPath, multi: bool) -> Option<IdentityField> {
+    if multi || path.sub.is_some() || !in_schema(path, AGENT_SCHEMA) {
+        return None;
+    }
+    match path.attr.to_ascii_lowercase().as_str() {
+        "id" => Some(IdentityField::Id),
+        "agentusername" | "name" => Some(IdentityField::UserName),
+        "externalid" => Some(IdentityField::ExternalId),
+        "displayname" => Some(IdentityField::DisplayName),
+        "active" => Some(IdentityField::Active),
+        _ => None,
+    }
 }
 
 /// Plans a Group listing.

@@ -116,6 +116,10 @@ pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:ente
 /// Entra ID's attribute mapping only offers custom extensions named so.
 pub const LOCKSTEP_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:lockstep:2.0:User";
 
+/// Agent schema URN (`draft-abbey-scim-agent-extension-00`,
+/// `draft-wzdk-scim-agent-resource-00`).
+pub const AGENT_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Agent";
+
 /// Core Group schema URN.
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
@@ -239,12 +243,18 @@ pub const ENTERPRISE_ATTRS: &[Attr] = &[
     },
 ];
 
+/// The identity kinds a User may have (an agent is an Agent resource).
+const USER_KINDS: &[&str] = &["human", "service_account", "workload", "api_client"];
+
 /// Lockstep extension attributes.
 pub const LOCKSTEP_ATTRS: &[Attr] = &[
     Attr {
         case_exact: true,
-        canonical: lockstep_domain::IdentityKind::NAMES,
-        ..s("identityKind", "What the identity is. Non-human kinds need an owner.")
+        canonical: USER_KINDS,
+        ..s(
+            "identityKind",
+            "What the identity is. Non-human kinds need an owner. Agents are Agent resources (/Agents).",
+        )
     },
     Attr {
         ty: Type::Complex,
@@ -293,7 +303,7 @@ fn attr_json(a: &Attr) -> Value {
             _ if a.name == "id" => "always",
             _ => "default",
         },
-        "uniqueness": if a.name == "userName" { "server" } else { "none" },
+        "uniqueness": if a.identifier && matches!(a.name, "userName" | "agentUserName" | "name") { "server" } else { "none" },
     });
     if let Some(obj) = v.as_object_mut() {
         if !matches!(a.ty, Type::Complex | Type::Boolean) {
@@ -345,6 +355,55 @@ pub const GROUP_ATTRS: &[Attr] = &[
                     "The member's userName (rendered from the member; ignored on input, as Okta Group Push sends it).",
                 )
             },
+        ],
+    ),
+];
+
+/// Agent attributes: the union of the two agent drafts, `name` and
+/// `agentUserName` being one handle (see `agent.rs`).
+pub const AGENT_ATTRS: &[Attr] = &[
+    Attr {
+        required: true,
+        ..ident(s(
+            "agentUserName",
+            "Unique handle of the Agent (draft-wzdk). The same value as name: either may be sent, both are returned.",
+        ))
+    },
+    // Read-only in the table (so a client filling every writable attribute
+    // does not send two different handles), yet accepted as the handle when
+    // agentUserName is absent, and as a PATCH path: see `agent.rs`.
+    Attr {
+        mutability: Mutability::ReadOnly,
+        ..ident(s(
+            "name",
+            "Unique handle of the Agent (draft-abbey): the same value as agentUserName, accepted in its place when agentUserName is absent.",
+        ))
+    },
+    Attr {
+        case_exact: true,
+        ..ident(s("externalId", "The provisioning client's identifier for the Agent."))
+    },
+    s("displayName", "The name of the Agent, suitable for display."),
+    s("description", "What the Agent does."),
+    s("agentType", "The kind of agent, as the provisioning client classifies it."),
+    Attr {
+        required: true,
+        ..with(
+            s(
+                "active",
+                "Whether the Agent may act. false revokes every session and credential of the Agent.",
+            ),
+            Type::Boolean,
+        )
+    },
+    multi(
+        "owners",
+        "The humans accountable for the Agent. While none is active the Agent gets no sessions or credentials, and losing the last active owner applies the policy's owner-lost impact.",
+        &[
+            with(s("value", "The id of the owning User."), Type::Reference(&["User"])),
+            with(s("$ref", "The URI of the owning User."), Type::Reference(&["User"])),
+            Attr { canonical: &["User"], ..s("type", "The type of the owner; only User is supported.") },
+            Attr { mutability: Mutability::ReadOnly, ..s("display", "The owner's userName.") },
         ],
     ),
 ];

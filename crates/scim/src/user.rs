@@ -38,14 +38,7 @@ pub fn user_from_document(
     let external_id = text(&mut attrs, "externalId");
     let display_name = text(&mut attrs, "displayName");
     let active = attrs.remove("active").and_then(|v| v.as_bool());
-    let status = match (active, current.map(|c| c.status)) {
-        (Some(true), _) => IdentityStatus::Active,
-        // A suspended identity stays suspended when told it is not active.
-        (Some(false), Some(IdentityStatus::Suspended)) => IdentityStatus::Suspended,
-        (Some(false), _) => IdentityStatus::Disabled,
-        (None, Some(status)) => status,
-        (None, None) => IdentityStatus::Active,
-    };
+    let status = status_from(active, current);
     // Addresses stay in the profile (with type and primary) and are also
     // lifted out for the directory's e-mail index.
     let emails = match attrs.get("emails") {
@@ -73,6 +66,46 @@ pub fn user_from_document(
         created: current.map_or(Timestamp(0), |c| c.created),
         modified: current.map_or(Timestamp(0), |c| c.modified),
     })
+}
+
+/// The status a document's `active` gives, `current` being the identity
+/// before: a suspended identity stays suspended when told it is not
+/// active; without `active`, the status stays (a new identity is active).
+pub(crate) fn status_from(active: Option<bool>, current: Option<&Identity>) -> IdentityStatus {
+    match (active, current.map(|c| c.status)) {
+        (Some(true), _) => IdentityStatus::Active,
+        (Some(false), Some(IdentityStatus::Suspended)) => IdentityStatus::Suspended,
+        (Some(false), _) => IdentityStatus::Disabled,
+        (None, Some(status)) => status,
+        (None, None) => IdentityStatus::Active,
+    }
+}
+
+/// Renders the typed fields every identity resource shares — `externalId`,
+/// the handle under each of `handles`, `displayName`, `active` — then the
+/// profile's other attributes (those not in `typed`).
+pub(crate) fn render_typed(
+    doc: &mut Map<String, Value>,
+    identity: &Identity,
+    handles: &[&str],
+    profile: Map<String, Value>,
+    typed: &[&str],
+) {
+    if let Some(e) = &identity.external_id {
+        doc.insert("externalId".into(), Value::String(e.clone()));
+    }
+    for handle in handles {
+        doc.insert((*handle).into(), Value::String(identity.user_name.clone()));
+    }
+    if let Some(d) = &identity.display_name {
+        doc.insert("displayName".into(), Value::String(d.clone()));
+    }
+    doc.insert("active".into(), Value::Bool(identity.status == IdentityStatus::Active));
+    for (k, v) in profile {
+        if !typed.contains(&k.as_str()) {
+            doc.insert(k, v);
+        }
+    }
 }
 
 /// Reads the Lockstep extension: identity kind, owner and risk tier, all
@@ -167,19 +200,7 @@ pub fn user_to_document(identity: &Identity, groups: &[(GroupId, String)], base:
     }
     doc.insert("schemas".into(), Value::Array(schemas));
     doc.insert("id".into(), Value::String(identity.id.to_string()));
-    if let Some(e) = &identity.external_id {
-        doc.insert("externalId".into(), Value::String(e.clone()));
-    }
-    doc.insert("userName".into(), Value::String(identity.user_name.clone()));
-    if let Some(d) = &identity.display_name {
-        doc.insert("displayName".into(), Value::String(d.clone()));
-    }
-    doc.insert("active".into(), Value::Bool(identity.status == IdentityStatus::Active));
-    for (k, v) in profile {
-        if !TYPED.contains(&k.as_str()) {
-            doc.insert(k, v);
-        }
-    }
+    render_typed(&mut doc, identity, &["userName"], profile, TYPED);
     // A directory source (LDAP, an HR file) sets the typed addresses but
     // writes no SCIM profile for them: render them, the first as primary.
     if !doc.contains_key("emails") && !identity.emails.is_empty() {
