@@ -78,6 +78,8 @@ named_enum!(
         ApiClient => "api_client",
         /// An AI agent acting on its own or for its owners.
         Agent => "agent",
+        /// An application AI agents run in (SCIM `AgenticApplication`).
+        AgenticApplication => "agentic_application",
     }
 );
 

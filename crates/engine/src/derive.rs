@@ -56,7 +56,7 @@ impl Engine {
         let invalid = |message: String| EngineError::Invalid { field: "owner", message };
         if identity.owners.is_empty()
             && identity.kind != IdentityKind::Human
-            && identity.kind != IdentityKind::Agent
+            && !matches!(identity.kind, IdentityKind::Agent | IdentityKind::AgenticApplication)
         {
             return Err(invalid(format!("a {} identity needs an owner (a human User)", identity.kind)));
         }

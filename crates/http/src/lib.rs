@@ -126,6 +126,13 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
     ("PUT", "/scim/v2/Agents/{id}", Access::Scopes(&[Scope::Scim])),
     ("PATCH", "/scim/v2/Agents/{id}", Access::Scopes(&[Scope::Scim])),
     ("DELETE", "/scim/v2/Agents/{id}", Access::Scopes(&[Scope::Scim])),
+    ("GET", "/scim/v2/AgenticApplications", Access::Scopes(&[Scope::Scim])),
+    ("POST", "/scim/v2/AgenticApplications", Access::Scopes(&[Scope::Scim])),
+    ("POST", "/scim/v2/AgenticApplications/.search", Access::Scopes(&[Scope::Scim])),
+    ("GET", "/scim/v2/AgenticApplications/{id}", Access::Scopes(&[Scope::Scim])),
+    ("PUT", "/scim/v2/AgenticApplications/{id}", Access::Scopes(&[Scope::Scim])),
+    ("PATCH", "/scim/v2/AgenticApplications/{id}", Access::Scopes(&[Scope::Scim])),
+    ("DELETE", "/scim/v2/AgenticApplications/{id}", Access::Scopes(&[Scope::Scim])),
     ("POST", "/scim/v2/.search", Access::Scopes(&[Scope::Scim])),
     ("GET", "/scim/v2/Groups", Access::Scopes(&[Scope::Scim])),
     ("POST", "/scim/v2/Groups", Access::Scopes(&[Scope::Scim])),
@@ -186,6 +193,12 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/scim/v2/Users/.search", post(scim::search::<scim::Users>)),
         ("/scim/v2/Agents", get(scim::list_resources::<scim::Agents>).post(scim::create::<scim::Agents>)),
         ("/scim/v2/Agents/.search", post(scim::search::<scim::Agents>)),
+        (
+            "/scim/v2/AgenticApplications",
+            get(scim::list_resources::<scim::AgenticApplications>)
+                .post(scim::create::<scim::AgenticApplications>),
+        ),
+        ("/scim/v2/AgenticApplications/.search", post(scim::search::<scim::AgenticApplications>)),
         ("/scim/v2/.search", post(scim::search_root)),
         ("/scim/v2/Groups", get(groups::list_groups).post(groups::create_group)),
         ("/scim/v2/Groups/.search", post(groups::search_groups)),
@@ -217,6 +230,13 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
                 .put(scim::replace::<scim::Agents>)
                 .patch(scim::patch::<scim::Agents>)
                 .delete(scim::delete::<scim::Agents>),
+        ),
+        (
+            "/scim/v2/AgenticApplications/{id}",
+            get(scim::get_one::<scim::AgenticApplications>)
+                .put(scim::replace::<scim::AgenticApplications>)
+                .patch(scim::patch::<scim::AgenticApplications>)
+                .delete(scim::delete::<scim::AgenticApplications>),
         ),
         ("/v1/sessions", post(api::create_session).get(api::list_sessions)),
         ("/v1/sessions/{id}", delete(api::revoke_session)),

@@ -1,5 +1,5 @@
-//! SCIM 2.0 resources backed by directory identities — `/Users` and
-//! `/Agents` — served by one generic handler per operation, driven by an
+//! SCIM 2.0 resources backed by directory identities — `/Users`, `/Agents`
+//! and `/AgenticApplications` — served by one generic handler per operation, driven by an
 //! [`IdentityResource`] (its schema table, its document mapping, its
 //! listing plan), and the discovery endpoints.
 
@@ -14,7 +14,8 @@ use lockstep_domain::{Identity, IdentityId, IdentityKind, Origin, Scope, SourceI
 use lockstep_engine::{Engine, EngineError, UpdateError};
 use lockstep_proto::scim::{ListResponse, PatchRequest, SCIM_MEDIA_TYPE, SEARCH_SCHEMA, SearchRequest};
 use lockstep_scim::{
-    AGENT, Limits, ListParams, ListPlan, ResourceSchema, ScimProblem, ScimType, USER, discovery, project,
+    Limits, ListParams, ListPlan, NonHumanResource, ResourceSchema, ScimProblem, ScimType, USER, discovery,
+    project,
 };
 use lockstep_store::{IdentityField, IdentityFilter, IdentityQuery};
 use serde_json::Value;
@@ -142,7 +143,7 @@ pub(crate) struct Users;
 impl IdentityResource for Users {
     const SCHEMA: &'static ResourceSchema = &USER;
     fn owns(identity: &Identity) -> bool {
-        identity.kind != IdentityKind::Agent
+        !matches!(identity.kind, IdentityKind::Agent | IdentityKind::AgenticApplication)
     }
     fn from_document(
         doc: &Value,
@@ -156,8 +157,12 @@ impl IdentityResource for Users {
         refuse_agent(lockstep_scim::patch_user(current, request, limits)?)
     }
     fn plan(params: &ListParams) -> Result<ListPlan<lockstep_store::IdentityField>, ScimProblem> {
-        let agents = lockstep_scim::agents_only();
-        lockstep_scim::list_query(params).map(|p| p.within(lockstep_store::Filter::Not(Box::new(agents))))
+        // Every kind but the agent resource types'.
+        let others = lockstep_store::Filter::Or(vec![
+            lockstep_scim::kind_only(IdentityKind::Agent),
+            lockstep_scim::kind_only(IdentityKind::AgenticApplication),
+        ]);
+        lockstep_scim::list_query(params).map(|p| p.within(lockstep_store::Filter::Not(Box::new(others))))
     }
     fn render((identity, groups): &UserView, base: &str) -> Value {
         lockstep_scim::user_to_document(identity, groups, base)
@@ -167,25 +172,51 @@ impl IdentityResource for Users {
     }
 }
 
-/// An agent is written at `/Agents`, whose schema has its attributes.
+/// An agent is written at `/Agents` (an agentic application at
+/// `/AgenticApplications`), whose schemas have their attributes.
 fn refuse_agent(identity: Identity) -> Result<Identity, ScimProblem> {
-    if identity.kind == IdentityKind::Agent {
-        return Err(ScimProblem::bad(
-            ScimType::InvalidValue,
-            "identityKind agent: agents are SCIM Agent resources, written at /Agents",
-        ));
-    }
-    Ok(identity)
+    let endpoint = match identity.kind {
+        IdentityKind::Agent => "/Agents",
+        IdentityKind::AgenticApplication => "/AgenticApplications",
+        _ => return Ok(identity),
+    };
+    Err(ScimProblem::bad(
+        ScimType::InvalidValue,
+        format!("identityKind {}: written at {endpoint}, as that SCIM resource type", identity.kind),
+    ))
+}
+
+/// An agent resource type: identities of one non-human kind, described
+/// by a [`NonHumanResource`].
+pub(crate) trait NonHumanType: Send + Sync + 'static {
+    /// Its description.
+    const RESOURCE: &'static NonHumanResource;
+    /// The attributes naming its handle (filters on them use the index).
+    const HANDLES: &'static [&'static str];
 }
 
 /// `/Agents`: identities of kind `agent`.
 #[derive(Debug)]
 pub(crate) struct Agents;
 
-impl IdentityResource for Agents {
-    const SCHEMA: &'static ResourceSchema = &AGENT;
+impl NonHumanType for Agents {
+    const RESOURCE: &'static NonHumanResource = &lockstep_scim::AGENTS;
+    const HANDLES: &'static [&'static str] = &["agentUserName", "name"];
+}
+
+/// `/AgenticApplications`: identities of kind `agentic_application`.
+#[derive(Debug)]
+pub(crate) struct AgenticApplications;
+
+impl NonHumanType for AgenticApplications {
+    const RESOURCE: &'static NonHumanResource = &lockstep_scim::AGENTIC_APPLICATIONS;
+    const HANDLES: &'static [&'static str] = &["name"];
+}
+
+impl<T: NonHumanType> IdentityResource for T {
+    const SCHEMA: &'static ResourceSchema = T::RESOURCE.schema;
     fn owns(identity: &Identity) -> bool {
-        identity.kind == IdentityKind::Agent
+        identity.kind == T::RESOURCE.kind
     }
     fn from_document(
         doc: &Value,
@@ -193,19 +224,21 @@ impl IdentityResource for Agents {
         current: Option<&Identity>,
         limits: &Limits,
     ) -> Result<Identity, ScimProblem> {
-        lockstep_scim::agent_from_document(doc, id, current, limits)
+        T::RESOURCE.from_document(doc, id, current, limits)
     }
     fn patch(current: &Identity, request: &PatchRequest, limits: &Limits) -> Result<Identity, ScimProblem> {
-        lockstep_scim::patch_agent(current, request, limits)
+        T::RESOURCE.patch(current, request, limits)
     }
     fn plan(params: &ListParams) -> Result<ListPlan<lockstep_store::IdentityField>, ScimProblem> {
-        lockstep_scim::agent_list_query(params).map(|p| p.within(lockstep_scim::agents_only()))
+        let resource = T::RESOURCE;
+        lockstep_scim::non_human_list_query(params, resource.schema.core_urn, T::HANDLES)
+            .map(|p| p.within(lockstep_scim::kind_only(resource.kind)))
     }
     fn render((identity, _): &UserView, base: &str) -> Value {
-        lockstep_scim::agent_to_document(identity, base)
+        T::RESOURCE.to_document(identity, base)
     }
     fn matches(filter: &lockstep_scim::filter::Filter, (identity, _): &UserView) -> bool {
-        lockstep_scim::agent_matches(filter, identity)
+        T::RESOURCE.matches(filter, identity)
     }
 }
 
@@ -445,7 +478,8 @@ pub(crate) async fn search<R: IdentityResource>(
 }
 
 /// `POST /.search` at the root (RFC 7644 §3.4.3): every resource type at
-/// once — Users, then Groups, then Agents — paged across them. A filter naming an
+/// once — Users, Groups, Agents, AgenticApplications, in that order —
+/// paged across them. A filter naming an
 /// attribute one type lacks matches nothing of that type; a filter that
 /// does not parse is `invalidFilter`.
 pub(crate) async fn search_root(
@@ -480,6 +514,8 @@ pub(crate) async fn search_root(
         tolerate(list_values::<Users>(&state, &headers, page(1, 0), projection.clone()).await)?.0,
         tolerate(crate::groups::list_values(&state, &headers, page(1, 0), projection.clone()).await)?.0,
         tolerate(list_values::<Agents>(&state, &headers, page(1, 0), projection.clone()).await)?.0,
+        tolerate(list_values::<AgenticApplications>(&state, &headers, page(1, 0), projection.clone()).await)?
+            .0,
     ];
     // One page across the types in order: skip whole types before the
     // start, then take from each until the page is full.
@@ -498,7 +534,8 @@ pub(crate) async fn search_root(
         let (_, got) = tolerate(match i {
             0 => list_values::<Users>(&state, &headers, want, projection).await,
             1 => crate::groups::list_values(&state, &headers, want, projection).await,
-            _ => list_values::<Agents>(&state, &headers, want, projection).await,
+            2 => list_values::<Agents>(&state, &headers, want, projection).await,
+            _ => list_values::<AgenticApplications>(&state, &headers, want, projection).await,
         })?;
         resources.extend(got);
         skip = 0;

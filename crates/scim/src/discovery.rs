@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 use crate::document::{RESOURCE_TYPES, ResourceSchema};
 use crate::query::MAX_COUNT;
 use crate::schema::{
-    AGENT_ATTRS, AGENT_SCHEMA, ENTERPRISE_ATTRS, ENTERPRISE_SCHEMA, GROUP_ATTRS, GROUP_SCHEMA,
-    LOCKSTEP_ATTRS, LOCKSTEP_SCHEMA, USER_ATTRS, USER_SCHEMA, schema_document,
+    AGENT_ATTRS, AGENT_SCHEMA, AGENTIC_APPLICATION_ATTRS, AGENTIC_APPLICATION_SCHEMA, ENTERPRISE_ATTRS,
+    ENTERPRISE_SCHEMA, GROUP_ATTRS, GROUP_SCHEMA, LOCKSTEP_ATTRS, LOCKSTEP_SCHEMA, USER_ATTRS, USER_SCHEMA,
+    schema_document,
 };
 
 /// The service provider configuration. `max_payload` is the body limit;
@@ -73,6 +74,12 @@ pub fn schemas(base: &str) -> Vec<Value> {
             "Agent",
             "AI agent (draft-abbey-scim-agent-extension, draft-wzdk-scim-agent-resource)",
             AGENT_ATTRS,
+        ),
+        (
+            AGENTIC_APPLICATION_SCHEMA,
+            "AgenticApplication",
+            "An application AI agents run in (draft-abbey-scim-agent-extension)",
+            AGENTIC_APPLICATION_ATTRS,
         ),
     ] {
         if RESOURCE_TYPES.iter().any(|rt| rt.core_urn == id || rt.extensions.iter().any(|(u, _)| *u == id)) {

@@ -43,7 +43,8 @@ pub const GROUP: ResourceSchema = ResourceSchema {
 
 /// The resource types served (and advertised): never advertise what does
 /// not work.
-pub const RESOURCE_TYPES: &[ResourceSchema] = &[USER, GROUP, crate::agent::AGENT];
+pub const RESOURCE_TYPES: &[ResourceSchema] =
+    &[USER, GROUP, crate::agent::AGENT, crate::agent::AGENTIC_APPLICATION];
 
 impl ResourceSchema {
     /// The extension with this URN, case-insensitively.

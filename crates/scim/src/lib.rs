@@ -21,13 +21,13 @@ mod query;
 pub mod schema;
 mod user;
 
-pub use agent::{AGENT, agent_from_document, agent_matches, agent_to_document, patch_agent};
+pub use agent::{AGENT, AGENTIC_APPLICATION, AGENTIC_APPLICATIONS, AGENTS, NonHumanResource};
 pub use document::{GROUP, Limits, RESOURCE_TYPES, ResourceSchema, USER, project, validate_document};
 pub use error::{ScimProblem, ScimType};
 pub use group::{group_from_document, group_to_document, group_to_document_named};
 pub use patch::apply_patch;
 pub use query::{
-    DEFAULT_COUNT, ListParams, ListPlan, MAX_COUNT, MAX_EXAMINED, agent_list_query, agents_only,
-    group_list_query, list_query,
+    DEFAULT_COUNT, ListParams, ListPlan, MAX_COUNT, MAX_EXAMINED, group_list_query, kind_only, list_query,
+    non_human_list_query,
 };
 pub use user::{etag, patch_user, user_from_document, user_matches, user_to_document};

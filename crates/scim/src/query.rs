@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::error::{ScimProblem, ScimType};
 use crate::filter::{self, AttrPath, CompareOp, Filter};
-use crate::schema::{AGENT_SCHEMA, GROUP_SCHEMA, LOCKSTEP_SCHEMA, USER_SCHEMA};
+use crate::schema::{GROUP_SCHEMA, LOCKSTEP_SCHEMA, USER_SCHEMA};
 use lockstep_domain::IdentityKind;
 
 /// Default page size when `count` is absent: the largest page, so a client
@@ -147,14 +147,20 @@ pub fn list_query(params: &ListParams) -> Result<ListPlan<IdentityField>, ScimPr
     plan(params, user_field)
 }
 
-/// Plans an Agent listing (of the filter alone, like [`list_query`]).
-pub fn agent_list_query(params: &ListParams) -> Result<ListPlan<IdentityField>, ScimProblem> {
-    plan(params, agent_field)
+/// Plans a listing of an agent resource type (of the filter alone, like
+/// [`list_query`]): `urn` is its schema, `handles` the attributes naming
+/// its handle.
+pub fn non_human_list_query(
+    params: &ListParams,
+    urn: &'static str,
+    handles: &'static [&'static str],
+) -> Result<ListPlan<IdentityField>, ScimProblem> {
+    plan(params, move |path: &AttrPath, multi: bool| non_human_field(path, multi, urn, handles))
 }
 
-/// The identities of kind `agent` (`/Agents`); its negation is `/Users`.
-pub fn agents_only() -> StoreFilter<IdentityField> {
-    StoreFilter::eq(IdentityField::Kind, IdentityKind::Agent.as_str())
+/// The identities of one kind (an agent resource type's scope).
+pub fn kind_only(kind: IdentityKind) -> StoreFilter<IdentityField> {
+    StoreFilter::eq(IdentityField::Kind, kind.as_str())
 }
 
 impl<F> ListPlan<F> {
@@ -173,14 +179,16 @@ impl<F> ListPlan<F> {
     }
 }
 
-/// The indexed Agent field a path names.
-fn agent_field(path: &AttrPath, multi: bool) -> Option<IdentityField> {
-    if multi || path.sub.is_some() || !in_schema(path, AGENT_SCHEMA) {
+/// The indexed field of an agent resource type a path names.
+fn non_human_field(path: &AttrPath, multi: bool, urn: &str, handles: &[&str]) -> Option<IdentityField> {
+    if multi || path.sub.is_some() || !in_schema(path, urn) {
         return None;
+    }
+    if handles.iter().any(|h| h.eq_ignore_ascii_case(&path.attr)) {
+        return Some(IdentityField::UserName);
     }
     match path.attr.to_ascii_lowercase().as_str() {
         "id" => Some(IdentityField::Id),
-        "agentusername" | "name" => Some(IdentityField::UserName),
         "externalid" => Some(IdentityField::ExternalId),
         "displayname" => Some(IdentityField::DisplayName),
         "active" => Some(IdentityField::Active),

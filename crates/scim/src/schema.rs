@@ -120,6 +120,9 @@ pub const LOCKSTEP_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:lockst
 /// `draft-wzdk-scim-agent-resource-00`).
 pub const AGENT_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Agent";
 
+/// AgenticApplication schema URN (`draft-abbey-scim-agent-extension-00`).
+pub const AGENTIC_APPLICATION_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:AgenticApplication";
+
 /// Core Group schema URN.
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
@@ -359,6 +362,18 @@ pub const GROUP_ATTRS: &[Attr] = &[
     ),
 ];
 
+/// `owners` of agents and agentic applications.
+const OWNERS: Attr = multi(
+    "owners",
+    "The humans accountable for the resource. While none is active it gets no sessions or credentials, and losing the last active owner applies the policy's owner-lost impact.",
+    &[
+        with(s("value", "The id of the owning User."), Type::Reference(&["User"])),
+        with(s("$ref", "The URI of the owning User."), Type::Reference(&["User"])),
+        Attr { canonical: &["User"], ..s("type", "The type of the owner; only User is supported.") },
+        Attr { mutability: Mutability::ReadOnly, ..s("display", "The owner's userName.") },
+    ],
+);
+
 /// Agent attributes: the union of the two agent drafts, `name` and
 /// `agentUserName` being one handle (see `agent.rs`).
 pub const AGENT_ATTRS: &[Attr] = &[
@@ -396,14 +411,33 @@ pub const AGENT_ATTRS: &[Attr] = &[
             Type::Boolean,
         )
     },
-    multi(
-        "owners",
-        "The humans accountable for the Agent. While none is active the Agent gets no sessions or credentials, and losing the last active owner applies the policy's owner-lost impact.",
-        &[
-            with(s("value", "The id of the owning User."), Type::Reference(&["User"])),
-            with(s("$ref", "The URI of the owning User."), Type::Reference(&["User"])),
-            Attr { canonical: &["User"], ..s("type", "The type of the owner; only User is supported.") },
-            Attr { mutability: Mutability::ReadOnly, ..s("display", "The owner's userName.") },
-        ],
-    ),
+    OWNERS,
+];
+
+/// AgenticApplication attributes (`draft-abbey-scim-agent-extension-00`).
+pub const AGENTIC_APPLICATION_ATTRS: &[Attr] = &[
+    Attr {
+        required: true,
+        ..ident(s(
+            "name",
+            "Unique handle of the AgenticApplication. Compared ignoring case and width; shares its namespace with userName and agentUserName.",
+        ))
+    },
+    Attr {
+        case_exact: true,
+        ..ident(s("externalId", "The provisioning client's identifier for the AgenticApplication."))
+    },
+    s("displayName", "The name of the AgenticApplication, suitable for display."),
+    s("description", "What the application does."),
+    Attr {
+        required: true,
+        ..with(
+            s(
+                "active",
+                "Whether the application may act. false revokes every session and credential it holds.",
+            ),
+            Type::Boolean,
+        )
+    },
+    OWNERS,
 ];

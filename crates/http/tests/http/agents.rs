@@ -267,3 +267,76 @@ fn urlencoding(s: &str) -> String {
         })
         .collect()
 }
+
+const APP: &str = "urn:ietf:params:scim:schemas:core:2.0:AgenticApplication";
+
+#[tokio::test]
+async fn agentic_applications_have_full_crud() {
+    let s = Server::start().await;
+    let owner = s.create_user("lin@example.com").await;
+    let r = s
+        .post(
+            "/scim/v2/AgenticApplications",
+            json!({"schemas": [APP], "name": "Concierge", "displayName": "Concierge suite",
+                   "description": "Hosts the travel agents", "externalId": "app-7", "owners": [{"value": owner}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let app: Value = r.json().await.unwrap();
+    let id = app["id"].as_str().unwrap().to_owned();
+    assert_eq!((app["name"].as_str(), app["active"].as_bool()), (Some("Concierge"), Some(true)));
+    assert_eq!(app["meta"]["resourceType"], "AgenticApplication");
+    assert!(app["meta"]["location"].as_str().unwrap().ends_with(&format!("/AgenticApplications/{id}")));
+    assert!(app.get("agentUserName").is_none(), "an application's handle is name only");
+    // The handle is unique among every handle, ignoring case.
+    let r = s.post("/scim/v2/AgenticApplications", json!({"schemas": [APP], "name": "concierge"})).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = s.post("/scim/v2/AgenticApplications", json!({"schemas": [APP], "displayName": "no name"})).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Filter, list, search; not an Agent, not a User.
+    let path = format!("/scim/v2/AgenticApplications?filter={}", urlencoding("name eq \"CONCIERGE\""));
+    assert_eq!(total(&s, &path).await, 1);
+    assert_eq!(
+        total(&s, &format!("/scim/v2/AgenticApplications?filter={}", urlencoding("externalId eq \"app-7\"")))
+            .await,
+        1
+    );
+    assert_eq!(total(&s, "/scim/v2/Agents").await, 0);
+    assert_eq!(total(&s, "/scim/v2/Users").await, 1);
+    assert_eq!(s.get(&format!("/scim/v2/Agents/{id}")).await.status(), StatusCode::NOT_FOUND);
+    // PATCH, PUT with the ETag, DELETE.
+    let r = s
+        .patch(
+            &format!("/scim/v2/AgenticApplications/{id}"),
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations": [{"op": "replace", "value": {"name": "Concierge-2", "active": false}}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let patched: Value = r.json().await.unwrap();
+    assert_eq!((patched["name"].as_str(), patched["active"].as_bool()), (Some("Concierge-2"), Some(false)));
+    let tag = patched["meta"]["version"].as_str().unwrap().to_owned();
+    let r = put(
+        &s,
+        &format!("/scim/v2/AgenticApplications/{id}"),
+        json!({"schemas": [APP], "name": "Concierge-2", "active": true}),
+        Some(&tag),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let replaced: Value = r.json().await.unwrap();
+    assert!(replaced.get("description").is_none() && replaced.get("owners").is_none(), "PUT replaces");
+    let r = put(
+        &s,
+        &format!("/scim/v2/AgenticApplications/{id}"),
+        json!({"schemas": [APP], "name": "x"}),
+        Some(&tag),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        delete(&s, &format!("/scim/v2/AgenticApplications/{id}")).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(s.get(&format!("/scim/v2/AgenticApplications/{id}")).await.status(), StatusCode::NOT_FOUND);
+}

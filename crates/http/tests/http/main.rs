@@ -528,12 +528,12 @@ async fn discovery_describes_what_is_served_and_is_read_only() {
     let types: Value = s.get("/scim/v2/ResourceTypes").await.json().await.unwrap();
     let names: Vec<&str> =
         types["Resources"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
-    assert_eq!(names, ["User", "Group", "Agent"], "advertise only what is served");
+    assert_eq!(names, ["User", "Group", "Agent", "AgenticApplication"], "advertise only what is served");
     assert_eq!(spc["agentExtension"]["supported"], true);
     let user_type: Value = s.get("/scim/v2/ResourceTypes/User").await.json().await.unwrap();
     assert_eq!(user_type["endpoint"], "/Users");
     let schemas: Value = s.get("/scim/v2/Schemas").await.json().await.unwrap();
-    assert_eq!(schemas["totalResults"], 5);
+    assert_eq!(schemas["totalResults"], 6);
     let user: Value = s.get(&format!("/scim/v2/Schemas/{USER}")).await.json().await.unwrap();
     let password = user["attributes"].as_array().unwrap().iter().find(|a| a["name"] == "password").unwrap();
     assert_eq!(
