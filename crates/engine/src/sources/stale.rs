@@ -67,6 +67,11 @@ impl Sources<'_> {
             let Some(bound) = entry.settings.max_staleness else { continue };
             let stale = seconds.is_some_and(|s| s > bound.as_secs_f64());
             if stale {
+                // Marked stale before the suspensions commit: whoever sees a
+                // session suspended for staleness also sees the source stale
+                // (and new privileged sessions refused); failing part-way
+                // leaves it failing closed, and the next check retries.
+                entry.runtime().stale = Some(true);
                 checked.suspended += self.suspend(&entry, seconds.unwrap_or(0.0), bound.as_secs_f64())?;
                 if was != Some(true) {
                     tracing::warn!(
@@ -76,10 +81,18 @@ impl Sources<'_> {
                         "directory source is staler than its bound: privileged sessions suspended"
                     );
                 }
-                entry.runtime().stale = Some(true);
             } else if was != Some(false) {
-                checked.resumed += self.resume(&entry)?;
+                // Marked fresh before the resumptions commit, for the same
+                // reason; a failed resumption puts the mark back, so the
+                // next check tries again.
                 entry.runtime().stale = Some(false);
+                match self.resume(&entry) {
+                    Ok(n) => checked.resumed += n,
+                    Err(e) => {
+                        entry.runtime().stale = was;
+                        return Err(e);
+                    }
+                }
             }
         }
         Ok(checked)
