@@ -108,6 +108,17 @@ async fn agents_speak_both_drafts_with_one_handle() {
     assert_eq!(s.get(&format!("/scim/v2/Agents/{owner}")).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(delete(&s, &format!("/scim/v2/Users/{id}")).await.status(), StatusCode::NOT_FOUND);
     let r = s
+        .patch(
+            &format!("/scim/v2/Users/{id}"),
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations": [{"op": "replace", "path": "displayName", "value": "x"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "an agent is not written through /Users");
+    let r =
+        put(&s, &format!("/scim/v2/Agents/{owner}"), json!({"schemas": [AGENT], "name": "n"}), None).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "nor a User through /Agents");
+    let r = s
         .post(
             "/scim/v2/Users",
             json!({"schemas": [super::USER, "urn:ietf:params:scim:schemas:extension:lockstep:2.0:User"],
