@@ -44,7 +44,7 @@ fn group(engine: &Engine, name: &str, members: &[String]) -> anyhow::Result<Stri
         created: Timestamp(0),
         modified: Timestamp(0),
     };
-    let origin = Origin { source: SourceId::new("bench"), client: None, source_ref: None };
+    let origin = Origin { source: SourceId::scim(), client: None, source_ref: None };
     let applied = engine.create_group(group, origin)?;
     Ok(applied.group.map(|g| g.id.to_string()).unwrap_or_default())
 }
@@ -88,7 +88,8 @@ fn user(engine: &Engine, name: &str) -> anyhow::Result<String> {
     Ok(create(engine, name, IdentityKind::Human, Vec::new())?.id.to_string())
 }
 
-/// Creates an active identity of `kind` through the engine, as a SCIM client would.
+/// Creates an active identity of `kind` through the engine, as a SCIM client would
+/// (owned by the `scim` source, so the SCIM workloads may change it).
 fn create(
     engine: &Engine,
     name: &str,
@@ -111,7 +112,7 @@ fn create(
         created: Timestamp(0),
         modified: Timestamp(0),
     };
-    let origin = Origin { source: SourceId::new("bench"), client: None, source_ref: None };
+    let origin = Origin { source: SourceId::scim(), client: None, source_ref: None };
     Ok(engine.create_identity(identity, origin)?.identity)
 }
 
