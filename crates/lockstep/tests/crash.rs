@@ -20,14 +20,16 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lockstep");
+mod common;
+
+use common::BIN;
 const ADMIN: &str = "crash-test-admin-token-0123456789";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
@@ -50,42 +52,10 @@ impl Rng {
     }
 }
 
-/// A running server; killed (SIGKILL) and reaped when dropped, so a failing
-/// assertion never leaves a server behind.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::Process as Server;
 
 fn start(dir: &Path, config: &Path) -> (Server, String) {
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .arg("--config")
-        .arg(config)
-        .env("LOCKSTEP_ADMIN_TOKEN", ADMIN)
-        .env("LOCKSTEP_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    let stdout = server.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server exited before listening").unwrap();
-        if let Some(addr) = line.strip_prefix("lockstep: listening on ") {
-            // Keep draining stdout so the child never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return (server, addr.trim().to_owned());
-        }
-    }
+    common::listening(common::serve(dir, ADMIN).arg("--config").arg(config))
 }
 
 #[derive(Default)]
@@ -498,35 +468,19 @@ async fn acknowledged_revocations_survive_kill_9() {
 
 /// A server whose log lines (stderr) are kept, started with `config`.
 fn start_logged(dir: &Path, config: &Path) -> (Server, String, Arc<Mutex<Vec<String>>>) {
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .arg("--config")
-        .arg(config)
-        .env("LOCKSTEP_ADMIN_TOKEN", ADMIN)
-        .env("LOCKSTEP_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
+    let mut command = common::serve(dir, ADMIN);
+    command.arg("--config").arg(config).env("LOCKSTEP_LOG", "info").stderr(Stdio::piped());
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
-    let stderr = server.0.stderr.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
     let sink = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             sink.lock().unwrap().push(line);
         }
     });
-    let stdout = server.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        let line = lines.next().expect("server exited before listening").unwrap();
-        if let Some(addr) = line.strip_prefix("lockstep: listening on ") {
-            std::thread::spawn(move || for _ in lines {});
-            return (server, addr.trim().to_owned(), log);
-        }
-    }
+    let (server, addr) = common::wait_listening(Server(child));
+    (server, addr, log)
 }
 
 async fn scim(http: &Client, base: &str, method: reqwest::Method, path: &str, body: Value) -> Value {

@@ -5,62 +5,38 @@
 //! introspection, the audit trail and the CLI.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lockstep_source_ldap::testing::{PEOPLE, Slapd};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lockstep");
+mod common;
+
+use common::BIN;
 const ADMIN: &str = "sources-test-admin-token-0123456789";
 const GROUPS: &str = "ou=groups,dc=example,dc=com";
 
-/// A running server, killed (SIGKILL) and reaped when dropped.
+/// A running server (killed and reaped when dropped).
 struct Server {
-    child: Child,
+    _process: common::Process,
     base: String,
     http: Client,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(dir: &Path, config: &str) -> Server {
     let path = dir.join("lockstep.toml");
     std::fs::write(&path, config).unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--durability", "normal", "--data-dir"])
-        .arg(dir.join("data"))
-        .arg("--config")
-        .arg(&path)
-        .env("LOCKSTEP_ADMIN_TOKEN", ADMIN)
-        .env("LDAP_BIND_PW", "adminpw")
-        .env("AD_BIND_PW", lockstep_source_ldap::testing::AD_PW)
-        .env("LOCKSTEP_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut server = Server { child, base: String::new(), http: Client::new() };
-    let stdout = server.child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server exited before listening").unwrap();
-        if let Some(addr) = line.strip_prefix("lockstep: listening on ") {
-            std::thread::spawn(move || for _ in lines {});
-            server.base = addr.trim().to_owned();
-            return server;
-        }
-    }
+    let (process, base) = common::listening(
+        common::serve(&dir.join("data"), ADMIN)
+            .args(["--durability", "normal", "--config"])
+            .arg(&path)
+            .env("LDAP_BIND_PW", "adminpw")
+            .env("AD_BIND_PW", lockstep_source_ldap::testing::AD_PW),
+    );
+    Server { _process: process, base, http: Client::new() }
 }
 
 impl Server {

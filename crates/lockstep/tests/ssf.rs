@@ -10,9 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lockstep");
+mod common;
 const ADMIN: &str = "ssf-test-admin-token-0123456789";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
@@ -32,44 +30,16 @@ const RECEIVER_AUTH: &str = "Bearer ssf-test-receiver-secret";
 /// Users deactivated while the receiver is down (two SETs each).
 const USERS: usize = 5;
 
-/// A running server; killed (SIGKILL) and reaped when dropped.
+/// A running server (killed and reaped when dropped).
 struct Server {
-    child: Child,
+    process: common::Process,
     base: String,
     http: Client,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(data: &Path) -> Server {
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .env("LOCKSTEP_ADMIN_TOKEN", ADMIN)
-        .env("LOCKSTEP_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut server = Server { child, base: String::new(), http: Client::new() };
-    let stdout = server.child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server exited before listening").unwrap();
-        if let Some(addr) = line.strip_prefix("lockstep: listening on ") {
-            // Keep draining stdout so the child never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            server.base = addr.trim().to_owned();
-            return server;
-        }
-    }
+    let (process, base) = common::listening(&mut common::serve(data, ADMIN));
+    Server { process, base, http: Client::new() }
 }
 
 impl Server {
@@ -88,8 +58,8 @@ impl Server {
 
     /// SIGKILL, no chance to flush or finish anything.
     fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.process.0.kill().unwrap();
+        self.process.0.wait().unwrap();
     }
 }
 
