@@ -151,10 +151,10 @@ impl IdentityResource for Users {
         current: Option<&Identity>,
         limits: &Limits,
     ) -> Result<Identity, ScimProblem> {
-        refuse_agent(lockstep_scim::user_from_document(doc, id, current, limits)?)
+        lockstep_scim::user_from_document(doc, id, current, limits)
     }
     fn patch(current: &Identity, request: &PatchRequest, limits: &Limits) -> Result<Identity, ScimProblem> {
-        refuse_agent(lockstep_scim::patch_user(current, request, limits)?)
+        lockstep_scim::patch_user(current, request, limits)
     }
     fn plan(params: &ListParams) -> Result<ListPlan<lockstep_store::IdentityField>, ScimProblem> {
         // Every kind but the agent resource types'.
@@ -170,20 +170,6 @@ impl IdentityResource for Users {
     fn matches(filter: &lockstep_scim::filter::Filter, (identity, groups): &UserView) -> bool {
         lockstep_scim::user_matches(filter, identity, groups)
     }
-}
-
-/// An agent is written at `/Agents` (an agentic application at
-/// `/AgenticApplications`), whose schemas have their attributes.
-fn refuse_agent(identity: Identity) -> Result<Identity, ScimProblem> {
-    let endpoint = match identity.kind {
-        IdentityKind::Agent => "/Agents",
-        IdentityKind::AgenticApplication => "/AgenticApplications",
-        _ => return Ok(identity),
-    };
-    Err(ScimProblem::bad(
-        ScimType::InvalidValue,
-        format!("identityKind {}: written at {endpoint}, as that SCIM resource type", identity.kind),
-    ))
 }
 
 /// An agent resource type: identities of one non-human kind, described

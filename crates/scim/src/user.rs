@@ -134,6 +134,21 @@ fn nhi(
         })?,
         _ => current.map_or(IdentityKind::Human, |c| c.kind),
     };
+    // Agents and agentic applications are resource types of their own,
+    // whose schemas have their attributes.
+    let endpoint = match kind {
+        IdentityKind::Agent => Some("/Agents"),
+        IdentityKind::AgenticApplication => Some("/AgenticApplications"),
+        _ => None,
+    };
+    if let Some(endpoint) = endpoint {
+        return Err(ScimProblem::bad(
+            ScimType::InvalidValue,
+            format!(
+                "{LOCKSTEP_SCHEMA}:identityKind: {kind} is written at {endpoint}, as that SCIM resource type"
+            ),
+        ));
+    }
     let owners = match ext.remove("owner") {
         Some(owner) => {
             let value = owner.get("value").and_then(Value::as_str).ok_or_else(|| {

@@ -118,11 +118,16 @@ impl Transmitter {
             let clock = self.engine.clock();
             let mut flush_by = clock.now();
             let mut failed = None;
+            // A SET that cannot be signed stops this round (after recording
+            // what was delivered); reading the same batch again would fail
+            // the same way.
+            let mut unsigned = false;
             for q in due {
                 let set = match crate::sign(&keys, &self.issuer, &stream, &q.outgoing) {
                     Ok(set) => set,
                     Err(e) => {
                         tracing::error!(stream = %id, error = %e, "cannot sign a SET");
+                        unsigned = true;
                         break;
                     }
                 };
@@ -160,7 +165,7 @@ impl Transmitter {
                     return;
                 }
             }
-            let stop = failed.is_some();
+            let stop = unsigned || failed.is_some();
             if !self.record(id, acked, failed).await || stop || !full {
                 return;
             }
