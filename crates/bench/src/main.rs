@@ -118,6 +118,9 @@ enum Command {
         /// Sessions of the user whose deactivation floods the streams.
         #[arg(long, default_value_t = 2_000)]
         fanout: usize,
+        /// `[ssf] delivery_nice` of the server (default: the server's own).
+        #[arg(long)]
+        delivery_nice: Option<i32>,
     },
     Sources {
         /// Entries of the bulk LDAP directory and rows of the HR file.
@@ -185,7 +188,9 @@ fn main() -> anyhow::Result<()> {
         Command::Authority { seconds, connections, dot, max_rate } => {
             runtime.block_on(authority::run(&cli.lockstep, seconds, connections, dot.as_deref(), max_rate))
         }
-        Command::Ssf { users, fanout } => runtime.block_on(ssf::run(&cli.lockstep, users, fanout)),
+        Command::Ssf { users, fanout, delivery_nice } => {
+            runtime.block_on(ssf::run(&cli.lockstep, users, fanout, delivery_nice))
+        }
         Command::Sources { entries, users, samples, poll_samples, poll_interval_ms } => {
             runtime.block_on(sources::run(sources::Options {
                 entries,

@@ -39,6 +39,11 @@ pub use token::KeySigner;
 /// Default request body limit (also advertised as SCIM `maxPayloadSize`).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
+/// Shared Signals delivery runs below the serving threads by default: on a
+/// machine it shares with the server, signing and POSTing SETs then takes
+/// only the CPU that serving leaves (see `server::run`).
+pub const DEFAULT_DELIVERY_NICE: i32 = 19;
+
 /// HTTP settings.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -55,6 +60,9 @@ pub struct HttpConfig {
     /// Upstream Shared Signals transmitters (`[[source]] kind = "ssf"`),
     /// each pushing to `/ssf/receive/{source}`.
     pub receivers: Vec<Arc<lockstep_ssf::Inbound>>,
+    /// Nice value of the Shared Signals delivery thread (`[ssf]
+    /// delivery_nice`, 0–19; 0 leaves it at the server's priority).
+    pub delivery_nice: i32,
 }
 
 impl Default for HttpConfig {
@@ -65,6 +73,7 @@ impl Default for HttpConfig {
             scim_limits: lockstep_scim::Limits::default(),
             advertise_agent_extension: true,
             receivers: Vec::new(),
+            delivery_nice: DEFAULT_DELIVERY_NICE,
         }
     }
 }

@@ -30,7 +30,16 @@ struct FileConfig {
     scim: Option<FileScim>,
     policy: Option<FilePolicy>,
     tokens: Option<FileTokens>,
+    ssf: Option<FileSsf>,
     source: Option<Vec<crate::sources::FileSource>>,
+}
+
+/// `[ssf]`: Shared Signals delivery.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSsf {
+    /// Nice value of the delivery threads, 0 (the server's priority) to 19.
+    delivery_nice: Option<i32>,
 }
 
 /// `[tokens]`: access token format and lifetimes, JWT issuer and
@@ -98,6 +107,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub scim_limits: lockstep_scim::Limits,
     pub advertise_agent_extension: bool,
+    /// `[ssf] delivery_nice`.
+    pub delivery_nice: i32,
     pub policy: Policy,
     /// Where the policy came from (file and its hash), for the audit.
     pub policy_source: Option<String>,
@@ -184,7 +195,15 @@ impl Settings {
         let tokens = tokens(file_tokens, public_url.as_deref(), listen)?;
         let sources =
             crate::sources::configure(file.source.unwrap_or_default(), &|var| std::env::var(var).ok())?;
+        let delivery_nice =
+            file.ssf.unwrap_or_default().delivery_nice.unwrap_or(lockstep_http::DEFAULT_DELIVERY_NICE);
+        if !(0..=19).contains(&delivery_nice) {
+            bail!(
+                "ssf.delivery_nice: {delivery_nice} must be between 0 (delivery at the server's priority) and 19 (lowest)"
+            );
+        }
         Ok(Self {
+            delivery_nice,
             sources,
             tokens,
             issuer_from_listen,
@@ -367,6 +386,18 @@ mod tests {
             Settings::resolve(&ServeArgs { session_max_ttl: Some("forever".into()), ..ServeArgs::default() })
                 .unwrap_err();
         assert!(format!("{err:#}").contains("sessions.max_ttl"));
+    }
+
+    #[test]
+    fn delivery_nice_defaults_to_nineteen_and_bad_values_name_the_key() {
+        assert_eq!(Settings::from_text("").unwrap().delivery_nice, 19);
+        assert_eq!(Settings::from_text("[ssf]\ndelivery_nice = 0\n").unwrap().delivery_nice, 0);
+        for text in ["[ssf]\ndelivery_nice = 20\n", "[ssf]\ndelivery_nice = -1\n", "[ssf]\nnice = 1\n"] {
+            let err = Settings::from_text(text).unwrap_err();
+            assert!(format!("{err:#}").contains("nice"), "{text}: {err:#}");
+        }
+        let err = Settings::from_text("[ssf]\ndelivery_nice = 20\n").unwrap_err();
+        assert!(err.to_string().contains("ssf.delivery_nice"), "{err:#}");
     }
 
     #[test]

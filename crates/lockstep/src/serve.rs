@@ -138,6 +138,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             public_url: settings.public_url,
             scim_limits: settings.scim_limits,
             advertise_agent_extension: settings.advertise_agent_extension,
+            delivery_nice: settings.delivery_nice,
             receivers: crate::sources::receivers(&settings.sources)?,
         }),
         keys: Some(keys),

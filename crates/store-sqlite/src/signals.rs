@@ -91,9 +91,22 @@ const SIGNAL_COLUMNS_S: &str = "s.seq, s.jti_base, s.streams, s.kind, s.at, s.id
 
 /// A stream's pending signals: past its cursor, addressed to it, not
 /// delivered to it. (`?1` the stream; no cursor row, no pending.)
-const PENDING_WHERE: &str = "FROM signals s LEFT JOIN signal_deliveries d ON d.seq = s.seq AND d.stream = ?1
-     WHERE s.seq > (SELECT settled FROM stream_cursors WHERE stream = ?1)
-       AND instr(s.streams, ?1) > 0 AND d.delivered_at IS NULL";
+// Parameters are written `CAST(?1 AS TEXT)`: SQLite re-prepared the
+// statement on every run when a bare parameter was compared with `=` in a
+// query with an ORDER BY (the delivery thread spent most of its outbox
+// reads in the SQL parser).
+const PENDING_WHERE: &str =
+    "FROM signals s LEFT JOIN signal_deliveries d ON d.seq = s.seq AND d.stream = CAST(?1 AS TEXT)
+     WHERE s.seq > (SELECT settled FROM stream_cursors WHERE stream = CAST(?1 AS TEXT))
+       AND instr(s.streams, CAST(?1 AS TEXT)) > 0 AND d.delivered_at IS NULL";
+
+/// A stream's pending signals, oldest first (`?1` the stream, `?2` how many).
+fn pending_sql() -> String {
+    format!(
+        "SELECT {SIGNAL_COLUMNS_S}, COALESCE(d.attempts, 0), COALESCE(d.next_attempt, 0) {PENDING_WHERE}
+         ORDER BY s.seq LIMIT CAST(?2 AS INTEGER)"
+    )
+}
 
 /// A scan that found nothing pending over at least this many signals
 /// moves the stream's cursor past them, so a stream that few signals are
@@ -458,10 +471,7 @@ impl SignalStore for SqliteSessions {
         // Oldest first, and only up to the first one not yet due: a signal
         // waiting for its retry holds back the ones after it, so a receiver
         // sees a stream's SETs in order.
-        let sql = format!(
-            "SELECT {SIGNAL_COLUMNS_S}, COALESCE(d.attempts, 0), COALESCE(d.next_attempt, 0) {PENDING_WHERE}
-             ORDER BY s.seq LIMIT ?2"
-        );
+        let sql = pending_sql();
         let id = stream.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let (last, settled, rows) = self.pool().read(|c| {
@@ -641,5 +651,37 @@ impl SignalStore for SqliteSessions {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+    use crate::{Durability, SqliteSessions};
+
+    /// The delivery thread reads the outbox for every stream on every
+    /// round: its statements must stay prepared (a re-prepare per run put
+    /// most of its reads in SQLite's parser).
+    #[test]
+    fn outbox_reads_are_not_prepared_again_on_every_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.db");
+        drop(SqliteSessions::open(&path, Durability::Off).unwrap());
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for sql in [pending_sql(), format!("SELECT COUNT(*) {PENDING_WHERE}")] {
+            let mut stmt = conn.prepare(&sql).unwrap();
+            let limit = sql.contains("?2");
+            for stream in ["a", "b", "c"] {
+                let mut rows = if limit {
+                    stmt.query(params![stream, 10]).unwrap()
+                } else {
+                    stmt.query([stream]).unwrap()
+                };
+                while rows.next().unwrap().is_some() {}
+            }
+            assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{sql}");
+        }
     }
 }
