@@ -15,6 +15,9 @@
 use std::any::Any;
 use std::collections::HashSet;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use lockstep_domain::{
     DirectoryChange, DirectoryEvent, Identity, IdentityId, IdentityStatus, Origin, Timestamp, diff_identity,
@@ -22,8 +25,8 @@ use lockstep_domain::{
 use lockstep_store::{IdentityWrite, StoreError};
 
 use crate::bridge::{Applied, UpdateError};
-use crate::group::{Group, Item};
-use crate::{Engine, EngineError, WriterState};
+use crate::group::{Group, Item, Waiting};
+use crate::{Engine, EngineError, EngineResult, WriterState};
 
 /// The directory writes waiting for the next group commit.
 pub(crate) type Queue = Group<Request, Outcome>;
@@ -72,6 +75,99 @@ impl Request {
 
 pub(crate) type Outcome = Result<Applied, UpdateError<Rejection>>;
 
+fn failed_batch() -> Outcome {
+    let failed = StoreError::Backend("the batch committing this write failed".into());
+    Err(EngineError::Store(failed).into())
+}
+
+/// A directory write to `.await`: with a worker serving the queue
+/// ([`Engine::serve_directory`]) it is queued and the task is woken with
+/// the answer, once the write and its session impact are committed;
+/// without one it runs on the polling thread, as a blocking call would.
+#[must_use = "a call does nothing until it is awaited"]
+pub struct DirectoryCall<'e, T> {
+    engine: &'e Engine,
+    state: CallState<T>,
+    map: fn(Outcome) -> T,
+}
+
+enum CallState<T> {
+    /// Answered before it was queued (refused on its face).
+    Ready(Option<T>),
+    Unsent(Option<Box<Request>>),
+    Waiting(Waiting<Request, Outcome>),
+}
+
+impl<T> fmt::Debug for DirectoryCall<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            CallState::Ready(_) => "ready",
+            CallState::Unsent(_) => "unsent",
+            CallState::Waiting(_) => "waiting",
+        };
+        f.debug_struct("DirectoryCall").field("state", &state).finish_non_exhaustive()
+    }
+}
+
+impl<'e, T> DirectoryCall<'e, T> {
+    pub(crate) fn new(engine: &'e Engine, request: Request, map: fn(Outcome) -> T) -> Self {
+        Self { engine, state: CallState::Unsent(Some(Box::new(request))), map }
+    }
+
+    pub(crate) fn ready(engine: &'e Engine, answer: T, map: fn(Outcome) -> T) -> Self {
+        Self { engine, state: CallState::Ready(Some(answer)), map }
+    }
+}
+
+fn created(outcome: Outcome) -> EngineResult<Applied> {
+    outcome.map_err(|e| match e {
+        UpdateError::Engine(e) => e,
+        UpdateError::Rejected(_) => {
+            EngineError::Store(StoreError::Backend("a create cannot be rejected".into()))
+        }
+    })
+}
+
+/// An outcome with the closure's refusal restored to its type.
+pub(crate) fn rejected_as<E: 'static>(outcome: Outcome) -> Result<Applied, UpdateError<E>> {
+    match outcome {
+        Ok(applied) => Ok(applied),
+        Err(UpdateError::Engine(e)) => Err(UpdateError::Engine(e)),
+        Err(UpdateError::Rejected(rejection)) => match rejection.downcast::<E>() {
+            Ok(e) => Err(UpdateError::Rejected(*e)),
+            Err(_) => Err(UpdateError::Engine(EngineError::Store(StoreError::Backend(
+                "a rejection of an unexpected type".into(),
+            )))),
+        },
+    }
+}
+
+impl<T: Unpin> Future for DirectoryCall<'_, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                CallState::Ready(answer) => match answer.take() {
+                    Some(answer) => return Poll::Ready(answer),
+                    None => return Poll::Ready((this.map)(failed_batch())),
+                },
+                CallState::Unsent(request) => {
+                    let Some(request) = request.take() else {
+                        return Poll::Ready((this.map)(failed_batch()));
+                    };
+                    match this.engine.queue.enqueue(*request) {
+                        Ok(waiting) => this.state = CallState::Waiting(waiting),
+                        Err(request) => return Poll::Ready((this.map)(this.engine.submit(request))),
+                    }
+                }
+                CallState::Waiting(waiting) => return Pin::new(waiting).poll(cx).map(this.map),
+            }
+        }
+    }
+}
+
 pub(crate) enum Prepared {
     /// The write, and every identity it read or affects (its footprint).
     Write(IdentityWrite, Vec<IdentityId>),
@@ -82,24 +178,45 @@ impl Engine {
     /// Commits a request (with whatever else is waiting) and returns its
     /// outcome once its session impact is committed.
     pub(crate) fn submit(&self, request: Request) -> Outcome {
-        self.queue.submit(
-            request,
-            |batch| match self.lock_writer() {
-                Ok(mut writer) => self.run_batch(&mut writer, batch.items()),
-                Err(_) => {
-                    for item in batch.items() {
-                        if item.take().is_some() {
-                            let poisoned = StoreError::Backend("writer lock poisoned".into());
-                            item.finish(Err(EngineError::Store(poisoned).into()));
-                        }
+        self.queue.submit(request, |batch| self.run_queued(batch), failed_batch)
+    }
+
+    /// Serves the directory's write queue from this thread until
+    /// [`Engine::stop_directory`]: writes are then committed here, in
+    /// batches, and a caller that awaits a [`DirectoryCall`] blocks no
+    /// thread (without a worker, the calling threads take turns leading
+    /// batches). What is queued when it stops is still committed.
+    pub fn serve_directory(&self) {
+        self.queue.serve(|batch| self.run_queued(batch), failed_batch);
+    }
+
+    /// Stops [`Engine::serve_directory`] once the queue is empty.
+    pub fn stop_directory(&self) {
+        self.queue.stop();
+    }
+
+    /// Creates an identity, as [`Engine::create_identity`]; `.await` it
+    /// from async code (queued for the directory worker when one serves).
+    pub fn create_identity_call(
+        &self,
+        draft: Identity,
+        origin: Origin,
+    ) -> DirectoryCall<'_, EngineResult<Applied>> {
+        DirectoryCall::new(self, Request::Create { identity: draft, origin }, created)
+    }
+
+    fn run_queued(&self, batch: &crate::group::Batch<'_, Request, Outcome>) {
+        match self.lock_writer() {
+            Ok(mut writer) => self.run_batch(&mut writer, batch.items()),
+            Err(_) => {
+                for item in batch.items() {
+                    if item.take().is_some() {
+                        let poisoned = StoreError::Backend("writer lock poisoned".into());
+                        item.finish(Err(EngineError::Store(poisoned).into()));
                     }
                 }
-            },
-            || {
-                let failed = StoreError::Backend("the batch committing this write failed".into());
-                Err(EngineError::Store(failed).into())
-            },
-        )
+            }
+        }
     }
 
     fn run_batch(&self, writer: &mut WriterState, batch: &[Item<Request, Outcome>]) {

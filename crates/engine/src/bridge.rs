@@ -10,7 +10,7 @@ use lockstep_domain::{
 use lockstep_policy::{SessionAction, evaluate};
 use lockstep_store::{SessionBatch, SessionUpdate, StoreError, StoreResult, TokenUpdate};
 
-use crate::batch::{Rejection, Request};
+use crate::batch::{DirectoryCall, Rejection, Request};
 use crate::metrics::{KindLabel, ReasonLabel};
 use crate::{Engine, EngineError, EngineResult, WriterState};
 
@@ -75,28 +75,57 @@ impl Engine {
         if_match: Option<u64>,
         change: impl Fn(&Identity) -> Result<Identity, E> + Send + 'static,
     ) -> Result<Applied, UpdateError<E>> {
-        // The change (for SCIM: render, patch, validate) runs here, on the
-        // caller's thread, against the current state; the batch reuses the
-        // result if the identity is still at that version, and runs the
-        // change again under the writer lock only if it moved on. A refusal
-        // (bad If-Match, invalid change) is final: it was true of a state
-        // the identity was in.
+        let request = self.update_request(id, origin, if_match, change)?;
+        crate::batch::rejected_as::<E>(self.submit(request))
+    }
+
+    /// [`Engine::update_identity`] to `.await`: the identity is read and
+    /// changed on the calling thread, the write is queued for the
+    /// directory's worker (see [`Engine::serve_directory`]).
+    pub fn update_identity_call<E: Send + 'static>(
+        &self,
+        id: IdentityId,
+        origin: Origin,
+        if_match: Option<u64>,
+        change: impl Fn(&Identity) -> Result<Identity, E> + Send + 'static,
+    ) -> DirectoryCall<'_, Result<Applied, UpdateError<E>>> {
+        match self.update_request(id, origin, if_match, change) {
+            Ok(request) => DirectoryCall::new(self, request, crate::batch::rejected_as::<E>),
+            Err(e) => DirectoryCall::ready(self, Err(e), crate::batch::rejected_as::<E>),
+        }
+    }
+
+    /// The queued form of an update. The change (for SCIM: render, patch,
+    /// validate) runs here, on the caller's thread, against the current
+    /// state; the batch reuses the result if the identity is still at that
+    /// version, and runs the change again under the writer lock only if it
+    /// moved on. A refusal (bad If-Match, invalid change) is final: it was
+    /// true of a state the identity was in.
+    fn update_request<E: Send + 'static>(
+        &self,
+        id: IdentityId,
+        origin: Origin,
+        if_match: Option<u64>,
+        change: impl Fn(&Identity) -> Result<Identity, E> + Send + 'static,
+    ) -> Result<Request, UpdateError<E>> {
         let current = self.live_identity(id)?;
         crate::check_if_match(if_match, current.version)?;
         let guess = change(&current).map_err(UpdateError::Rejected)?;
         let change =
             Box::new(move |current: &Identity| change(current).map_err(|e| Box::new(e) as Rejection));
         let guess = Some((current.version, guess));
-        match self.submit(Request::Update { id, origin, if_match, change, guess }) {
-            Ok(applied) => Ok(applied),
-            Err(UpdateError::Engine(e)) => Err(UpdateError::Engine(e)),
-            Err(UpdateError::Rejected(rejection)) => match rejection.downcast::<E>() {
-                Ok(e) => Err(UpdateError::Rejected(*e)),
-                Err(_) => Err(UpdateError::Engine(EngineError::Store(StoreError::Backend(
-                    "a rejection of an unexpected type".into(),
-                )))),
-            },
-        }
+        Ok(Request::Update { id, origin, if_match, change, guess })
+    }
+
+    /// [`Engine::delete_identity`] to `.await` (see
+    /// [`Engine::update_identity_call`]).
+    pub fn delete_identity_call(
+        &self,
+        id: IdentityId,
+        origin: Origin,
+        if_match: Option<u64>,
+    ) -> DirectoryCall<'_, Result<Applied, UpdateError<std::convert::Infallible>>> {
+        self.update_identity_call(id, origin, if_match, tombstone)
     }
 
     /// Deletes an identity: it becomes a tombstone and every session it
@@ -107,12 +136,7 @@ impl Engine {
         origin: Origin,
         if_match: Option<u64>,
     ) -> EngineResult<Applied> {
-        self.update_identity(id, origin, if_match, |current| {
-            let mut next = current.clone();
-            next.status = IdentityStatus::Deprovisioned;
-            Ok::<_, std::convert::Infallible>(next)
-        })
-        .map_err(|e| match e {
+        self.update_identity(id, origin, if_match, tombstone).map_err(|e| match e {
             UpdateError::Engine(e) => e,
             UpdateError::Rejected(never) => match never {},
         })
@@ -504,4 +528,11 @@ fn directory_entry(event: &DirectoryEvent) -> AuditEntry {
         actor: Actor::Source { source: event.origin.source.clone(), client: event.origin.client },
         detail,
     }
+}
+
+/// What a deletion makes of an identity.
+fn tombstone(current: &Identity) -> Result<Identity, std::convert::Infallible> {
+    let mut next = current.clone();
+    next.status = IdentityStatus::Deprovisioned;
+    Ok(next)
 }

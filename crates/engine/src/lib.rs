@@ -39,6 +39,7 @@
 mod auth;
 pub mod authority;
 mod batch;
+pub use batch::DirectoryCall;
 mod bridge;
 mod cache;
 pub mod clock;

@@ -308,13 +308,12 @@ pub(crate) async fn create<R: IdentityResource>(
     let base = base_url(&state, &headers);
     let engine = state.engine.clone();
     let limits = state.config.scim_limits;
-    let applied = blocking(FLAVOR, move || {
-        let identity = R::from_document(&doc, engine.new_identity_id().map_err(engine_err)?, None, &limits)?;
-        let applied = engine.create_identity(identity, origin(&caller)).map_err(engine_err)?;
-        Ok((applied.identity, Vec::new()))
-    })
-    .await?;
-    Ok(view_response::<R>(StatusCode::CREATED, &applied, &base, &Projection::from_query(&params)))
+    // Mapping the document is pure work, and the write is awaited (queued
+    // for the directory's worker): a create blocks no thread.
+    let identity = R::from_document(&doc, engine.new_identity_id().map_err(engine_err)?, None, &limits)?;
+    let applied = engine.create_identity_call(identity, origin(&caller)).await.map_err(engine_err)?;
+    let view = (applied.identity, Vec::new());
+    Ok(view_response::<R>(StatusCode::CREATED, &view, &base, &Projection::from_query(&params)))
 }
 
 /// The resource of this type with this id, with its groups.
@@ -547,10 +546,8 @@ pub(crate) async fn replace<R: IdentityResource>(
     let base = base_url(&state, &headers);
     let engine = state.engine.clone();
     let limits = state.config.scim_limits;
-    let applied = blocking(FLAVOR, move || {
-        update::<R>(&engine, identity_id, &id, origin(&caller), expected, move |current| {
-            R::from_document(&doc, current.id, Some(current), &limits)
-        })
+    let applied = update::<R>(&engine, identity_id, &id, origin(&caller), expected, move |current| {
+        R::from_document(&doc, current.id, Some(current), &limits)
     })
     .await?;
     Ok(view_response::<R>(StatusCode::OK, &applied, &base, &Projection::from_query(&params)))
@@ -573,10 +570,8 @@ pub(crate) async fn patch<R: IdentityResource>(
     let base = base_url(&state, &headers);
     let engine = state.engine.clone();
     let limits = state.config.scim_limits;
-    let applied = blocking(FLAVOR, move || {
-        update::<R>(&engine, identity_id, &id, origin(&caller), expected, move |current| {
-            R::patch(current, &request, &limits)
-        })
+    let applied = update::<R>(&engine, identity_id, &id, origin(&caller), expected, move |current| {
+        R::patch(current, &request, &limits)
     })
     .await?;
     Ok(view_response::<R>(StatusCode::OK, &applied, &base, &Projection::from_query(&params)))
@@ -585,7 +580,12 @@ pub(crate) async fn patch<R: IdentityResource>(
 /// A change to a resource of type `R`; one of another type is not found
 /// (checked on the current identity inside the update, so a write costs no
 /// extra read).
-fn update<R: IdentityResource>(
+///
+/// Awaited, not run on a blocking thread: the identity is read (and the
+/// response's groups after the write) on this task — short reads by key —
+/// and the write is queued for the directory's worker, so a write blocks
+/// no thread while it waits for its batch and the disk.
+async fn update<R: IdentityResource>(
     engine: &Engine,
     identity_id: IdentityId,
     id: &str,
@@ -600,7 +600,7 @@ fn update<R: IdentityResource>(
         }
         change(current)
     };
-    match engine.update_identity(identity_id, origin, expected, change) {
+    match engine.update_identity_call(identity_id, origin, expected, change).await {
         Ok(applied) => with_groups(engine, applied.identity),
         Err(UpdateError::Engine(EngineError::NotFound(_))) => Err(not_found::<R>(id)),
         Err(e) => Err(update_err(e)),
@@ -618,21 +618,19 @@ pub(crate) async fn delete<R: IdentityResource>(
     caller.require(Scope::Scim)?;
     let identity_id = parse_id::<R>(&id)?;
     let expected = if_match(&headers)?;
-    let engine = state.engine.clone();
-    blocking(FLAVOR, move || {
-        // The kind never changes, so a check before the delete is enough.
-        let current = engine.directory().identity(identity_id).map_err(|e| engine_err(e.into()))?;
-        if !current.is_some_and(|c| R::owns(&c)) {
-            return Err(not_found::<R>(&id));
-        }
-        match engine.delete_identity(identity_id, origin(&caller), expected) {
-            Ok(_) => Ok(()),
-            Err(EngineError::NotFound(_)) => Err(not_found::<R>(&id)),
-            Err(e) => Err(engine_err(e)),
-        }
-    })
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let engine = &state.engine;
+    // The kind never changes, so a check before the delete is enough (a
+    // read by key on this task; the write is awaited, as in `update`).
+    let current = engine.directory().identity(identity_id).map_err(|e| engine_err(e.into()))?;
+    if !current.is_some_and(|c| R::owns(&c)) {
+        return Err(not_found::<R>(&id));
+    }
+    match engine.delete_identity_call(identity_id, origin(&caller), expected).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(UpdateError::Engine(EngineError::NotFound(_))) => Err(not_found::<R>(&id)),
+        Err(UpdateError::Engine(e)) => Err(engine_err(e)),
+        Err(UpdateError::Rejected(never)) => match never {},
+    }
 }
 
 // ---- discovery ---------------------------------------------------------------

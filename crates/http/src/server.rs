@@ -45,6 +45,14 @@ pub async fn run(
             .name("lockstep-authority".into())
             .spawn(move || engine.authority().serve())?
     };
+    // The directory's worker: SCIM writes are queued by the handlers and
+    // committed in batches here, so a write blocks no thread while it waits.
+    let directory = {
+        let engine = engine.clone();
+        std::thread::Builder::new()
+            .name("lockstep-directory".into())
+            .spawn(move || engine.serve_directory())?
+    };
     let timers = tokio::spawn(timers(engine.clone(), state.keys.clone()));
     // Shared Signals push delivery, beside the bridge (never in it).
     let (stop_transmitter, transmitter_stopping) = tokio::sync::watch::channel(false);
@@ -69,7 +77,8 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
     }
     engine.authority().stop();
-    let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+    engine.stop_directory();
+    let _ = tokio::task::spawn_blocking(move || (worker.join(), directory.join())).await;
     let _ = tokio::task::spawn_blocking(move || engine.persist_last_seen()).await;
     served
 }
