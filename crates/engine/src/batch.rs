@@ -2,10 +2,14 @@
 //!
 //! Every directory write costs two durable commits (directory, then bridge).
 //! One at a time, that caps writes at the disk's fsync rate whatever the
-//! concurrency. So writes go through a [`Group`] queue: the leader takes
-//! the writer lock and commits every request of its batch with one
-//! directory transaction (a savepoint per request, so one conflict fails
-//! only its own request) and one bridge transaction.
+//! concurrency. So writes go through a [`Group`] queue: the leader (or, in
+//! a server, the directory worker) takes the commit lock and commits every
+//! request of its batch with one directory transaction (a savepoint per
+//! request, so one conflict fails only its own request); the batch's bridge
+//! step is then one bridge transaction under the writer lock. In a server
+//! the bridge step runs on a thread of its own while the worker prepares and
+//! commits the next batch (the directory commit of batch N+1 beside the
+//! bridge step of batch N); bridge steps run in commit order.
 //!
 //! Each identity is written at most once per batch; a second request for the
 //! same identity waits for the next batch, so every request reads committed
@@ -20,9 +24,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use lockstep_domain::{
-    DirectoryChange, DirectoryEvent, Identity, IdentityId, IdentityStatus, Origin, Timestamp, diff_identity,
+    DirectoryChange, DirectoryEvent, DirectoryEventId, Identity, IdentityId, IdentityStatus, Origin,
+    Timestamp, diff_identity,
 };
-use lockstep_store::{IdentityWrite, StoreError};
+use lockstep_store::{Committed, IdentityWrite, StoreError, StoreResult};
 
 use crate::bridge::{Applied, UpdateError};
 use crate::group::{Group, Item, Waiting};
@@ -168,6 +173,100 @@ impl<T: Unpin> Future for DirectoryCall<'_, T> {
     }
 }
 
+/// Tells the bridge thread that the directory worker committed a batch.
+#[derive(Debug, Default)]
+pub(crate) struct BridgeQueue {
+    state: std::sync::Mutex<BridgeState>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct BridgeState {
+    /// The bridge thread is running.
+    running: bool,
+    /// A batch was committed since the bridge thread last looked.
+    due: bool,
+    stopping: bool,
+}
+
+impl BridgeQueue {
+    fn state(&self) -> std::sync::MutexGuard<'_, BridgeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn running(&self, running: bool) {
+        let mut state = self.state();
+        state.running = running;
+        state.stopping = false;
+    }
+
+    /// Wakes the bridge thread; false if none runs.
+    fn notify(&self) -> bool {
+        let mut state = self.state();
+        if !state.running {
+            return false;
+        }
+        state.due = true;
+        drop(state);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Waits for a committed batch; false once stopped with none left.
+    fn next(&self) -> bool {
+        let mut state = self.state();
+        loop {
+            if std::mem::take(&mut state.due) {
+                return true;
+            }
+            if state.stopping {
+                state.running = false;
+                return false;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn stop(&self) {
+        self.state().stopping = true;
+        self.ready.notify_all();
+    }
+}
+
+/// A batch committed (durably) to the directory whose bridge step has not
+/// run yet: the directory worker commits the next batch while another
+/// thread runs this one's bridge step, in commit order.
+pub(crate) struct Unsettled {
+    /// The last directory event before this batch's (where the bridge must
+    /// be for the batch's events to come next).
+    after: Option<DirectoryEventId>,
+    owners: Vec<Item<Request, Outcome>>,
+    results: Vec<StoreResult<Committed>>,
+    committed_at: Timestamp,
+}
+
+impl Unsettled {
+    /// The last event of this batch, or of the log before it.
+    fn last_event(&self) -> Option<DirectoryEventId> {
+        self.results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .flat_map(|c| c.events.last())
+            .map(|e| e.id)
+            .max()
+            .or(self.after)
+    }
+}
+
+impl fmt::Debug for Unsettled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unsettled")
+            .field("after", &self.after)
+            .field("requests", &self.owners.len())
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) enum Prepared {
     /// The write, and every identity it read or affects (its footprint).
     Write(IdentityWrite, Vec<IdentityId>),
@@ -185,9 +284,22 @@ impl Engine {
     /// [`Engine::stop_directory`]: writes are then committed here, in
     /// batches, and a caller that awaits a [`DirectoryCall`] blocks no
     /// thread (without a worker, the calling threads take turns leading
-    /// batches). What is queued when it stops is still committed.
+    /// batches). A second thread runs each batch's bridge step, so the next
+    /// batch is prepared and committed meanwhile. What is queued when it
+    /// stops is still committed and answered.
     pub fn serve_directory(&self) {
-        self.queue.serve(|batch| self.run_queued(batch), failed_batch);
+        std::thread::scope(|scope| {
+            let bridge = std::thread::Builder::new()
+                .name("lockstep-bridge".into())
+                .spawn_scoped(scope, || self.run_bridge_thread());
+            if let Err(e) = &bridge {
+                tracing::error!(error = %e, "cannot start the bridge thread; the directory worker bridges its batches");
+            } else {
+                self.bridge_queue.running(true);
+            }
+            self.queue.serve(|batch| self.run_queued(batch), failed_batch);
+            self.bridge_queue.stop();
+        });
     }
 
     /// Stops [`Engine::serve_directory`] once the queue is empty.
@@ -206,27 +318,51 @@ impl Engine {
     }
 
     fn run_queued(&self, batch: &crate::group::Batch<'_, Request, Outcome>) {
-        match self.lock_writer() {
-            Ok(mut writer) => self.run_batch(&mut writer, batch.items()),
-            Err(_) => {
-                for item in batch.items() {
-                    if item.take().is_some() {
-                        let poisoned = StoreError::Backend("writer lock poisoned".into());
-                        item.finish(Err(EngineError::Store(poisoned).into()));
-                    }
-                }
-            }
+        let committing = self.committing.lock().unwrap_or_else(|p| p.into_inner());
+        let committed = self.run_batch(batch.items());
+        drop(committing);
+        if !committed {
+            return;
+        }
+        // Committed: a worker hands the bridge step to the bridge thread
+        // and goes on with the next batch; a leader runs it itself.
+        if batch.by_worker() && self.bridge_queue.notify() {
+            return;
+        }
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.settle(&mut writer);
+    }
+
+    /// The bridge thread: runs the bridge steps of the worker's committed
+    /// batches, in commit order, until stopped with nothing left.
+    fn run_bridge_thread(&self) {
+        while self.bridge_queue.next() {
+            let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            self.settle(&mut writer);
         }
     }
 
-    fn run_batch(&self, writer: &mut WriterState, batch: &[Item<Request, Outcome>]) {
-        if let Err(e) = self.catch_up(writer) {
-            for item in batch {
-                if item.take().is_some() {
-                    item.finish(Err(EngineError::BridgePending(e.clone()).into()));
+    /// Prepares and commits a batch to the directory and queues it in the
+    /// writer state for its bridge step ([`Engine::settle`]); whether it
+    /// committed anything (if not, every request is answered already).
+    /// Called with the commit lock held; takes the writer lock only to
+    /// catch up before and to queue the batch after.
+    fn run_batch(&self, batch: &[Item<Request, Outcome>]) -> bool {
+        {
+            let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            // With committed batches still waiting for their bridge steps,
+            // those come first, from `settle`; catching up here would bridge
+            // them twice.
+            if writer.unsettled.is_empty()
+                && let Err(e) = self.catch_up(&mut writer)
+            {
+                for item in batch {
+                    if item.take().is_some() {
+                        item.finish(Err(EngineError::BridgePending(e.clone()).into()));
+                    }
                 }
+                return false;
             }
-            return;
         }
         let now = self.clock.now();
         let mut writes = Vec::new();
@@ -260,7 +396,7 @@ impl Engine {
             }
         }
         if writes.is_empty() {
-            return;
+            return false;
         }
         let results = match self.stores.directory.commit_identities(writes) {
             Ok(results) => results,
@@ -268,24 +404,52 @@ impl Engine {
                 for item in &owners {
                     item.finish(Err(EngineError::from(e.clone()).into()));
                 }
-                return;
+                return false;
             }
         };
-        let committed_at = self.clock.now();
-        let events: Vec<DirectoryEvent> =
-            results.iter().filter_map(|r| r.as_ref().ok()).flat_map(|c| c.events.iter().cloned()).collect();
-        let revoked = self.apply_events(writer, &events, Some(committed_at));
-        for (item, result) in owners.iter().zip(results) {
-            let outcome = match (result, &revoked) {
-                (Err(e), _) => Err(EngineError::from(e).into()),
-                (Ok(_), Err(e)) => Err(EngineError::BridgePending(e.clone()).into()),
-                (Ok(c), Ok(counts)) => Ok(Applied {
-                    revoked: c.events.iter().map(|e| counts.get(&e.id).copied().unwrap_or(0)).sum(),
-                    identity: c.identity,
-                    events: c.events,
-                }),
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let after = writer.unsettled.back().map_or(writer.consumed, Unsettled::last_event);
+        writer.unsettled.push_back(Unsettled {
+            after,
+            owners: owners.into_iter().cloned().collect(),
+            results,
+            committed_at: self.clock.now(),
+        });
+        true
+    }
+
+    /// Runs the bridge step of every committed batch still waiting for it,
+    /// in commit order, and answers their requests. Whichever thread holds
+    /// the writer lock first does it (the bridge thread, or anyone taking
+    /// the lock through `lock_writer`).
+    pub(crate) fn settle(&self, writer: &mut WriterState) {
+        while let Some(batch) = writer.unsettled.pop_front() {
+            // An earlier bridge step failed: bridge what it left first.
+            let behind = if writer.consumed < batch.after {
+                self.catch_up_to(writer, batch.after).map(|_| ())
+            } else {
+                Ok(())
             };
-            item.finish(outcome);
+            let consumed = writer.consumed;
+            let events: Vec<DirectoryEvent> = batch
+                .results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .flat_map(|c| c.events.iter().filter(|e| Some(e.id) > consumed).cloned())
+                .collect();
+            let revoked = behind.and_then(|()| self.apply_events(writer, &events, Some(batch.committed_at)));
+            for (item, result) in batch.owners.iter().zip(batch.results) {
+                let outcome = match (result, &revoked) {
+                    (Err(e), _) => Err(EngineError::from(e).into()),
+                    (Ok(_), Err(e)) => Err(EngineError::BridgePending(e.clone()).into()),
+                    (Ok(c), Ok(counts)) => Ok(Applied {
+                        revoked: c.events.iter().map(|e| counts.get(&e.id).copied().unwrap_or(0)).sum(),
+                        identity: c.identity,
+                        events: c.events,
+                    }),
+                };
+                item.finish(outcome);
+            }
         }
     }
 
@@ -430,8 +594,10 @@ mod tests {
     }
 
     fn run(engine: &Engine, batch: &[Pending]) {
-        let mut writer = engine.lock_writer().unwrap();
-        engine.run_batch(&mut writer, batch);
+        let committing = engine.committing.lock().unwrap();
+        engine.run_batch(batch);
+        drop(committing);
+        engine.settle(&mut engine.writer.lock().unwrap());
     }
 
     /// Two owners of one service account deactivated in one batch: the

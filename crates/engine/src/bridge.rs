@@ -152,9 +152,23 @@ impl Engine {
 
     /// Applies every directory event after the consumed position.
     pub(crate) fn catch_up(&self, writer: &mut WriterState) -> StoreResult<CatchUp> {
+        self.catch_up_to(writer, None)
+    }
+
+    /// Applies the directory events after the consumed position, up to and
+    /// including `last` (every one with `None`; then no committed batch may
+    /// be waiting for its own bridge step, which would bridge them again).
+    pub(crate) fn catch_up_to(
+        &self,
+        writer: &mut WriterState,
+        last: Option<DirectoryEventId>,
+    ) -> StoreResult<CatchUp> {
         let mut total = CatchUp::default();
         loop {
-            let events = self.stores.directory.events_after(writer.consumed, REPLAY_CHUNK)?;
+            let mut events = self.stores.directory.events_after(writer.consumed, REPLAY_CHUNK)?;
+            if let Some(last) = last {
+                events.retain(|e| e.id <= last);
+            }
             if events.is_empty() {
                 return Ok(total);
             }

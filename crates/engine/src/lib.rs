@@ -26,11 +26,16 @@
 //! `reach.rs` answers read-only questions (what a change reached, a fresh
 //! decision for a privileged action).
 //!
-//! Two locks order the writers. The *writer* lock serialises directory
-//! writes and their bridge steps; the *sessions* lock serialises every
+//! Three locks order the writers, always taken in this order. The *commit*
+//! lock serialises directory commits; the *writer* lock serialises bridge
+//! steps (in commit order: a committed batch queues its bridge step in the
+//! writer state, and the server's bridge thread runs it while the directory
+//! worker commits the next batch); the *sessions* lock serialises every
 //! read-decide-write of the session store (a bridge step takes it inside
 //! the writer lock; the authority takes only it, so issuance never queues
-//! behind a directory batch). The authority reads the directory's current
+//! behind a directory batch). Other directory writers (groups, sources,
+//! upkeep) take the commit and writer locks together and run every queued
+//! bridge step first. The authority reads the directory's current
 //! state under the sessions lock, so a session opened concurrently with a
 //! deactivation either sees it (and is refused) or commits first (and the
 //! deactivation's bridge step, which takes the sessions lock after it,
@@ -225,12 +230,35 @@ pub struct EngineConfig {
     pub sources: Vec<sources::SourceSettings>,
 }
 
+/// The writer lock held with the directory's commit lock (see
+/// [`Engine::lock_writer`]).
+struct WriterGuard<'a> {
+    writer: MutexGuard<'a, WriterState>,
+    _committing: MutexGuard<'a, ()>,
+}
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = WriterState;
+
+    fn deref(&self) -> &WriterState {
+        &self.writer
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut WriterState {
+        &mut self.writer
+    }
+}
+
 /// State guarded by the writer lock: everything that must be serialised so
-/// that directory events are bridged in order and a session is never opened
-/// between an identity's deactivation and its bridge step.
+/// that directory events are bridged in order.
 #[derive(Debug)]
 struct WriterState {
     consumed: Option<DirectoryEventId>,
+    /// Directory batches committed whose bridge steps have not run yet,
+    /// oldest first (see `batch`).
+    unsettled: std::collections::VecDeque<batch::Unsettled>,
 }
 
 /// The bridge between directory and session authority.
@@ -244,6 +272,12 @@ pub struct Engine {
     claims: cache::ClaimsIndex,
     clients: RwLock<auth::ClientTable>,
     writer: Mutex<WriterState>,
+    /// Serialises directory commits: held by a batch while it is prepared
+    /// and committed, and by `lock_writer` (taken before `writer`).
+    committing: Mutex<()>,
+    /// Hands committed batches from the directory worker to the bridge
+    /// thread (see `batch`).
+    bridge_queue: batch::BridgeQueue,
     /// Serialises every read-decide-write of the session store (see the
     /// crate documentation for the lock order).
     sessions_lock: Mutex<()>,
@@ -317,7 +351,9 @@ impl Engine {
             cache: cache::SessionCache::default(),
             claims: cache::ClaimsIndex::default(),
             clients: RwLock::new(auth::ClientTable::default()),
-            writer: Mutex::new(WriterState { consumed }),
+            writer: Mutex::new(WriterState { consumed, unsettled: Default::default() }),
+            committing: Mutex::new(()),
+            bridge_queue: batch::BridgeQueue::default(),
             sessions_lock: Mutex::new(()),
             issuance: group::Group::default(),
             syncer: authority::Syncer::default(),
@@ -360,8 +396,18 @@ impl Engine {
         self
     }
 
-    fn lock_writer(&self) -> EngineResult<MutexGuard<'_, WriterState>> {
-        self.writer.lock().map_err(|_| EngineError::Store(StoreError::Backend("writer lock poisoned".into())))
+    /// The writer lock, taken after the directory's commit lock (so no batch
+    /// commits while it is held) and with the bridge steps of every batch
+    /// already committed run first: the holder sees the bridge at the head
+    /// of the directory log, and may commit to the directory itself.
+    fn lock_writer(&self) -> EngineResult<WriterGuard<'_>> {
+        let committing = self.committing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = self
+            .writer
+            .lock()
+            .map_err(|_| EngineError::Store(StoreError::Backend("writer lock poisoned".into())))?;
+        self.settle(&mut writer);
+        Ok(WriterGuard { writer, _committing: committing })
     }
 
     /// The sessions lock. A poisoned lock is taken anyway: it guards no data

@@ -531,3 +531,54 @@ fn every_impact_queues_its_signal_in_the_outbox() {
     assert!(after.iter().all(|k| k.2 == after[0].2 && k.2.starts_with("dir-")), "one txn: {after:?}");
     let _ = key;
 }
+
+/// With a directory worker serving the queue (as in a server), a batch's
+/// bridge step runs on the bridge thread while the worker commits the next
+/// batch: a deactivation is still answered only once its bridge step has
+/// cut the identity's sessions, and events are bridged in commit order
+/// (the audit's directory events follow the log), however the writes race.
+#[test]
+fn a_served_directory_answers_each_write_after_its_bridge_step() {
+    let f = fixture(Policy::default());
+    let worker = {
+        let engine = f.engine.clone();
+        std::thread::spawn(move || engine.serve_directory())
+    };
+    let names: Vec<String> = (0..48).map(|i| format!("user{i}")).collect();
+    let ids: Vec<IdentityId> = names.iter().map(|n| f.person(n).id).collect();
+    let tokens: Vec<String> = names.iter().map(|n| f.open(n, false, None).access_token).collect();
+    let threads: Vec<_> = ids
+        .iter()
+        .zip(&tokens)
+        .map(|(&id, token)| {
+            let engine = f.engine.clone();
+            let token = token.clone();
+            std::thread::spawn(move || {
+                let applied = engine
+                    .update_identity(id, origin(), None, |cur| {
+                        let mut next = cur.clone();
+                        next.status = IdentityStatus::Disabled;
+                        Ok::<_, ()>(next)
+                    })
+                    .unwrap();
+                assert_eq!(applied.revoked, 1, "the answer counts the session its bridge step revoked");
+                assert!(engine.introspect(&token).is_none(), "acknowledged, but the session is still active");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    f.engine.stop_directory();
+    worker.join().unwrap();
+    let bridged: Vec<u64> = f
+        .engine
+        .audit_page(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.kind.as_str().starts_with("directory."))
+        .filter_map(|r| r.entry.directory_event.map(|e| e.0))
+        .collect();
+    assert!(bridged.windows(2).all(|w| w[0] < w[1]), "bridged out of order: {bridged:?}");
+    assert_eq!(bridged.len(), 48 * 2, "every create and deactivation bridged once");
+}
