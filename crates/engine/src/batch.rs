@@ -194,9 +194,10 @@ impl BridgeQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn running(&self, running: bool) {
+    /// The bridge thread started.
+    fn start(&self) {
         let mut state = self.state();
-        state.running = running;
+        state.running = true;
         state.stopping = false;
     }
 
@@ -295,7 +296,7 @@ impl Engine {
             if let Err(e) = &bridge {
                 tracing::error!(error = %e, "cannot start the bridge thread; the directory worker bridges its batches");
             } else {
-                self.bridge_queue.running(true);
+                self.bridge_queue.start();
             }
             self.queue.serve(|batch| self.run_queued(batch), failed_batch);
             self.bridge_queue.stop();

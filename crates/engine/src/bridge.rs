@@ -118,14 +118,20 @@ impl Engine {
     }
 
     /// [`Engine::delete_identity`] to `.await` (see
-    /// [`Engine::update_identity_call`]).
-    pub fn delete_identity_call(
+    /// [`Engine::update_identity_call`]), if `check` accepts the identity as
+    /// it is (a SCIM resource type refusing another type's identity): the
+    /// check runs on the identity the deletion reads anyway.
+    pub fn delete_identity_call<E: Send + 'static>(
         &self,
         id: IdentityId,
         origin: Origin,
         if_match: Option<u64>,
-    ) -> DirectoryCall<'_, Result<Applied, UpdateError<std::convert::Infallible>>> {
-        self.update_identity_call(id, origin, if_match, tombstone)
+        check: impl Fn(&Identity) -> Result<(), E> + Send + 'static,
+    ) -> DirectoryCall<'_, Result<Applied, UpdateError<E>>> {
+        self.update_identity_call(id, origin, if_match, move |current| {
+            check(current)?;
+            tombstone(current).map_err(|never| match never {})
+        })
     }
 
     /// Deletes an identity: it becomes a tombstone and every session it

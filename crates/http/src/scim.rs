@@ -618,18 +618,15 @@ pub(crate) async fn delete<R: IdentityResource>(
     caller.require(Scope::Scim)?;
     let identity_id = parse_id::<R>(&id)?;
     let expected = if_match(&headers)?;
-    let engine = &state.engine;
-    // The kind never changes, so a check before the delete is enough (a
-    // read by key on this task; the write is awaited, as in `update`).
-    let current = engine.directory().identity(identity_id).map_err(|e| engine_err(e.into()))?;
-    if !current.is_some_and(|c| R::owns(&c)) {
-        return Err(not_found::<R>(&id));
-    }
-    match engine.delete_identity_call(identity_id, origin(&caller), expected).await {
+    // Another type's identity is not found, checked on the identity the
+    // deletion reads (the write is awaited, as in `update`).
+    let owned = |current: &Identity| if R::owns(current) { Ok(()) } else { Err(()) };
+    match state.engine.delete_identity_call(identity_id, origin(&caller), expected, owned).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(UpdateError::Engine(EngineError::NotFound(_))) => Err(not_found::<R>(&id)),
+        Err(UpdateError::Engine(EngineError::NotFound(_)) | UpdateError::Rejected(())) => {
+            Err(not_found::<R>(&id))
+        }
         Err(UpdateError::Engine(e)) => Err(engine_err(e)),
-        Err(UpdateError::Rejected(never)) => match never {},
     }
 }
 

@@ -107,6 +107,11 @@ async fn agents_speak_both_drafts_with_one_handle() {
     assert_eq!(s.get(&format!("/scim/v2/Users/{id}")).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(s.get(&format!("/scim/v2/Agents/{owner}")).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(delete(&s, &format!("/scim/v2/Users/{id}")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.get(&format!("/scim/v2/Agents/{id}")).await.status(),
+        StatusCode::OK,
+        "the 404 deleted nothing"
+    );
     let r = s
         .patch(
             &format!("/scim/v2/Users/{id}"),
