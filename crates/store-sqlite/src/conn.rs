@@ -280,6 +280,21 @@ impl Drop for Checkpointer {
     }
 }
 
+/// A store's schema: its statements (idempotent, `IF NOT EXISTS`), its
+/// `user_version`, and the upgrades of older files it knows.
+pub(crate) struct Schema {
+    pub(crate) sql: &'static str,
+    pub(crate) version: i32,
+    pub(crate) upgrades: &'static [Upgrade],
+}
+
+/// Brings a file from version `from` to `from + 1`: `sql`, then the
+/// schema's own statements, in one transaction.
+pub(crate) struct Upgrade {
+    pub(crate) from: i32,
+    pub(crate) sql: &'static str,
+}
+
 const READERS: usize = 4;
 
 /// Cached statements per connection: the fixed statements plus the shapes
@@ -288,16 +303,17 @@ const STATEMENT_CACHE: usize = 128;
 
 impl Pool {
     /// Opens the file and applies `schema`. A file that already has tables
-    /// but an older `user_version` than `version` is refused with a message
-    /// saying so, rather than failing half-way through the schema.
+    /// but an older `user_version` is upgraded in place where the schema
+    /// has an upgrade from that version (each step one transaction), and
+    /// refused with a message saying so otherwise, rather than failing
+    /// half-way through the schema.
     pub(crate) fn open(
         path: &Path,
         durability: Durability,
-        schema: &str,
-        version: i32,
+        schema: Schema,
         tuning: Tuning,
     ) -> StoreResult<Self> {
-        let writer = Connection::open(path).map_err(backend)?;
+        let mut writer = Connection::open(path).map_err(backend)?;
         let explicit = tuning.explicit_sync && durability == Durability::Full;
         let synchronous = if explicit { "NORMAL" } else { durability.pragma() };
         writer
@@ -305,20 +321,31 @@ impl Pool {
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;"
             ))
             .map_err(backend)?;
-        let found: i32 = writer.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
+        let mut found: i32 = writer.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
         let tables: i64 = writer
             .query_row("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0))
             .map_err(backend)?;
-        if tables > 0 && found < version {
-            return Err(StoreError::Backend(format!(
-                "{} has schema version {found}, this build needs {version}: it was written by an older \
-                 development build and cannot be upgraded in place; start from an empty data directory",
-                path.display()
-            )));
+        while tables > 0 && found < schema.version {
+            let Some(step) = schema.upgrades.iter().find(|u| u.from == found) else {
+                return Err(StoreError::Backend(format!(
+                    "{} has schema version {found}, this build needs {}: it was written by an older \
+                     development build and cannot be upgraded in place; start from an empty data directory",
+                    path.display(),
+                    schema.version
+                )));
+            };
+            let tx = writer
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            tx.execute_batch(step.sql).map_err(backend)?;
+            tx.execute_batch(schema.sql).map_err(backend)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {};", found + 1)).map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            found += 1;
         }
-        writer.execute_batch(schema).map_err(backend)?;
+        writer.execute_batch(schema.sql).map_err(backend)?;
         writer.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        writer.execute_batch(&format!("PRAGMA user_version = {version};")).map_err(backend)?;
+        writer.execute_batch(&format!("PRAGMA user_version = {};", schema.version)).map_err(backend)?;
         // Checkpoints run on their own thread (see `Checkpointer`), not in
         // whichever write commit crosses the threshold.
         writer

@@ -14,7 +14,7 @@ use lockstep_store::{
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
-use crate::conn::{Cached, Durability, Pool, Tuning, backend, lock};
+use crate::conn::{Cached, Durability, Pool, Schema, Tuning, Upgrade, backend, lock};
 use crate::search::{EMAIL_SLOT, IDENTITY_SLOTS, compile};
 use lockstep_store::codec::{
     corrupt, decode_change, decode_ids, decode_list, encode_change, encode_ids, encode_list, parse,
@@ -22,8 +22,13 @@ use lockstep_store::codec::{
 };
 
 const SCHEMA: &str = "
+-- `seq` is the rowid without AUTOINCREMENT: identity rows are never
+-- deleted (a deletion keeps a tombstone), so SQLite's max + 1 never reuses
+-- one, and AUTOINCREMENT would write its `sqlite_sequence` page in every
+-- commit that creates an identity. (Files created before version 5 keep
+-- their AUTOINCREMENT; the two behave the same here.)
 CREATE TABLE IF NOT EXISTS identities (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq          INTEGER PRIMARY KEY,
     id           TEXT NOT NULL UNIQUE,
     user_name    TEXT NOT NULL,
     user_name_lc TEXT NOT NULL,
@@ -52,10 +57,14 @@ CREATE UNIQUE INDEX IF NOT EXISTS identities_live_user_name
 -- in the unique index above, so no index holds every row's name twice.
 CREATE INDEX IF NOT EXISTS identities_deleted_user_name
     ON identities (user_name_lc) WHERE live = 0;
-CREATE INDEX IF NOT EXISTS identities_external_id ON identities (external_id);
+-- Partial (here and below): most creates carry no externalId or no
+-- displayName, and an index that holds NULLs gets a page written for each
+-- of them; every comparison implies NOT NULL, so the filters still use it.
+CREATE INDEX IF NOT EXISTS identities_external_id ON identities (external_id) WHERE external_id IS NOT NULL;
 -- What a non-SCIM source owns, by its key (a reconcile reads it whole).
 CREATE INDEX IF NOT EXISTS identities_source ON identities (source, external_id) WHERE source <> 'scim';
-CREATE INDEX IF NOT EXISTS identities_display_name ON identities (display_name_lc);
+CREATE INDEX IF NOT EXISTS identities_display_name
+    ON identities (display_name_lc) WHERE display_name_lc IS NOT NULL;
 -- Partial: a deactivated identity is the exception; `active eq false` (who
 -- lost access) stays indexed without every active write touching it.
 CREATE INDEX IF NOT EXISTS identities_inactive ON identities (status) WHERE status <> 'active';
@@ -93,7 +102,7 @@ CREATE TABLE IF NOT EXISTS groups (
     modified        INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS groups_display_name ON groups (display_name_lc);
-CREATE INDEX IF NOT EXISTS groups_external_id ON groups (external_id);
+CREATE INDEX IF NOT EXISTS groups_external_id ON groups (external_id) WHERE external_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS groups_source ON groups (source, external_id) WHERE source <> 'scim';
 -- Each non-SCIM source's position (syncrepl cookie, uSNChanged mark), the
 -- last moment it was known complete, and what its circuit breaker holds:
@@ -139,12 +148,36 @@ CREATE TRIGGER IF NOT EXISTS directory_events_append_only_d BEFORE DELETE ON dir
 /// `PRAGMA user_version` of this schema. Version 2 added the search
 /// indexes (displayName, e-mails, status, trigrams); version 3 several
 /// owners, the risk tier, the subject's tiers and fan-out causes; version 4
-/// the owning source of identities and groups, and source state.
-const SCHEMA_VERSION: i32 = 4;
+/// the owning source of identities and groups, and source state; version 5
+/// made the externalId and displayName indexes partial (non-NULL values).
+const SCHEMA_VERSION: i32 = 5;
 
-const IDENTITY_COLUMNS: &str = "id, user_name, external_id, display_name, kind, status, profile, version, created, modified, owners, emails, risk_tier, source";
+/// In-place upgrades: from version 4 the old full indexes are dropped, and
+/// the schema then creates their partial replacements.
+const UPGRADES: &[Upgrade] = &[Upgrade {
+    from: 4,
+    sql: "DROP INDEX IF EXISTS identities_external_id;
+          DROP INDEX IF EXISTS identities_display_name;
+          DROP INDEX IF EXISTS groups_external_id;",
+}];
 
-const EVENT_COLUMNS: &str = "seq, at, subject_type, subject, subject_name, identity_kind, change, detail, source, client, source_ref, tiers, cause";
+/// The columns an [`IdentityRow`] reads, as a macro so that fixed
+/// statements are `concat!`ed at compile time rather than formatted per
+/// call on the write path.
+macro_rules! identity_columns {
+    () => {
+        "id, user_name, external_id, display_name, kind, status, profile, version, created, modified, owners, emails, risk_tier, source"
+    };
+}
+const IDENTITY_COLUMNS: &str = identity_columns!();
+
+/// The columns of a directory event row (see [`identity_columns`]).
+macro_rules! event_columns {
+    () => {
+        "seq, at, subject_type, subject, subject_name, identity_kind, change, detail, source, client, source_ref, tiers, cause"
+    };
+}
+const EVENT_COLUMNS: &str = event_columns!();
 
 /// The directory role on SQLite.
 #[derive(Debug)]
@@ -159,8 +192,7 @@ impl SqliteDirectory {
             pool: Pool::open(
                 path,
                 durability,
-                SCHEMA,
-                SCHEMA_VERSION,
+                Schema { sql: SCHEMA, version: SCHEMA_VERSION, upgrades: UPGRADES },
                 Tuning { cache_kib: 64 * 1024, explicit_sync: false },
             )?,
         })
@@ -333,8 +365,10 @@ fn insert_event(tx: &rusqlite::Connection, event: &DirectoryEvent) -> StoreResul
         Subject::Group { id, display_name } => ("group", id.to_string(), display_name.as_str(), None, None),
     };
     let origin = &event.origin;
-    tx.prepare_cached(&format!(
-        "INSERT INTO directory_events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    tx.prepare_cached(concat!(
+        "INSERT INTO directory_events (",
+        event_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
     ))
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -362,19 +396,42 @@ fn next_event_seq(tx: &rusqlite::Connection) -> StoreResult<i64> {
     tx.cached_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM directory_events", [], |r| r.get(0)).map_err(backend)
 }
 
-/// One identity write inside an open transaction (or savepoint).
+/// Why an identity write did not apply.
+#[derive(Debug)]
+enum WriteError {
+    /// Refused before anything was written (a version mismatch, a name
+    /// taken, ...): the transaction is as it was, and the batch goes on.
+    Refused(StoreError),
+    /// Failed part-way: the transaction holds part of the write and must
+    /// be rolled back whole.
+    Failed(StoreError),
+}
+
+impl From<WriteError> for StoreError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Refused(e) | WriteError::Failed(e) => e,
+        }
+    }
+}
+
+/// One identity write inside an open transaction. Every check that can
+/// refuse it runs before its first change, so a refused write needs no
+/// savepoint to undo it (a savepoint per write of a batch cost two parsed
+/// statements and a copy of every page it touched).
 fn write_identity(
     tx: &rusqlite::Connection,
     write: IdentityWrite,
-) -> StoreResult<(Committed, Option<Reindex>)> {
+) -> Result<(Committed, Option<Reindex>), WriteError> {
+    let refused = WriteError::Refused;
     if write.changes.is_empty() {
-        return Err(StoreError::Backend("a directory write must record at least one change".into()));
+        return Err(refused(StoreError::Backend("a directory write must record at least one change".into())));
     }
     let mut identity = write.identity;
     let id = identity.id.to_string();
     // The stored row: its seq, version and every column a write may change.
     let found: Option<(i64, i64, Vec<Value>)> = tx
-        .prepare_cached(&format!("SELECT seq, version, {} FROM identities WHERE id = ?1", WRITTEN.join(", ")))
+        .prepare_cached(&SELECT_WRITTEN)
         .and_then(|mut stmt| {
             stmt.query_row([&id], |r| {
                 let old = (0..WRITTEN.len()).map(|i| r.get::<_, Value>(i + 2)).collect::<Result<_, _>>()?;
@@ -382,10 +439,13 @@ fn write_identity(
             })
             .optional()
         })
-        .map_err(backend)?;
+        .map_err(|e| refused(backend(e)))?;
     let found_version = found.as_ref().map(|f| f.1.unsigned_abs());
     if found_version != write.expected_version {
-        return Err(StoreError::VersionMismatch { expected: write.expected_version, found: found_version });
+        return Err(refused(StoreError::VersionMismatch {
+            expected: write.expected_version,
+            found: found_version,
+        }));
     }
     let keys = SearchKeys::of(&identity);
     identity.version = write.expected_version.map_or(1, |v| v + 1);
@@ -393,26 +453,26 @@ fn write_identity(
     if let Some((_, _, old)) = &found
         && old[SOURCE] != new[SOURCE]
     {
-        return Err(StoreError::Backend("a write cannot change an identity's source".into()));
+        return Err(refused(StoreError::Backend("a write cannot change an identity's source".into())));
     }
     let name_changed = found.as_ref().is_none_or(|(_, _, old)| old[USER_NAME_LC] != new[USER_NAME_LC]);
     if live(&identity) && name_changed {
         let clash: Option<String> = tx
             .prepare_cached("SELECT id FROM identities WHERE user_name_lc = ?1 AND live = 1 AND id <> ?2")
             .and_then(|mut stmt| stmt.query_row(params![keys.user_name, id], |r| r.get(0)).optional())
-            .map_err(backend)?;
+            .map_err(|e| refused(backend(e)))?;
         if clash.is_some() {
-            return Err(StoreError::Conflict { field: "userName", value: identity.user_name });
+            return Err(refused(StoreError::Conflict { field: "userName", value: identity.user_name }));
         }
     }
+    // From here on, a failure leaves a partial write.
+    let failed = WriteError::Failed;
     let old_keys = match &found {
         None => {
-            let placeholders = vec!["?"; WRITTEN.len() + 1].join(", ");
-            let sql = format!("INSERT INTO identities (id, {}) VALUES ({placeholders})", WRITTEN.join(", "));
             let values = std::iter::once(Value::Text(id.clone())).chain(new.iter().cloned());
-            tx.prepare_cached(&sql)
+            tx.prepare_cached(&INSERT_WRITTEN)
                 .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(values)))
-                .map_err(backend)?;
+                .map_err(|e| failed(backend(e)))?;
             None
         }
         Some((seq, _, old)) => {
@@ -426,19 +486,19 @@ fn write_identity(
             let values = changed.iter().map(|&i| new[i].clone()).chain(std::iter::once(Value::Integer(*seq)));
             tx.prepare_cached(&sql)
                 .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(values)))
-                .map_err(backend)?;
+                .map_err(|e| failed(backend(e)))?;
             Some(SearchKeys::from_row(old))
         }
     };
     let old_owners = match &found {
         Some((_, _, old)) => match &old[OWNERS] {
-            Value::Text(t) => decode_ids(t)?,
+            Value::Text(t) => decode_ids(t).map_err(failed)?,
             _ => Vec::new(),
         },
         None => Vec::new(),
     };
     if old_owners != identity.owners {
-        write_owners(tx, &id, &old_owners, &identity.owners)?;
+        write_owners(tx, &id, &old_owners, &identity.owners).map_err(failed)?;
     }
     let reindex = match (found, old_keys) {
         // Most updates (PATCH active, a profile edit) leave every search
@@ -448,7 +508,7 @@ fn write_identity(
         (None, _) => Some(Reindex { seq: tx.last_insert_rowid(), old: None, new: keys }),
     };
     let new = write_events(write.changes, write.fanout, &Subject::of_identity(&identity, write.tiers));
-    let events = append_events(tx, write.at, &write.origin, new)?;
+    let events = append_events(tx, write.at, &write.origin, new).map_err(failed)?;
     Ok((Committed { identity, events }, reindex))
 }
 
@@ -490,10 +550,10 @@ fn write_owners(
     Ok(())
 }
 
-/// Search-index rows to rewrite after an identity write. Applied after the
-/// write's savepoint is released, once per batch: FTS5 flushes its pending
-/// trigrams at every savepoint, so maintaining it inside each write's
-/// savepoint would cost a segment per write instead of one per batch.
+/// Search-index rows to rewrite after an identity write. Applied once the
+/// batch's writes are done: FTS5 flushes its pending trigrams at every
+/// savepoint boundary, so maintaining it per write would cost a segment per
+/// write instead of one per batch.
 struct Reindex {
     seq: i64,
     old: Option<SearchKeys>,
@@ -525,6 +585,18 @@ const WRITTEN: [&str; 16] = [
     "emails",
     "source",
 ];
+/// The stored row's seq, version and [`WRITTEN`] columns, by id (built
+/// once: the statement cache is keyed by the text).
+static SELECT_WRITTEN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT seq, version, {} FROM identities WHERE id = ?1", WRITTEN.join(", "))
+});
+
+/// A new row: its id and [`WRITTEN`] columns.
+static INSERT_WRITTEN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let placeholders = vec!["?"; WRITTEN.len() + 1].join(", ");
+    format!("INSERT INTO identities (id, {}) VALUES ({placeholders})", WRITTEN.join(", "))
+});
+
 const USER_NAME_LC: usize = 1;
 const DISPLAY_NAME_LC: usize = 4;
 const EXTERNAL_ID: usize = 2;
@@ -698,7 +770,7 @@ impl DirectoryStore for SqliteDirectory {
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
         let mut conn = lock(&self.pool.writer)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-        let (committed, reindex) = write_identity(&tx, write)?;
+        let (committed, reindex) = write_identity(&tx, write).map_err(StoreError::from)?;
         if let Some(reindex) = reindex {
             reindex.apply(&tx)?;
         }
@@ -711,20 +783,21 @@ impl DirectoryStore for SqliteDirectory {
         state: Option<SourceState>,
     ) -> StoreResult<Vec<StoreResult<Committed>>> {
         let mut conn = lock(&self.pool.writer)?;
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         let mut results = Vec::with_capacity(writes.len());
         let mut reindexes = Vec::new();
         for write in writes {
-            // A savepoint per write: a conflict undoes that write only.
-            let sp = tx.savepoint().map_err(backend)?;
-            let result = write_identity(&sp, write);
-            if result.is_ok() {
-                sp.commit().map_err(backend)?;
-            } // dropping an uncommitted savepoint rolls it back
-            results.push(result.map(|(committed, reindex)| {
-                reindexes.extend(reindex);
-                committed
-            }));
+            match write_identity(&tx, write) {
+                Ok((committed, reindex)) => {
+                    reindexes.extend(reindex);
+                    results.push(Ok(committed));
+                }
+                // Refused before its first change: the batch goes on.
+                Err(WriteError::Refused(e)) => results.push(Err(e)),
+                // Part of it written: dropping the transaction rolls the
+                // whole batch back, and every write of it fails.
+                Err(WriteError::Failed(e)) => return Err(e),
+            }
         }
         for reindex in reindexes {
             reindex.apply(&tx)?;
@@ -846,16 +919,17 @@ impl DirectoryRead for SqliteDirectory {
         }))
     }
     fn identity(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
-        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE id = ?1");
+        let sql = concat!("SELECT ", identity_columns!(), " FROM identities WHERE id = ?1");
         self.pool
-            .read(|c| c.cached_row(&sql, [id.to_string()], identity_row).optional())?
+            .read(|c| c.cached_row(sql, [id.to_string()], identity_row).optional())?
             .map(IdentityRow::decode)
             .transpose()
     }
     fn live_identity_by_user_name(&self, user_name: &str) -> StoreResult<Option<Identity>> {
-        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_name_lc = ?1 AND live = 1");
+        let sql =
+            concat!("SELECT ", identity_columns!(), " FROM identities WHERE user_name_lc = ?1 AND live = 1");
         self.pool
-            .read(|c| c.cached_row(&sql, [lockstep_domain::text::fold(user_name)], identity_row).optional())?
+            .read(|c| c.cached_row(sql, [lockstep_domain::text::fold(user_name)], identity_row).optional())?
             .map(IdentityRow::decode)
             .transpose()
     }
@@ -1011,6 +1085,47 @@ mod tests {
 
     fn text(field: F, op: TextOp, value: &str) -> Filter<F> {
         Filter::Text { field, op, value: value.into() }
+    }
+
+    /// A write that fails after its first change (here: its event row is
+    /// refused by a trigger) rolls the whole batch back, refused writes
+    /// beside it or not; the next batch commits normally.
+    #[test]
+    fn a_write_failing_part_way_fails_its_batch_whole() {
+        use lockstep_domain::{DirectoryChange, Tiers, Timestamp};
+        use lockstep_store::conformance as c;
+        let dir = tempfile::tempdir().unwrap();
+        let d = SqliteDirectory::open(&dir.path().join("directory.db"), Durability::Off).unwrap();
+        c::create(&d, 9, "taken");
+        lock(&d.pool.writer)
+            .unwrap()
+            .execute_batch(
+                "CREATE TEMP TRIGGER injected BEFORE INSERT ON main.directory_events
+                 WHEN NEW.subject_name = 'mallory' BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )
+            .unwrap();
+        let write = |n: u128, name: &str| IdentityWrite {
+            identity: c::identity(n, name),
+            tiers: Tiers::STANDARD,
+            fanout: Vec::new(),
+            expected_version: None,
+            changes: vec![DirectoryChange::IdentityCreated],
+            origin: c::origin(),
+            at: Timestamp(7),
+        };
+        let failed =
+            d.commit_identities(vec![write(0, "a"), write(1, "TAKEN"), write(2, "mallory"), write(3, "b")]);
+        assert!(
+            matches!(&failed, Err(StoreError::Backend(m)) if m.contains("injected failure")),
+            "{failed:?}"
+        );
+        for n in [0, 2, 3] {
+            assert_eq!(d.identity(c::identity_id(n)).unwrap(), None, "identity {n} was rolled back");
+        }
+        assert_eq!(d.events_after(None, 10).unwrap().len(), 1, "only the first create's event");
+        let results = d.commit_identities(vec![write(0, "a"), write(3, "b")]).unwrap();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(d.events_after(None, 10).unwrap().len(), 3);
     }
 
     /// The attributes identity providers query are answered from an index:

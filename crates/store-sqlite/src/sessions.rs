@@ -12,7 +12,7 @@ use lockstep_store::{
 };
 use rusqlite::{OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
-use crate::conn::{Cached, Durability, Pool, Tuning, backend, lock};
+use crate::conn::{Cached, Durability, Pool, Schema, Tuning, backend, lock};
 use lockstep_store::SessionUpdate;
 use lockstep_store::codec::{StateColumns, corrupt, decode_state, encode_state, parse, seq_to_sql};
 use std::collections::HashMap;
@@ -145,7 +145,12 @@ impl SqliteSessions {
     /// while the previous one's fsync runs.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
         let tuning = Tuning { cache_kib: 8 * 1024, explicit_sync: true };
-        let pool = Pool::open(path, durability, SCHEMA, SCHEMA_VERSION, tuning)?;
+        let pool = Pool::open(
+            path,
+            durability,
+            Schema { sql: SCHEMA, version: SCHEMA_VERSION, upgrades: &[] },
+            tuning,
+        )?;
         lock(&pool.writer)?.execute_batch(crate::signals::SCHEMA).map_err(backend)?;
         Ok(Self { pool })
     }

@@ -98,3 +98,40 @@ fn the_wal_stays_bounded_under_steady_writes() {
     assert!(largest < 160 << 20, "the WAL grew to {} MiB", largest >> 20);
     assert_eq!(lockstep_store::verify_chain(s.audit_after(0, 100_000).unwrap()), Ok(50_000));
 }
+
+/// A directory written by version 4 (full externalId and displayName
+/// indexes) opens upgraded: its data kept, the indexes partial; an older
+/// file is refused with a message that says what to do.
+#[test]
+fn an_older_directory_is_upgraded_in_place_or_refused() {
+    use lockstep_store::conformance as c;
+    let root = dir();
+    let path = root.join("directory.db");
+    c::create(&SqliteDirectory::open(&path, Durability::Full).unwrap(), 0, "alice");
+    let index_sql = |conn: &rusqlite::Connection, name: &str| -> String {
+        conn.query_row("SELECT sql FROM sqlite_schema WHERE name = ?1", [name], |r| r.get(0)).unwrap()
+    };
+    {
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch(
+            "DROP INDEX identities_external_id; CREATE INDEX identities_external_id ON identities (external_id);
+             DROP INDEX identities_display_name; CREATE INDEX identities_display_name ON identities (display_name_lc);
+             DROP INDEX groups_external_id; CREATE INDEX groups_external_id ON groups (external_id);
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    }
+    let d = SqliteDirectory::open(&path, Durability::Full).unwrap();
+    assert_eq!(d.live_identity_by_user_name("alice").unwrap().unwrap().version, 1);
+    drop(d);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(raw.query_row("PRAGMA user_version", [], |r| r.get::<_, i32>(0)).unwrap(), 5);
+    assert!(index_sql(&raw, "identities_external_id").ends_with("WHERE external_id IS NOT NULL"));
+    assert!(index_sql(&raw, "identities_display_name").ends_with("WHERE display_name_lc IS NOT NULL"));
+    assert!(index_sql(&raw, "groups_external_id").ends_with("WHERE external_id IS NOT NULL"));
+    raw.execute_batch("PRAGMA user_version = 3;").unwrap();
+    drop(raw);
+    let refused = SqliteDirectory::open(&path, Durability::Full).unwrap_err().to_string();
+    assert!(refused.contains("schema version 3, this build needs 5"), "{refused}");
+    assert!(refused.contains("start from an empty data directory"), "{refused}");
+}

@@ -187,9 +187,12 @@ pub trait DirectoryStore: DirectoryRead {
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed>;
 
     /// Group commit: applies several writes (to distinct identities) in one
-    /// durable commit. Each write succeeds or fails on its own, exactly as
-    /// [`DirectoryStore::commit_identity`] would in that order; the outer
-    /// error means none was written. The default commits one by one.
+    /// durable commit. Each write is refused or applied on its own, exactly
+    /// as [`DirectoryStore::commit_identity`] would in that order (a version
+    /// mismatch or a conflict fails that write alone); the outer error means
+    /// none was written — also what a backend failure part-way through one
+    /// write gives, since the batch is then rolled back whole. The default
+    /// commits one by one.
     fn commit_identities(&self, writes: Vec<IdentityWrite>) -> StoreResult<Vec<StoreResult<Committed>>> {
         self.commit_source(writes, None)
     }
