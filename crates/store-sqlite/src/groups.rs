@@ -152,7 +152,7 @@ pub(crate) fn source_groups(
         let filter = chunk
             .map_or_else(String::new, |c| format!(" AND external_id IN ({})", vec!["?"; c.len()].join(", ")));
         let sql = format!(
-            "SELECT {COLUMNS} FROM groups INDEXED BY groups_source WHERE source = ? AND source <> 'scim'{filter} ORDER BY seq"
+            "SELECT {COLUMNS} FROM groups INDEXED BY groups_source WHERE source = CAST(? AS TEXT) AND source <> 'scim'{filter} ORDER BY seq"
         );
         let args: Vec<&str> =
             std::iter::once(source.as_str()).chain(chunk.unwrap_or(&[]).iter().map(String::as_str)).collect();

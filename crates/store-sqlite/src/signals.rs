@@ -608,7 +608,7 @@ impl SignalStore for SqliteSessions {
         type Delivered = (i64, String, i64, Option<i64>, Option<String>);
         let (rows, cursors, deliveries) = self.pool().read(|c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {SIGNAL_COLUMNS} FROM signals WHERE txn = ?1 ORDER BY seq"
+                "SELECT {SIGNAL_COLUMNS} FROM signals WHERE txn = CAST(?1 AS TEXT) ORDER BY seq"
             ))?;
             let rows = stmt.query_map([txn], signal_row)?.collect::<Result<Vec<_>, _>>()?;
             let mut stmt = c.prepare_cached("SELECT stream, settled FROM stream_cursors")?;
