@@ -57,11 +57,23 @@ fn spread(n: usize, len: usize) -> impl Iterator<Item = usize> {
 /// the requests that wait for it, so concurrency changes write rates).
 type Results = [Stats; 5];
 
-async fn workloads(t: &Target<'_>) -> anyhow::Result<Results> {
-    let lookups: Vec<String> = spread(20_000, t.users.len())
-        .map(|i| format!("{}/Users?filter=userName%20eq%20%22{}%22", t.prefix, t.users[i].1))
-        .collect();
-    let lookup = run_load(spec(t, hyper::Method::GET, lookups, vec![], 64)).await?;
+/// Runs every workload on every target, one target after the other within
+/// each workload, so that each ratio compares runs minutes apart at most
+/// (this machine's speed drifts by a third over a few minutes).
+async fn workloads(targets: &[&Target<'_>]) -> anyhow::Result<Vec<Results>> {
+    let mut out: Vec<Vec<Stats>> = vec![Vec::new(); targets.len()];
+    for step in 0..5 {
+        for (t, results) in targets.iter().zip(out.iter_mut()) {
+            results.push(workload(t, step).await?);
+        }
+    }
+    out.into_iter()
+        .map(|r| <Results>::try_from(r).map_err(|_| anyhow::anyhow!("five workloads per target")))
+        .collect()
+}
+
+/// Workload `step` of [`Results`] on one target.
+async fn workload(t: &Target<'_>, step: usize) -> anyhow::Result<Stats> {
     let creates = |round: usize| -> Vec<String> {
         (0..200_000)
             .map(|i| {
@@ -73,7 +85,6 @@ async fn workloads(t: &Target<'_>) -> anyhow::Result<Results> {
             .collect()
     };
     let users = vec![format!("{}/Users", t.prefix)];
-    let create = run_load(spec(t, hyper::Method::POST, users.clone(), creates(16), 16)).await?;
     // Each PATCH run has its own half of the users, and alternates
     // active=false / active=true per pass over them, so every PATCH is a
     // real change (a PATCH that changes nothing commits nothing).
@@ -82,10 +93,19 @@ async fn workloads(t: &Target<'_>) -> anyhow::Result<Results> {
         spread(users.len(), users.len()).map(|i| format!("{}/Users/{}", t.prefix, users[i].0)).collect()
     };
     let flips = vec![PATCH_INACTIVE.to_owned(), PATCH_ACTIVE.to_owned()];
-    let patch = run_load(spec(t, hyper::Method::PATCH, patches(&t.users[..half]), flips.clone(), 16)).await?;
-    let create64 = run_load(spec(t, hyper::Method::POST, users, creates(64), 64)).await?;
-    let patch64 = run_load(spec(t, hyper::Method::PATCH, patches(&t.users[half..]), flips, 64)).await?;
-    Ok([lookup, create, patch, create64, patch64])
+    let spec = match step {
+        0 => {
+            let lookups: Vec<String> = spread(20_000, t.users.len())
+                .map(|i| format!("{}/Users?filter=userName%20eq%20%22{}%22", t.prefix, t.users[i].1))
+                .collect();
+            spec(t, hyper::Method::GET, lookups, vec![], 64)
+        }
+        1 => spec(t, hyper::Method::POST, users, creates(16), 16),
+        2 => spec(t, hyper::Method::PATCH, patches(&t.users[..half]), flips, 16),
+        3 => spec(t, hyper::Method::POST, users, creates(64), 64),
+        _ => spec(t, hyper::Method::PATCH, patches(&t.users[half..]), flips, 64),
+    };
+    run_load(spec).await
 }
 
 fn report(label: &str, [lookup, create, patch, create64, patch64]: &Results) {
@@ -101,12 +121,14 @@ fn report(label: &str, [lookup, create, patch, create64, patch64]: &Results) {
 pub async fn run(bin: &Path, sizes: &[usize], seconds: u64, reference: Option<&Path>) -> anyhow::Result<()> {
     println!("\n## SCIM throughput ({})", machine());
     println!(
-        "method: each workload {seconds}s after 1s warm-up, keep-alive HTTP/1.1 from this process; lookups rotate over \
+        "method: each workload {seconds}s after 1s warm-up, keep-alive HTTP/1.1 from this process, run on lockstep and then \
+         at once on the reference (both seeded first), workload by workload; lookups rotate over \
          20,000 seeded userNames; creates use fresh userNames; PATCHes set active=false on every user of their half of the seeded users, \
          then active=true on every one, and so on (each one a real change; every user with 0 sessions); lockstep \
          with durability=full, directory seeded through the engine"
     );
-    let mut ours = Vec::new();
+    // The reference runs beside the smallest size, workload by workload.
+    let compared = reference.map(|_| sizes.iter().copied().min().unwrap_or(10_000));
     for &n in sizes {
         let dir = tempfile::tempdir()?;
         #[allow(clippy::disallowed_methods)]
@@ -114,7 +136,7 @@ pub async fn run(bin: &Path, sizes: &[usize], seconds: u64, reference: Option<&P
         let users = seed::identities(dir.path(), n)?;
         println!("seeded {n} identities in {:.1}s", t.elapsed().as_secs_f64());
         let server = Running::lockstep(bin, dir.path()).await?;
-        let target = Target {
+        let ours = Target {
             addr: &server.addr,
             bearer: ADMIN,
             users: &users,
@@ -122,39 +144,42 @@ pub async fn run(bin: &Path, sizes: &[usize], seconds: u64, reference: Option<&P
             tag: &format!("l{n}"),
             prefix: "/scim/v2",
         };
-        let stats = workloads(&target).await?;
-        report(&format!("lockstep, {n} identities:"), &stats);
-        if stats.iter().any(|s| s.errors > 0) {
-            bail!("lockstep answered errors during the run");
-        }
-        ours.push((n, stats));
-    }
-    if let Some(reference) = reference {
-        let n = sizes.iter().copied().min().unwrap_or(10_000);
+        let (Some(reference), true) = (reference, compared == Some(n)) else {
+            let stats = workloads(&[&ours]).await?;
+            let stats = stats.first().context("one target")?;
+            report(&format!("lockstep, {n} identities:"), stats);
+            if stats.iter().any(|s| s.errors > 0) {
+                bail!("lockstep answered errors during the run");
+            }
+            continue;
+        };
         let (child, addr) = start_reference(reference).await?;
         let _guard = Kill(child);
-        let users = seed_over_http(&addr, n).await?;
-        let target = Target {
+        let ref_users = seed_over_http(&addr, n).await?;
+        let theirs = Target {
             addr: &addr,
             bearer: "bench-reference-token",
-            users: &users,
+            users: &ref_users,
             seconds,
             tag: "ref",
             prefix: "",
         };
-        let stats = workloads(&target).await?;
-        report(&format!("python-scim scim2-server 0.8.3 (in-memory, reference), {n} identities:"), &stats);
-        if let Some((_, l)) = ours.iter().find(|(size, _)| *size == n) {
-            println!(
-                "ratio lockstep / reference at {n}: lookups {:.1}x, creates {:.1}x, PATCH {:.1}x (16 conns); \
-                 creates {:.1}x, PATCH {:.1}x (64 conns)",
-                l[0].rps / stats[0].rps,
-                l[1].rps / stats[1].rps,
-                l[2].rps / stats[2].rps,
-                l[3].rps / stats[3].rps,
-                l[4].rps / stats[4].rps
-            );
+        let stats = workloads(&[&ours, &theirs]).await?;
+        let [l, r] = stats.as_slice() else { bail!("two targets") };
+        report(&format!("lockstep, {n} identities:"), l);
+        report(&format!("python-scim scim2-server 0.8.3 (in-memory, reference), {n} identities:"), r);
+        if l.iter().any(|s| s.errors > 0) {
+            bail!("lockstep answered errors during the run");
         }
+        println!(
+            "ratio lockstep / reference at {n}: lookups {:.1}x, creates {:.1}x, PATCH {:.1}x (16 conns); \
+             creates {:.1}x, PATCH {:.1}x (64 conns)",
+            l[0].rps / r[0].rps,
+            l[1].rps / r[1].rps,
+            l[2].rps / r[2].rps,
+            l[3].rps / r[3].rps,
+            l[4].rps / r[4].rps
+        );
     }
     Ok(())
 }

@@ -474,7 +474,7 @@ impl Engine {
                 (identity, None, vec![DirectoryChange::IdentityCreated], Vec::new(), tiers, origin.clone())
             }
             Request::Update { id, origin, if_match, change, guess } => {
-                let current = self.live_identity(*id)?;
+                let current = self.live_identity_to_write(*id)?;
                 if current.source != origin.source && !self.is_signal_source(&origin.source) {
                     return Err(UpdateError::Engine(EngineError::OwnedBySource {
                         what: format!("identity {}", current.id),

@@ -156,6 +156,15 @@ impl Engine {
         }
     }
 
+    /// [`Engine::live_identity`] for the directory writer preparing a
+    /// batch (under the commit lock): read where the writes go.
+    pub(crate) fn live_identity_to_write(&self, id: IdentityId) -> EngineResult<Identity> {
+        match self.stores.directory.identity_to_write(id)? {
+            Some(identity) if identity.status != IdentityStatus::Deprovisioned => Ok(identity),
+            _ => Err(EngineError::NotFound(format!("identity {id}"))),
+        }
+    }
+
     /// Applies every directory event after the consumed position.
     pub(crate) fn catch_up(&self, writer: &mut WriterState) -> StoreResult<CatchUp> {
         self.catch_up_to(writer, None)

@@ -112,7 +112,8 @@ impl Engine {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for owned in self.stores.directory.owned_by(owner.id)? {
+        // Called by the writer preparing a batch: read where writes go.
+        for owned in self.stores.directory.owned_by_to_write(owner.id)? {
             if owned.id == owner.id {
                 continue;
             }

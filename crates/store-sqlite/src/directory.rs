@@ -778,6 +778,24 @@ impl SqliteDirectory {
 }
 
 impl DirectoryStore for SqliteDirectory {
+    fn identity_to_write(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
+        let sql = concat!("SELECT ", identity_columns!(), " FROM identities WHERE id = ?1");
+        let conn = lock(&self.pool.writer)?;
+        conn.cached_row(sql, [id.to_string()], identity_row)
+            .optional()
+            .map_err(backend)?
+            .map(IdentityRow::decode)
+            .transpose()
+    }
+    fn owned_by_to_write(&self, owner: IdentityId) -> StoreResult<Vec<Identity>> {
+        let conn = lock(&self.pool.writer)?;
+        let mut stmt = conn.prepare_cached(&OWNED_BY).map_err(backend)?;
+        let rows = stmt
+            .query_map([owner.to_string()], identity_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(backend)?;
+        rows.into_iter().map(IdentityRow::decode).collect()
+    }
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
         let mut conn = lock(&self.pool.writer)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;

@@ -182,6 +182,21 @@ pub type UserWithGroups = (Identity, Vec<(GroupId, String)>);
 /// The directory role: entitlement truth and its ordered change log. See
 /// the module documentation for the contract every implementation keeps.
 pub trait DirectoryStore: DirectoryRead {
+    /// [`DirectoryRead::identity`] for the writer preparing its next
+    /// commit: what the last commit left, read where the writes go (on
+    /// SQLite the writer's own connection, whose page cache every commit of
+    /// another connection would otherwise throw away). Only for the thread
+    /// that commits, between its commits; the default reads like any reader.
+    fn identity_to_write(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
+        self.identity(id)
+    }
+
+    /// [`DirectoryRead::owned_by`] for the writer, as
+    /// [`DirectoryStore::identity_to_write`].
+    fn owned_by_to_write(&self, owner: IdentityId) -> StoreResult<Vec<Identity>> {
+        self.owned_by(owner)
+    }
+
     /// Applies a write and appends its events, atomically. On any error
     /// nothing is written.
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed>;

@@ -120,7 +120,10 @@ pub fn identity_round_trip<D: DirectoryStore>(d: &D) {
         .unwrap();
     assert_eq!(committed.identity.version, 2);
     changed.version = 2;
-    assert_eq!(d.identity(created.id).unwrap(), Some(changed));
+    assert_eq!(d.identity(created.id).unwrap(), Some(changed.clone()));
+    // The writer's own reads see the same committed state.
+    assert_eq!(d.identity_to_write(created.id).unwrap(), Some(changed));
+    assert_eq!(d.identity_to_write(identity_id(77)).unwrap(), None);
 }
 
 pub fn user_names_are_unique_case_insensitively<D: DirectoryStore>(d: &D) {
@@ -423,6 +426,7 @@ pub fn owners_tiers_and_fanout_causes<D: DirectoryStore>(d: &D) {
     let sa = sa.identity;
     assert_eq!(d.identity(sa.id).unwrap(), Some(sa.clone()));
     assert_eq!(d.owned_by(owner.id).unwrap(), vec![sa.clone()]);
+    assert_eq!(d.owned_by_to_write(owner.id).unwrap(), vec![sa.clone()]);
     assert!(d.owned_by(sa.id).unwrap().is_empty());
     let mut gone = owner.clone();
     gone.status = IdentityStatus::Disabled;
@@ -475,6 +479,7 @@ pub fn owners_tiers_and_fanout_causes<D: DirectoryStore>(d: &D) {
     })
     .unwrap();
     assert!(d.owned_by(owner.id).unwrap().is_empty());
+    assert!(d.owned_by_to_write(owner.id).unwrap().is_empty());
 }
 
 /// Several identities with their groups, read together, in the order asked.
