@@ -4,8 +4,9 @@
 //! One at a time, that caps writes at the disk's fsync rate whatever the
 //! concurrency. So writes go through a [`Group`] queue: the leader (or, in
 //! a server, the directory worker) takes the commit lock and commits every
-//! request of its batch with one directory transaction (a savepoint per
-//! request, so one conflict fails only its own request); the batch's bridge
+//! request of its batch with one directory transaction (a refused request —
+//! a conflict, a stale version — fails alone; see the store contract); the
+//! batch's bridge
 //! step is then one bridge transaction under the writer lock. In a server
 //! the bridge step runs on a thread of its own while the worker prepares and
 //! commits the next batch (the directory commit of batch N+1 beside the

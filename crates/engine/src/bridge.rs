@@ -150,19 +150,13 @@ impl Engine {
 
     /// A live (not deleted) identity, or `NotFound`.
     pub fn live_identity(&self, id: IdentityId) -> EngineResult<Identity> {
-        match self.stores.directory.identity(id)? {
-            Some(identity) if identity.status != IdentityStatus::Deprovisioned => Ok(identity),
-            _ => Err(EngineError::NotFound(format!("identity {id}"))),
-        }
+        live(id, self.stores.directory.identity(id)?)
     }
 
     /// [`Engine::live_identity`] for the directory writer preparing a
     /// batch (under the commit lock): read where the writes go.
     pub(crate) fn live_identity_to_write(&self, id: IdentityId) -> EngineResult<Identity> {
-        match self.stores.directory.identity_to_write(id)? {
-            Some(identity) if identity.status != IdentityStatus::Deprovisioned => Ok(identity),
-            _ => Err(EngineError::NotFound(format!("identity {id}"))),
-        }
+        live(id, self.stores.directory.identity_to_write(id)?)
     }
 
     /// Applies every directory event after the consumed position.
@@ -564,4 +558,12 @@ fn tombstone(current: &Identity) -> Result<Identity, std::convert::Infallible> {
     let mut next = current.clone();
     next.status = IdentityStatus::Deprovisioned;
     Ok(next)
+}
+
+/// `found` if it is live (not deleted), or `NotFound`.
+fn live(id: IdentityId, found: Option<Identity>) -> EngineResult<Identity> {
+    match found {
+        Some(identity) if identity.status != IdentityStatus::Deprovisioned => Ok(identity),
+        _ => Err(EngineError::NotFound(format!("identity {id}"))),
+    }
 }

@@ -550,10 +550,9 @@ fn write_owners(
     Ok(())
 }
 
-/// Search-index rows to rewrite after an identity write. Applied once the
-/// batch's writes are done: FTS5 flushes its pending trigrams at every
-/// savepoint boundary, so maintaining it per write would cost a segment per
-/// write instead of one per batch.
+/// Search-index rows to rewrite after an identity write, applied together
+/// once the batch's writes are done (FTS5 then flushes the batch's trigrams
+/// as one segment at the commit).
 struct Reindex {
     seq: i64,
     old: Option<SearchKeys>,
@@ -595,6 +594,17 @@ static OWNED_BY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          WHERE o.owner = CAST(?1 AS TEXT) AND i.live = 1 ORDER BY i.seq"
     )
 });
+
+/// An identity's row by id, on a reader or the writer.
+fn identity_on(c: &rusqlite::Connection, id: IdentityId) -> rusqlite::Result<Option<IdentityRow>> {
+    let sql = concat!("SELECT ", identity_columns!(), " FROM identities WHERE id = ?1");
+    c.cached_row(sql, [id.to_string()], identity_row).optional()
+}
+
+/// The rows of what `owner` owns, on a reader or the writer.
+fn owned_by_on(c: &rusqlite::Connection, owner: IdentityId) -> rusqlite::Result<Vec<IdentityRow>> {
+    c.prepare_cached(&OWNED_BY)?.query_map([owner.to_string()], identity_row)?.collect()
+}
 
 /// The stored row's seq, version and [`WRITTEN`] columns, by id (built
 /// once: the statement cache is keyed by the text).
@@ -779,22 +789,14 @@ impl SqliteDirectory {
 
 impl DirectoryStore for SqliteDirectory {
     fn identity_to_write(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
-        let sql = concat!("SELECT ", identity_columns!(), " FROM identities WHERE id = ?1");
-        let conn = lock(&self.pool.writer)?;
-        conn.cached_row(sql, [id.to_string()], identity_row)
-            .optional()
-            .map_err(backend)?
-            .map(IdentityRow::decode)
-            .transpose()
+        identity_on(&*lock(&self.pool.writer)?, id).map_err(backend)?.map(IdentityRow::decode).transpose()
     }
     fn owned_by_to_write(&self, owner: IdentityId) -> StoreResult<Vec<Identity>> {
-        let conn = lock(&self.pool.writer)?;
-        let mut stmt = conn.prepare_cached(&OWNED_BY).map_err(backend)?;
-        let rows = stmt
-            .query_map([owner.to_string()], identity_row)
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(backend)?;
-        rows.into_iter().map(IdentityRow::decode).collect()
+        owned_by_on(&*lock(&self.pool.writer)?, owner)
+            .map_err(backend)?
+            .into_iter()
+            .map(IdentityRow::decode)
+            .collect()
     }
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
         let mut conn = lock(&self.pool.writer)?;
@@ -948,11 +950,7 @@ impl DirectoryRead for SqliteDirectory {
         }))
     }
     fn identity(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
-        let sql = concat!("SELECT ", identity_columns!(), " FROM identities WHERE id = ?1");
-        self.pool
-            .read(|c| c.cached_row(sql, [id.to_string()], identity_row).optional())?
-            .map(IdentityRow::decode)
-            .transpose()
+        self.pool.read(|c| identity_on(c, id))?.map(IdentityRow::decode).transpose()
     }
     fn live_identity_by_user_name(&self, user_name: &str) -> StoreResult<Option<Identity>> {
         let sql =
@@ -1032,11 +1030,7 @@ impl DirectoryRead for SqliteDirectory {
         rows.into_iter().map(EventRow::decode).collect()
     }
     fn owned_by(&self, owner: IdentityId) -> StoreResult<Vec<Identity>> {
-        let rows = self.pool.read(|c| {
-            let mut stmt = c.prepare_cached(&OWNED_BY)?;
-            stmt.query_map([owner.to_string()], identity_row)?.collect::<Result<Vec<_>, _>>()
-        })?;
-        rows.into_iter().map(IdentityRow::decode).collect()
+        self.pool.read(|c| owned_by_on(c, owner))?.into_iter().map(IdentityRow::decode).collect()
     }
     fn identities_with_groups(&self, ids: &[IdentityId]) -> StoreResult<Vec<UserWithGroups>> {
         // Read together, a few hundred per statement: a group write reads
