@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use lockstep_domain::{
-    DirectoryChange, DirectoryEvent, DirectoryEventId, Identity, IdentityId, IdentityStatus, Origin,
+    DirectoryChange, DirectoryEvent, DirectoryEventId, GroupId, Identity, IdentityId, IdentityStatus, Origin,
     Timestamp, diff_identity,
 };
 use lockstep_store::{Committed, IdentityWrite, StoreError, StoreResult};
@@ -93,13 +93,11 @@ fn failed_batch() -> Outcome {
 #[must_use = "a call does nothing until it is awaited"]
 pub struct DirectoryCall<'e, T> {
     engine: &'e Engine,
-    state: CallState<T>,
+    state: CallState,
     map: fn(Outcome) -> T,
 }
 
-enum CallState<T> {
-    /// Answered before it was queued (refused on its face).
-    Ready(Option<T>),
+enum CallState {
     Unsent(Option<Box<Request>>),
     Waiting(Waiting<Request, Outcome>),
 }
@@ -107,7 +105,6 @@ enum CallState<T> {
 impl<T> fmt::Debug for DirectoryCall<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            CallState::Ready(_) => "ready",
             CallState::Unsent(_) => "unsent",
             CallState::Waiting(_) => "waiting",
         };
@@ -118,10 +115,6 @@ impl<T> fmt::Debug for DirectoryCall<'_, T> {
 impl<'e, T> DirectoryCall<'e, T> {
     pub(crate) fn new(engine: &'e Engine, request: Request, map: fn(Outcome) -> T) -> Self {
         Self { engine, state: CallState::Unsent(Some(Box::new(request))), map }
-    }
-
-    pub(crate) fn ready(engine: &'e Engine, answer: T, map: fn(Outcome) -> T) -> Self {
-        Self { engine, state: CallState::Ready(Some(answer)), map }
     }
 }
 
@@ -155,10 +148,6 @@ impl<T: Unpin> Future for DirectoryCall<'_, T> {
         let this = self.get_mut();
         loop {
             match &mut this.state {
-                CallState::Ready(answer) => match answer.take() {
-                    Some(answer) => return Poll::Ready(answer),
-                    None => return Poll::Ready((this.map)(failed_batch())),
-                },
                 CallState::Unsent(request) => {
                     let Some(request) = request.take() else {
                         return Poll::Ready((this.map)(failed_batch()));
@@ -243,6 +232,8 @@ pub(crate) struct Unsettled {
     /// be for the batch's events to come next).
     after: Option<DirectoryEventId>,
     owners: Vec<Item<Request, Outcome>>,
+    /// Each owner's identity's groups, as its write left them.
+    groups: Vec<Vec<(GroupId, String)>>,
     results: Vec<StoreResult<Committed>>,
     committed_at: Timestamp,
 }
@@ -270,9 +261,20 @@ impl fmt::Debug for Unsettled {
 }
 
 pub(crate) enum Prepared {
-    /// The write, and every identity it read or affects (its footprint).
-    Write(IdentityWrite, Vec<IdentityId>),
-    Unchanged(Identity),
+    /// The write, every identity it read or affects (its footprint), and
+    /// the identity's groups (what the write's answer reports: read here,
+    /// on the writer's connection under the commit lock, where membership
+    /// cannot change before the commit, instead of by the caller through
+    /// a reader after it).
+    Write {
+        write: IdentityWrite,
+        footprint: Vec<IdentityId>,
+        groups: Vec<(GroupId, String)>,
+    },
+    Unchanged {
+        identity: Identity,
+        groups: Vec<(GroupId, String)>,
+    },
 }
 
 impl Engine {
@@ -369,6 +371,7 @@ impl Engine {
         let now = self.clock.now();
         let mut writes = Vec::new();
         let mut owners: Vec<&Item<Request, Outcome>> = Vec::new();
+        let mut groups = Vec::new();
         // Every identity a write of this batch read or affects: a request
         // touching one of them waits for the next batch, so that each
         // request is prepared against committed state (an owner's
@@ -381,7 +384,7 @@ impl Engine {
                 continue;
             }
             match self.prepare(&request, now) {
-                Ok(Prepared::Write(write, footprint)) => {
+                Ok(Prepared::Write { write, footprint, groups: member_of }) => {
                     if footprint.iter().any(|id| touched.contains(id)) {
                         item.defer(request);
                         continue;
@@ -389,10 +392,11 @@ impl Engine {
                     touched.extend(footprint);
                     writes.push(write);
                     owners.push(item);
+                    groups.push(member_of);
                 }
-                Ok(Prepared::Unchanged(identity)) => {
+                Ok(Prepared::Unchanged { identity, groups }) => {
                     touched.insert(identity.id);
-                    item.finish(Ok(Applied { identity, events: Vec::new(), revoked: 0 }));
+                    item.finish(Ok(Applied { identity, groups, events: Vec::new(), revoked: 0 }));
                 }
                 Err(e) => item.finish(Err(e)),
             }
@@ -414,6 +418,7 @@ impl Engine {
         writer.unsettled.push_back(Unsettled {
             after,
             owners: owners.into_iter().cloned().collect(),
+            groups,
             results,
             committed_at: self.clock.now(),
         });
@@ -427,10 +432,9 @@ impl Engine {
     pub(crate) fn settle(&self, writer: &mut WriterState) {
         while let Some(batch) = writer.unsettled.pop_front() {
             // An earlier bridge step failed: bridge what it left first.
-            let behind = if writer.consumed < batch.after {
-                self.catch_up_to(writer, batch.after).map(|_| ())
-            } else {
-                Ok(())
+            let behind = match batch.after {
+                Some(after) if writer.consumed < Some(after) => self.catch_up_to(writer, after).map(|_| ()),
+                _ => Ok(()),
             };
             let consumed = writer.consumed;
             let events: Vec<DirectoryEvent> = batch
@@ -440,13 +444,14 @@ impl Engine {
                 .flat_map(|c| c.events.iter().filter(|e| Some(e.id) > consumed).cloned())
                 .collect();
             let revoked = behind.and_then(|()| self.apply_events(writer, &events, Some(batch.committed_at)));
-            for (item, result) in batch.owners.iter().zip(batch.results) {
+            for ((item, result), groups) in batch.owners.iter().zip(batch.results).zip(batch.groups) {
                 let outcome = match (result, &revoked) {
                     (Err(e), _) => Err(EngineError::from(e).into()),
                     (Ok(_), Err(e)) => Err(EngineError::BridgePending(e.clone()).into()),
                     (Ok(c), Ok(counts)) => Ok(Applied {
                         revoked: c.events.iter().map(|e| counts.get(&e.id).copied().unwrap_or(0)).sum(),
                         identity: c.identity,
+                        groups,
                         events: c.events,
                     }),
                 };
@@ -461,6 +466,7 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Prepared, UpdateError<Rejection>> {
         let mut footprint = vec![request.target()];
+        let mut groups = Vec::new();
         let (mut next, expected_version, changes, fanout, tiers, mut origin) = match request {
             Request::Create { identity, origin } => {
                 let mut identity = identity.clone();
@@ -491,9 +497,10 @@ impl Engine {
                 next.id = current.id;
                 next.created = current.created;
                 next.version = current.version;
+                groups = self.stores.directory.groups_of_to_write(current.id).map_err(EngineError::from)?;
                 let mut changes = diff_identity(Some(&current), &next);
                 if changes.is_empty() {
-                    return Ok(Prepared::Unchanged(current));
+                    return Ok(Prepared::Unchanged { identity: current, groups });
                 }
                 // Only a write that sets kind or owners is checked: an identity
                 // whose owner has left must still be deactivatable.
@@ -512,7 +519,6 @@ impl Engine {
                             | DirectoryChange::IdentityDeleted
                     )
                 });
-                let groups = self.tier_groups(current.id).map_err(EngineError::from)?;
                 let (before, after) = (self.tiers_with(&current, &groups), self.tiers_with(&next, &groups));
                 if before != after {
                     changes.push(DirectoryChange::TierChanged { from: before, to: after });
@@ -537,7 +543,7 @@ impl Engine {
         }
         let write =
             IdentityWrite { identity: next, tiers, expected_version, changes, fanout, origin, at: now };
-        Ok(Prepared::Write(write, footprint))
+        Ok(Prepared::Write { write, footprint, groups })
     }
 }
 

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use lockstep_domain::{
-    Actor, AuditEntry, AuditKind, DirectoryChange, DirectoryEvent, DirectoryEventId, Identity, IdentityId,
-    IdentityStatus, Origin, RevocationReason, Session, SessionId, SessionState, Subject, Timestamp,
-    TokenKind,
+    Actor, AuditEntry, AuditKind, DirectoryChange, DirectoryEvent, DirectoryEventId, GroupId, Identity,
+    IdentityId, IdentityStatus, Origin, RevocationReason, Session, SessionId, SessionState, Subject,
+    Timestamp, TokenKind,
 };
 use lockstep_policy::{SessionAction, evaluate};
 use lockstep_store::{SessionBatch, SessionUpdate, StoreError, StoreResult, TokenUpdate};
@@ -23,6 +23,9 @@ const REPLAY_CHUNK: usize = 512;
 pub struct Applied {
     /// The identity as now stored.
     pub identity: Identity,
+    /// Its groups (id, displayName) as the write left them; a new
+    /// identity is in none.
+    pub groups: Vec<(GroupId, String)>,
     /// The directory events the write produced (empty: nothing changed).
     pub events: Vec<DirectoryEvent>,
     /// How many sessions the write revoked.
@@ -75,13 +78,12 @@ impl Engine {
         if_match: Option<u64>,
         change: impl Fn(&Identity) -> Result<Identity, E> + Send + 'static,
     ) -> Result<Applied, UpdateError<E>> {
-        let request = self.update_request(id, origin, if_match, change)?;
-        crate::batch::rejected_as::<E>(self.submit(request))
+        crate::batch::rejected_as::<E>(self.submit(update_request(id, origin, if_match, change)))
     }
 
-    /// [`Engine::update_identity`] to `.await`: the identity is read and
-    /// changed on the calling thread, the write is queued for the
-    /// directory's worker (see [`Engine::serve_directory`]).
+    /// [`Engine::update_identity`] to `.await`: the write is queued for the
+    /// directory's worker (see [`Engine::serve_directory`]), which reads,
+    /// changes and writes the identity.
     pub fn update_identity_call<E: Send + 'static>(
         &self,
         id: IdentityId,
@@ -89,32 +91,7 @@ impl Engine {
         if_match: Option<u64>,
         change: impl Fn(&Identity) -> Result<Identity, E> + Send + 'static,
     ) -> DirectoryCall<'_, Result<Applied, UpdateError<E>>> {
-        match self.update_request(id, origin, if_match, change) {
-            Ok(request) => DirectoryCall::new(self, request, crate::batch::rejected_as::<E>),
-            Err(e) => DirectoryCall::ready(self, Err(e), crate::batch::rejected_as::<E>),
-        }
-    }
-
-    /// The queued form of an update. The change (for SCIM: render, patch,
-    /// validate) runs here, on the caller's thread, against the current
-    /// state; the batch reuses the result if the identity is still at that
-    /// version, and runs the change again under the writer lock only if it
-    /// moved on. A refusal (bad If-Match, invalid change) is final: it was
-    /// true of a state the identity was in.
-    fn update_request<E: Send + 'static>(
-        &self,
-        id: IdentityId,
-        origin: Origin,
-        if_match: Option<u64>,
-        change: impl Fn(&Identity) -> Result<Identity, E> + Send + 'static,
-    ) -> Result<Request, UpdateError<E>> {
-        let current = self.live_identity(id)?;
-        crate::check_if_match(if_match, current.version)?;
-        let guess = change(&current).map_err(UpdateError::Rejected)?;
-        let change =
-            Box::new(move |current: &Identity| change(current).map_err(|e| Box::new(e) as Rejection));
-        let guess = Some((current.version, guess));
-        Ok(Request::Update { id, origin, if_match, change, guess })
+        DirectoryCall::new(self, update_request(id, origin, if_match, change), crate::batch::rejected_as::<E>)
     }
 
     /// [`Engine::delete_identity`] to `.await` (see
@@ -159,22 +136,38 @@ impl Engine {
         live(id, self.stores.directory.identity_to_write(id)?)
     }
 
-    /// Applies every directory event after the consumed position.
+    /// Applies every directory event after the consumed position. Only
+    /// under the commit lock (a batch, `lock_writer`): the log is read
+    /// where the writes go, as the directory's writer reads between its
+    /// commits (before every batch, almost always to find nothing).
     pub(crate) fn catch_up(&self, writer: &mut WriterState) -> StoreResult<CatchUp> {
-        self.catch_up_to(writer, None)
+        self.replay(writer, None, |after| self.stores.directory.events_after_to_write(after, REPLAY_CHUNK))
     }
 
     /// Applies the directory events after the consumed position, up to and
-    /// including `last` (every one with `None`; then no committed batch may
-    /// be waiting for its own bridge step, which would bridge them again).
+    /// including `last` (what a failed bridge step left before a committed
+    /// batch), read through a reader: the bridge thread holds no commit
+    /// lock.
     pub(crate) fn catch_up_to(
         &self,
         writer: &mut WriterState,
+        last: DirectoryEventId,
+    ) -> StoreResult<CatchUp> {
+        self.replay(writer, Some(last), |after| self.stores.directory.events_after(after, REPLAY_CHUNK))
+    }
+
+    /// Applies the events `read` returns after the consumed position, up to
+    /// `last` (every one with `None`; then no committed batch may be waiting
+    /// for its own bridge step, which would bridge them again).
+    fn replay(
+        &self,
+        writer: &mut WriterState,
         last: Option<DirectoryEventId>,
+        read: impl Fn(Option<DirectoryEventId>) -> StoreResult<Vec<DirectoryEvent>>,
     ) -> StoreResult<CatchUp> {
         let mut total = CatchUp::default();
         loop {
-            let mut events = self.stores.directory.events_after(writer.consumed, REPLAY_CHUNK)?;
+            let mut events = read(writer.consumed)?;
             if let Some(last) = last {
                 events.retain(|e| e.id <= last);
             }
@@ -566,4 +559,21 @@ fn live(id: IdentityId, found: Option<Identity>) -> EngineResult<Identity> {
         Some(identity) if identity.status != IdentityStatus::Deprovisioned => Ok(identity),
         _ => Err(EngineError::NotFound(format!("identity {id}"))),
     }
+}
+
+/// The queued form of an update. The change runs on the thread that
+/// commits, against the identity as the writer reads it (under the
+/// commit lock, so it is current): reading it first through a reader
+/// to run the change on the caller's thread cost the caller a whole
+/// read transaction — whose page cache every commit throws away — to
+/// save the writer a few microseconds. A refusal (bad If-Match, an
+/// invalid change) is therefore of the state the write would change.
+fn update_request<E: Send + 'static>(
+    id: IdentityId,
+    origin: Origin,
+    if_match: Option<u64>,
+    change: impl Fn(&Identity) -> Result<Identity, E> + Send + 'static,
+) -> Request {
+    let change = Box::new(move |current: &Identity| change(current).map_err(|e| Box::new(e) as Rejection));
+    Request::Update { id, origin, if_match, change, guess: None }
 }

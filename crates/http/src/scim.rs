@@ -228,11 +228,6 @@ impl<T: NonHumanType> IdentityResource for T {
     }
 }
 
-fn with_groups(engine: &Engine, identity: Identity) -> Result<UserView, ApiError> {
-    let groups = engine.directory().groups_of(identity.id).map_err(|e| engine_err(e.into()))?;
-    Ok((identity, groups))
-}
-
 fn view_response<R: IdentityResource>(
     status: StatusCode,
     view: &UserView,
@@ -312,7 +307,7 @@ pub(crate) async fn create<R: IdentityResource>(
     // for the directory's worker): a create blocks no thread.
     let identity = R::from_document(&doc, engine.new_identity_id().map_err(engine_err)?, None, &limits)?;
     let applied = engine.create_identity_call(identity, origin(&caller)).await.map_err(engine_err)?;
-    let view = (applied.identity, Vec::new());
+    let view = (applied.identity, applied.groups);
     Ok(view_response::<R>(StatusCode::CREATED, &view, &base, &Projection::from_query(&params)))
 }
 
@@ -581,10 +576,10 @@ pub(crate) async fn patch<R: IdentityResource>(
 /// (checked on the current identity inside the update, so a write costs no
 /// extra read).
 ///
-/// Awaited, not run on a blocking thread: the identity is read (and the
-/// response's groups after the write) on this task — short reads by key —
-/// and the write is queued for the directory's worker, so a write blocks
-/// no thread while it waits for its batch and the disk.
+/// Awaited, not run on a blocking thread: the write is queued for the
+/// directory's worker, which reads the identity, runs the change and
+/// answers with the identity and its groups as written, so a write blocks
+/// no thread and reads nothing through a reader.
 async fn update<R: IdentityResource>(
     engine: &Engine,
     identity_id: IdentityId,
@@ -601,7 +596,7 @@ async fn update<R: IdentityResource>(
         change(current)
     };
     match engine.update_identity_call(identity_id, origin, expected, change).await {
-        Ok(applied) => with_groups(engine, applied.identity),
+        Ok(applied) => Ok((applied.identity, applied.groups)),
         Err(UpdateError::Engine(EngineError::NotFound(_))) => Err(not_found::<R>(id)),
         Err(e) => Err(update_err(e)),
     }

@@ -97,10 +97,20 @@ impl WalSync {
 /// Per-file knobs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tuning {
-    /// Page cache of the writer in KiB (each reader gets a quarter). The
-    /// directory is read at random by id and userName, so a cache that
-    /// holds its hot pages saves a read system call per page touched.
+    /// Page cache of the writer in KiB. Kept small on purpose: SQLite
+    /// (3.54) parks a page at the locking page's number while a B-tree
+    /// balance reorders new pages, which leaves the cache's highest page
+    /// number past the end of the file, and the next commit then
+    /// truncates the cache by walking its whole hash table — a walk as
+    /// long as the cache is large, on every commit of a file under 1 GiB.
+    /// With 64 MiB that walk was a sixth of the directory writer's time
+    /// under creates; the pages a write touches (the upper levels of each
+    /// index, the rightmost leaves) fit in far less.
     pub(crate) cache_kib: u32,
+    /// Page cache of each reader in KiB. Readers serve lookups and
+    /// listings at random by id and userName, and never commit, so a
+    /// cache that holds the hot pages saves a read system call per page.
+    pub(crate) reader_cache_kib: u32,
     /// Fsync the WAL outside the writer lock ([`Pool::wait_durable`])
     /// instead of inside each commit; every write path of the store must
     /// then call `committed` and `wait_durable`.
@@ -367,7 +377,7 @@ impl Pool {
             reader
                 .execute_batch(&format!(
                     "PRAGMA busy_timeout=5000; PRAGMA cache_size=-{};",
-                    tuning.cache_kib / 4
+                    tuning.reader_cache_kib
                 ))
                 .map_err(backend)?;
             reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);

@@ -193,7 +193,7 @@ impl SqliteDirectory {
                 path,
                 durability,
                 Schema { sql: SCHEMA, version: SCHEMA_VERSION, upgrades: UPGRADES },
-                Tuning { cache_kib: 64 * 1024, explicit_sync: false },
+                Tuning { cache_kib: 16 * 1024, reader_cache_kib: 16 * 1024, explicit_sync: false },
             )?,
         })
     }
@@ -602,6 +602,23 @@ fn identity_on(c: &rusqlite::Connection, id: IdentityId) -> rusqlite::Result<Opt
 }
 
 /// The rows of what `owner` owns, on a reader or the writer.
+/// Up to `limit` events after `after`, in order, on a given connection.
+fn events_after_on(
+    c: &rusqlite::Connection,
+    after: Option<DirectoryEventId>,
+    limit: usize,
+) -> rusqlite::Result<Vec<EventRow>> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {EVENT_COLUMNS} FROM directory_events WHERE seq > ?1 ORDER BY seq LIMIT CAST(?2 AS INTEGER)"
+        )
+    });
+    let after = after.map_or(0, |a| seq_to_sql(a.0));
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = c.prepare_cached(&SQL)?;
+    stmt.query_map(params![after, limit], event_row)?.collect()
+}
+
 fn owned_by_on(c: &rusqlite::Connection, owner: IdentityId) -> rusqlite::Result<Vec<IdentityRow>> {
     c.prepare_cached(&OWNED_BY)?.query_map([owner.to_string()], identity_row)?.collect()
 }
@@ -797,6 +814,18 @@ impl DirectoryStore for SqliteDirectory {
             .into_iter()
             .map(IdentityRow::decode)
             .collect()
+    }
+    fn events_after_to_write(
+        &self,
+        after: Option<DirectoryEventId>,
+        limit: usize,
+    ) -> StoreResult<Vec<DirectoryEvent>> {
+        let rows = events_after_on(&*lock(&self.pool.writer)?, after, limit).map_err(backend)?;
+        rows.into_iter().map(EventRow::decode).collect()
+    }
+    fn groups_of_to_write(&self, identity: IdentityId) -> StoreResult<Vec<(GroupId, String)>> {
+        let rows = crate::groups::memberships(&*lock(&self.pool.writer)?, &identity.to_string());
+        crate::groups::decode_memberships(rows.map_err(backend)?)
     }
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
         let mut conn = lock(&self.pool.writer)?;
@@ -1001,16 +1030,7 @@ impl DirectoryRead for SqliteDirectory {
         after: Option<DirectoryEventId>,
         limit: usize,
     ) -> StoreResult<Vec<DirectoryEvent>> {
-        let after = after.map_or(0, |a| seq_to_sql(a.0));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM directory_events WHERE seq > ?1 ORDER BY seq LIMIT CAST(?2 AS INTEGER)"
-        );
-        let rows = self.pool.read(|c| {
-            let mut stmt = c.prepare_cached(&sql)?;
-            stmt.query_map(params![after, limit], event_row)?.collect::<Result<Vec<_>, _>>()
-        })?;
-        rows.into_iter().map(EventRow::decode).collect()
+        self.pool.read(|c| events_after_on(c, after, limit))?.into_iter().map(EventRow::decode).collect()
     }
     fn event(&self, id: DirectoryEventId) -> StoreResult<Option<DirectoryEvent>> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM directory_events WHERE seq = ?1");

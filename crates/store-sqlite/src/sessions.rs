@@ -144,7 +144,7 @@ impl SqliteSessions {
     /// (see [`SessionStore::commit`]): the authority's next batch commits
     /// while the previous one's fsync runs.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
-        let tuning = Tuning { cache_kib: 8 * 1024, explicit_sync: true };
+        let tuning = Tuning { cache_kib: 8 * 1024, reader_cache_kib: 2 * 1024, explicit_sync: true };
         let pool = Pool::open(
             path,
             durability,

@@ -197,6 +197,23 @@ pub trait DirectoryStore: DirectoryRead {
         self.owned_by(owner)
     }
 
+    /// [`DirectoryRead::events_after`] for the writer, as
+    /// [`DirectoryStore::identity_to_write`]: the engine checks before each
+    /// batch that its bridge has consumed the whole log.
+    fn events_after_to_write(
+        &self,
+        after: Option<DirectoryEventId>,
+        limit: usize,
+    ) -> StoreResult<Vec<DirectoryEvent>> {
+        self.events_after(after, limit)
+    }
+
+    /// [`DirectoryRead::groups_of`] for the writer, as
+    /// [`DirectoryStore::identity_to_write`].
+    fn groups_of_to_write(&self, identity: IdentityId) -> StoreResult<Vec<(GroupId, String)>> {
+        self.groups_of(identity)
+    }
+
     /// Applies a write and appends its events, atomically. On any error
     /// nothing is written.
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed>;

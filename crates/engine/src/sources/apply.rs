@@ -657,7 +657,7 @@ impl<'a> Sources<'a> {
                     continue;
                 }
                 match engine.prepare(&request, now) {
-                    Ok(Prepared::Write(write, footprint)) => {
+                    Ok(Prepared::Write { write, footprint, .. }) => {
                         if footprint.iter().any(|id| touched.contains(id)) {
                             deferred.push((key, request));
                             continue;
@@ -666,7 +666,7 @@ impl<'a> Sources<'a> {
                         writes.push(write);
                         keys.push(key);
                     }
-                    Ok(Prepared::Unchanged(_)) => applied.unchanged += 1,
+                    Ok(Prepared::Unchanged { .. }) => applied.unchanged += 1,
                     Err(UpdateError::Engine(e)) => applied.rejected.push((key, e.to_string())),
                     Err(UpdateError::Rejected(_)) => applied.rejected.push((key, "refused".into())),
                 }

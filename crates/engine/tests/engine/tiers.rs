@@ -228,7 +228,25 @@ impl DirectoryRead for Counting {
     }
 }
 
+/// The writer's own reads are not counted: they are what a directory
+/// write may read (the SQLite store reads them where it writes).
 impl DirectoryStore for Counting {
+    fn identity_to_write(&self, id: IdentityId) -> StoreResult<Option<Identity>> {
+        self.inner.directory.identity_to_write(id)
+    }
+    fn owned_by_to_write(&self, owner: IdentityId) -> StoreResult<Vec<Identity>> {
+        self.inner.directory.owned_by_to_write(owner)
+    }
+    fn groups_of_to_write(&self, identity: IdentityId) -> StoreResult<Vec<(GroupId, String)>> {
+        self.inner.directory.groups_of_to_write(identity)
+    }
+    fn events_after_to_write(
+        &self,
+        after: Option<DirectoryEventId>,
+        limit: usize,
+    ) -> StoreResult<Vec<DirectoryEvent>> {
+        self.inner.directory.events_after_to_write(after, limit)
+    }
     fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
         self.inner.directory.commit_identity(write)
     }
@@ -353,4 +371,23 @@ fn introspection_never_reads_a_store() {
         assert!(engine.introspect("lst_at_unknown").is_none());
     }
     assert_eq!(counting.reads.load(Ordering::SeqCst), before, "introspection read a store");
+
+    // A directory write reads what it changes, and the groups it answers
+    // with, where it writes: no reader, neither before it is queued nor
+    // after it committed.
+    let before = counting.reads.load(Ordering::SeqCst);
+    let applied = engine
+        .update_identity(ada.id, origin(), None, |current| {
+            let mut next = current.clone();
+            next.display_name = Some("Ada L.".into());
+            Ok::<_, ()>(next)
+        })
+        .unwrap();
+    assert_eq!(applied.identity.display_name.as_deref(), Some("Ada L."));
+    assert_eq!(applied.groups, vec![(gid, "eng".to_owned())]);
+    let unchanged =
+        engine.update_identity(ada.id, origin(), None, |current| Ok::<_, ()>(current.clone())).unwrap();
+    assert!(unchanged.events.is_empty());
+    assert_eq!(unchanged.groups, vec![(gid, "eng".to_owned())]);
+    assert_eq!(counting.reads.load(Ordering::SeqCst), before, "a directory write read through a reader");
 }

@@ -316,6 +316,7 @@ pub fn groups_and_membership<D: DirectoryStore>(d: &D) {
     assert_eq!(stored.members, expected_members, "sorted, without duplicates");
     assert_eq!(d.group(gid).unwrap(), Some(stored.clone()));
     assert_eq!(d.groups_of(a.id).unwrap(), vec![(gid, "Eng".to_owned())]);
+    assert_eq!(d.groups_of_to_write(a.id).unwrap(), vec![(gid, "Eng".to_owned())]);
     let q = |filter| d.list_groups(&GroupQuery { filter, offset: 0, limit: 10 }).unwrap().total;
     assert_eq!(q(GroupFilter::eq(GroupField::DisplayName, "eng")), 1);
     assert_eq!(q(GroupFilter::eq(GroupField::ExternalId, "G1")), 0);
@@ -323,6 +324,7 @@ pub fn groups_and_membership<D: DirectoryStore>(d: &D) {
     assert_eq!(q(GroupFilter::All), 1);
     let events = d.events_after(Some(DirectoryEventId(2)), 10).unwrap();
     assert_eq!(events.len(), 3);
+    assert_eq!(d.events_after_to_write(Some(DirectoryEventId(2)), 10).unwrap(), events);
     assert_eq!(events[0].subject, subject);
     assert_eq!(events[1].subject.identity(), Some(a.id));
     assert_eq!(events[1].change, DirectoryChange::AddedToGroup { group: gid, group_name: "Eng".into() });
@@ -381,6 +383,7 @@ pub fn groups_and_membership<D: DirectoryStore>(d: &D) {
     assert_eq!(deleted.group, None);
     assert_eq!(d.group(gid).unwrap(), None);
     assert!(d.groups_of(a.id).unwrap().is_empty());
+    assert!(d.groups_of_to_write(a.id).unwrap().is_empty());
     assert_eq!(q(GroupFilter::All), 0);
 }
 
