@@ -103,8 +103,8 @@ pub(crate) struct Tuning {
     /// number past the end of the file, and the next commit then
     /// truncates the cache by walking its whole hash table — a walk as
     /// long as the cache is large, on every commit of a file under 1 GiB.
-    /// With 64 MiB that walk was a sixth of the directory writer's time
-    /// under creates; the pages a write touches (the upper levels of each
+    /// With 64 MiB that walk was an eighth of the directory writer's
+    /// samples under creates; the pages a write touches (the upper levels of each
     /// index, the rightmost leaves) fit in far less.
     pub(crate) cache_kib: u32,
     /// Page cache of each reader in KiB. Readers serve lookups and

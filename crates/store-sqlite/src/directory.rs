@@ -601,8 +601,7 @@ fn identity_on(c: &rusqlite::Connection, id: IdentityId) -> rusqlite::Result<Opt
     c.cached_row(sql, [id.to_string()], identity_row).optional()
 }
 
-/// The rows of what `owner` owns, on a reader or the writer.
-/// Up to `limit` events after `after`, in order, on a given connection.
+/// Up to `limit` events after `after`, in order, on a reader or the writer.
 fn events_after_on(
     c: &rusqlite::Connection,
     after: Option<DirectoryEventId>,
@@ -619,6 +618,7 @@ fn events_after_on(
     stmt.query_map(params![after, limit], event_row)?.collect()
 }
 
+/// The rows of what `owner` owns, on a reader or the writer.
 fn owned_by_on(c: &rusqlite::Connection, owner: IdentityId) -> rusqlite::Result<Vec<IdentityRow>> {
     c.prepare_cached(&OWNED_BY)?.query_map([owner.to_string()], identity_row)?.collect()
 }
