@@ -80,6 +80,18 @@ CREATE INDEX IF NOT EXISTS identity_emails_value ON identity_emails (value_lc);
 -- `ew`. Contentless: the text itself stays in `identities`.
 CREATE VIRTUAL TABLE IF NOT EXISTS identity_grams
     USING fts5(text, tokenize = 'trigram case_sensitive 1', content = '', contentless_delete = 1, detail = none);
+-- Identities whose trigram rows are not current. FTS5 writes a segment of
+-- its index (and merges segments) at every commit that changed it: a
+-- quarter of the directory writer's time when each batch of creates did.
+-- So a write lists its identity here (in its own transaction), and the
+-- trigram rows of every listed identity are rewritten in one go once
+-- `DUE_GRAMS` are listed; a search takes every listed identity as a
+-- candidate, so it sees every committed write. `indexed`: which slots the
+-- identity has rows in (bit per slot), to delete them then.
+CREATE TABLE IF NOT EXISTS identity_grams_due (
+    seq     INTEGER PRIMARY KEY,
+    indexed INTEGER NOT NULL
+);
 -- Partial: most identities are human and own nothing, so writes to them
 -- never touch these; filters on a non-human kind stay indexed.
 CREATE INDEX IF NOT EXISTS identities_kind ON identities (kind) WHERE kind <> 'human';
@@ -149,17 +161,28 @@ CREATE TRIGGER IF NOT EXISTS directory_events_append_only_d BEFORE DELETE ON dir
 /// indexes (displayName, e-mails, status, trigrams); version 3 several
 /// owners, the risk tier, the subject's tiers and fan-out causes; version 4
 /// the owning source of identities and groups, and source state; version 5
-/// made the externalId and displayName indexes partial (non-NULL values).
-const SCHEMA_VERSION: i32 = 5;
+/// made the externalId and displayName indexes partial (non-NULL values);
+/// version 6 writes trigram rows behind the commit (`identity_grams_due`).
+const SCHEMA_VERSION: i32 = 6;
 
 /// In-place upgrades: from version 4 the old full indexes are dropped, and
-/// the schema then creates their partial replacements.
-const UPGRADES: &[Upgrade] = &[Upgrade {
-    from: 4,
-    sql: "DROP INDEX IF EXISTS identities_external_id;
+/// the schema then creates their partial replacements; from version 5 the
+/// schema adds the (empty) table of due trigram rows.
+const UPGRADES: &[Upgrade] = &[
+    Upgrade {
+        from: 4,
+        sql: "DROP INDEX IF EXISTS identities_external_id;
           DROP INDEX IF EXISTS identities_display_name;
           DROP INDEX IF EXISTS groups_external_id;",
-}];
+    },
+    Upgrade { from: 5, sql: "" },
+];
+
+/// Due identities (see `identity_grams_due`) at which a commit rewrites
+/// their trigram rows. Larger amortises FTS5's per-commit segment over more
+/// identities but makes that one commit longer and every substring search
+/// check more rows exactly.
+const DUE_GRAMS: i64 = 256;
 
 /// The columns an [`IdentityRow`] reads, as a macro so that fixed
 /// statements are `concat!`ed at compile time rather than formatted per
@@ -188,14 +211,26 @@ pub struct SqliteDirectory {
 impl SqliteDirectory {
     /// Opens (creating if needed) the directory database at `path`.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
-        Ok(Self {
-            pool: Pool::open(
-                path,
-                durability,
-                Schema { sql: SCHEMA, version: SCHEMA_VERSION, upgrades: UPGRADES },
-                Tuning { cache_kib: 16 * 1024, reader_cache_kib: 16 * 1024, explicit_sync: false },
-            )?,
-        })
+        let pool = Pool::open(
+            path,
+            durability,
+            Schema { sql: SCHEMA, version: SCHEMA_VERSION, upgrades: UPGRADES },
+            Tuning { cache_kib: 16 * 1024, reader_cache_kib: 16 * 1024, explicit_sync: false },
+        )?;
+        // What the last run left due is written now, so that a restarted
+        // server's searches start from a complete trigram index.
+        {
+            let mut conn = lock(&pool.writer)?;
+            let due: i64 = conn
+                .cached_row("SELECT COUNT(*) FROM identity_grams_due", [], |r| r.get(0))
+                .map_err(backend)?;
+            if due > 0 {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+                write_due_grams(&tx, 1)?;
+                tx.commit().map_err(backend)?;
+            }
+        }
+        Ok(Self { pool })
     }
 }
 
@@ -722,37 +757,88 @@ impl SearchKeys {
         ]
     }
 
-    /// Rewrites the e-mail and trigram rows of identity `seq`.
+    /// Which trigram slots have rows (bit per slot).
+    fn indexed(&self) -> i64 {
+        self.grams()
+            .iter()
+            .filter(|(_, text)| text.is_some_and(|t| !t.is_empty()))
+            .fold(0, |m, (slot, _)| m | 1 << slot)
+    }
+
+    /// Rewrites the e-mail rows of identity `seq` and lists it as due for
+    /// new trigram rows (see `identity_grams_due`).
     fn reindex(&self, tx: &rusqlite::Connection, seq: i64, old: Option<&SearchKeys>) -> StoreResult<()> {
-        let run = |sql: &str, p: &[&dyn rusqlite::ToSql]| {
-            tx.prepare_cached(sql).and_then(|mut stmt| stmt.execute(p)).map(|_| ()).map_err(backend)
-        };
-        if let Some(old) = old {
-            for (slot, text) in old.grams() {
-                if text.is_some() {
-                    run("DELETE FROM identity_grams WHERE rowid = ?1", &[&(seq * IDENTITY_SLOTS + slot)])?;
-                }
+        let run = |sql: &str, p: &[&dyn rusqlite::ToSql]| tx.cached_exec(sql, p).map(|_| ()).map_err(backend);
+        if old.is_none_or(|old| old.emails != self.emails) {
+            if old.is_some() {
+                run("DELETE FROM identity_emails WHERE identity = ?1", &[&seq])?;
             }
-            run("DELETE FROM identity_emails WHERE identity = ?1", &[&seq])?;
-        }
-        for (slot, text) in self.grams() {
-            if let Some(text) = text.filter(|t| !t.is_empty()) {
+            for email in self.emails.split('\n').filter(|e| !e.is_empty()) {
+                // (an address containing a newline is indexed in pieces: it can
+                // then only be found by a filter that also matches a piece)
                 run(
-                    "INSERT INTO identity_grams (rowid, text) VALUES (?1, ?2)",
-                    &[&(seq * IDENTITY_SLOTS + slot), &text],
+                    "INSERT OR IGNORE INTO identity_emails (identity, value_lc) VALUES (?1, ?2)",
+                    &[&seq, &email],
                 )?;
             }
         }
-        for email in self.emails.split('\n').filter(|e| !e.is_empty()) {
-            // (an address containing a newline is indexed in pieces: it can
-            // then only be found by a filter that also matches a piece)
+        if old.is_none_or(|old| old.grams() != self.grams()) {
+            // Already listed: its rows are still those of when it was first.
+            let indexed = old.map_or(0, SearchKeys::indexed);
             run(
-                "INSERT OR IGNORE INTO identity_emails (identity, value_lc) VALUES (?1, ?2)",
-                &[&seq, &email],
+                "INSERT OR IGNORE INTO identity_grams_due (seq, indexed) VALUES (?1, ?2)",
+                &[&seq, &indexed],
             )?;
         }
         Ok(())
     }
+}
+
+/// Rewrites the trigram rows of every identity listed as due, if at least
+/// `at_least` are, inside the caller's transaction; how many it rewrote.
+fn write_due_grams(tx: &rusqlite::Connection, at_least: i64) -> StoreResult<usize> {
+    let due: i64 =
+        tx.cached_row("SELECT COUNT(*) FROM identity_grams_due", [], |r| r.get(0)).map_err(backend)?;
+    if due == 0 || due < at_least {
+        return Ok(0);
+    }
+    let rows = {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT d.seq, d.indexed, i.user_name_lc, i.display_name_lc, i.external_id, i.emails
+                 FROM identity_grams_due d JOIN identities i ON i.seq = d.seq ORDER BY d.seq",
+            )
+            .map_err(backend)?;
+        stmt.query_map([], |r| {
+            let keys = SearchKeys {
+                user_name: r.get(2)?,
+                display_name: r.get(3)?,
+                external_id: r.get(4)?,
+                emails: r.get::<_, String>(5)?,
+            };
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, keys))
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(backend)?
+    };
+    for (seq, indexed, mut keys) in rows {
+        keys.emails = fold_emails(&decode_list(&keys.emails));
+        for slot in (0..IDENTITY_SLOTS).filter(|slot| indexed & (1 << slot) != 0) {
+            tx.cached_exec("DELETE FROM identity_grams WHERE rowid = ?1", [seq * IDENTITY_SLOTS + slot])
+                .map_err(backend)?;
+        }
+        for (slot, text) in keys.grams() {
+            if let Some(text) = text.filter(|t| !t.is_empty()) {
+                tx.cached_exec(
+                    "INSERT INTO identity_grams (rowid, text) VALUES (?1, ?2)",
+                    params![seq * IDENTITY_SLOTS + slot, text],
+                )
+                .map_err(backend)?;
+            }
+        }
+    }
+    tx.cached_exec("DELETE FROM identity_grams_due", []).map_err(backend)?;
+    Ok(usize::try_from(due).unwrap_or(0))
 }
 
 /// The ORDER BY of a listing. Creation order is `seq`, the rowid; with a
@@ -834,6 +920,7 @@ impl DirectoryStore for SqliteDirectory {
         if let Some(reindex) = reindex {
             reindex.apply(&tx)?;
         }
+        write_due_grams(&tx, DUE_GRAMS)?;
         tx.commit().map_err(backend)?;
         Ok(committed)
     }
@@ -862,6 +949,7 @@ impl DirectoryStore for SqliteDirectory {
         for reindex in reindexes {
             reindex.apply(&tx)?;
         }
+        write_due_grams(&tx, DUE_GRAMS)?;
         if let Some(state) = state {
             write_source_state(&tx, &state)?;
         }
@@ -1207,6 +1295,91 @@ mod tests {
                 .unwrap();
             assert_eq!(reprepared, 0, "{sql}");
         }
+    }
+
+    /// Substring searches see every committed write, whether its trigram
+    /// rows are still due or were written: across the bulk rewrite, after
+    /// renames on either side of it, and after a reopen.
+    #[test]
+    fn substring_searches_see_writes_whose_trigrams_are_due_or_written() {
+        use lockstep_domain::{DirectoryChange, Tiers, Timestamp};
+        use lockstep_store::conformance as c;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.db");
+        let d = SqliteDirectory::open(&path, Durability::Off).unwrap();
+        let due = |d: &SqliteDirectory| -> i64 {
+            d.pool.read(|c| c.query_row("SELECT COUNT(*) FROM identity_grams_due", [], |r| r.get(0))).unwrap()
+        };
+        let names = |d: &SqliteDirectory, field: F, op: TextOp, value: &str| -> Vec<String> {
+            let query = IdentityQuery { filter: text(field, op, value), offset: 0, limit: 1_000 };
+            let mut names: Vec<String> =
+                d.list_identities(&query).unwrap().items.into_iter().map(|i| i.user_name).collect();
+            names.sort();
+            names
+        };
+        let rename = |d: &SqliteDirectory, n: u128, user_name: &str, email: &str| {
+            let current = d.identity(c::identity_id(n)).unwrap().unwrap();
+            let mut next = current.clone();
+            next.user_name = user_name.into();
+            next.emails = vec![email.into()];
+            d.commit_identity(IdentityWrite {
+                identity: next,
+                tiers: Tiers::STANDARD,
+                fanout: Vec::new(),
+                expected_version: Some(current.version),
+                changes: vec![DirectoryChange::IdentityUpdated { changed: vec!["userName".into()] }],
+                origin: c::origin(),
+                at: Timestamp(2_000),
+            })
+            .unwrap();
+        };
+        let limit = u128::try_from(DUE_GRAMS).unwrap();
+        for n in 0..limit - 1 {
+            c::create(&d, n, &format!("member{n:04}"));
+        }
+        assert_eq!(due(&d), DUE_GRAMS - 1, "nothing written yet");
+        rename(&d, 3, "walrus-three", "walrus@zoo.example");
+        assert_eq!(names(&d, F::UserName, TextOp::Contains, "alru"), ["walrus-three"]);
+        assert_eq!(names(&d, F::Email, TextOp::EndsWith, "zoo.example"), ["walrus-three"]);
+        assert_eq!(names(&d, F::UserName, TextOp::Contains, "ber0003"), Vec::<String>::new());
+        assert_eq!(names(&d, F::UserName, TextOp::Contains, "ber012").len(), 10);
+
+        // The write that lists the limit's identity writes every due row.
+        c::create(&d, limit, "penguin-last");
+        assert_eq!(due(&d), 0, "written in bulk");
+        assert_eq!(names(&d, F::UserName, TextOp::Contains, "alru"), ["walrus-three"]);
+        assert_eq!(names(&d, F::UserName, TextOp::Contains, "nguin"), ["penguin-last"]);
+        assert_eq!(names(&d, F::UserName, TextOp::Contains, "ber012").len(), 10);
+
+        // Renamed once its rows are written: the old trigrams are deleted
+        // with the next bulk rewrite, and until then the exact check drops
+        // the stale candidate.
+        rename(&d, 7, "otter-seven", "otter@river.example");
+        assert_eq!(due(&d), 1);
+        assert_eq!(names(&d, F::UserName, TextOp::Contains, "otte"), ["otter-seven"]);
+        assert_eq!(names(&d, F::UserName, TextOp::Contains, "ber0007"), Vec::<String>::new());
+        drop(d);
+        let d = SqliteDirectory::open(&path, Durability::Off).unwrap();
+        assert_eq!(due(&d), 0, "a reopen writes what was due");
+        assert_eq!(names(&d, F::UserName, TextOp::Contains, "otte"), ["otter-seven"]);
+        assert_eq!(names(&d, F::Email, TextOp::Contains, "river"), ["otter-seven"]);
+        assert_eq!(names(&d, F::UserName, TextOp::Contains, "ber0007"), Vec::<String>::new());
+        let stale: i64 = d
+            .pool
+            .read(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM identity_grams WHERE identity_grams MATCH '\"ber\"'
+                     AND rowid / 4 = (SELECT seq FROM identities WHERE id = ?1)",
+                    [c::identity_id(7).to_string()],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(stale, 0, "the old name's trigram rows are gone");
+        lock(&d.pool.writer)
+            .unwrap()
+            .execute_batch("INSERT INTO identity_grams (identity_grams) VALUES ('integrity-check');")
+            .unwrap();
     }
 
     /// The attributes identity providers query are answered from an index:

@@ -16,6 +16,25 @@ pub(crate) const IDENTITY_SLOTS: i64 = 4;
 /// Slot of the joined e-mail addresses in `identity_grams`.
 pub(crate) const EMAIL_SLOT: i64 = 3;
 
+/// A trigram table and where one field's rows are in it.
+#[derive(Clone, Copy)]
+pub(crate) struct Grams {
+    table: &'static str,
+    /// Rows per key: `rowid = key * slots + slot`.
+    slots: i64,
+    slot: i64,
+    /// The table of keys whose trigram rows are not current yet (they are
+    /// written behind the commit, in bulk): always candidates.
+    due: Option<&'static str>,
+}
+
+impl Grams {
+    /// The identity field in trigram slot `slot`.
+    pub(crate) const fn identity(slot: i64) -> Self {
+        Self { table: "identity_grams", slots: IDENTITY_SLOTS, slot, due: Some("identity_grams_due") }
+    }
+}
+
 /// How one field is stored.
 pub(crate) enum Column {
     /// A column of the row itself.
@@ -24,8 +43,8 @@ pub(crate) enum Column {
         expr: &'static str,
         /// Whether it can be NULL.
         nullable: bool,
-        /// `(trigram table, slot count, slot)` when substrings are indexed.
-        grams: Option<(&'static str, i64, i64)>,
+        /// Where its trigrams are, when substrings are indexed.
+        grams: Option<Grams>,
         /// The condition of a partial index on the column, spelled out in
         /// every comparison that cannot match the value it excludes (if
         /// any): SQLite uses a partial index only where the query states
@@ -55,7 +74,7 @@ impl Searchable for IdentityField {
         let plain = |expr, nullable, slot: Option<i64>, partial| Column::Plain {
             expr,
             nullable,
-            grams: slot.map(|slot| ("identity_grams", IDENTITY_SLOTS, slot)),
+            grams: slot.map(Grams::identity),
             partial,
         };
         match self {
@@ -83,7 +102,11 @@ impl Searchable for GroupField {
         let plain = |expr, nullable, grams| Column::Plain { expr, nullable, grams, partial: None };
         match self {
             GroupField::Id => plain("id", false, None),
-            GroupField::DisplayName => plain("display_name_lc", false, Some(("group_grams", 1, 0))),
+            GroupField::DisplayName => plain(
+                "display_name_lc",
+                false,
+                Some(Grams { table: "group_grams", slots: 1, slot: 0, due: None }),
+            ),
             GroupField::ExternalId => plain("external_id", true, None),
         }
     }
@@ -149,7 +172,7 @@ fn text(column: Column, op: TextOp, value: &str, args: &mut Vec<Value>) -> Strin
         }
         Column::Emails => {
             let exact = compare("value_lc", op, value, args);
-            let grams = Some(("identity_grams", IDENTITY_SLOTS, EMAIL_SLOT));
+            let grams = Some(Grams::identity(EMAIL_SLOT));
             let narrow = narrowing("identity", grams, op, value, args)
                 .map(|n| format!(" AND {n}"))
                 .unwrap_or_default();
@@ -210,25 +233,28 @@ fn compare(expr: &str, op: TextOp, value: &str, args: &mut Vec<Value>) -> String
 /// A trigram pre-selection of `key` (the identity's seq, under whatever
 /// name the enclosing query gives it) for substring and suffix
 /// comparisons of at least three characters (shorter ones have no trigram
-/// to look up).
+/// to look up). Keys whose trigram rows are still due are candidates too:
+/// their rows may be missing or stale, and the exact check decides.
 fn narrowing(
     key: &str,
-    grams: Option<(&'static str, i64, i64)>,
+    grams: Option<Grams>,
     op: TextOp,
     value: &str,
     args: &mut Vec<Value>,
 ) -> Option<String> {
-    let (table, slots, slot) = grams?;
+    let Grams { table, slots, slot, due } = grams?;
     if !matches!(op, TextOp::Contains | TextOp::EndsWith) || value.chars().count() < 3 {
         return None;
     }
     args.push(Value::Text(trigram_query(value)));
-    Some(if slots == 1 {
-        format!("{key} IN (SELECT rowid FROM {table} WHERE {table} MATCH ?)")
+    let indexed = if slots == 1 {
+        format!("SELECT rowid FROM {table} WHERE {table} MATCH ?")
     } else {
-        format!(
-            "{key} IN (SELECT rowid / {slots} FROM {table} WHERE {table} MATCH ? AND rowid % {slots} = {slot})"
-        )
+        format!("SELECT rowid / {slots} FROM {table} WHERE {table} MATCH ? AND rowid % {slots} = {slot}")
+    };
+    Some(match due {
+        Some(due) => format!("{key} IN ({indexed} UNION ALL SELECT seq FROM {due})"),
+        None => format!("{key} IN ({indexed})"),
     })
 }
 

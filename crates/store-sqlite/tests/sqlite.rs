@@ -125,13 +125,13 @@ fn an_older_directory_is_upgraded_in_place_or_refused() {
     assert_eq!(d.live_identity_by_user_name("alice").unwrap().unwrap().version, 1);
     drop(d);
     let raw = rusqlite::Connection::open(&path).unwrap();
-    assert_eq!(raw.query_row("PRAGMA user_version", [], |r| r.get::<_, i32>(0)).unwrap(), 5);
+    assert_eq!(raw.query_row("PRAGMA user_version", [], |r| r.get::<_, i32>(0)).unwrap(), 6);
     assert!(index_sql(&raw, "identities_external_id").ends_with("WHERE external_id IS NOT NULL"));
     assert!(index_sql(&raw, "identities_display_name").ends_with("WHERE display_name_lc IS NOT NULL"));
     assert!(index_sql(&raw, "groups_external_id").ends_with("WHERE external_id IS NOT NULL"));
     raw.execute_batch("PRAGMA user_version = 3;").unwrap();
     drop(raw);
     let refused = SqliteDirectory::open(&path, Durability::Full).unwrap_err().to_string();
-    assert!(refused.contains("schema version 3, this build needs 5"), "{refused}");
+    assert!(refused.contains("schema version 3, this build needs 6"), "{refused}");
     assert!(refused.contains("start from an empty data directory"), "{refused}");
 }
