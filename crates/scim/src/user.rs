@@ -281,6 +281,49 @@ pub fn patch_user(
     request: &lockstep_proto::scim::PatchRequest,
     limits: &Limits,
 ) -> Result<Identity, ScimProblem> {
+    if let Some(active) = sets_only_active(request) {
+        let mut next = current.clone();
+        next.status = status_from(Some(active), Some(current));
+        return Ok(next);
+    }
+    patch_document(current, request, limits)
+}
+
+/// The value of a PATCH that only sets `active` to a boolean — the
+/// deprovisioning request Okta and Entra ID send — if it is one (a valid
+/// request: its schema, one to `MAX_OPERATIONS` operations, each an `add`
+/// or `replace` of the path `active`). [`patch_user`] applies it to the
+/// identity directly, giving the status the document round trip gives
+/// (`status_from`) without rendering and re-validating the whole user:
+/// the change runs on the directory's single writer, where that round trip
+/// was an eighth of its time under PATCH, and deprovisioning then cannot be
+/// refused over an attribute it does not touch.
+fn sets_only_active(request: &lockstep_proto::scim::PatchRequest) -> Option<bool> {
+    let schema = lockstep_proto::scim::PATCH_SCHEMA;
+    if !request.schemas.iter().any(|s| s.eq_ignore_ascii_case(schema))
+        || request.operations.len() > crate::patch::MAX_OPERATIONS
+    {
+        return None;
+    }
+    let mut active = None;
+    for operation in &request.operations {
+        let sets = ["add", "replace"].iter().any(|op| operation.op.eq_ignore_ascii_case(op));
+        match (&operation.path, &operation.value) {
+            (Some(path), Some(Value::Bool(value))) if sets && path.eq_ignore_ascii_case("active") => {
+                active = Some(*value);
+            }
+            _ => return None,
+        }
+    }
+    active
+}
+
+/// A PATCH applied to the user's document, and the document read back.
+fn patch_document(
+    current: &Identity,
+    request: &lockstep_proto::scim::PatchRequest,
+    limits: &Limits,
+) -> Result<Identity, ScimProblem> {
     let Value::Object(mut doc) = user_to_document(current, &[], "") else {
         return Err(ScimProblem::bad(ScimType::InvalidSyntax, "stored user is not an object"));
     };
@@ -290,4 +333,76 @@ pub fn patch_user(
         doc.insert(LOCKSTEP_SCHEMA.to_owned(), json!({"identityKind": "human"}));
     }
     user_from_document(&Value::Object(doc), current.id, Some(current), limits)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use lockstep_proto::scim::{PATCH_SCHEMA, PatchOperation, PatchRequest};
+
+    use super::*;
+
+    fn patch(operations: &[(&str, &str, Value)]) -> PatchRequest {
+        PatchRequest {
+            schemas: vec![PATCH_SCHEMA.to_owned()],
+            operations: operations
+                .iter()
+                .map(|(op, path, value)| PatchOperation {
+                    op: (*op).to_owned(),
+                    path: Some((*path).to_owned()),
+                    value: Some(value.clone()),
+                })
+                .collect(),
+        }
+    }
+
+    /// A PATCH that only sets `active` gives, applied directly, exactly the
+    /// identity the document round trip gives, from every status and with
+    /// every spelling clients send; anything else takes the round trip.
+    #[test]
+    fn setting_only_active_matches_the_document_round_trip() {
+        let doc = json!({
+            "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA],
+            "userName": "Ann.Lee@example.com",
+            "name": {"givenName": "Ann", "familyName": "Lee"},
+            "emails": [{"value": "ann@example.com", "type": "work", "primary": true}],
+            "title": "Engineer",
+            ENTERPRISE_SCHEMA: {"department": "R&D", "manager": {"value": "m-1"}},
+        });
+        let limits = Limits::default();
+        let id = IdentityId::from_uuid(uuid::Uuid::from_u128(7));
+        let created = user_from_document(&doc, id, None, &limits).unwrap();
+        let requests = [
+            patch(&[("replace", "active", json!(false))]),
+            patch(&[("Replace", "ACTIVE", json!(true))]),
+            patch(&[("add", "active", json!(false)), ("replace", "active", json!(true))]),
+        ];
+        for status in [IdentityStatus::Active, IdentityStatus::Disabled, IdentityStatus::Suspended] {
+            let current = Identity { status, version: 3, ..created.clone() };
+            for request in &requests {
+                assert!(sets_only_active(request).is_some());
+                let direct = patch_user(&current, request, &limits).unwrap();
+                let round_trip = patch_document(&current, request, &limits).unwrap();
+                assert_eq!(direct, round_trip, "{status:?} {request:?}");
+            }
+        }
+        let others = [
+            patch(&[("replace", "active", json!("False"))]),
+            patch(&[("remove", "active", json!(false))]),
+            patch(&[("replace", "active", json!(false)), ("replace", "title", json!("CTO"))]),
+            patch(&[("replace", "urn:ietf:params:scim:schemas:core:2.0:User:active", json!(false))]),
+            PatchRequest { schemas: vec![PATCH_SCHEMA.to_owned()], operations: Vec::new() },
+            PatchRequest {
+                schemas: vec![USER_SCHEMA.to_owned()],
+                ..patch(&[("replace", "active", json!(false))])
+            },
+        ];
+        for request in &others {
+            assert_eq!(sets_only_active(request), None, "{request:?}");
+        }
+        // Still refused as before: no operations, or not a PatchOp.
+        assert!(patch_user(&created, &others[4], &limits).is_err());
+        assert!(patch_user(&created, &others[5], &limits).is_err());
+    }
 }
