@@ -260,6 +260,16 @@ impl fmt::Debug for Unsettled {
     }
 }
 
+/// Ends the directory's batch when dropped ([`DirectoryStore::end_batch`]:
+/// nothing if the batch committed).
+struct OpenBatch<'a>(&'a dyn lockstep_store::DirectoryStore);
+
+impl Drop for OpenBatch<'_> {
+    fn drop(&mut self) {
+        self.0.end_batch();
+    }
+}
+
 pub(crate) enum Prepared {
     /// The write, every identity it read or affects (its footprint), and
     /// the identity's groups (what the write's answer reports: read here,
@@ -352,6 +362,18 @@ impl Engine {
     /// Called with the commit lock held; takes the writer lock only to
     /// catch up before and to queue the batch after.
     fn run_batch(&self, batch: &[Item<Request, Outcome>]) -> bool {
+        // The batch's reads on the writer and its commit are one store
+        // transaction (`DirectoryStore::begin_batch`); every way out of
+        // here that commits nothing ends it.
+        if let Err(e) = self.stores.directory.begin_batch() {
+            for item in batch {
+                if item.take().is_some() {
+                    item.finish(Err(EngineError::from(e.clone()).into()));
+                }
+            }
+            return false;
+        }
+        let _open = OpenBatch(&*self.stores.directory);
         {
             let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             // With committed batches still waiting for their bridge steps,

@@ -547,6 +547,25 @@ fn write_identity(
     Ok((Committed { identity, events }, reindex))
 }
 
+/// Runs `f` in a write transaction on the writer and commits it: in the
+/// batch's transaction when one is open ([`DirectoryStore::begin_batch`]),
+/// else in one begun `IMMEDIATE` here (never deferred: a deferred writer
+/// waiting for the lock would hold the snapshot a checkpoint waits for). On
+/// any error, the commit's included, the transaction is rolled back whole.
+fn in_write_transaction<T>(
+    conn: &rusqlite::Connection,
+    f: impl FnOnce(&rusqlite::Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    if conn.is_autocommit() {
+        conn.cached_exec("BEGIN IMMEDIATE", []).map_err(backend)?;
+    }
+    let result = f(conn).and_then(|value| conn.cached_exec("COMMIT", []).map(|_| value).map_err(backend));
+    if result.is_err() && !conn.is_autocommit() {
+        let _ = conn.cached_exec("ROLLBACK", []);
+    }
+    result
+}
+
 /// Writes a source's state inside an open transaction.
 pub(crate) fn write_source_state(tx: &rusqlite::Connection, state: &SourceState) -> StoreResult<()> {
     tx.cached_exec(
@@ -913,55 +932,68 @@ impl DirectoryStore for SqliteDirectory {
         let rows = crate::groups::memberships(&*lock(&self.pool.writer)?, &identity.to_string());
         crate::groups::decode_memberships(rows.map_err(backend)?)
     }
-    fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
-        let mut conn = lock(&self.pool.writer)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-        let (committed, reindex) = write_identity(&tx, write).map_err(StoreError::from)?;
-        if let Some(reindex) = reindex {
-            reindex.apply(&tx)?;
+    fn begin_batch(&self) -> StoreResult<()> {
+        let conn = lock(&self.pool.writer)?;
+        if conn.is_autocommit() {
+            conn.cached_exec("BEGIN IMMEDIATE", []).map_err(backend)?;
         }
-        write_due_grams(&tx, DUE_GRAMS)?;
-        tx.commit().map_err(backend)?;
-        Ok(committed)
+        Ok(())
+    }
+    fn end_batch(&self) {
+        if let Ok(conn) = lock(&self.pool.writer)
+            && !conn.is_autocommit()
+        {
+            // Only reads happened in it; a failed rollback leaves SQLite
+            // rolling back on the next statement anyway.
+            let _ = conn.cached_exec("ROLLBACK", []);
+        }
+    }
+    fn commit_identity(&self, write: IdentityWrite) -> StoreResult<Committed> {
+        let conn = lock(&self.pool.writer)?;
+        in_write_transaction(&conn, |tx| {
+            let (committed, reindex) = write_identity(tx, write).map_err(StoreError::from)?;
+            if let Some(reindex) = reindex {
+                reindex.apply(tx)?;
+            }
+            write_due_grams(tx, DUE_GRAMS)?;
+            Ok(committed)
+        })
     }
     fn commit_source(
         &self,
         writes: Vec<IdentityWrite>,
         state: Option<SourceState>,
     ) -> StoreResult<Vec<StoreResult<Committed>>> {
-        let mut conn = lock(&self.pool.writer)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-        let mut results = Vec::with_capacity(writes.len());
-        let mut reindexes = Vec::new();
-        for write in writes {
-            match write_identity(&tx, write) {
-                Ok((committed, reindex)) => {
-                    reindexes.extend(reindex);
-                    results.push(Ok(committed));
+        let conn = lock(&self.pool.writer)?;
+        in_write_transaction(&conn, |tx| {
+            let mut results = Vec::with_capacity(writes.len());
+            let mut reindexes = Vec::new();
+            for write in writes {
+                match write_identity(tx, write) {
+                    Ok((committed, reindex)) => {
+                        reindexes.extend(reindex);
+                        results.push(Ok(committed));
+                    }
+                    // Refused before its first change: the batch goes on.
+                    Err(WriteError::Refused(e)) => results.push(Err(e)),
+                    // Part of it written: the transaction is rolled back
+                    // whole, and every write of it fails.
+                    Err(WriteError::Failed(e)) => return Err(e),
                 }
-                // Refused before its first change: the batch goes on.
-                Err(WriteError::Refused(e)) => results.push(Err(e)),
-                // Part of it written: dropping the transaction rolls the
-                // whole batch back, and every write of it fails.
-                Err(WriteError::Failed(e)) => return Err(e),
             }
-        }
-        for reindex in reindexes {
-            reindex.apply(&tx)?;
-        }
-        write_due_grams(&tx, DUE_GRAMS)?;
-        if let Some(state) = state {
-            write_source_state(&tx, &state)?;
-        }
-        tx.commit().map_err(backend)?;
-        Ok(results)
+            for reindex in reindexes {
+                reindex.apply(tx)?;
+            }
+            write_due_grams(tx, DUE_GRAMS)?;
+            if let Some(state) = state {
+                write_source_state(tx, &state)?;
+            }
+            Ok(results)
+        })
     }
     fn commit_group(&self, write: GroupWrite) -> StoreResult<CommittedGroup> {
-        let mut conn = lock(&self.pool.writer)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-        let committed = crate::groups::write_group(&tx, write)?;
-        tx.commit().map_err(backend)?;
-        Ok(committed)
+        let conn = lock(&self.pool.writer)?;
+        in_write_transaction(&conn, |tx| crate::groups::write_group(tx, write))
     }
 }
 
@@ -1380,6 +1412,47 @@ mod tests {
             .unwrap()
             .execute_batch("INSERT INTO identity_grams (identity_grams) VALUES ('integrity-check');")
             .unwrap();
+    }
+
+    /// A batch holds the write lock from `begin_batch` (its reads and its
+    /// commit one transaction) and releases it at its commit, at
+    /// `end_batch`, or when its commit fails: another connection can write
+    /// again after each.
+    #[test]
+    fn a_batch_holds_the_write_lock_until_it_commits_or_ends() {
+        use lockstep_store::conformance as c;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.db");
+        let d = SqliteDirectory::open(&path, Durability::Off).unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let other_writes = || other.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok();
+        let open = |d: &SqliteDirectory| !lock(&d.pool.writer).unwrap().is_autocommit();
+        assert!(other_writes());
+        d.begin_batch().unwrap();
+        assert!(open(&d) && !other_writes(), "the batch holds the write lock");
+        c::create(&d, 0, "alice");
+        assert!(!open(&d) && other_writes(), "its commit ends it");
+        d.begin_batch().unwrap();
+        d.end_batch();
+        assert!(!open(&d) && other_writes(), "end_batch ends it");
+        d.begin_batch().unwrap();
+        assert!(d.commit_identity(IdentityWrite { expected_version: Some(9), ..stale_write() }).is_err());
+        assert!(!open(&d) && other_writes(), "a failed commit ends it");
+    }
+
+    fn stale_write() -> IdentityWrite {
+        use lockstep_domain::{DirectoryChange, Tiers, Timestamp};
+        use lockstep_store::conformance as c;
+        IdentityWrite {
+            identity: c::identity(0, "alice"),
+            tiers: Tiers::STANDARD,
+            fanout: Vec::new(),
+            expected_version: None,
+            changes: vec![DirectoryChange::IdentityUpdated { changed: vec!["userName".into()] }],
+            origin: c::origin(),
+            at: Timestamp(7),
+        }
     }
 
     /// The attributes identity providers query are answered from an index:

@@ -199,6 +199,49 @@ pub fn stale_versions_are_refused_without_partial_write<D: DirectoryStore>(d: &D
     assert_eq!(d.events_after(None, 10).unwrap().len(), 1);
 }
 
+/// A batch (`begin_batch`) reads through the `_to_write` reads what the
+/// last commit left and ends with its next commit; one that commits nothing
+/// ends with `end_batch` and leaves nothing behind; a refused commit in a
+/// batch writes nothing and ends it. Writes after each work as usual.
+pub fn batches_read_then_commit_or_end<D: DirectoryStore>(d: &D) {
+    let write = |identity: Identity, expected_version: Option<u64>| IdentityWrite {
+        identity,
+        tiers: Tiers::STANDARD,
+        fanout: Vec::new(),
+        expected_version,
+        changes: vec![if expected_version.is_some() {
+            DirectoryChange::IdentityUpdated { changed: vec!["userName".into()] }
+        } else {
+            DirectoryChange::IdentityCreated
+        }],
+        origin: origin(),
+        at: Timestamp(5),
+    };
+    let alice = create(d, 0, "alice");
+    d.begin_batch().unwrap();
+    assert_eq!(d.identity_to_write(alice.id).unwrap(), Some(alice.clone()));
+    let results = d.commit_identities(vec![write(identity(1, "bob"), None)]).unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    d.end_batch();
+    assert!(d.live_identity_by_user_name("bob").unwrap().is_some(), "the batch committed");
+
+    d.begin_batch().unwrap();
+    assert!(d.identity_to_write(identity_id(1)).unwrap().is_some());
+    d.end_batch();
+    create(d, 2, "carol");
+    assert_eq!(d.events_after(None, 10).unwrap().len(), 3);
+
+    d.begin_batch().unwrap();
+    let mut renamed = alice.clone();
+    renamed.user_name = "alice2".into();
+    let stale = d.commit_identity(write(renamed, Some(9))).unwrap_err();
+    assert!(matches!(stale, StoreError::VersionMismatch { .. }), "{stale:?}");
+    d.end_batch();
+    assert_eq!(d.identity(alice.id).unwrap(), Some(alice));
+    create(d, 3, "dave");
+    assert_eq!(d.events_after(None, 10).unwrap().len(), 4);
+}
+
 pub fn events_are_ordered_and_carry_their_origin<D: DirectoryStore>(d: &D) {
     let a = create(d, 0, "a");
     create(d, 1, "b");

@@ -129,6 +129,10 @@ macro_rules! conformance_suite {
                 c::identity_round_trip(&$open_dir);
             }
             #[test]
+            fn batches_read_then_commit_or_end() {
+                c::batches_read_then_commit_or_end(&$open_dir);
+            }
+            #[test]
             fn user_names_are_unique_case_insensitively() {
                 c::user_names_are_unique_case_insensitively(&$open_dir);
             }
