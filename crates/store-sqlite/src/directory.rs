@@ -943,8 +943,9 @@ impl DirectoryStore for SqliteDirectory {
         if let Ok(conn) = lock(&self.pool.writer)
             && !conn.is_autocommit()
         {
-            // Only reads happened in it; a failed rollback leaves SQLite
-            // rolling back on the next statement anyway.
+            // Only reads happened in it. Should the rollback fail, the
+            // transaction stays open and the next commit (the engine's,
+            // under the same commit lock) continues it: it holds no write.
             let _ = conn.cached_exec("ROLLBACK", []);
         }
     }

@@ -431,7 +431,12 @@ impl<'a> Sources<'a> {
             held: Some(held::encode(&held)),
             updated: now,
         };
-        self.engine.stores.directory.commit_source(Vec::new(), Some(state)).map_err(EngineError::from)?;
+        {
+            // Under the commit lock like every directory write: a batch the
+            // directory worker has begun is its own until it commits.
+            let _writer = self.engine.lock_writer()?;
+            self.engine.stores.directory.commit_source(Vec::new(), Some(state)).map_err(EngineError::from)?;
+        }
         self.audit_held(entry, losses, threshold, what)?;
         let mut rt = entry.runtime();
         rt.held = held;
@@ -588,6 +593,7 @@ impl<'a> Sources<'a> {
         }
         push_chunks(&mut steps, removals);
         if steps.is_empty() {
+            let _writer = engine.lock_writer()?;
             engine.stores.directory.commit_source(Vec::new(), Some(state)).map_err(EngineError::from)?;
             return Ok(applied);
         }
