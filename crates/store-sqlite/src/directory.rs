@@ -748,11 +748,27 @@ impl SearchKeys {
             Value::Text(s) => Some(s.clone()),
             _ => None,
         };
+        Self::stored(
+            text(&row[USER_NAME_LC]),
+            text(&row[DISPLAY_NAME_LC]),
+            text(&row[EXTERNAL_ID]),
+            text(&row[EMAILS]).as_deref(),
+        )
+    }
+
+    /// From the stored columns `user_name_lc`, `display_name_lc`,
+    /// `external_id` and `emails` (encoded).
+    fn stored(
+        user_name: Option<String>,
+        display_name: Option<String>,
+        external_id: Option<String>,
+        emails: Option<&str>,
+    ) -> Self {
         Self {
-            user_name: text(&row[USER_NAME_LC]).unwrap_or_default(),
-            display_name: text(&row[DISPLAY_NAME_LC]),
-            external_id: text(&row[EXTERNAL_ID]),
-            emails: fold_emails(&decode_list(&text(&row[EMAILS]).unwrap_or_default())),
+            user_name: user_name.unwrap_or_default(),
+            display_name,
+            external_id,
+            emails: fold_emails(&decode_list(emails.unwrap_or_default())),
         }
     }
 
@@ -829,19 +845,14 @@ fn write_due_grams(tx: &rusqlite::Connection, at_least: i64) -> StoreResult<usiz
             )
             .map_err(backend)?;
         stmt.query_map([], |r| {
-            let keys = SearchKeys {
-                user_name: r.get(2)?,
-                display_name: r.get(3)?,
-                external_id: r.get(4)?,
-                emails: r.get::<_, String>(5)?,
-            };
+            let emails: Option<String> = r.get(5)?;
+            let keys = SearchKeys::stored(r.get(2)?, r.get(3)?, r.get(4)?, emails.as_deref());
             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, keys))
         })
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(backend)?
     };
-    for (seq, indexed, mut keys) in rows {
-        keys.emails = fold_emails(&decode_list(&keys.emails));
+    for (seq, indexed, keys) in rows {
         for slot in (0..IDENTITY_SLOTS).filter(|slot| indexed & (1 << slot) != 0) {
             tx.cached_exec("DELETE FROM identity_grams WHERE rowid = ?1", [seq * IDENTITY_SLOTS + slot])
                 .map_err(backend)?;
