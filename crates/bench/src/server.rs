@@ -213,6 +213,19 @@ pub async fn bare_server() -> anyhow::Result<()> {
 
 impl Running {
     /// DELETE a SCIM resource; returns the round trip.
+    /// A GET with the admin token; the answer's JSON.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}{path}", self.addr))
+            .bearer_auth(ADMIN)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<Duration> {
         let t = Instant::now();
         self.http

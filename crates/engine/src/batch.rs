@@ -465,7 +465,8 @@ impl Engine {
                 .filter_map(|r| r.as_ref().ok())
                 .flat_map(|c| c.events.iter().filter(|e| Some(e.id) > consumed).cloned())
                 .collect();
-            let revoked = behind.and_then(|()| self.apply_events(writer, &events, Some(batch.committed_at)));
+            let revoked =
+                behind.and_then(|()| self.apply_events(writer, &events, Some(batch.committed_at), None));
             for ((item, result), groups) in batch.owners.iter().zip(batch.results).zip(batch.groups) {
                 let outcome = match (result, &revoked) {
                     (Err(e), _) => Err(EngineError::from(e).into()),

@@ -175,7 +175,7 @@ impl Engine {
                 return Ok(total);
             }
             total.events += events.len();
-            total.revoked += self.apply_events(writer, &events, None)?.values().sum::<usize>();
+            total.revoked += self.apply_events(writer, &events, None, None)?.values().sum::<usize>();
         }
     }
 
@@ -188,6 +188,7 @@ impl Engine {
         writer: &mut WriterState,
         events: &[DirectoryEvent],
         committed_at: Option<Timestamp>,
+        ack: Option<crate::EarlyAck>,
     ) -> StoreResult<HashMap<DirectoryEventId, usize>> {
         let Some(last) = events.last() else {
             return Ok(HashMap::new());
@@ -214,6 +215,7 @@ impl Engine {
         let mut reshaped: Vec<(SessionId, Option<Timestamp>, bool)> = Vec::new();
         let mut impacted_events = Vec::new();
         let mut signals: Vec<lockstep_domain::Signal> = Vec::new();
+        let signalling = self.signalling();
         for event in events {
             let mut entry = directory_entry(event);
             if let Some(signal) = lifecycle_signal(event, &entry.detail) {
@@ -258,6 +260,9 @@ impl Engine {
                     state: None,
                 };
                 match action {
+                    // Nothing to build when no stream would take it (most
+                    // deployments; and a mass cut builds one per session).
+                    _ if !signalling => {}
                     SessionAction::Revoke { .. } if credential => {
                         signals.push(signal(lockstep_domain::SignalKind::CredentialChange, None));
                     }
@@ -359,23 +364,45 @@ impl Engine {
         batch.replayable = true;
         batch.outbox = self.address(signals).map_err(|e| StoreError::Backend(e.to_string()))?;
         let queued = !batch.outbox.is_empty();
-        self.stores.sessions.apply(batch)?;
+        // Shortened expiries fail closed like the cuts above, and the
+        // claims follow the (already durable) directory: both before the
+        // commit, so an early acknowledgement finds them in force.
+        // Resumptions wait for the commit.
+        let mut resumed = Vec::new();
+        for (id, expires_at, resume) in reshaped {
+            if let Some(exp) = expires_at {
+                self.cache.update(&id, |c| c.expires_at = exp);
+            }
+            if resume {
+                resumed.push(id);
+            }
+        }
+        for event in events {
+            self.follow_claims(event);
+        }
+        let acked = ack.is_some_and(|ack| {
+            let impact = batch.updates.len();
+            // Set before the caller can hear of it, cleared below, both
+            // under the sessions lock: a reader that settles after the
+            // acknowledgement waits for this commit.
+            self.writing_after_ack.store(true, std::sync::atomic::Ordering::Release);
+            let fired = ack.offer(impact);
+            if !fired {
+                self.writing_after_ack.store(false, std::sync::atomic::Ordering::Release);
+            }
+            fired
+        });
+        let applied = self.stores.sessions.apply(batch);
+        if acked {
+            self.writing_after_ack.store(false, std::sync::atomic::Ordering::Release);
+        }
+        applied?;
         writer.consumed = Some(last.id);
         if queued {
             self.ring();
         }
-        for (id, expires_at, resumed) in reshaped {
-            self.cache.update(&id, |c| {
-                if let Some(exp) = expires_at {
-                    c.expires_at = exp;
-                }
-                if resumed {
-                    c.suspended = false;
-                }
-            });
-        }
-        for event in events {
-            self.follow_claims(event);
+        for id in resumed {
+            self.cache.update(&id, |c| c.suspended = false);
         }
         let done = self.clock.now();
         for event in events {

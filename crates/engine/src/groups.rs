@@ -91,10 +91,25 @@ impl Engine {
         origin: Origin,
         if_match: Option<u64>,
     ) -> EngineResult<AppliedGroup> {
+        self.delete_group_acknowledged(id, origin, if_match, None)
+    }
+
+    /// Deletes a group like [`Engine::delete_group`]; `ack`, if given, is
+    /// called as soon as the members' session impact is in force and its
+    /// cause durable, before the session store records it (see
+    /// [`crate::EarlyAck`]), when the impact is large enough.
+    pub fn delete_group_acknowledged(
+        &self,
+        id: GroupId,
+        origin: Origin,
+        if_match: Option<u64>,
+        ack: Option<crate::EarlyAck>,
+    ) -> EngineResult<AppliedGroup> {
         let mut writer = self.lock_writer()?;
         let current = self.group(id)?;
         owned_by(&current, &origin)?;
         crate::check_if_match(if_match, current.version)?;
+        writer.early_ack = ack;
         self.write_group(&mut writer, id, Some(current), None, origin, None)
     }
 
@@ -109,6 +124,7 @@ impl Engine {
         mut origin: Origin,
         state: Option<SourceState>,
     ) -> EngineResult<AppliedGroup> {
+        let ack = writer.early_ack.take();
         self.catch_up(writer).map_err(EngineError::BridgePending)?;
         if let Some(group) = after.as_mut() {
             group.members.sort();
@@ -151,7 +167,7 @@ impl Engine {
             })?;
         let committed_at = self.clock.now();
         let revoked = self
-            .apply_events(writer, &committed.events, Some(committed_at))
+            .apply_events(writer, &committed.events, Some(committed_at), ack)
             .map_err(EngineError::BridgePending)?
             .values()
             .sum();

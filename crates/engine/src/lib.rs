@@ -41,6 +41,8 @@
 //! deactivation's bridge step, which takes the sessions lock after it,
 //! revokes it).
 
+mod ack;
+pub use ack::{EARLY_ACK_SESSIONS, EarlyAck};
 mod auth;
 pub mod authority;
 mod batch;
@@ -259,6 +261,10 @@ struct WriterState {
     /// Directory batches committed whose bridge steps have not run yet,
     /// oldest first (see `batch`).
     unsettled: std::collections::VecDeque<batch::Unsettled>,
+    /// The hook of the group write about to run, if its caller asked to
+    /// be answered early (see [`ack`]); the write takes it at its start,
+    /// so no other bridge step can fire it.
+    early_ack: Option<EarlyAck>,
 }
 
 /// The bridge between directory and session authority.
@@ -281,6 +287,9 @@ pub struct Engine {
     /// Serialises every read-decide-write of the session store (see the
     /// crate documentation for the lock order).
     sessions_lock: Mutex<()>,
+    /// Set while a bridge step that acknowledged early still writes the
+    /// session store (see [`ack`]); readers of session state then wait.
+    writing_after_ack: std::sync::atomic::AtomicBool,
     /// Session-store requests waiting for the authority's next group commit.
     issuance: group::Group<authority::Op, authority::Outcome>,
     /// Batches the authority's worker committed, waiting for the disk.
@@ -351,10 +360,11 @@ impl Engine {
             cache: cache::SessionCache::default(),
             claims: cache::ClaimsIndex::default(),
             clients: RwLock::new(auth::ClientTable::default()),
-            writer: Mutex::new(WriterState { consumed, unsettled: Default::default() }),
+            writer: Mutex::new(WriterState { consumed, unsettled: Default::default(), early_ack: None }),
             committing: Mutex::new(()),
             bridge_queue: batch::BridgeQueue::default(),
             sessions_lock: Mutex::new(()),
+            writing_after_ack: std::sync::atomic::AtomicBool::new(false),
             issuance: group::Group::default(),
             syncer: authority::Syncer::default(),
             signer: None,
@@ -414,6 +424,16 @@ impl Engine {
     /// of its own (the store's transactions keep the stored state whole).
     fn lock_sessions(&self) -> MutexGuard<'_, ()> {
         self.sessions_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until no early-acknowledged bridge step is still writing the
+    /// session store, so a read of session state or the audit trail sees
+    /// every cut already acknowledged. Costs one atomic load otherwise.
+    /// Never call it holding the sessions lock.
+    fn await_acknowledged_writes(&self) {
+        if self.writing_after_ack.load(std::sync::atomic::Ordering::Acquire) {
+            drop(self.lock_sessions());
+        }
     }
 
     /// The session and credential authority: issuance, refresh, rotation,

@@ -64,6 +64,7 @@ pub struct Check {
 impl Engine {
     /// What the directory event at `position` reached.
     pub fn reach(&self, position: DirectoryEventId) -> EngineResult<Reach> {
+        self.await_acknowledged_writes();
         reach(self.stores.directory.as_ref(), self.stores.sessions.as_ref(), position, self.clock.now())
     }
 
@@ -76,6 +77,7 @@ impl Engine {
         let checked_at = self.clock.now();
         let deny = |reasons: Vec<String>, sub| Ok(Check { allow: false, reasons, sub, checked_at });
         let hash = secrets::hash(presented);
+        self.await_acknowledged_writes();
         let Some((session, token)) = self.stores.sessions.session_by_token(&hash)? else {
             return deny(vec!["the token is not active".into()], None);
         };

@@ -89,7 +89,10 @@ impl Engine {
             Err(_) => self.stores.directory.live_identity_by_user_name(subject)?.map(|i| i.id),
         };
         match id {
-            Some(id) => Ok(self.stores.sessions.sessions_of(id)?),
+            Some(id) => {
+                self.await_acknowledged_writes();
+                Ok(self.stores.sessions.sessions_of(id)?)
+            }
             None => Err(EngineError::UnknownSubject(subject.to_owned())),
         }
     }
@@ -177,6 +180,7 @@ impl Engine {
 
     /// A page of the audit trail, oldest first.
     pub fn audit_page(&self, after: u64, limit: usize) -> EngineResult<Vec<AuditRecord>> {
+        self.await_acknowledged_writes();
         Ok(self.stores.sessions.audit_after(after, limit)?)
     }
 }

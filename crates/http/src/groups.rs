@@ -280,12 +280,38 @@ pub(crate) async fn delete_group(
     let group_id = parse_id(&id)?;
     let expected = if_match(&headers)?;
     let engine = state.engine.clone();
-    blocking(FLAVOR, move || {
+    // A deletion that cuts many sessions is answered once the cut is in
+    // force and its cause durable, before the session store has recorded
+    // it (`lockstep_engine::EarlyAck` says why that is safe); anything
+    // smaller, and every error, is answered when the write returns.
+    let (cut, in_force) = tokio::sync::oneshot::channel();
+    let ack = lockstep_engine::EarlyAck::at_least(lockstep_engine::EARLY_ACK_SESSIONS, move || {
+        let _ = cut.send(());
+    });
+    let mut write = tokio::task::spawn_blocking(move || {
         engine
-            .delete_group(group_id, origin(&caller), expected)
+            .delete_group_acknowledged(group_id, origin(&caller), expected, Some(ack))
             .map(|_| ())
             .map_err(|e| engine_or_not_found(e, &id))
-    })
-    .await?;
+    });
+    let joined = |r: Result<Result<(), ApiError>, tokio::task::JoinError>| {
+        r.map_err(|e| ApiError::internal(FLAVOR, &e))?
+    };
+    tokio::select! {
+        done = &mut write => joined(done)?,
+        fired = in_force => match fired {
+            Ok(()) => {
+                // The rest of the write finishes on its own; a failure
+                // there is logged, and the next writer replays it.
+                tokio::spawn(async move {
+                    if let Err(e) = joined(write.await) {
+                        tracing::error!(error = ?e, "a group deletion failed after its cut was acknowledged; the next write replays its session impact");
+                    }
+                });
+            }
+            // Dropped unfired: the write is answered when it returns.
+            Err(_) => joined(write.await)?,
+        },
+    }
     Ok(StatusCode::NO_CONTENT)
 }

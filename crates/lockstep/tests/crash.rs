@@ -608,3 +608,75 @@ async fn suspensions_and_grace_deadlines_survive_kill_9() {
         report.trim()
     );
 }
+
+/// A group deletion that cuts a thousand sessions is answered before the
+/// session store has recorded the cut (`lockstep_engine::EarlyAck`); the
+/// process killed right after that answer restarts with every one of the
+/// tokens inactive, each revocation recorded exactly once, and the audit
+/// chain intact (the replay of the deletion's events at start writes what
+/// the killed process had not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_cut_answered_early_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lockstep.toml");
+    std::fs::write(&config, POLICY).unwrap();
+    let data = dir.path().join("data");
+    let http = Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let post = reqwest::Method::POST;
+    let mut sessions: HashMap<String, String> = HashMap::new();
+    let mut killed_before_record = 0;
+    for cycle in 0..2 {
+        let (server, base) = start(&data, &config);
+        let mut members = Vec::new();
+        for i in 0..100 {
+            let name = format!("mass{cycle}-{i}");
+            let user = scim(&http, &base, post.clone(), "/scim/v2/Users", json!({"userName": name})).await;
+            members.push(json!({"value": user["id"]}));
+            for _ in 0..10 {
+                let s =
+                    scim(&http, &base, post.clone(), "/v1/sessions", json!({"subject": name, "ttl": "1h"}))
+                        .await;
+                sessions.insert(
+                    s["session_id"].as_str().unwrap().to_owned(),
+                    s["access_token"].as_str().unwrap().to_owned(),
+                );
+            }
+        }
+        let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                           "displayName": "soak-admins", "members": members});
+        let group = scim(&http, &base, post.clone(), "/scim/v2/Groups", group).await;
+        let r = http
+            .delete(format!("{base}/scim/v2/Groups/{}", group["id"].as_str().unwrap()))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        drop(server);
+        // Killed inside the window when the deletion's events are still
+        // to be replayed (both cycles, on the machines this ran on).
+        if pending(&audit_verify(&data)) > 0 {
+            killed_before_record += 1;
+        }
+    }
+    eprintln!("{killed_before_record} of 2 kills landed before the session store recorded the cut");
+    let (_server, base) = start(&data, &config);
+    for token in sessions.values() {
+        assert!(!active(&http, &base, token).await, "an acknowledged mass cut was lost across kill -9");
+    }
+    let mut recorded: HashMap<String, usize> = HashMap::new();
+    for record in audit(&http, &base).await {
+        if record["kind"] == json!("session.revoked") {
+            *recorded.entry(record["session"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+    }
+    for id in sessions.keys() {
+        assert_eq!(
+            recorded.get(id),
+            Some(&1),
+            "session {id}: its revocation recorded {:?} times",
+            recorded.get(id)
+        );
+    }
+    audit_verify(&data);
+}

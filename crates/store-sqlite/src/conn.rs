@@ -360,7 +360,8 @@ impl Pool {
         // whichever write commit crosses the threshold.
         writer
             .execute_batch(&format!(
-                "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={WAL_SIZE_LIMIT}; PRAGMA cache_size=-{};",
+                "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={WAL_SIZE_LIMIT}; PRAGMA cache_size=-{};
+                 PRAGMA temp_store=MEMORY; PRAGMA cache_spill=OFF;",
                 tuning.cache_kib
             ))
             .map_err(backend)?;

@@ -697,7 +697,7 @@ impl<'a> Sources<'a> {
                     .flat_map(|c| c.events.iter().cloned())
                     .collect();
                 let revoked = engine
-                    .apply_events(&mut writer, &events, Some(committed_at))
+                    .apply_events(&mut writer, &events, Some(committed_at), None)
                     .map_err(EngineError::BridgePending)?;
                 applied.revoked += revoked.values().sum::<usize>();
                 for (key, result) in keys.into_iter().zip(results) {

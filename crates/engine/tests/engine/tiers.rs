@@ -391,3 +391,88 @@ fn introspection_never_reads_a_store() {
     assert_eq!(unchanged.groups, vec![(gid, "eng".to_owned())]);
     assert_eq!(counting.reads.load(Ordering::SeqCst), before, "a directory write read through a reader");
 }
+
+fn privileged_group(engine: &Engine, name: &str, members: Vec<IdentityId>) -> GroupId {
+    let id = engine.new_group_id().unwrap();
+    let group = Group {
+        id,
+        display_name: name.into(),
+        external_id: None,
+        source: lockstep_domain::SourceId::scim(),
+        members,
+        version: 0,
+        created: Timestamp(0),
+        modified: Timestamp(0),
+    };
+    engine.create_group(group, origin()).unwrap();
+    id
+}
+
+/// A group deletion that cuts enough sessions is acknowledged once the cut
+/// is in force, before the session store records it: when the hook runs,
+/// every member's token already introspects inactive, and a reader of the
+/// audit trail started from the hook sees every revocation recorded. A
+/// smaller cut never calls the hook.
+#[test]
+fn an_early_acknowledgement_follows_the_cut_and_readers_wait_for_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000_000)));
+    let policy = Policy::from_config(&PolicyConfig {
+        tiers: vec![(
+            "privileged".into(),
+            TierConfig {
+                groups: Some(vec!["prod-admins".into(), "ops-admins".into()]),
+                ..TierConfig::default()
+            },
+        )],
+    })
+    .unwrap();
+    let engine = Arc::new(open_with(dir.path(), policy, clock));
+    let mut members = Vec::new();
+    let mut tokens = Vec::new();
+    for name in ["a", "b", "c"] {
+        members.push(engine.create_identity(draft(&engine, name), origin()).unwrap().identity.id);
+        for _ in 0..2 {
+            tokens.push(engine.open_session(name, None, &Principal::admin()).unwrap().access_token);
+        }
+    }
+    let d = engine.create_identity(draft(&engine, "d"), origin()).unwrap().identity.id;
+    let d_token = engine.open_session("d", None, &Principal::admin()).unwrap().access_token;
+    let prod = privileged_group(&engine, "prod-admins", members);
+    let ops = privileged_group(&engine, "ops-admins", vec![d]);
+    assert!(tokens.iter().chain([&d_token]).all(|t| engine.introspect(t).is_some()));
+
+    // One session cut, two asked for: the hook is dropped unfired.
+    let fired = Arc::new(AtomicUsize::new(0));
+    let counter = fired.clone();
+    let ack = lockstep_engine::EarlyAck::at_least(2, move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    engine.delete_group_acknowledged(ops, origin(), None, Some(ack)).unwrap();
+    assert_eq!(fired.load(Ordering::SeqCst), 0);
+    assert!(engine.introspect(&d_token).is_none());
+
+    // Six sessions cut: the hook runs with the cut in force, and a reader
+    // it starts waits for the record.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (seen, watching) = (engine.clone(), tokens.clone());
+    let ack = lockstep_engine::EarlyAck::at_least(6, move || {
+        let in_force = watching.iter().all(|t| seen.introspect(t).is_none());
+        let reader = std::thread::spawn(move || {
+            seen.audit_page(0, 10_000)
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.entry.kind == AuditKind::SessionRevoked)
+                .count()
+        });
+        tx.send((in_force, reader)).unwrap();
+        // Give the reader time to read before the record is written: it
+        // must wait for it, not race it.
+        std::thread::sleep(Duration::from_millis(30));
+    });
+    let applied = engine.delete_group_acknowledged(prod, origin(), None, Some(ack)).unwrap();
+    assert_eq!(applied.revoked, 6);
+    let (in_force, reader) = rx.try_recv().expect("the hook ran");
+    assert!(in_force, "acknowledged before every token introspected inactive");
+    assert_eq!(reader.join().unwrap(), 7, "d's revocation and the six just acknowledged, recorded");
+}

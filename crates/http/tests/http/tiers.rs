@@ -267,3 +267,55 @@ async fn max_sessions_revokes_the_oldest_and_idle_sessions_go_inactive() {
     assert_eq!(s.introspect(&tokens[1]).await["active"], false, "16 minutes idle");
     assert_eq!(s.introspect(&tokens[2]).await["active"], true, "8 minutes since its last use");
 }
+
+/// Deleting a privileged group whose members hold a thousand sessions is
+/// answered once the cut is in force, before the session store has
+/// recorded it (`EarlyAck`): right after the 204 every token introspects
+/// inactive, and the audit trail, read at once, already holds each
+/// revocation exactly once.
+#[tokio::test]
+async fn a_mass_cut_is_answered_in_force_and_its_record_is_never_seen_missing() {
+    let s = Server::start_with_policy(admins_policy()).await;
+    let per_member = 10;
+    let members = lockstep_engine::EARLY_ACK_SESSIONS.div_ceil(per_member);
+    let mut ids = Vec::new();
+    let mut tokens = Vec::new();
+    for i in 0..members {
+        let name = format!("admin{i}");
+        ids.push(s.create_user(&name).await);
+        for _ in 0..per_member {
+            let opened = s.open_session(&name).await;
+            tokens.push(opened["access_token"].as_str().unwrap().to_owned());
+        }
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let admins = group(&s, "prod-admins", &refs).await;
+    assert_eq!(s.introspect(&tokens[0]).await["tier"], json!("privileged"));
+    let r = s
+        .http
+        .delete(s.url(&format!("/scim/v2/Groups/{admins}")))
+        .bearer_auth(super::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let mut revoked = 0;
+    let mut after = 0;
+    loop {
+        let page: Value = s.get(&format!("/v1/audit?after={after}&limit=1000")).await.json().await.unwrap();
+        revoked += page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == json!("session.revoked"))
+            .count();
+        match page["next_after"].as_u64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(revoked, tokens.len(), "every acknowledged revocation recorded, once");
+    for token in &tokens {
+        assert_eq!(s.introspect(token).await["active"], json!(false));
+    }
+}
