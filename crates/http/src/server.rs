@@ -69,8 +69,19 @@ pub async fn run(
         }
         None => None,
     };
+    // Upstream transmitters that are polled rather than pushing (RFC 8936).
+    let pollers: Vec<_> = state
+        .config
+        .receivers
+        .iter()
+        .filter(|r| r.config.poll.is_some())
+        .map(|r| tokio::spawn(lockstep_ssf::poll::run(r.clone(), engine.clone())))
+        .collect();
     let served = axum::serve(listener, crate::router(state)).with_graceful_shutdown(shutdown).await;
     timers.abort();
+    for poller in pollers {
+        poller.abort();
+    }
     let _ = stop_transmitter.send(true);
     if let Some(t) = transmitter {
         let joined = tokio::task::spawn_blocking(move || t.join());

@@ -461,26 +461,9 @@ pub(crate) async fn receive(
             return set_error(StatusCode::BAD_REQUEST, err, description);
         }
     };
-    use lockstep_engine::signals::Upstream;
-    let asked = match &received.asked {
-        lockstep_ssf::Asked::Disable => Upstream::Disable,
-        lockstep_ssf::Asked::Enable => Upstream::Enable,
-        lockstep_ssf::Asked::Purge => Upstream::Purge,
-        lockstep_ssf::Asked::RevokeSessions => Upstream::RevokeSessions,
-        lockstep_ssf::Asked::RevokeCredentials => Upstream::RevokeCredentials,
-        lockstep_ssf::Asked::Nothing(uri) => {
-            tracing::info!(source = %source, event = %uri, "accepted a SET of a type Lockstep does not act on");
-            return StatusCode::ACCEPTED.into_response();
-        }
-    };
-    let engine = state.engine.clone();
-    let applied = tokio::task::spawn_blocking(move || {
-        engine.apply_upstream(&source, &received.jti, &received.subject, &asked, &received.event)
-    })
-    .await;
-    match applied {
-        Ok(Ok(_)) => StatusCode::ACCEPTED.into_response(),
-        Ok(Err(e)) => ApiError::from_engine(FLAVOR, e).into_response(),
+    match lockstep_ssf::apply(state.engine.clone(), source, received).await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(lockstep_ssf::ApplyError::Engine(e)) => ApiError::from_engine(FLAVOR, e).into_response(),
         Err(e) => ApiError::internal(FLAVOR, &e).into_response(),
     }
 }

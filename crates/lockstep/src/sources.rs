@@ -152,8 +152,10 @@ pub(crate) fn configure(
                 (mode, Removal::Delete, Some(cfg))
             }
             "ssf" => {
-                ssf = Some(upstream(&at, &name, &t, env)?);
-                ("push", Removal::Deactivate, None)
+                let cfg = upstream(&at, &name, &t, env)?;
+                let mode = if cfg.poll.is_some() { "poll" } else { "push" };
+                ssf = Some(cfg);
+                (mode, Removal::Deactivate, None)
             }
             "file" => {
                 let ldap_only = [
@@ -209,17 +211,38 @@ fn upstream(
         }
         Ok(v)
     };
-    if t.poll_url.is_some() || t.poll_token_env.is_some() {
-        bail!(
-            "{at}.poll_url: polling an upstream transmitter (RFC 8936) is not supported yet; configure it to push to /ssf/receive/{name}"
-        );
-    }
-    let var = t.push_token_env.clone().with_context(|| {
-        format!("{at}.push_token_env: is required (the environment variable holding the token the transmitter pushes with)")
-    })?;
-    let push_token = env(&var).filter(|v| !v.is_empty()).with_context(|| {
-        format!("{at}.push_token_env: the environment variable {var} is not set (or empty)")
-    })?;
+    let secret = |key: &str, var: &str, what: &str| -> anyhow::Result<String> {
+        env(var).filter(|v| !v.is_empty()).with_context(|| {
+            format!("{at}.{key}: the environment variable {var} ({what}) is not set (or empty)")
+        })
+    };
+    let poll = match (&t.poll_url, &t.poll_token_env) {
+        (None, None) => {
+            if t.poll_interval.is_some() {
+                bail!("{at}.poll_interval: only with poll_url (a pushing transmitter is not polled)");
+            }
+            None
+        }
+        (None, Some(_)) => bail!("{at}.poll_token_env: only with poll_url"),
+        (Some(_), None) => bail!(
+            "{at}.poll_token_env: is required with poll_url (the environment variable holding the token to poll with)"
+        ),
+        (Some(_), Some(var)) => Some(lockstep_ssf::poll::PollSettings {
+            url: url("poll_url", &t.poll_url)?,
+            token: secret("poll_token_env", var, "the token to poll the transmitter with")?,
+            interval: match &t.poll_interval {
+                Some(v) => duration(&format!("{at}.poll_interval"), v)?,
+                None => std::time::Duration::from_secs(5),
+            },
+        }),
+    };
+    let push_token = match &t.push_token_env {
+        Some(var) => Some(secret("push_token_env", var, "the token the transmitter pushes with")?),
+        None if poll.is_some() => None,
+        None => bail!(
+            "{at}.push_token_env: is required (the environment variable holding the token the transmitter pushes with), unless the transmitter is polled (poll_url)"
+        ),
+    };
     let audience = t
         .audience
         .clone()
@@ -235,6 +258,7 @@ fn upstream(
         jwks_uri: url("jwks_uri", &t.jwks_uri)?,
         audience,
         push_token,
+        poll,
     })
 }
 
@@ -685,14 +709,64 @@ push_token_env = "UPSTREAM_PUSH_TOKEN"     # the transmitter must send "Authoriz
 "#;
         let s = parse(text, &[("UPSTREAM_PUSH_TOKEN", "t0ken")]).unwrap();
         let ssf = s[0].ssf.as_ref().unwrap();
-        assert_eq!((ssf.issuer.as_str(), ssf.push_token.as_str()), ("https://idp.example.com", "t0ken"));
+        assert_eq!(
+            (ssf.issuer.as_str(), ssf.push_token.as_deref()),
+            ("https://idp.example.com", Some("t0ken"))
+        );
+        assert!(ssf.poll.is_none());
+        assert_eq!(s[0].settings.mode, "push");
         assert!(!format!("{ssf:?}").contains("t0ken"));
         let err = parse(text, &[]).map(|_| ()).unwrap_err();
         assert!(format!("{err:#}").contains("source \"upstream\".push_token_env"), "{err:#}");
+        // A poll URL needs the token to poll with.
         let err = parse(&format!("{text}poll_url = \"http://x\"\n"), &[("UPSTREAM_PUSH_TOKEN", "t")])
             .map(|_| ())
             .unwrap_err();
-        assert!(format!("{err:#}").contains("poll_url"), "{err:#}");
+        assert!(format!("{err:#}").contains("source \"upstream\".poll_token_env: is required"), "{err:#}");
+    }
+
+    /// A transmitter that offers only RFC 8936 is polled: no push token
+    /// needed, the poll token from the environment, the interval optional.
+    #[test]
+    fn an_upstream_transmitter_can_be_polled_instead() {
+        let text = r#"
+[[source]]
+name = "upstream"
+kind = "ssf"
+issuer = "https://idp.example.com"
+jwks_uri = "http://127.0.0.1:9000/jwks"
+audience = "https://lockstep.example.com"
+poll_url = "https://idp.example.com/ssf/poll"
+poll_token_env = "UPSTREAM_POLL_TOKEN"
+poll_interval = "10s"
+"#;
+        let s = parse(text, &[("UPSTREAM_POLL_TOKEN", "p0ll")]).unwrap();
+        let ssf = s[0].ssf.as_ref().unwrap();
+        let poll = ssf.poll.as_ref().unwrap();
+        assert_eq!((poll.url.as_str(), poll.token.as_str()), ("https://idp.example.com/ssf/poll", "p0ll"));
+        assert_eq!(poll.interval, std::time::Duration::from_secs(10));
+        assert_eq!(ssf.push_token, None, "polled only: every push is refused");
+        assert_eq!(s[0].settings.mode, "poll");
+        assert!(!format!("{ssf:?}").contains("p0ll"));
+        for (extra, env, key) in [
+            ("", &[][..], "source \"upstream\".poll_token_env: the environment variable UPSTREAM_POLL_TOKEN"),
+            ("", &[("UPSTREAM_POLL_TOKEN", "")][..], "UPSTREAM_POLL_TOKEN"),
+        ] {
+            let err = parse(&format!("{text}{extra}"), env).map(|_| ()).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{err:#}");
+        }
+        let bad_url = text.replace("https://idp.example.com/ssf/poll", "ftp://x");
+        let err = parse(&bad_url, &[("UPSTREAM_POLL_TOKEN", "p")]).map(|_| ()).unwrap_err();
+        assert!(format!("{err:#}").contains("source \"upstream\".poll_url"), "{err:#}");
+        let no_poll = text.replace(
+            "poll_url = \"https://idp.example.com/ssf/poll\"\npoll_token_env = \"UPSTREAM_POLL_TOKEN\"\n",
+            "push_token_env = \"P\"\n",
+        );
+        let err = parse(&no_poll, &[("P", "p")]).map(|_| ()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("source \"upstream\".poll_interval: only with poll_url"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -11,13 +11,16 @@
 //! carries the same `jti`.
 
 mod deliver;
+pub mod poll;
 mod receive;
 
 use lockstep_domain::{Addressed, Delivery, Signal, SignalKind, Stream};
 use serde_json::{Map, Value, json};
 
 pub use deliver::{Transmitter, backoff};
-pub use receive::{Asked, CREDENTIAL_COMPROMISE, Inbound, InboundConfig, Received, Refused};
+pub use receive::{
+    ApplyError, Asked, CREDENTIAL_COMPROMISE, Inbound, InboundConfig, Received, Refused, apply,
+};
 
 /// RFC 8935 push delivery.
 pub const PUSH: &str = "urn:ietf:rfc:8935";

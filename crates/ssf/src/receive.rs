@@ -29,8 +29,12 @@ pub struct InboundConfig {
     pub jwks_uri: String,
     /// Our `aud`, as it must address us.
     pub audience: String,
-    /// The bearer token it must push with (from the environment).
-    pub push_token: String,
+    /// The bearer token it must push with (from the environment); `None`
+    /// when it is only polled (every push is then refused).
+    pub push_token: Option<String>,
+    /// Where and how to poll it, for a transmitter that offers only RFC
+    /// 8936 (see [`crate::poll`]).
+    pub poll: Option<crate::poll::PollSettings>,
 }
 
 impl std::fmt::Debug for InboundConfig {
@@ -40,7 +44,8 @@ impl std::fmt::Debug for InboundConfig {
             .field("issuer", &self.issuer)
             .field("jwks_uri", &self.jwks_uri)
             .field("audience", &self.audience)
-            .field("push_token", &"<redacted>")
+            .field("push_token", &self.push_token.as_ref().map(|_| "<redacted>"))
+            .field("poll", &self.poll)
             .finish()
     }
 }
@@ -132,7 +137,10 @@ impl Inbound {
     /// Checks the push token (`Authorization: Bearer …`).
     pub fn authorize(&self, authorization: Option<&str>) -> Result<(), Refused> {
         let token = authorization.and_then(|a| a.strip_prefix("Bearer ")).ok_or(Refused::Unauthorized)?;
-        if same(token.trim(), &self.config.push_token) { Ok(()) } else { Err(Refused::Unauthorized) }
+        match &self.config.push_token {
+            Some(expected) if same(token.trim(), expected) => Ok(()),
+            _ => Err(Refused::Unauthorized),
+        }
     }
 
     async fn fetch(&self, now: Timestamp) -> Result<Value, Refused> {
@@ -223,4 +231,51 @@ impl Inbound {
         };
         Ok(Received { jti, asked, subject, event: uri.clone() })
     }
+}
+
+impl Asked {
+    /// What the engine is asked to do; `None` for an event Lockstep does
+    /// not act on.
+    pub fn upstream(&self) -> Option<lockstep_engine::signals::Upstream> {
+        use lockstep_engine::signals::Upstream;
+        Some(match self {
+            Asked::Disable => Upstream::Disable,
+            Asked::Enable => Upstream::Enable,
+            Asked::Purge => Upstream::Purge,
+            Asked::RevokeSessions => Upstream::RevokeSessions,
+            Asked::RevokeCredentials => Upstream::RevokeCredentials,
+            Asked::Nothing(_) => return None,
+        })
+    }
+}
+
+/// Applies a verified SET from `source`, pushed or polled, on a blocking
+/// thread: committed (or found to be a replay) when this returns `Ok`.
+pub async fn apply(
+    engine: std::sync::Arc<lockstep_engine::Engine>,
+    source: String,
+    received: Received,
+) -> Result<(), ApplyError> {
+    let Some(asked) = received.asked.upstream() else {
+        tracing::info!(source = %source, event = %received.event, "accepted a SET of a type Lockstep does not act on");
+        return Ok(());
+    };
+    tokio::task::spawn_blocking(move || {
+        engine.apply_upstream(&source, &received.jti, &received.subject, &asked, &received.event)
+    })
+    .await
+    .map_err(|e| ApplyError::Interrupted(e.to_string()))?
+    .map(|_| ())
+    .map_err(ApplyError::Engine)
+}
+
+/// Why a verified SET was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The engine refused or failed.
+    #[error(transparent)]
+    Engine(lockstep_engine::EngineError),
+    /// The blocking task did not finish.
+    #[error("the write was interrupted: {0}")]
+    Interrupted(String),
 }

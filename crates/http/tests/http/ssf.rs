@@ -336,7 +336,8 @@ async fn receiving_server(idp: &Idp) -> Server {
         issuer: "https://idp.example.com".into(),
         jwks_uri: idp.jwks_uri.clone(),
         audience: "https://lockstep.example.com".into(),
-        push_token: PUSH_TOKEN.into(),
+        push_token: Some(PUSH_TOKEN.into()),
+        poll: None,
     })
     .unwrap();
     let source = lockstep_engine::sources::SourceSettings {
@@ -524,4 +525,135 @@ async fn the_status_list_shows_a_revoked_jwt_as_soon_as_it_is_revoked() {
     let token = fetch().await;
     assert_eq!(status_at(&token, sa["idx"].as_u64().unwrap()), 1, "revoked: invalid right away");
     assert_eq!(status_at(&token, sb["idx"].as_u64().unwrap()), 0, "the other stays valid");
+}
+
+/// What a polled transmitter was told, and what it still offers.
+#[derive(Default)]
+struct PollLog {
+    offered: Vec<(String, String)>,
+    acked: Vec<String>,
+    set_errs: serde_json::Map<String, Value>,
+    polls: usize,
+}
+
+const POLL_TOKEN: &str = "upstream-poll-token-7";
+
+/// An upstream transmitter that offers only RFC 8936: a poll endpoint that
+/// keeps offering each SET until it is acknowledged or refused.
+async fn poll_endpoint(log: Arc<Mutex<PollLog>>) -> String {
+    let app = axum::Router::new().route(
+        "/poll",
+        axum::routing::post(move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+            let log = log.clone();
+            async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+                if auth != Some(&format!("Bearer {POLL_TOKEN}")) {
+                    return (AxumStatus::UNAUTHORIZED, axum::Json(json!({"err": "authentication_failed"})));
+                }
+                let mut log = log.lock().unwrap();
+                log.polls += 1;
+                // What this poll acknowledges or refuses is offered no more.
+                let mut done = Vec::new();
+                for jti in body["ack"].as_array().unwrap() {
+                    log.acked.push(jti.as_str().unwrap().to_owned());
+                    done.push(jti.as_str().unwrap().to_owned());
+                }
+                for (jti, err) in body["setErrs"].as_object().unwrap() {
+                    log.set_errs.insert(jti.clone(), err.clone());
+                    done.push(jti.clone());
+                }
+                log.offered.retain(|(jti, _)| !done.contains(jti));
+                let sets: serde_json::Map<String, Value> =
+                    log.offered.iter().map(|(j, s)| (j.clone(), json!(s))).collect();
+                (AxumStatus::OK, axum::Json(json!({"sets": sets, "moreAvailable": false})))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/poll", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// A transmitter that is polled instead of pushing: its SETs have their
+/// effect, each is acknowledged once applied (and applied once, though
+/// offered until acknowledged), a forged one comes back in `setErrs` with
+/// no effect, and a push to the polled-only source is refused.
+#[tokio::test]
+async fn a_polled_transmitters_sets_are_applied_acknowledged_and_forged_ones_refused() {
+    let idp = Idp::start().await;
+    let log = Arc::new(Mutex::new(PollLog::default()));
+    let url = poll_endpoint(log.clone()).await;
+    let inbound = lockstep_ssf::Inbound::new(lockstep_ssf::InboundConfig {
+        source: "upstream".into(),
+        issuer: "https://idp.example.com".into(),
+        jwks_uri: idp.jwks_uri.clone(),
+        audience: "https://lockstep.example.com".into(),
+        push_token: None,
+        poll: Some(lockstep_ssf::poll::PollSettings {
+            url,
+            token: POLL_TOKEN.into(),
+            interval: Duration::from_millis(50),
+        }),
+    })
+    .unwrap();
+    let source = lockstep_engine::sources::SourceSettings {
+        name: lockstep_domain::SourceId::new("upstream"),
+        kind: "ssf".into(),
+        mode: "poll".into(),
+        removal: lockstep_engine::sources::Removal::Deactivate,
+        max_staleness: None,
+        breaker: lockstep_engine::sources::Breaker::default(),
+    };
+    let disabled = format!("{RISC}account-disabled");
+    let email = |e: &str| json!({"format": "email", "email": e});
+    let good = idp.set("p1", &disabled, email("ada@example.com"));
+    let forger = lockstep_jose::Keyring::generate(0).unwrap();
+    let forged = forger
+        .sign("secevent+jwt", &json!({"iss": "https://idp.example.com", "aud": "https://lockstep.example.com", "jti": "p2", "iat": 1, "sub_id": email("bob@example.com"), "events": {disabled.clone(): {}}}))
+        .unwrap();
+    let server = Server::start_full(
+        lockstep_http::HttpConfig {
+            receivers: vec![Arc::new(inbound)],
+            ..lockstep_http::HttpConfig::default()
+        },
+        lockstep_engine::EngineConfig { sources: vec![source], ..lockstep_engine::EngineConfig::default() },
+    )
+    .await;
+    server.create_user("ada@example.com").await;
+    server.create_user("bob@example.com").await;
+    let ada = server.open_session("ada@example.com").await["access_token"].as_str().unwrap().to_owned();
+    let bob = server.open_session("bob@example.com").await["access_token"].as_str().unwrap().to_owned();
+    {
+        let mut log = log.lock().unwrap();
+        log.offered.push(("p1".into(), good.clone()));
+        log.offered.push(("p2".into(), forged));
+    }
+    eventually("the polled SETs acknowledged or refused", || {
+        let log = log.lock().unwrap();
+        log.acked.contains(&"p1".to_owned()) && log.set_errs.contains_key("p2")
+    })
+    .await;
+    assert!(!server.active("ada@example.com").await);
+    assert_eq!(server.introspect(&ada).await["active"], json!(false));
+    assert_eq!(log.lock().unwrap().set_errs["p2"]["err"], json!("invalid_key"));
+    assert!(server.active("bob@example.com").await, "the forged SET had no effect");
+    assert_eq!(server.introspect(&bob).await["active"], json!(true));
+    assert_eq!(log.lock().unwrap().acked, ["p1"], "acknowledged once");
+    // Offered again (a transmitter that lost the acknowledgement): applied
+    // once — re-enabled ada is not disabled again.
+    let enabled = idp.set("p3", &format!("{RISC}account-enabled"), email("ada@example.com"));
+    log.lock().unwrap().offered.push(("p3".into(), enabled));
+    eventually("p3 acknowledged", || log.lock().unwrap().acked.contains(&"p3".to_owned())).await;
+    assert!(server.active("ada@example.com").await);
+    log.lock().unwrap().offered.push(("p1".into(), good.clone()));
+    let polls = log.lock().unwrap().polls;
+    eventually("the replay acknowledged", || {
+        let log = log.lock().unwrap();
+        log.acked.iter().filter(|j| *j == "p1").count() == 2 && log.polls > polls
+    })
+    .await;
+    assert!(server.active("ada@example.com").await, "a replayed jti is applied once");
+    // Nothing is pushed to a polled-only source.
+    assert_eq!(server.push(&good, Some(PUSH_TOKEN)).await.0, StatusCode::UNAUTHORIZED);
 }
