@@ -201,6 +201,53 @@ async fn paged_search(
     Ok(out)
 }
 
+/// Completes a ranged attribute of `entry` in place. Active Directory hands
+/// out at most `MaxValRange` values (1,500 by default) of a multi-valued
+/// attribute per read, labelled `member;range=0-1499`; the rest must be
+/// asked for, range after range, until the server labels a range `…-*`.
+/// Afterwards the entry holds every value under the plain attribute name,
+/// as from a server that does not range. Entries without a ranged `attr`
+/// are left alone (one map lookup).
+pub async fn complete_ranged(ldap: &mut Ldap, attr: &str, entry: &mut RawEntry) -> Result<(), SessionError> {
+    let prefix = format!("{};range=", attr.to_ascii_lowercase());
+    let Some(first) = entry.attrs.keys().find(|k| k.starts_with(&prefix)).cloned() else {
+        return Ok(());
+    };
+    let what = || format!("ranged read of {attr} of {:?}", entry.dn);
+    let malformed = |label: &str| SessionError::Unsupported(format!("{}: range {label:?}", what()));
+    let mut values = entry.attrs.remove(&first).unwrap_or_default();
+    let mut label = first[prefix.len()..].to_owned();
+    // A server that keeps answering with ranges it already gave would loop
+    // for ever; no group holds this many values.
+    for _ in 0..100_000 {
+        let (_, end) = label.split_once('-').ok_or_else(|| malformed(&label))?;
+        if end == "*" {
+            entry.attrs.entry(attr.to_ascii_lowercase()).or_default().extend(values);
+            return Ok(());
+        }
+        let next = end.parse::<u64>().map_err(|_| malformed(&label))? + 1;
+        let ask = vec![format!("{attr};range={next}-*")];
+        let (found, _) = ldap
+            .with_timeout(OP_TIMEOUT)
+            .search(&entry.dn, Scope::Base, "(objectClass=*)", ask)
+            .await
+            .and_then(|r| r.success())
+            .map_err(op(what()))?;
+        let part = match found.first() {
+            Some(re) => parse_entry(&re.0)?,
+            None => return Err(SessionError::Unsupported(format!("{}: the entry is gone", what()))),
+        };
+        let Some((key, more)) = part.attrs.into_iter().find(|(k, _)| k.starts_with(&prefix)) else {
+            // Nothing beyond what was given: the values were complete.
+            entry.attrs.entry(attr.to_ascii_lowercase()).or_default().extend(values);
+            return Ok(());
+        };
+        values.extend(more);
+        label = key[prefix.len()..].to_owned();
+    }
+    Err(malformed(&label))
+}
+
 /// Reads rootDSE attributes.
 async fn root_dse(ldap: &mut Ldap, attrs: Vec<String>, timeout: Duration) -> Result<RawEntry, SessionError> {
     let (entries, _) = ldap
@@ -300,10 +347,11 @@ async fn list_index(
     let mut groups = Vec::new();
     if let Some(gb) = &cfg.group_base_dn {
         let attrs = if group_entries { cfg.mapping.group_attrs() } else { key };
-        for e in paged_search(ldap, cfg, gb, &cfg.group_filter, attrs, vec![]).await? {
+        for mut e in paged_search(ldap, cfg, gb, &cfg.group_filter, attrs, vec![]).await? {
             if let Ok(k) = entry_key(&e, &cfg.mapping) {
                 index.insert_group(&k);
                 if group_entries {
+                    complete_ranged(ldap, &cfg.mapping.member, &mut e).await?;
                     groups.push((k, e));
                 }
             }
@@ -333,10 +381,12 @@ async fn full_read(
     }
     let mut groups = BTreeMap::new();
     if let Some(gb) = &cfg.group_base_dn {
-        for e in paged_search(ldap, cfg, gb, &cfg.group_filter, cfg.mapping.group_attrs(), vec![]).await? {
+        for mut e in paged_search(ldap, cfg, gb, &cfg.group_filter, cfg.mapping.group_attrs(), vec![]).await?
+        {
             match entry_key(&e, &cfg.mapping) {
                 Ok(k) => {
                     index.insert_group(&k);
+                    complete_ranged(ldap, &cfg.mapping.member, &mut e).await?;
                     groups.insert(k, e);
                 }
                 Err(why) => skipped.push((e.dn, why)),
@@ -494,8 +544,11 @@ pub async fn usn_session(
             let show_deleted = RawControl { ctype: SHOW_DELETED_OID.into(), crit: true, val: None };
             let entries =
                 paged_search(&mut conn.ldap, &cfg, &root, &filter, attrs, vec![show_deleted]).await?;
-            let UsnDelta { users, groups, removed, mut skipped } =
+            let UsnDelta { users, mut groups, removed, mut skipped } =
                 classify_usn_delta(entries, &cfg, &mut idx);
+            for e in groups.values_mut() {
+                complete_ranged(&mut conn.ldap, &cfg.mapping.member, e).await?;
+            }
             let disabled = if users.is_empty() {
                 BTreeSet::new()
             } else {

@@ -40,7 +40,7 @@ pub use ber::{
     decode_sync_cursor, decode_usn_cursor, encode_sync_cursor, encode_usn_cursor, parse_ber, parse_entry,
     parse_sync_done, parse_sync_info, parse_sync_state,
 };
-pub use conn::{SessionError, UsnDelta, classify_usn_delta};
+pub use conn::{SessionError, UsnDelta, classify_usn_delta, complete_ranged};
 pub use map::{
     DnIndex, Mapping, Skip, ad_disabled, dn_is_under, entry_key, guid_text, is_tombstone, map_group,
     map_user, normalize_dn, render_profile, uuid_text,

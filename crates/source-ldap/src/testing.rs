@@ -365,6 +365,21 @@ impl Samba {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Adds entries over LDAP as the domain administrator (many users at
+    /// once, which `samba-tool` would take a process each for).
+    pub fn ldapadd(&self, ldif: &str) {
+        let mut child = Command::new("ldapadd")
+            .args(["-x", "-H", "ldap://127.0.0.1:389", "-D", AD_ADMIN, "-w", AD_PW])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ldapadd");
+        child.stdin.take().expect("stdin").write_all(ldif.as_bytes()).expect("write ldif");
+        let out = child.wait_with_output().expect("wait ldapadd");
+        assert!(out.status.success(), "ldapadd failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// An object's `objectGUID` as `samba-tool` shows it.
     pub fn guid(&self, what: &str, name: &str) -> String {
         let out = self.tool(&[what, "show", name, "--attributes=objectGUID"]);

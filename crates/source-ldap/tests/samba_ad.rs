@@ -99,6 +99,55 @@ async fn ad_usn_poll_follows_users_groups_and_deletions() {
         .collect();
     assert!(removed.contains(&zoe.key), "{removed:?}");
 
+    // A group too big for one read: Windows AD hands out 1,500 members
+    // per read (`member;range=0-1499`) and the connector asks for the rest.
+    // Samba answers whole unless a range is asked for, so the test asks
+    // for the first range itself (as Windows would answer) and lets the
+    // connector's `complete_ranged` fetch the rest from the real server.
+    let members = 250;
+    let mut ldif = String::new();
+    for i in 0..members {
+        ldif.push_str(&format!("dn: CN=r{i},{AD_USERS}\nobjectClass: user\nsAMAccountName: r{i}\n\n"));
+    }
+    ldif.push_str(&format!("dn: CN=ranged,{AD_USERS}\nobjectClass: group\nsAMAccountName: ranged\n"));
+    for i in 0..members {
+        ldif.push_str(&format!("member: CN=r{i},{AD_USERS}\n"));
+    }
+    samba.ldapadd(&ldif);
+    wait_until("the connector holds all of ranged", Duration::from_secs(10), || {
+        sink.group("ranged").is_some_and(|g| g.member_keys.len() == members)
+    })
+    .await;
+    let (conn, mut ldap) = ldap3::LdapConnAsync::new("ldap://127.0.0.1:389").await.unwrap();
+    ldap3::drive!(conn);
+    ldap.simple_bind(AD_ADMIN, AD_PW).await.unwrap().success().unwrap();
+    let dn = format!("CN=ranged,{AD_USERS}");
+    let (found, _) = ldap
+        .search(&dn, ldap3::Scope::Base, "(objectClass=*)", vec!["member;range=0-99"])
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let first = ldap3::SearchEntry::construct(found[0].clone());
+    let mut entry = lockstep_source_ldap::RawEntry { dn: first.dn.clone(), ..Default::default() };
+    for (k, v) in first.attrs {
+        entry.attrs.insert(k.to_ascii_lowercase(), v.into_iter().map(String::into_bytes).collect());
+    }
+    assert_eq!(
+        entry.attrs.keys().collect::<Vec<_>>(),
+        ["member;range=0-99"],
+        "the server ranged the first read"
+    );
+    assert_eq!(entry.values("member;range=0-99").len(), 100);
+    lockstep_source_ldap::complete_ranged(&mut ldap, "member", &mut entry).await.unwrap();
+    assert_eq!(entry.attrs.keys().collect::<Vec<_>>(), ["member"], "completed under the plain name");
+    let all: BTreeSet<String> = entry.texts("member").into_iter().collect();
+    assert_eq!(all.len(), members, "every member, once");
+    // A malformed range label is an error, not a loop or a partial group.
+    let mut bad = lockstep_source_ldap::RawEntry { dn: dn.clone(), ..Default::default() };
+    bad.attrs.insert("member;range=abc".into(), vec![b"CN=r0".to_vec()]);
+    assert!(lockstep_source_ldap::complete_ranged(&mut ldap, "member", &mut bad).await.is_err());
+
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("run stops").unwrap();
 }
