@@ -109,11 +109,15 @@ impl Engine {
     fn load_claims(&self, holders: Vec<IdentityId>) -> StoreResult<()> {
         let load = |first: usize| -> StoreResult<()> {
             for chunk in holders.chunks(CLAIMS_CHUNK).skip(first).step_by(2) {
-                for (identity, groups) in self.stores.directory.identities_with_groups(chunk)? {
-                    let tiers = self.tiers_with(&identity, &groups);
-                    let groups = groups.into_iter().map(|(g, n)| (g, n.into_boxed_str())).collect();
-                    let user_name = identity.user_name.as_str().into();
-                    self.claims.set(identity.id, Claims { user_name, kind: identity.kind, tiers, groups });
+                for inputs in self.stores.directory.claim_inputs(chunk)? {
+                    let tiers = self.config.policy.tiers_of(
+                        inputs.kind,
+                        inputs.risk_tier,
+                        inputs.groups.iter().map(|(id, name)| (*id, name.as_str())),
+                    );
+                    let groups = inputs.groups.into_iter().map(|(g, n)| (g, n.into_boxed_str())).collect();
+                    let user_name = inputs.user_name.into_boxed_str();
+                    self.claims.set(inputs.id, Claims { user_name, kind: inputs.kind, tiers, groups });
                 }
             }
             Ok(())

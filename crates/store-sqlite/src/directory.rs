@@ -1184,6 +1184,10 @@ impl DirectoryRead for SqliteDirectory {
     fn owned_by(&self, owner: IdentityId) -> StoreResult<Vec<Identity>> {
         self.pool.read(|c| owned_by_on(c, owner))?.into_iter().map(IdentityRow::decode).collect()
     }
+    fn claim_inputs(&self, ids: &[IdentityId]) -> StoreResult<Vec<lockstep_store::ClaimInputs>> {
+        self.pool.read(|c| crate::groups::claim_inputs(c, ids))?
+    }
+
     fn identities_with_groups(&self, ids: &[IdentityId]) -> StoreResult<Vec<UserWithGroups>> {
         // Read together, a few hundred per statement: a group write reads
         // every member, and ten thousand point reads cost more than the write.

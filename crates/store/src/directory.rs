@@ -184,6 +184,23 @@ pub struct CommittedGroup {
 /// An identity and the groups (id, displayName) it belongs to.
 pub type UserWithGroups = (Identity, Vec<(GroupId, String)>);
 
+/// What introspection's claims are derived from: the few fields of an
+/// identity they need, and its groups (id, displayName) ordered as
+/// [`DirectoryRead::groups_of`] orders them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimInputs {
+    /// The identity.
+    pub id: IdentityId,
+    /// Its `userName`.
+    pub user_name: String,
+    /// Human or which non-human kind.
+    pub kind: lockstep_domain::IdentityKind,
+    /// Its risk tier, if set.
+    pub risk_tier: Option<lockstep_domain::RiskTier>,
+    /// The groups it belongs to.
+    pub groups: Vec<(GroupId, String)>,
+}
+
 /// The directory role: entitlement truth and its ordered change log. See
 /// the module documentation for the contract every implementation keeps.
 pub trait DirectoryStore: DirectoryRead {
@@ -361,6 +378,26 @@ pub trait DirectoryRead: Send + Sync + std::fmt::Debug {
             }
         }
         Ok(out)
+    }
+
+    /// [`ClaimInputs`] of the given ids, in the given order (unknown ids left
+    /// out): what start-up reads for every identity holding a live session
+    /// (a million of them at ten million sessions), so a backend reads only
+    /// those columns. The default derives them from
+    /// [`DirectoryRead::identities_with_groups`]; the conformance suite holds
+    /// a backend's own reading to it.
+    fn claim_inputs(&self, ids: &[IdentityId]) -> StoreResult<Vec<ClaimInputs>> {
+        Ok(self
+            .identities_with_groups(ids)?
+            .into_iter()
+            .map(|(i, groups)| ClaimInputs {
+                id: i.id,
+                user_name: i.user_name,
+                kind: i.kind,
+                risk_tier: i.risk_tier,
+                groups,
+            })
+            .collect())
     }
 
     /// A page of live identities, each with the groups it belongs to, read

@@ -24,8 +24,8 @@ pub mod conformance;
 
 pub use chain::{ChainBreak, seal, verify_chain};
 pub use directory::{
-    Committed, CommittedGroup, DirectoryRead, DirectoryStore, GroupWrite, IdentityWrite, NewEvent,
-    SourceState, UserWithGroups, cause_positions, write_events,
+    ClaimInputs, Committed, CommittedGroup, DirectoryRead, DirectoryStore, GroupWrite, IdentityWrite,
+    NewEvent, SourceState, UserWithGroups, cause_positions, write_events,
 };
 pub use error::{StoreError, StoreResult};
 pub use filter::{

@@ -158,9 +158,20 @@ async fn a_deactivation_reaches_a_push_receiver_as_signed_sets() {
         receiver.sets().iter().map(|c| c["txn"].as_str().unwrap().to_owned()).collect();
     assert_eq!(txns.len(), 1, "one txn links every SET of one directory event");
     // The reach report lists, per stream, which SETs were delivered and when.
+    // A delivery is recorded once the receiver's 202 is back at the
+    // transmitter, a moment after the receiver has the SET: ask until then.
     let position = txns.iter().next().unwrap().trim_start_matches("dir-").to_owned();
-    let reach: Value =
-        server.get(&format!("/v1/directory-events/{position}/reach")).await.json().await.unwrap();
+    let mut reach = Value::Null;
+    for _ in 0..100 {
+        reach = server.get(&format!("/v1/directory-events/{position}/reach")).await.json().await.unwrap();
+        let recorded = reach["signals"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2 && s.iter().all(|s| s["delivered_at"].is_string()));
+        if recorded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let signals = reach["signals"].as_array().unwrap();
     assert_eq!(signals.len(), 2, "{reach}");
     for s in signals {

@@ -531,7 +531,10 @@ pub fn owners_tiers_and_fanout_causes<D: DirectoryStore>(d: &D) {
 /// Several identities with their groups, read together, in the order asked.
 pub fn identities_with_groups_in_order<D: DirectoryStore>(d: &D) {
     let a = create(d, 0, "a");
-    let b = create(d, 1, "b");
+    let mut b = super::identity(1, "b");
+    b.kind = lockstep_domain::IdentityKind::ServiceAccount;
+    b.risk_tier = Some(lockstep_domain::RiskTier::Privileged);
+    let b = super::commit_new(d, b);
     let gid = GroupId::from_uuid(Uuid::from_u128(100));
     d.commit_group(GroupWrite {
         id: gid,
@@ -556,5 +559,18 @@ pub fn identities_with_groups_in_order<D: DirectoryStore>(d: &D) {
     })
     .unwrap();
     let read = d.identities_with_groups(&[b.id, identity_id(9), a.id]).unwrap();
-    assert_eq!(read, vec![(b, vec![(gid, "Ops".to_owned())]), (a, vec![])]);
+    assert_eq!(read, vec![(b.clone(), vec![(gid, "Ops".to_owned())]), (a.clone(), vec![])]);
+    // The lean read start-up uses agrees with the whole one.
+    let lean = d.claim_inputs(&[b.id, identity_id(9), a.id]).unwrap();
+    let whole: Vec<crate::ClaimInputs> = read
+        .into_iter()
+        .map(|(i, groups)| crate::ClaimInputs {
+            id: i.id,
+            user_name: i.user_name,
+            kind: i.kind,
+            risk_tier: i.risk_tier,
+            groups,
+        })
+        .collect();
+    assert_eq!(lean, whole);
 }

@@ -55,8 +55,13 @@ pub fn identity(n: u128, user_name: &str) -> Identity {
 }
 
 pub fn create<D: DirectoryStore + ?Sized>(d: &D, n: u128, user_name: &str) -> Identity {
+    commit_new(d, identity(n, user_name))
+}
+
+/// Commits `identity` as created (standard tier, no fan-out).
+pub fn commit_new<D: DirectoryStore + ?Sized>(d: &D, identity: Identity) -> Identity {
     d.commit_identity(IdentityWrite {
-        identity: identity(n, user_name),
+        identity,
         tiers: Tiers::STANDARD,
         fanout: Vec::new(),
         expected_version: None,
