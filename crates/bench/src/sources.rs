@@ -161,6 +161,10 @@ impl SourceSink for Probe {
         self.inner.cursor()
     }
 
+    fn now(&self) -> lockstep_domain::Timestamp {
+        self.inner.now()
+    }
+
     fn apply(&self, update: SourceUpdate) -> Result<SourceApplied, SourceError> {
         let upserts = update.upserts.len();
         let start = Instant::now();

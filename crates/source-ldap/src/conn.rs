@@ -360,10 +360,12 @@ async fn list_index(
     Ok((index, groups))
 }
 
-/// Reads users, groups and disabled keys: the whole truth.
+/// Reads users, groups and disabled keys (with AD accounts expired by
+/// `now`): the whole truth.
 async fn full_read(
     ldap: &mut Ldap,
     cfg: &LdapSourceConfig,
+    now: lockstep_domain::Timestamp,
 ) -> Result<(BTreeMap<String, RawEntry>, BTreeMap<String, RawEntry>, BTreeSet<String>, DnIndex), SessionError>
 {
     let mut index = DnIndex::default();
@@ -394,8 +396,49 @@ async fn full_read(
         }
     }
     log_skipped(&cfg.name, &skipped);
-    let disabled = disabled_keys(ldap, cfg, None).await?;
+    let mut disabled = disabled_keys(ldap, cfg, None).await?;
+    disabled.extend(expired_keys(&users, cfg, now));
     Ok((users, groups, disabled, index))
+}
+
+/// Keys of the AD users among `users` whose account has expired by `now`
+/// (none for other directories).
+fn expired_keys<'a>(
+    users: &'a BTreeMap<String, RawEntry>,
+    cfg: &'a LdapSourceConfig,
+    now: lockstep_domain::Timestamp,
+) -> impl Iterator<Item = String> + 'a {
+    users
+        .iter()
+        .filter(move |(_, e)| cfg.mapping.active_directory && crate::map::ad_expired(e, now))
+        .map(|(k, _)| k.clone())
+}
+
+/// AD users whose `accountExpires` fell in `(since, now]`: they changed
+/// nothing (no `uSNChanged`), yet cannot sign in any more, so each delta
+/// poll asks for them by that window.
+async fn newly_expired(
+    ldap: &mut Ldap,
+    cfg: &LdapSourceConfig,
+    since: lockstep_domain::Timestamp,
+    now: lockstep_domain::Timestamp,
+) -> Result<BTreeMap<String, RawEntry>, SessionError> {
+    if !cfg.mapping.active_directory {
+        return Ok(BTreeMap::new());
+    }
+    let window = format!(
+        "(&(accountExpires>={})(accountExpires<={}))",
+        crate::map::filetime(since).saturating_add(1),
+        crate::map::filetime(now)
+    );
+    let filter = and(&cfg.user_filter, &window);
+    let mut out = BTreeMap::new();
+    for e in paged_search(ldap, cfg, &cfg.base_dn, &filter, cfg.mapping.user_attrs(), vec![]).await? {
+        if let Ok(k) = entry_key(&e, &cfg.mapping) {
+            out.insert(k, e);
+        }
+    }
+    Ok(out)
 }
 
 async fn unbind(mut conn: Conn) {
@@ -410,7 +453,7 @@ async fn unbind(mut conn: Conn) {
 pub async fn poll_session(cfg: Arc<LdapSourceConfig>, sink: Arc<dyn SourceSink>) -> Result<(), SessionError> {
     loop {
         let mut conn = connect(&cfg).await?;
-        let (users, groups, disabled, index) = full_read(&mut conn.ldap, &cfg).await?;
+        let (users, groups, disabled, index) = full_read(&mut conn.ldap, &cfg, sink.now()).await?;
         unbind(conn).await;
         let (records, skipped) = map_records(users, groups, &disabled, &cfg.mapping, &index);
         log_skipped(&cfg.name, &skipped);
@@ -493,7 +536,12 @@ pub async fn usn_session(
     let mut last = cursor.as_deref().and_then(decode_usn_cursor);
     let mut polls: u32 = 0;
     let mut index: Option<DnIndex> = None;
+    // When account expiry was last checked. `None` after a start: the first
+    // poll then reads everything, which also finds accounts that expired
+    // while the connector was down.
+    let mut expiry_checked: Option<lockstep_domain::Timestamp> = None;
     loop {
+        let clock = sink.now();
         let mut conn = connect(&cfg).await?;
         let dse = root_dse(
             &mut conn.ldap,
@@ -511,16 +559,25 @@ pub async fn usn_session(
         let now = UsnCursor { server: server.clone(), usn };
         let full = match &last {
             None => true,
-            Some(l) => l.server != server || usn < l.usn || polls >= USN_FULL_EVERY,
+            Some(l) => {
+                l.server != server
+                    || usn < l.usn
+                    || polls >= USN_FULL_EVERY
+                    || (cfg.mapping.active_directory && expiry_checked.is_none())
+            }
+        };
+        let expired_since = match (full, expiry_checked) {
+            (false, Some(since)) => newly_expired(&mut conn.ldap, &cfg, since, clock).await?,
+            _ => BTreeMap::new(),
         };
         let update = if full {
             polls = 0;
-            let (users, groups, disabled, idx) = full_read(&mut conn.ldap, &cfg).await?;
+            let (users, groups, disabled, idx) = full_read(&mut conn.ldap, &cfg, clock).await?;
             let (records, skipped) = map_records(users, groups, &disabled, &cfg.mapping, &idx);
             log_skipped(&cfg.name, &skipped);
             index = Some(idx);
             SourceUpdate::snapshot(records).with_cursor(Some(encode_usn_cursor(&now)))
-        } else if last.as_ref().is_some_and(|l| l.usn == usn) {
+        } else if last.as_ref().is_some_and(|l| l.usn == usn) && expired_since.is_empty() {
             // Nothing committed since: an empty complete delta still tells
             // the engine the source was read just now.
             SourceUpdate::delta(vec![], vec![]).complete(true)
@@ -544,16 +601,20 @@ pub async fn usn_session(
             let show_deleted = RawControl { ctype: SHOW_DELETED_OID.into(), crit: true, val: None };
             let entries =
                 paged_search(&mut conn.ldap, &cfg, &root, &filter, attrs, vec![show_deleted]).await?;
-            let UsnDelta { users, mut groups, removed, mut skipped } =
+            let UsnDelta { mut users, mut groups, removed, mut skipped } =
                 classify_usn_delta(entries, &cfg, &mut idx);
             for e in groups.values_mut() {
                 complete_ranged(&mut conn.ldap, &cfg.mapping.member, e).await?;
             }
-            let disabled = if users.is_empty() {
+            let mut disabled = if users.is_empty() {
                 BTreeSet::new()
             } else {
                 disabled_keys(&mut conn.ldap, &cfg, Some(&usn_filter)).await?
             };
+            for (key, e) in expired_since {
+                users.entry(key).or_insert(e);
+            }
+            disabled.extend(expired_keys(&users, &cfg, clock));
             let (records, more) = map_records(users, groups, &disabled, &cfg.mapping, &idx);
             skipped.extend(more);
             log_skipped(&cfg.name, &skipped);
@@ -563,6 +624,7 @@ pub async fn usn_session(
         unbind(conn).await;
         apply(&sink, update).await?;
         last = Some(now);
+        expiry_checked = Some(clock);
         polls = polls.saturating_add(1);
         report(&sink, ConnectionState::Polling);
         tokio::time::sleep(cfg.poll_interval).await;

@@ -76,7 +76,12 @@ impl Mapping {
             "objectClass".into(),
         ];
         if self.active_directory {
-            v.extend(["userAccountControl".into(), "isDeleted".into(), "lastKnownParent".into()]);
+            v.extend([
+                "userAccountControl".into(),
+                "accountExpires".into(),
+                "isDeleted".into(),
+                "lastKnownParent".into(),
+            ]);
         }
         dedup(v)
     }
@@ -179,6 +184,23 @@ pub fn ad_disabled(entry: &RawEntry) -> bool {
         .first_text("userAccountControl")
         .and_then(|t| t.trim().parse::<i64>().ok())
         .is_some_and(|uac| uac & 2 != 0)
+}
+
+/// `now` as Active Directory's FILETIME: 100-nanosecond ticks since
+/// 1601-01-01 UTC (the unit of `accountExpires`).
+pub fn filetime(now: lockstep_domain::Timestamp) -> i64 {
+    now.micros().saturating_mul(10).saturating_add(116_444_736_000_000_000)
+}
+
+/// Whether an AD user's `accountExpires` has passed by `now`: such an
+/// account cannot sign in although `userAccountControl` still says
+/// enabled (how a contractor's end date is usually set). 0 and the
+/// largest value both mean "never".
+pub fn ad_expired(entry: &RawEntry, now: lockstep_domain::Timestamp) -> bool {
+    entry
+        .first_text("accountExpires")
+        .and_then(|t| t.trim().parse::<i64>().ok())
+        .is_some_and(|at| at > 0 && at != i64::MAX && at <= filetime(now))
 }
 
 /// The profile document: `{"name":{"familyName":..,"givenName":..}}` with
@@ -593,6 +615,25 @@ mod tests {
             map_group(&ranged, "k".into(), &Mapping::active_directory(), &idx),
             Err(Skip::RangedMembers("member".into()))
         );
+    }
+
+    #[test]
+    fn account_expiry_is_read_in_filetime() {
+        // 2026-12-01T00:00:00Z is 1_764_547_200 s after the Unix epoch.
+        let now = lockstep_domain::Timestamp(1_764_547_200_000_000);
+        assert_eq!(filetime(now), 134_090_208_000_000_000);
+        let at = |v: &str| entry("cn=u,dc=t", &[("accountExpires", &[v.as_bytes()])]);
+        for (value, expired) in [
+            ("0", false),                   // never
+            ("9223372036854775807", false), // never
+            ("134090208000000000", true),   // this very moment
+            ("134090207990000000", true),   // a second ago
+            ("134090208010000000", false),  // a second from now
+            ("not a number", false),
+        ] {
+            assert_eq!(ad_expired(&at(value), now), expired, "{value}");
+        }
+        assert!(!ad_expired(&entry("cn=u,dc=t", &[]), now), "absent: never");
     }
 
     #[test]

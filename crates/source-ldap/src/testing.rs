@@ -368,16 +368,25 @@ impl Samba {
     /// Adds entries over LDAP as the domain administrator (many users at
     /// once, which `samba-tool` would take a process each for).
     pub fn ldapadd(&self, ldif: &str) {
-        let mut child = Command::new("ldapadd")
+        self.ldap_tool("ldapadd", ldif);
+    }
+
+    /// Modifies entries over LDAP as the domain administrator.
+    pub fn ldapmodify(&self, ldif: &str) {
+        self.ldap_tool("ldapmodify", ldif);
+    }
+
+    fn ldap_tool(&self, tool: &str, ldif: &str) {
+        let mut child = Command::new(tool)
             .args(["-x", "-H", "ldap://127.0.0.1:389", "-D", AD_ADMIN, "-w", AD_PW])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("run ldapadd");
+            .expect("run the ldap tool");
         child.stdin.take().expect("stdin").write_all(ldif.as_bytes()).expect("write ldif");
-        let out = child.wait_with_output().expect("wait ldapadd");
-        assert!(out.status.success(), "ldapadd failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = child.wait_with_output().expect("wait for the ldap tool");
+        assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// An object's `objectGUID` as `samba-tool` shows it.

@@ -99,6 +99,44 @@ async fn ad_usn_poll_follows_users_groups_and_deletions() {
         .collect();
     assert!(removed.contains(&zoe.key), "{removed:?}");
 
+    // accountExpires: an account past its end date cannot sign in though
+    // userAccountControl still says enabled. Set in the past (a change:
+    // the delta sees it), or passing later with nothing changed (each
+    // delta asks for accounts that expired since the last poll).
+    let filetime = |offset_s: i64| {
+        let unix = i64::try_from(std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_secs()).unwrap();
+        (unix + offset_s) * 10_000_000 + 116_444_736_000_000_000
+    };
+    let expire = |name: &str, at: i64| {
+        samba.ldapmodify(&format!(
+            "dn: CN={name},{AD_USERS}\nchangetype: modify\nreplace: accountExpires\naccountExpires: {at}\n"
+        ));
+    };
+    for name in ["ctr1", "ctr2"] {
+        samba.tool(&["user", "create", name, "Ctr-Passw0rd-1"]);
+    }
+    wait_until("contractors synced", Duration::from_secs(5), || {
+        sink.user("ctr1").is_some_and(|u| u.active) && sink.user("ctr2").is_some_and(|u| u.active)
+    })
+    .await;
+    expire("ctr1", filetime(-86_400));
+    wait_until("ctr1 expired yesterday", Duration::from_secs(5), || {
+        sink.user("ctr1").is_some_and(|u| !u.active)
+    })
+    .await;
+    expire("ctr2", filetime(3));
+    let n = sink.update_count();
+    wait_until("ctr2 read, not yet expired", Duration::from_secs(5), || sink.update_count() > n + 1).await;
+    assert!(sink.user("ctr2").unwrap().active, "not expired yet");
+    wait_until("ctr2 expired with nothing changed", Duration::from_secs(8), || {
+        sink.user("ctr2").is_some_and(|u| !u.active)
+    })
+    .await;
+    // Far in the future or "never" (0): active.
+    expire("ctr1", 0);
+    wait_until("ctr1 never expires", Duration::from_secs(5), || sink.user("ctr1").is_some_and(|u| u.active))
+        .await;
+
     // A group too big for one read: Windows AD hands out 1,500 members
     // per read (`member;range=0-1499`) and the connector asks for the rest.
     // Samba answers whole unless a range is asked for, so the test asks

@@ -114,6 +114,9 @@ impl SourceSink for SourceHandle {
     fn connection(&self, state: ConnectionState) {
         self.engine.sources().connection(&self.name, state);
     }
+    fn now(&self) -> lockstep_domain::Timestamp {
+        self.engine.clock.now()
+    }
 }
 
 impl Engine {

@@ -249,4 +249,9 @@ pub trait SourceSink: Send + Sync + std::fmt::Debug {
     /// Reports the connection's state (drives staleness: a live syncrepl
     /// session is fresh; a down one ages from its last complete moment).
     fn connection(&self, state: ConnectionState);
+
+    /// The time now, from the engine's clock (a connector asks the
+    /// directory what has expired by it, e.g. Active Directory's
+    /// `accountExpires`).
+    fn now(&self) -> lockstep_domain::Timestamp;
 }

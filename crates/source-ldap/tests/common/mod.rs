@@ -26,6 +26,11 @@ pub struct RecordingSink {
 }
 
 impl SourceSink for RecordingSink {
+    fn now(&self) -> lockstep_domain::Timestamp {
+        let micros = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_micros();
+        lockstep_domain::Timestamp(i64::try_from(micros).unwrap())
+    }
+
     fn cursor(&self) -> Result<Option<Vec<u8>>, SourceError> {
         Ok(self.cursor.lock().unwrap().clone())
     }
