@@ -13,6 +13,7 @@
 mod conn;
 mod directory;
 mod groups;
+mod keys;
 mod search;
 mod sessions;
 mod signals;
