@@ -15,9 +15,10 @@
 //! not wait for an fsync of its own). So a caller that asks for it is
 //! answered at that moment, and the step goes on to write its record while
 //! still holding the writer and sessions locks: every later writer waits
-//! for it, and every read of the session store's state goes through
-//! [`crate::Engine`]'s `await_acknowledged_writes`, which waits for it too. Nobody can
-//! observe the gap except by timing the answer.
+//! for it, and every read of session state or the audit trail the
+//! engine serves (`list_sessions`, `audit_page`, `reach`, `check`) first
+//! calls `await_acknowledged_writes`, which waits for it too. Nobody can
+//! observe the gap through the API except by timing the answer.
 //!
 //! Small impacts do not take this path (the threshold is the caller's):
 //! their session-store write costs about what the acknowledgement would

@@ -151,17 +151,7 @@ impl Slapd {
     }
 
     fn tool(&self, tool: &str, args: &[&str], stdin: &str) {
-        let mut child = Command::new(tool)
-            .args(["-x", "-H", &self.url, "-D", ADMIN_DN, "-w", ADMIN_PW])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run ldap tool");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write ldif");
-        let out = child.wait_with_output().expect("wait ldap tool");
-        assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
+        ldap_tool(tool, &self.url, ADMIN_DN, ADMIN_PW, args, stdin);
     }
 
     pub fn ldapadd(&self, ldif: &str) {
@@ -215,6 +205,22 @@ impl Drop for Slapd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs an OpenLDAP client tool (`ldapadd`, `ldapmodify`, …) with a simple
+/// bind, `stdin` as its LDIF; panics (these are test fixtures) if it fails.
+fn ldap_tool(tool: &str, url: &str, bind_dn: &str, password: &str, args: &[&str], stdin: &str) {
+    let mut child = Command::new(tool)
+        .args(["-x", "-H", url, "-D", bind_dn, "-w", password])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the ldap tool");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write ldif");
+    let out = child.wait_with_output().expect("wait for the ldap tool");
+    assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 pub fn free_port() -> u16 {
@@ -377,16 +383,7 @@ impl Samba {
     }
 
     fn ldap_tool(&self, tool: &str, ldif: &str) {
-        let mut child = Command::new(tool)
-            .args(["-x", "-H", "ldap://127.0.0.1:389", "-D", AD_ADMIN, "-w", AD_PW])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run the ldap tool");
-        child.stdin.take().expect("stdin").write_all(ldif.as_bytes()).expect("write ldif");
-        let out = child.wait_with_output().expect("wait for the ldap tool");
-        assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
+        ldap_tool(tool, "ldap://127.0.0.1:389", AD_ADMIN, AD_PW, &[], ldif);
     }
 
     /// An object's `objectGUID` as `samba-tool` shows it.
