@@ -491,8 +491,13 @@ fn write_identity(
     {
         return Err(refused(StoreError::Backend("a write cannot change an identity's source".into())));
     }
-    let name_changed = found.as_ref().is_none_or(|(_, _, old)| old[USER_NAME_LC] != new[USER_NAME_LC]);
-    if live(&identity) && name_changed {
+    // A live name is unique, so the check runs whenever a row takes a live
+    // name it did not hold: a new row, a renamed one, or a tombstone brought
+    // back under the name it had (another identity may have taken it since).
+    let takes_live_name = found
+        .as_ref()
+        .is_none_or(|(_, _, old)| old[USER_NAME_LC] != new[USER_NAME_LC] || old[LIVE] != new[LIVE]);
+    if live(&identity) && takes_live_name {
         let clash: Option<String> = tx
             .prepare_cached("SELECT id FROM identities WHERE user_name_lc = ?1 AND live = 1 AND id <> ?2")
             .and_then(|mut stmt| stmt.query_row(params![keys.user_name, id], |r| r.get(0)).optional())
@@ -694,6 +699,7 @@ pub(crate) const USER_NAME_LC: usize = 1;
 pub(crate) const DISPLAY_NAME_LC: usize = 4;
 pub(crate) const EXTERNAL_ID: usize = 2;
 const OWNERS: usize = 6;
+const LIVE: usize = 9;
 pub(crate) const EMAILS: usize = 14;
 const SOURCE: usize = 15;
 

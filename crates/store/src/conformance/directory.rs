@@ -165,6 +165,26 @@ pub fn tombstones_free_the_user_name<D: DirectoryStore>(d: &D) {
     let all =
         d.list_identities(&IdentityQuery { filter: IdentityFilter::All, offset: 0, limit: 10 }).unwrap();
     assert_eq!(all.total, 1, "listings exclude tombstones");
+    // Bringing the tombstone back under its old name, now taken, is a
+    // conflict that writes nothing (the name is unchanged on the row; the
+    // check must not hang on a rename).
+    let mut revived = d.identity(identity_id(0)).unwrap().unwrap();
+    revived.status = IdentityStatus::Active;
+    let err = d
+        .commit_identity(IdentityWrite {
+            identity: revived,
+            tiers: Tiers::STANDARD,
+            fanout: Vec::new(),
+            expected_version: Some(2),
+            changes: vec![DirectoryChange::IdentityUpdated { changed: vec!["active".into()] }],
+            origin: origin(),
+            at: Timestamp(6),
+        })
+        .unwrap_err();
+    assert_eq!(err, StoreError::Conflict { field: "userName", value: "bob".into() });
+    let kept = d.identity(identity_id(0)).unwrap().unwrap();
+    assert_eq!((kept.status, kept.version), (IdentityStatus::Deprovisioned, 2));
+    assert_eq!(d.live_identity_by_user_name("bob").unwrap().unwrap().id, identity_id(1));
 }
 
 pub fn stale_versions_are_refused_without_partial_write<D: DirectoryStore>(d: &D) {
