@@ -340,9 +340,29 @@ impl<'a> Sources<'a> {
         }
         let window = window_count(&entry.runtime().window, now, breaker.window);
         let (plan, held_part) = if !complete_update && losses > 0 && window + losses > threshold {
-            // Deletions one by one: past the window's threshold, every
-            // further loss is held, the rest of the update applies.
-            let lost: HashSet<String> = plan.losses().filter_map(|i| i.external_id.clone()).collect();
+            // Deletions one by one: the losses that still fit under the
+            // window's threshold apply, in the order the update lists them;
+            // every further loss is held, and the rest of the update
+            // applies. So what is held does not depend on how a source
+            // happened to batch its deletions (syncrepl may send 25 at once
+            // or one by one).
+            let all_lost: HashSet<String> = plan.losses().filter_map(|i| i.external_id.clone()).collect();
+            let in_order = match &update.removals {
+                Removals::Keys(keys) => keys.iter().collect::<Vec<_>>(),
+                Removals::AllExcept { .. } => Vec::new(),
+            }
+            .into_iter()
+            .chain(update.upserts.iter().filter_map(|r| match r {
+                SourceRecord::User(u) => Some(&u.key),
+                SourceRecord::Group(_) => None,
+            }))
+            .filter(|k| all_lost.contains(*k));
+            let mut seen = HashSet::new();
+            let lost: HashSet<String> = in_order
+                .filter(|k| seen.insert(*k))
+                .skip(threshold.saturating_sub(window))
+                .cloned()
+                .collect();
             let (held_upserts, kept): (Vec<SourceRecord>, Vec<SourceRecord>) = update
                 .upserts
                 .iter()

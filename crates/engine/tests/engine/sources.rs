@@ -211,24 +211,47 @@ fn the_breaker_holds_a_mass_removal_whole_until_approved() {
     assert_eq!((one.deactivated, one.held), (1, 0));
 }
 
-#[test]
-fn deletions_one_by_one_are_held_past_the_windows_threshold() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = engine(dir.path(), clock());
+/// Thirty users synced from `corp-ldap`, then deletions of k0..k24 in the
+/// batches given: the engine, and how many were deleted and held.
+fn delete_in_batches(dir: &std::path::Path, batches: &[std::ops::Range<usize>]) -> (Engine, usize, usize) {
+    let engine = engine(dir, clock());
     let sources = engine.sources();
     let everyone: Vec<SourceRecord> =
         (0..30).map(|n| user(&format!("k{n}"), &format!("p{n}"), true)).collect();
     sources.apply("corp-ldap", SourceUpdate::snapshot(everyone)).unwrap();
-    let mut held = 0;
-    let mut deleted = 0;
-    for n in 0..25 {
-        let step = sources.apply("corp-ldap", SourceUpdate::delta(vec![], vec![format!("k{n}")])).unwrap();
+    let (mut held, mut deleted) = (0, 0);
+    for range in batches {
+        let keys = range.clone().map(|n| format!("k{n}")).collect();
+        let step = sources.apply("corp-ldap", SourceUpdate::delta(vec![], keys)).unwrap();
         held += step.held;
         deleted += step.deleted;
     }
+    (engine, deleted, held)
+}
+
+#[test]
+fn deletions_one_by_one_are_held_past_the_windows_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let one_by_one: Vec<_> = (0..25).map(|n| n..n + 1).collect();
+    let (engine, deleted, held) = delete_in_batches(dir.path(), &one_by_one);
     assert_eq!((deleted, held), (20, 5));
     assert!(engine.resolve_subject("p20").is_ok(), "held, still there");
-    let approved = sources.approve("corp-ldap", Principal::admin().actor()).unwrap();
+    let approved = engine.sources().approve("corp-ldap", Principal::admin().actor()).unwrap();
+    assert_eq!(approved.deleted, 5);
+    assert!(engine.resolve_subject("p24").is_err());
+}
+
+/// The same 25 deletions, batched as a syncrepl consumer may receive them
+/// (here 7, 11, then 7: the last batch straddles the threshold), hold the
+/// same five: what fits under the threshold applies, in the order listed.
+#[test]
+fn a_batch_straddling_the_threshold_applies_what_fits_and_holds_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, deleted, held) = delete_in_batches(dir.path(), &[0..7, 7..18, 18..25]);
+    assert_eq!((deleted, held), (20, 5));
+    assert!(engine.resolve_subject("p19").is_err(), "the 20th deletion fit");
+    assert!(engine.resolve_subject("p20").is_ok(), "the 21st is held");
+    let approved = engine.sources().approve("corp-ldap", Principal::admin().actor()).unwrap();
     assert_eq!(approved.deleted, 5);
     assert!(engine.resolve_subject("p24").is_err());
 }
