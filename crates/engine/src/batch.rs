@@ -572,46 +572,10 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use lockstep_domain::{DirectoryChange, IdentityKind, SourceId, Timestamp};
-    use lockstep_store_sqlite::{Durability, SqliteDirectory, SqliteSessions};
+    use lockstep_domain::{DirectoryChange, IdentityKind};
 
     use super::*;
-    use crate::{EngineConfig, OsEntropy, Stores, SystemClock};
-
-    fn engine(dir: &std::path::Path) -> Engine {
-        let sessions = Arc::new(SqliteSessions::open(&dir.join("s.db"), Durability::Off).unwrap());
-        let stores = Stores {
-            directory: Arc::new(SqliteDirectory::open(&dir.join("d.db"), Durability::Off).unwrap()),
-            sessions: sessions.clone(),
-            credentials: sessions,
-        };
-        Engine::open(stores, EngineConfig::default(), Arc::new(SystemClock), Arc::new(OsEntropy)).unwrap()
-    }
-
-    fn origin() -> Origin {
-        Origin { source: SourceId::new("scim"), client: None, source_ref: None }
-    }
-
-    fn person(engine: &Engine, name: &str) -> Identity {
-        Identity {
-            id: engine.new_identity_id().unwrap(),
-            user_name: name.into(),
-            external_id: None,
-            source: lockstep_domain::SourceId::scim(),
-            display_name: None,
-            kind: IdentityKind::Human,
-            owners: Vec::new(),
-            risk_tier: None,
-            status: IdentityStatus::Active,
-            emails: Vec::new(),
-            profile: "{}".into(),
-            version: 0,
-            created: Timestamp(0),
-            modified: Timestamp(0),
-        }
-    }
+    use crate::testing::{engine, origin, person};
 
     type Pending = Item<Request, Outcome>;
 

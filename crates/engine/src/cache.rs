@@ -150,11 +150,14 @@ fn shards<K, V>() -> Vec<RwLock<Map<K, V>>> {
 }
 
 /// Adds staged entries to a shard, rebuilding its map at the final size.
+/// An entry already in the map wins over a staged one with the same key:
+/// the bearer secrets load while the server serves, and what was written
+/// since the load's snapshot is newer than the snapshot.
 fn install<K: std::hash::Hash + Eq, V>(shard: &RwLock<Map<K, V>>, staged: Vec<(K, V)>) {
     let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
     let mut built = Map::with_capacity_and_hasher(map.len() + staged.len(), Default::default());
-    built.extend(map.drain());
     built.extend(staged);
+    built.extend(map.drain());
     *map = built;
 }
 
@@ -170,12 +173,91 @@ fn token_shard(hash: &TokenHash) -> usize {
 #[derive(Debug)]
 pub(crate) struct SessionCache {
     sessions: Vec<RwLock<Map<SessionId, Entry>>>,
-    tokens: Vec<RwLock<Map<TokenHash, TokenEntry>>>,
+    tokens: Arc<Tokens>,
+}
+
+/// Bearer secrets by hash. Shared with the thread that loads them at
+/// start-up: the server serves once the sessions are held, and a secret
+/// the load has not reached yet is looked up in the store (see
+/// [`Tokens::loading`]).
+#[derive(Debug)]
+pub(crate) struct Tokens {
+    shards: Vec<RwLock<Map<TokenHash, TokenEntry>>>,
+    /// Set until the start-up load has installed every shard: until then a
+    /// miss is not an answer.
+    loading: AtomicBool,
+    /// Secrets shortened while loading, applied again once loaded: the
+    /// load's snapshot may predate the shortening.
+    shortened: std::sync::Mutex<Vec<(TokenHash, Timestamp)>>,
 }
 
 impl Default for SessionCache {
     fn default() -> Self {
-        Self { sessions: shards(), tokens: shards() }
+        Self { sessions: shards(), tokens: Arc::default() }
+    }
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Self { shards: shards(), loading: AtomicBool::new(false), shortened: Default::default() }
+    }
+}
+
+impl Tokens {
+    fn shard(&self, hash: &TokenHash) -> &RwLock<Map<TokenHash, TokenEntry>> {
+        &self.shards[token_shard(hash)]
+    }
+
+    fn shorten(&self, key: &TokenHash, at: Timestamp) {
+        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = shard.get_mut(key) {
+            t.expires_at = t.expires_at.min(at);
+        }
+    }
+
+    /// Marks the map as loading (before serving starts).
+    pub(crate) fn begin_loading(&self) {
+        self.loading.store(true, Ordering::Release);
+    }
+
+    /// Whether the start-up load is still running.
+    pub(crate) fn is_loading(&self) -> bool {
+        self.loading.load(Ordering::Acquire)
+    }
+
+    /// Loads many bearer secrets at once, as [`SessionCache::load_sessions`]
+    /// loads sessions. Secrets written since the scan's snapshot stay as
+    /// written.
+    pub(crate) fn load(&self, tokens: impl FnOnce(&mut dyn FnMut(&Token))) -> usize {
+        let mut staged: Vec<Vec<(TokenHash, TokenEntry)>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        let mut count = 0;
+        tokens(&mut |t| {
+            let entry = TokenEntry { session: t.session, issued_at: t.issued_at, expires_at: t.expires_at };
+            staged[token_shard(&t.hash)].push((t.hash, entry));
+            count += 1;
+        });
+        for (shard, entries) in self.shards.iter().zip(staged) {
+            install(shard, entries);
+        }
+        count
+    }
+
+    /// Empties the map (tests: the state of a map not loaded yet).
+    #[cfg(test)]
+    pub(crate) fn forget_all(&self) {
+        for shard in &self.shards {
+            shard.write().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+
+    /// Ends the loading state once every secret is in the map (a failed
+    /// load leaves it on: the store keeps answering for what is missing).
+    pub(crate) fn finish_loading(&self) {
+        let mut shortened = self.shortened.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, at) in shortened.drain(..) {
+            self.shorten(&key, at);
+        }
+        self.loading.store(false, Ordering::Release);
     }
 }
 
@@ -204,33 +286,37 @@ impl SessionCache {
         count
     }
 
-    /// Loads many bearer secrets at once (start-up), as `load_sessions`.
-    pub(crate) fn load_tokens(&self, tokens: impl FnOnce(&mut dyn FnMut(&Token))) {
-        let mut staged: Vec<Vec<(TokenHash, TokenEntry)>> = (0..SHARDS).map(|_| Vec::new()).collect();
-        tokens(&mut |t| {
-            let entry = TokenEntry { session: t.session, issued_at: t.issued_at, expires_at: t.expires_at };
-            staged[token_shard(&t.hash)].push((t.hash, entry));
-        });
-        for (shard, entries) in self.tokens.iter().zip(staged) {
-            install(shard, entries);
-        }
+    /// The bearer secrets, for the thread that loads them at start-up.
+    pub(crate) fn tokens(&self) -> Arc<Tokens> {
+        self.tokens.clone()
     }
 
     /// Adds a bearer secret of a session.
     pub(crate) fn insert_token(&self, token: &Token) {
         let entry =
             TokenEntry { session: token.session, issued_at: token.issued_at, expires_at: token.expires_at };
-        let mut shard = self.tokens[token_shard(&token.hash)].write().unwrap_or_else(|p| p.into_inner());
+        let mut shard = self.tokens.shard(&token.hash).write().unwrap_or_else(|p| p.into_inner());
         shard.insert(token.hash, entry);
     }
 
-    fn token(&self, key: &TokenHash) -> Option<TokenEntry> {
-        self.tokens[token_shard(key)].read().unwrap_or_else(|p| p.into_inner()).get(key).copied()
+    /// A secret: from the map, or while the map is still loading, from
+    /// `unloaded` (the store).
+    fn token(&self, key: &TokenHash, unloaded: impl FnOnce() -> Option<TokenEntry>) -> Option<TokenEntry> {
+        let held = self.tokens.shard(key).read().unwrap_or_else(|p| p.into_inner()).get(key).copied();
+        if held.is_some() || !self.tokens.is_loading() {
+            return held;
+        }
+        unloaded()
     }
 
-    /// The session a secret belongs to, if both are held.
-    pub(crate) fn get(&self, key: &TokenHash) -> Option<CachedSession> {
-        let token = self.token(key)?;
+    /// The session a secret belongs to, if both are held (`unloaded`: see
+    /// [`SessionCache::use_token`]).
+    pub(crate) fn get(
+        &self,
+        key: &TokenHash,
+        unloaded: impl FnOnce() -> Option<TokenEntry>,
+    ) -> Option<CachedSession> {
+        let token = self.token(key, unloaded)?;
         let shard = self.sessions[session_shard(&token.session)].read().unwrap_or_else(|p| p.into_inner());
         shard.get(&token.session).map(|e| e.snapshot(token.session, &token))
     }
@@ -255,13 +341,17 @@ impl SessionCache {
 
     /// Looks a secret up and, if `use_it` accepts its session as it was,
     /// records `now` as the session's last use. The introspection path.
+    /// `unloaded` finds a secret the start-up load has not reached yet (it
+    /// is asked only while the load runs); its session must be held here
+    /// all the same, so a revoked session's secret is never active.
     pub(crate) fn use_token(
         &self,
         key: &TokenHash,
         now: Timestamp,
+        unloaded: impl FnOnce() -> Option<TokenEntry>,
         use_it: impl FnOnce(&CachedSession) -> bool,
     ) -> Option<CachedSession> {
-        let token = self.token(key)?;
+        let token = self.token(key, unloaded)?;
         let shard = self.sessions[session_shard(&token.session)].read().unwrap_or_else(|p| p.into_inner());
         let entry = shard.get(&token.session)?;
         let snapshot = entry.snapshot(token.session, &token);
@@ -283,10 +373,13 @@ impl SessionCache {
 
     /// Shortens one secret's life in memory (a rotated secret's grace).
     pub(crate) fn expire_token(&self, key: &TokenHash, at: Timestamp) {
-        let mut shard = self.tokens[token_shard(key)].write().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = shard.get_mut(key) {
-            t.expires_at = t.expires_at.min(at);
+        {
+            let mut shortened = self.tokens.shortened.lock().unwrap_or_else(|p| p.into_inner());
+            if self.tokens.is_loading() {
+                shortened.push((*key, at));
+            }
         }
+        self.tokens.shorten(key, at);
     }
 
     /// Updates a session in place, if present.
@@ -319,7 +412,7 @@ impl SessionCache {
             });
             removed += before - shard.len();
         }
-        for shard in &self.tokens {
+        for shard in &self.tokens.shards {
             let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
             shard.retain(|_, t| {
                 t.expires_at > now
@@ -442,5 +535,62 @@ impl ClaimsIndex {
 
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().map_or(0, |s| s.len())).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn token(byte: u8, session: u128, expires: i64) -> Token {
+        Token {
+            hash: TokenHash([byte; 32]),
+            session: SessionId::from_uuid(uuid::Uuid::from_u128(session)),
+            kind: lockstep_domain::TokenKind::Access,
+            issued_at: Timestamp(0),
+            expires_at: Timestamp(expires),
+            retired_at: None,
+        }
+    }
+
+    fn entry(t: &Token) -> TokenEntry {
+        TokenEntry { session: t.session, issued_at: t.issued_at, expires_at: t.expires_at }
+    }
+
+    /// While the secrets load, a miss asks the store; once loaded, a miss
+    /// is the answer. What was written during the load beats the load's
+    /// older snapshot, and a shortening made during the load survives it.
+    #[test]
+    fn secrets_load_behind_the_server_without_undoing_what_happened_meanwhile() {
+        let cache = SessionCache::default();
+        let tokens = cache.tokens();
+        tokens.begin_loading();
+        let (old, rotated, fresh) = (token(1, 7, 1_000), token(2, 7, 1_000), token(3, 7, 2_000));
+        // A miss while loading is the store's to answer.
+        assert_eq!(
+            cache.token(&old.hash, || Some(entry(&old))).map(|t| t.expires_at),
+            Some(Timestamp(1_000))
+        );
+        // Meanwhile: a secret issued (newer than the snapshot) and one
+        // shortened (its grace after a rotation) before the load reached it.
+        let mut newer = fresh;
+        newer.expires_at = Timestamp(3_000);
+        cache.insert_token(&newer);
+        cache.expire_token(&rotated.hash, Timestamp(10));
+        // The load's snapshot predates both.
+        let loaded = tokens.load(|add| {
+            for t in [&old, &rotated, &fresh] {
+                add(t);
+            }
+        });
+        assert_eq!(loaded, 3);
+        assert!(tokens.is_loading(), "loading until finished");
+        tokens.finish_loading();
+        let held = |t: &Token| cache.token(&t.hash, || panic!("the store is not asked once loaded"));
+        assert_eq!(held(&old).map(|t| t.expires_at), Some(Timestamp(1_000)));
+        assert_eq!(held(&fresh).map(|t| t.expires_at), Some(Timestamp(3_000)), "the newer write stays");
+        assert_eq!(held(&rotated).map(|t| t.expires_at), Some(Timestamp(10)), "the shortening stays");
+        assert!(held(&token(9, 7, 1)).is_none());
     }
 }

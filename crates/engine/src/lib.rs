@@ -60,6 +60,8 @@ mod sessions;
 pub mod signals;
 pub mod sources;
 pub mod status;
+#[cfg(test)]
+mod testing;
 mod upkeep;
 
 use std::sync::atomic::AtomicI64;
@@ -488,6 +490,12 @@ impl Engine {
     /// How many sessions the introspection cache holds.
     pub fn cached_sessions(&self) -> usize {
         self.cache.len()
+    }
+
+    /// Whether the start-up load has put every bearer secret in memory
+    /// (until then introspection reads the ones it lacks from the store).
+    pub fn bearer_tokens_loaded(&self) -> bool {
+        !self.cache.tokens().is_loading()
     }
 
     /// The directory position the bridge has applied up to.

@@ -125,7 +125,8 @@ impl Engine {
 
     /// Whether memory answers a token active, without counting it as a use.
     fn introspect_quietly(&self, token: &str) -> Option<()> {
-        let session = self.cache.get(&secrets::hash(token))?;
+        let hash = secrets::hash(token);
+        let session = self.cache.get(&hash, || self.stored_bearer(&hash))?;
         let now = self.clock.now();
         let claims = self.claims.get(&session.identity);
         let idle = claims

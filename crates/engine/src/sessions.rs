@@ -113,19 +113,47 @@ impl Engine {
         let hash = secrets::hash(token);
         let now = self.clock.now();
         let mut claims = None;
-        let session = self.cache.use_token(&hash, now, |s| {
-            if now >= s.expires_at || s.suspended {
-                return false;
-            }
-            claims = self.claims.get(&s.identity);
-            // Credentials have a mandatory expiry and no idle timeout.
-            if s.kind.is_credential() {
-                return true;
-            }
-            let idle = claims.as_ref().and_then(|c| self.config.policy.idle_timeout(c.tiers));
-            idle.is_none_or(|idle| now.since(s.last_seen) <= idle)
-        })?;
+        let session = self.cache.use_token(
+            &hash,
+            now,
+            || self.stored_bearer(&hash),
+            |s| {
+                if now >= s.expires_at || s.suspended {
+                    return false;
+                }
+                claims = self.claims.get(&s.identity);
+                // Credentials have a mandatory expiry and no idle timeout.
+                if s.kind.is_credential() {
+                    return true;
+                }
+                let idle = claims.as_ref().and_then(|c| self.config.policy.idle_timeout(c.tiers));
+                idle.is_none_or(|idle| now.since(s.last_seen) <= idle)
+            },
+        )?;
         Some(Introspected { session, claims })
+    }
+
+    /// A bearer secret read from the store, while the start-up load has
+    /// not put every one in memory yet. Only what the load would have put
+    /// there: access tokens and API keys. A failed read answers `None`
+    /// (inactive: closed, not open).
+    pub(crate) fn stored_bearer(
+        &self,
+        hash: &lockstep_domain::TokenHash,
+    ) -> Option<crate::cache::TokenEntry> {
+        use lockstep_domain::TokenKind;
+        let token = match self.stores.sessions.token(hash) {
+            Ok(token) => token?,
+            Err(e) => {
+                tracing::warn!(error = %e, "a bearer secret could not be read from the store");
+                return None;
+            }
+        };
+        matches!(token.kind, TokenKind::Access | TokenKind::ApiKey).then_some(crate::cache::TokenEntry {
+            session: token.session,
+            issued_at: token.issued_at,
+            expires_at: token.expires_at,
+        })
     }
 
     /// Creates an API client. The secret is returned once and stored only

@@ -49,39 +49,25 @@ impl Engine {
         }
         let now = self.clock.now();
         let seconds = |since: Timestamp| (self.clock.now().micros() - since.micros()) as f64 / 1e6;
-        // Sessions and tokens load side by side (two sequential scans). A
-        // token of a session revoked since is loaded too; it introspects
-        // inactive (its session is not held) until the sweep drops it.
-        // Only the holders' ids are kept beside the cache: a copy of every
-        // session would double start-up memory at ten million sessions.
-        let (sessions, tokens) = std::thread::scope(|scope| {
-            let tokens = scope.spawn(|| {
-                let mut result = Ok(());
-                self.cache.load_tokens(|add| {
-                    result = self.stores.sessions.for_each_live_token(now, &mut |t| add(&t));
-                });
-                tracing::debug!(seconds = seconds(now), "bearer tokens loaded");
-                result
+        // The sessions, then their holders' claims, are loaded before
+        // serving; the bearer secrets load after, while the server serves
+        // (see `load_tokens_behind`). Only the holders' ids are kept beside
+        // the cache: a copy of every session would double start-up memory
+        // at ten million sessions.
+        self.cache.tokens().begin_loading();
+        let mut holders = Vec::new();
+        let mut result = Ok(());
+        let count = self.cache.load_sessions(|add| {
+            let mut count = 0;
+            result = self.stores.sessions.for_each_live_entry(now, &mut |s| {
+                add(&s);
+                holders.push(s.identity);
+                count += 1;
             });
-            let mut holders = Vec::new();
-            let mut result = Ok(());
-            let count = self.cache.load_sessions(|add| {
-                let mut count = 0;
-                result = self.stores.sessions.for_each_live_entry(now, &mut |s| {
-                    add(&s);
-                    holders.push(s.identity);
-                    count += 1;
-                });
-                count
-            });
-            tracing::debug!(seconds = seconds(now), "sessions loaded");
-            let tokens = tokens
-                .join()
-                .unwrap_or_else(|_| Err(StoreError::Backend("the token loader panicked".into())));
-            (result.map(|()| (count, holders)), tokens)
+            count
         });
-        let (count, mut holders) = sessions?;
-        tokens?;
+        result?;
+        tracing::debug!(seconds = seconds(now), "sessions loaded");
         holders.sort_unstable();
         holders.dedup();
         opened.sessions = count;
@@ -96,11 +82,45 @@ impl Engine {
             claims_seconds = seconds(loaded),
             "introspection cache loaded"
         );
+        self.load_tokens_behind(now);
         let (changed, shortened) = self.record_policy()?;
         opened.policy_changed = changed;
         opened.shortened = shortened;
         opened.grace_ended = self.apply_due_suspensions()?;
         Ok(opened)
+    }
+
+    /// Loads the bearer secrets (access tokens and API keys) on a thread of
+    /// their own, so that the server serves once sessions and claims are
+    /// held: at ten million sessions the secrets are a third of start-up.
+    /// Until the load is done, introspection looks a secret missing from
+    /// the map up in the store ([`Engine::stored_bearer`]); the session it
+    /// names must still be held in memory, so nothing revoked comes back.
+    fn load_tokens_behind(&self, now: Timestamp) {
+        let tokens = self.cache.tokens();
+        let store = self.stores.sessions.clone();
+        let clock = self.clock.clone();
+        let spawned = std::thread::Builder::new().name("load-tokens".into()).spawn(move || {
+            let mut result = Ok(());
+            let count = tokens.load(|add| result = store.for_each_live_token(now, &mut |t| add(&t)));
+            let seconds = (clock.now().micros() - now.micros()) as f64 / 1e6;
+            match result {
+                Ok(()) => {
+                    tokens.finish_loading();
+                    tracing::info!(tokens = count, seconds, "bearer tokens loaded");
+                }
+                // Still correct, only slower: every secret missing from
+                // the map goes on being looked up in the store.
+                Err(e) => tracing::error!(
+                    error = %e,
+                    tokens = count,
+                    "loading bearer tokens failed: secrets not in memory are read from the store until a restart"
+                ),
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "no thread to load bearer tokens: every secret is read from the store");
+        }
     }
 
     /// Loads the claims of every identity holding a live session.
@@ -356,5 +376,74 @@ impl Engine {
     /// How many identities' claims are held in memory.
     pub fn held_claims(&self) -> usize {
         self.claims.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use lockstep_domain::Token;
+
+    use crate::testing::{engine as open, origin, person};
+    use crate::{Engine, OpenRequest, Principal, secrets};
+
+    fn open_session(engine: &Engine, refresh: bool) -> crate::IssuedTokens {
+        let request = OpenRequest { subject: "dana".into(), ttl: None, refresh, format: None };
+        engine.authority().open_session(request, &Principal::admin()).wait().unwrap()
+    }
+
+    /// The server serves before the bearer secrets are in memory. Until
+    /// they are, a secret missing from the map is read from the SQLite
+    /// store, and the session it names must still be held: a revoked one
+    /// (before the restart or during the load) never comes back, a refresh
+    /// token is no bearer secret, and the load's older snapshot undoes
+    /// nothing that happened while it ran.
+    #[test]
+    fn secrets_not_loaded_yet_are_answered_from_the_store_as_memory_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path());
+        engine.create_identity(person(&engine, "dana"), origin()).unwrap();
+        let (kept, cut_before, cut_during) =
+            (open_session(&engine, false), open_session(&engine, false), open_session(&engine, true));
+        engine.authority().revoke_session(cut_before.session.id, &Principal::admin()).wait().unwrap();
+        drop(engine);
+
+        let engine = open(dir.path());
+        // The restarted engine, as it is before its loader has run: no
+        // secret in memory, sessions and claims held.
+        let tokens = engine.cache.tokens();
+        while !engine.bearer_tokens_loaded() {
+            std::thread::yield_now();
+        }
+        let snapshot: Vec<Token> = {
+            let mut all = Vec::new();
+            engine.stores.sessions.for_each_live_token(engine.clock.now(), &mut |t| all.push(t)).unwrap();
+            all
+        };
+        tokens.forget_all();
+        tokens.begin_loading();
+        assert!(!engine.bearer_tokens_loaded());
+
+        let active = |t: &str| engine.introspect(t).is_some();
+        assert!(active(&kept.access_token), "read from the store");
+        assert_eq!(engine.introspect(&kept.access_token).unwrap().claims.unwrap().user_name.as_ref(), "dana");
+        assert!(!active(&cut_before.access_token), "revoked before the restart");
+        assert!(active(&cut_during.access_token));
+        assert!(
+            !active(cut_during.refresh_token.as_deref().unwrap()),
+            "a refresh token is not a bearer secret"
+        );
+        assert!(!active("lst_at_unknown"));
+        // Revoked while the secrets load: by its token, found in the store.
+        engine.authority().revoke_token(&cut_during.access_token, &Principal::admin()).wait().unwrap();
+        assert!(!active(&cut_during.access_token));
+        // The load finishes with its snapshot from before that revocation.
+        assert_eq!(tokens.load(|add| snapshot.iter().for_each(add)), snapshot.len());
+        tokens.finish_loading();
+        assert!(engine.bearer_tokens_loaded());
+        assert!(active(&kept.access_token), "from memory now");
+        assert!(!active(&cut_during.access_token), "the older snapshot brings nothing back");
+        assert!(!active(&cut_before.access_token));
+        assert!(engine.cache.get(&secrets::hash(&kept.access_token), || None).is_some());
     }
 }

@@ -27,5 +27,6 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
         status: "ok".into(),
         consumed_directory_event: state.engine.consumed().ok().flatten().map(|e| e.0),
         cached_sessions: state.engine.cached_sessions(),
+        bearer_tokens_loaded: state.engine.bearer_tokens_loaded(),
     })
 }

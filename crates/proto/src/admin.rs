@@ -410,6 +410,10 @@ pub struct Health {
     pub consumed_directory_event: Option<u64>,
     /// Sessions in the introspection cache.
     pub cached_sessions: usize,
+    /// Whether every bearer secret is in memory (false for a few seconds
+    /// after a start with many sessions: those not yet loaded are read
+    /// from the store, so answers are right, only slower).
+    pub bearer_tokens_loaded: bool,
 }
 
 use crate::format_rfc3339;

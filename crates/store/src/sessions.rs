@@ -228,7 +228,8 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// [`SessionStore::for_each_live`], but only what the introspection map
     /// keeps of each session: at ten million sessions, decoding the rest
     /// (the issued name, the state's detail) is a good part of start-up.
-    /// Same sessions, same order.
+    /// The same sessions, in any order: a backend may read parts of the
+    /// table side by side (the caller files each session by its id).
     fn for_each_live_entry(&self, now: Timestamp, f: &mut dyn FnMut(LiveSession)) -> StoreResult<()> {
         self.for_each_live(now, &mut |s| f(LiveSession::of(&s)))
     }

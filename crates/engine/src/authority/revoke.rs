@@ -143,7 +143,8 @@ impl Batch<'_> {
         let engine = self.engine;
         let cached = match target {
             Target::Session { id, .. } => engine.cache.session(id).map(|h| (*id, h)),
-            Target::Token(hash) => engine.cache.get(hash).map(|c| {
+            // A secret not loaded yet is found in the store below.
+            Target::Token(hash) => engine.cache.get(hash, || None).map(|c| {
                 let held = crate::cache::HeldSession {
                     identity: c.identity,
                     kind: c.kind,

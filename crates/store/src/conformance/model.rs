@@ -403,7 +403,10 @@ fn run_ses_op<S: SessionStore + ?Sized>(s: &S, op: &SesOp) -> String {
             s.for_each_live(t(*now), &mut |x| live.push(x)).unwrap();
             let mut entries = Vec::new();
             s.for_each_live_entry(t(*now), &mut |x| entries.push(x)).unwrap();
-            let projected: Vec<crate::LiveSession> = live.iter().map(crate::LiveSession::of).collect();
+            let mut projected: Vec<crate::LiveSession> = live.iter().map(crate::LiveSession::of).collect();
+            // In any order (see the trait).
+            entries.sort_by_key(|e| e.id);
+            projected.sort_by_key(|e| e.id);
             assert_eq!(entries, projected, "for_each_live_entry is the projection of for_each_live");
             format!(
                 "{:?} {:?} {:?} {:?}",
