@@ -27,7 +27,7 @@ start_server() {
   SERVER_PID=$!
   trap 'kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; rm -rf "$DATA"' EXIT
   URL=""
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 600); do # 60 s: a debug build on a loaded machine
     URL="$(sed -n 's/^lockstep: listening on //p' "$log" | head -1)"
     [ -n "$URL" ] && break
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$log" >&2; exit 1; }

@@ -503,7 +503,11 @@ fn deactivate() -> Value {
 async fn suspensions_and_grace_deadlines_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("lockstep.toml");
-    std::fs::write(&config, "[policy.tiers.non_human]\nowner_grace = \"3s\"\n").unwrap();
+    // A grace long enough to outlast a kill and a restart on a loaded
+    // machine for the first half; a short one for the second.
+    let grace =
+        |g: &str| std::fs::write(&config, format!("[policy.tiers.non_human]\nowner_grace = \"{g}\"\n"));
+    grace("60s").unwrap();
     let data = dir.path().join("data");
     let http = Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
     let (server, base, _) = start_logged(&data, &config);
@@ -547,6 +551,9 @@ async fn suspensions_and_grace_deadlines_survive_kill_9() {
         {"op": "replace", "path": format!("{NHI}:owner"), "value": {"value": o2}}]});
     scim(&http, &base, patch.clone(), &format!("/scim/v2/Users/{sa1}"), new_owner).await;
     assert!(active(&http, &base, &tokens[0]).await, "resumed");
+    drop(server);
+    grace("3s").unwrap();
+    let (server, base, _) = start_logged(&data, &config);
     // o2 leaves: both are suspended; the process is killed and stays down past the grace.
     scim(&http, &base, patch, &format!("/scim/v2/Users/{o2}"), deactivate()).await;
     assert!(!active(&http, &base, &tokens[0]).await && !active(&http, &base, &tokens[1]).await);

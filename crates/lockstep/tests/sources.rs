@@ -219,13 +219,13 @@ async fn lifecycle(mode: &str) {
     let status = server.source("corp-ldap").await;
     assert_eq!(status["mode"], json!(mode));
     assert!(status["identities"].as_u64().unwrap() >= 2, "{status}");
-    let audit = server.audit().await;
-    assert!(
-        audit.iter().any(
-            |r| r["kind"] == json!("directory.identity_deleted") && r["actor"] == json!("corp-ldap/sync")
-        ),
-        "the deletion is audited with the source as its actor"
-    );
+    // The bridge writes the audit record after the cut is in force.
+    eventually("the deletion audited with the source as its actor", WAIT, || async {
+        server.audit().await.iter().any(|r| {
+            r["kind"] == json!("directory.identity_deleted") && r["actor"] == json!("corp-ldap/sync")
+        })
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,15 +267,26 @@ async fn the_syncrepl_cookie_survives_kill_9_with_no_event_applied_twice() {
         server.user("burst24").await.is_some() && server.user("burst0").await.is_none()
     })
     .await;
-    // Give a replay a chance to show up twice, then count.
+    // The audit records are the bridge's, written after the directory
+    // commit a SCIM read already sees: wait for all of them, then give a
+    // replay a chance to show up twice, and count.
+    let created = |audit: &[Value], name: &str| {
+        audit
+            .iter()
+            .filter(|r| r["kind"] == json!("directory.identity_created") && r["username"] == json!(name))
+            .count()
+    };
+    eventually("every creation and the deletion audited", WAIT, || async {
+        let audit = server.audit().await;
+        (0..25).all(|n| created(&audit, &format!("burst{n}")) > 0)
+            && audit.iter().any(|r| r["kind"] == json!("directory.identity_deleted"))
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let audit = server.audit().await;
     for n in 0..25 {
         let name = format!("burst{n}");
-        let created = audit
-            .iter()
-            .filter(|r| r["kind"] == json!("directory.identity_created") && r["username"] == json!(name))
-            .count();
+        let created = created(&audit, &name);
         assert_eq!(created, 1, "{name} created {created} times");
     }
     let deleted = audit
@@ -303,6 +314,14 @@ async fn a_stale_ldap_source_fails_privileged_access_closed() {
         ldap_config(&slapd, "syncrepl", "").replace("max_staleness = \"2m\"", "max_staleness = \"3s\"");
     let server = start(dir.path(), &config);
     eventually("root synced", WAIT, || async { server.user("root").await.is_some() }).await;
+    // A source not yet complete counts its staleness from its start: on a
+    // slow first refresh it may be stale for a moment, and then refuses a
+    // privileged session (as it should).
+    eventually("the source live and fresh", WAIT, || async {
+        let s = server.source("corp-ldap").await;
+        s["state"] == json!("live") && s["stale"] == json!(false)
+    })
+    .await;
     let root = server.session("root").await;
     let alice = server.session("alice").await;
     eventually("root privileged", WAIT, || async {

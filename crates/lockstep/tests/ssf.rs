@@ -192,7 +192,7 @@ async fn sets_pending_at_a_kill_9_arrive_after_the_restart() {
     }
     // The transmitter has tried (and been refused) before the kill, a
     // retry of the same jti included.
-    eventually("a retry refused with 503 before the kill", Duration::from_secs(5), || {
+    eventually("a retry refused with 503 before the kill", Duration::from_secs(60), || {
         let refused: Vec<String> = receiver.attempts().iter().map(|a| jti(&a.set)).collect();
         refused.len() > refused.iter().collect::<BTreeSet<_>>().len()
     })
@@ -206,7 +206,8 @@ async fn sets_pending_at_a_kill_9_arrive_after_the_restart() {
 
     let server = start(&data);
     let expected = 2 * USERS;
-    eventually(&format!("{expected} SETs accepted after the restart"), Duration::from_secs(15), || {
+    // Long enough for the stored backoff (up to 16 s after a few refusals).
+    eventually(&format!("{expected} SETs accepted after the restart"), Duration::from_secs(60), || {
         receiver.accepted() >= expected
     })
     .await;

@@ -117,6 +117,38 @@ pub struct Batch {
     pub refresh: bool,
 }
 
+/// Keys deleted since the last batch, in the order the server sent them:
+/// the engine's circuit breaker holds deletions past its threshold in the
+/// order a batch lists them, so a batch must list them as they happened.
+#[derive(Debug, Default)]
+struct Deleted {
+    order: Vec<String>,
+    set: std::collections::HashSet<String>,
+}
+
+impl Deleted {
+    fn contains(&self, key: &str) -> bool {
+        self.set.contains(key)
+    }
+
+    fn insert(&mut self, key: String) {
+        if self.set.insert(key.clone()) {
+            self.order.push(key);
+        }
+    }
+
+    /// A key added again after its deletion (rare: the order is scanned).
+    fn remove(&mut self, key: &str) {
+        if self.set.remove(key) {
+            self.order.retain(|k| k != key);
+        }
+    }
+
+    fn into_keys(self) -> Vec<String> {
+        self.order
+    }
+}
+
 /// The syncrepl state of one session.
 #[derive(Debug)]
 pub struct SyncMachine {
@@ -124,7 +156,7 @@ pub struct SyncMachine {
     index: DnIndex,
     users: BTreeMap<String, RawEntry>,
     groups: BTreeMap<String, RawEntry>,
-    deleted: BTreeSet<String>,
+    deleted: Deleted,
     cursor_dirty: bool,
     live: bool,
     /// The last full entry of every group with its normalised member DNs:
@@ -165,7 +197,7 @@ impl SyncMachine {
             index,
             users: BTreeMap::new(),
             groups: BTreeMap::new(),
-            deleted: BTreeSet::new(),
+            deleted: Deleted::default(),
             cursor_dirty: false,
             live: false,
             group_entries: HashMap::new(),
@@ -322,7 +354,7 @@ impl SyncMachine {
     pub fn take_batch(&mut self) -> Batch {
         let users = std::mem::take(&mut self.users);
         let groups = std::mem::take(&mut self.groups);
-        let deleted = std::mem::take(&mut self.deleted);
+        let deleted = std::mem::take(&mut self.deleted).into_keys();
         let refresh = !self.live;
         let removals = if refresh && self.streams.iter().any(|s| s.whole) {
             let mut present = BTreeSet::new();
@@ -366,7 +398,7 @@ impl SyncMachine {
             for st in &mut self.streams {
                 st.present.clear();
             }
-            Removals::Keys(deleted.into_iter().collect())
+            Removals::Keys(deleted)
         };
         let cursor = if refresh || self.cursor_dirty { Some(self.cursor()) } else { None };
         self.cursor_dirty = false;

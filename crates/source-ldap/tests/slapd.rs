@@ -16,6 +16,11 @@ use lockstep_source_ldap::{LdapSourceConfig, Mode, run};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// How long a change may take to reach the sink: generous, because two
+/// tests (each with its own slapd and LDAP tool processes) share two cores
+/// in CI. Waits end as soon as the change arrives.
+const DELIVERY: Duration = Duration::from_secs(20);
+
 fn config(slapd: &Slapd, mode: Mode) -> LdapSourceConfig {
     let mut c = LdapSourceConfig::openldap("corp", slapd.url.clone(), PEOPLE);
     c.bind_dn = Some(ADMIN_DN.into());
@@ -86,11 +91,12 @@ async fn syncrepl_snapshot_then_live_changes() {
     assert_eq!(eng.member_keys, BTreeSet::from([alice_key.clone()]));
     assert_eq!(sink.model.lock().unwrap().len(), 2, "services OU and OUs are not users");
 
-    // A new user arrives in persist mode within a second.
+    // A new user arrives in persist mode (the latency is printed, not
+    // asserted: a loaded CI machine is no benchmark).
     let n = sink.update_count();
     let t0 = Instant::now();
     slapd.add_user("bob", "");
-    wait_until("bob upserted", Duration::from_secs(1), || sink.user("bob").is_some()).await;
+    wait_until("bob upserted", DELIVERY, || sink.user("bob").is_some()).await;
     let latency = t0.elapsed();
     let bob_key = slapd.entry_uuid(&format!("uid=bob,{PEOPLE}"));
     let bob = sink.user("bob").unwrap();
@@ -106,10 +112,9 @@ async fn syncrepl_snapshot_then_live_changes() {
     slapd.ldapmodify(&format!(
         "dn: uid=bob,{PEOPLE}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n"
     ));
-    wait_until("bob inactive", Duration::from_secs(2), || sink.user("bob").is_some_and(|b| !b.active)).await;
+    wait_until("bob inactive", DELIVERY, || sink.user("bob").is_some_and(|b| !b.active)).await;
     slapd.ldapmodify(&format!("dn: uid=bob,{PEOPLE}\nchangetype: modify\ndelete: employeeType\n"));
-    wait_until("bob active again", Duration::from_secs(2), || sink.user("bob").is_some_and(|b| b.active))
-        .await;
+    wait_until("bob active again", DELIVERY, || sink.user("bob").is_some_and(|b| b.active)).await;
 
     // Membership: add bob and carol, drop alice.
     slapd.add_user("carol", "");
@@ -118,7 +123,7 @@ async fn syncrepl_snapshot_then_live_changes() {
         "dn: cn=engineering,{GROUPS}\nchangetype: modify\nadd: member\nmember: uid=bob,{PEOPLE}\nmember: uid=carol,{PEOPLE}\n-\n\
          delete: member\nmember: uid=alice,{PEOPLE}\n"
     ));
-    wait_until("engineering = {bob, carol}", Duration::from_secs(2), || {
+    wait_until("engineering = {bob, carol}", DELIVERY, || {
         sink.group("engineering")
             .is_some_and(|g| g.member_keys == BTreeSet::from([bob_key.clone(), carol_key.clone()]))
     })
@@ -127,7 +132,7 @@ async fn syncrepl_snapshot_then_live_changes() {
     slapd.ldapmodify(&format!(
         "dn: cn=engineering,{GROUPS}\nchangetype: modify\ndelete: member\nmember: uid=carol,{PEOPLE}\n"
     ));
-    wait_until("engineering = {bob}", Duration::from_secs(2), || {
+    wait_until("engineering = {bob}", DELIVERY, || {
         sink.group("engineering").is_some_and(|g| g.member_keys == BTreeSet::from([bob_key.clone()]))
     })
     .await;
@@ -139,7 +144,7 @@ async fn syncrepl_snapshot_then_live_changes() {
     // from the group, and that modify reaches the sink too.
     let n = sink.update_count();
     slapd.ldapdelete(&format!("uid=bob,{PEOPLE}"));
-    wait_until("bob removed", Duration::from_secs(2), || sink.user("bob").is_none()).await;
+    wait_until("bob removed", DELIVERY, || sink.user("bob").is_none()).await;
     let removed: Vec<String> = sink
         .updates_since(n)
         .into_iter()
@@ -151,7 +156,7 @@ async fn syncrepl_snapshot_then_live_changes() {
     assert!(removed.contains(&bob_key), "{removed:?}");
     wait_until_or(
         "engineering = {carol}",
-        Duration::from_secs(2),
+        DELIVERY,
         || sink.group("engineering").is_some_and(|g| g.member_keys == BTreeSet::from([carol_key.clone()])),
         || format!("{:?}", sink.group("engineering")),
     )
@@ -223,7 +228,7 @@ async fn poll_mode_yields_snapshots() {
     assert!(!sink.user("p3").unwrap().active);
     assert!(sink.user("p2").unwrap().active);
     slapd.ldapdelete(&format!("uid=p1,{PEOPLE}"));
-    wait_until("p1 gone", Duration::from_secs(3), || sink.user("p1").is_none()).await;
+    wait_until("p1 gone", DELIVERY, || sink.user("p1").is_none()).await;
     running.stop().await;
 }
 
@@ -243,7 +248,7 @@ async fn killed_slapd_reports_down_and_reconnects() {
     let states = || format!("{:?}", sink.states.lock().unwrap());
     wait_until_or("live again", Duration::from_secs(20), || is_live(&sink), states).await;
     slapd.add_user("erin", "");
-    wait_until("erin after reconnect", Duration::from_secs(2), || sink.user("erin").is_some()).await;
+    wait_until("erin after reconnect", DELIVERY, || sink.user("erin").is_some()).await;
     assert!(sink.user("alice").is_some());
     running.stop().await;
 }

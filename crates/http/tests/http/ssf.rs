@@ -78,7 +78,7 @@ fn header(jws: &str) -> Value {
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..300 {
+    for _ in 0..DELIVERY_POLLS {
         if check() {
             return;
         }
@@ -86,6 +86,10 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// How many 20 ms polls a delivery may take (at least 30 s: a loaded CI
+/// machine; waits end as soon as it arrives).
+const DELIVERY_POLLS: usize = 1_500;
 
 impl Server {
     async fn stream(&self, body: Value) -> Value {
@@ -162,7 +166,7 @@ async fn a_deactivation_reaches_a_push_receiver_as_signed_sets() {
     // transmitter, a moment after the receiver has the SET: ask until then.
     let position = txns.iter().next().unwrap().trim_start_matches("dir-").to_owned();
     let mut reach = Value::Null;
-    for _ in 0..100 {
+    for _ in 0..DELIVERY_POLLS {
         reach = server.get(&format!("/v1/directory-events/{position}/reach")).await.json().await.unwrap();
         let recorded = reach["signals"]
             .as_array()

@@ -23,12 +23,16 @@ pub struct RecordingSink {
     pub cursor: Mutex<Option<Vec<u8>>>,
     pub states: Mutex<Vec<ConnectionState>>,
     pub model: Mutex<BTreeMap<String, SourceRecord>>,
+    /// Seconds added to the real time the sink reports as now (a test
+    /// moves the connector's clock past an expiry instead of sleeping).
+    pub skew_s: std::sync::atomic::AtomicI64,
 }
 
 impl SourceSink for RecordingSink {
     fn now(&self) -> lockstep_domain::Timestamp {
-        let micros = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_micros();
-        lockstep_domain::Timestamp(i64::try_from(micros).unwrap())
+        let micros = i64::try_from(std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_micros()).unwrap();
+        let skew = self.skew_s.load(std::sync::atomic::Ordering::SeqCst) * 1_000_000;
+        lockstep_domain::Timestamp(micros + skew)
     }
 
     fn cursor(&self) -> Result<Option<Vec<u8>>, SourceError> {
