@@ -616,6 +616,19 @@ mod tests {
         assert_eq!(decode_sync_cursor(up.cursor.as_deref().unwrap()).unwrap(), vec![Some(b"n".to_vec())]);
     }
 
+    /// Deletions are listed as the server sent them, not sorted by key:
+    /// the engine's breaker holds the later ones of a batch.
+    #[test]
+    fn deletions_keep_the_order_they_arrived_in() {
+        let mut m = SyncMachine::new(&[(Kind::Users, Some(b"old".to_vec()))], DnIndex::default());
+        for n in [9, 3, 7] {
+            m.feed(0, ent(EntryState::Delete, n, None, bare(n))).unwrap();
+        }
+        m.feed(0, SyncMsg::Info(SyncInfo::RefreshDelete { cookie: Some(b"n".to_vec()), refresh_done: true }))
+            .unwrap();
+        assert_eq!(build(&mut m).removals, Removals::Keys(vec![key(9), key(3), key(7)]));
+    }
+
     #[test]
     fn present_idset_counts_as_seen_and_add_then_delete_cancels() {
         let mut m = SyncMachine::new(&[(Kind::Users, Some(b"c".to_vec()))], DnIndex::default());
