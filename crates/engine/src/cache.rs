@@ -149,10 +149,8 @@ fn shards<K, V>() -> Vec<RwLock<Map<K, V>>> {
     (0..SHARDS).map(|_| RwLock::new(Map::default())).collect()
 }
 
-/// Adds staged entries to a shard, rebuilding its map at the final size.
-/// An entry already in the map wins over a staged one with the same key:
-/// the bearer secrets load while the server serves, and what was written
-/// since the load's snapshot is newer than the snapshot.
+/// Adds staged entries to a shard, rebuilding its map at the final size
+/// (an entry already in the map wins over a staged one with the same key).
 fn install<K: std::hash::Hash + Eq, V>(shard: &RwLock<Map<K, V>>, staged: Vec<(K, V)>) {
     let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
     let mut built = Map::with_capacity_and_hasher(map.len() + staged.len(), Default::default());
@@ -225,20 +223,28 @@ impl Tokens {
         self.loading.load(Ordering::Acquire)
     }
 
-    /// Loads many bearer secrets at once, as [`SessionCache::load_sessions`]
-    /// loads sessions. Secrets written since the scan's snapshot stay as
+    /// Loads many bearer secrets (about `expected` of them) while the
+    /// server serves. Secrets written since the scan's snapshot stay as
     /// written.
-    pub(crate) fn load(&self, tokens: impl FnOnce(&mut dyn FnMut(&Token))) -> usize {
-        let mut staged: Vec<Vec<(TokenHash, TokenEntry)>> = (0..SHARDS).map(|_| Vec::new()).collect();
+    ///
+    /// Each shard is sized for its share first, then every secret goes
+    /// straight in: no staging as for sessions. Staging ten million
+    /// secrets after the sessions' staging buffers had been freed left
+    /// about 40 bytes a session in glibc's heap for good (a freed large
+    /// buffer raises its mmap threshold, so the later ones came from the
+    /// heap), and this load is off the path to serving, so the cache
+    /// misses of inserting in arrival order no longer delay anyone.
+    pub(crate) fn load(&self, expected: usize, tokens: impl FnOnce(&mut dyn FnMut(&Token))) -> usize {
+        let share = expected / SHARDS + expected / SHARDS / 8;
+        for shard in &self.shards {
+            shard.write().unwrap_or_else(|p| p.into_inner()).reserve(share);
+        }
         let mut count = 0;
         tokens(&mut |t| {
             let entry = TokenEntry { session: t.session, issued_at: t.issued_at, expires_at: t.expires_at };
-            staged[token_shard(&t.hash)].push((t.hash, entry));
+            self.shard(&t.hash).write().unwrap_or_else(|p| p.into_inner()).entry(t.hash).or_insert(entry);
             count += 1;
         });
-        for (shard, entries) in self.shards.iter().zip(staged) {
-            install(shard, entries);
-        }
         count
     }
 
@@ -579,7 +585,7 @@ mod tests {
         cache.insert_token(&newer);
         cache.expire_token(&rotated.hash, Timestamp(10));
         // The load's snapshot predates both.
-        let loaded = tokens.load(|add| {
+        let loaded = tokens.load(3, |add| {
             for t in [&old, &rotated, &fresh] {
                 add(t);
             }

@@ -82,7 +82,7 @@ impl Engine {
             claims_seconds = seconds(loaded),
             "introspection cache loaded"
         );
-        self.load_tokens_behind(now);
+        self.load_tokens_behind(now, count);
         let (changed, shortened) = self.record_policy()?;
         opened.policy_changed = changed;
         opened.shortened = shortened;
@@ -96,13 +96,16 @@ impl Engine {
     /// Until the load is done, introspection looks a secret missing from
     /// the map up in the store ([`Engine::stored_bearer`]); the session it
     /// names must still be held in memory, so nothing revoked comes back.
-    fn load_tokens_behind(&self, now: Timestamp) {
+    fn load_tokens_behind(&self, now: Timestamp, sessions: usize) {
         let tokens = self.cache.tokens();
         let store = self.stores.sessions.clone();
         let clock = self.clock.clone();
         let spawned = std::thread::Builder::new().name("load-tokens".into()).spawn(move || {
             let mut result = Ok(());
-            let count = tokens.load(|add| result = store.for_each_live_token(now, &mut |t| add(&t)));
+            // About one bearer secret per live session (an access token or
+            // an API key; refresh tokens and client secrets are not bearer).
+            let count =
+                tokens.load(sessions, |add| result = store.for_each_live_token(now, &mut |t| add(&t)));
             let seconds = (clock.now().micros() - now.micros()) as f64 / 1e6;
             match result {
                 Ok(()) => {
@@ -438,7 +441,7 @@ mod tests {
         engine.authority().revoke_token(&cut_during.access_token, &Principal::admin()).wait().unwrap();
         assert!(!active(&cut_during.access_token));
         // The load finishes with its snapshot from before that revocation.
-        assert_eq!(tokens.load(|add| snapshot.iter().for_each(add)), snapshot.len());
+        assert_eq!(tokens.load(snapshot.len(), |add| snapshot.iter().for_each(add)), snapshot.len());
         tokens.finish_loading();
         assert!(engine.bearer_tokens_loaded());
         assert!(active(&kept.access_token), "from memory now");

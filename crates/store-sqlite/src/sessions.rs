@@ -183,8 +183,10 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Session>> {
     Ok(decoded())
 }
 
-/// Live sessions a start-up reader hands over at a time.
-const LIVE_CHUNK: usize = 8_192;
+/// Live sessions a start-up reader hands over at a time: about 80 KB, under
+/// glibc's initial mmap threshold (a freed mmapped chunk raises it, and
+/// later large buffers then stay in the heap after they are freed).
+const LIVE_CHUNK: usize = 1_024;
 
 /// What the introspection map keeps of a session row (see
 /// `for_each_live_entry`).
