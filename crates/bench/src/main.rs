@@ -441,6 +441,24 @@ async fn memory(bin: &Path, sessions: usize, identities: usize, reuse: Option<&P
     // Serving already: the probes introspect while the bearer secrets are
     // still loading (those not loaded yet are read from the store).
     let early = loaded.count_active(&probes, 4).await?;
+    // Introspection while the secrets load, at its worst: tokens that are
+    // not in memory (unknown ones), each read from the store until the
+    // load is done; then the same once warm (a miss in memory, no read).
+    let unknown: Vec<String> = (0..1_000).map(|n| format!("token=lst_at_not-issued-{n:04}")).collect();
+    let misses = |addr: &str| LoadSpec {
+        addr: addr.to_owned(),
+        method: hyper::Method::POST,
+        paths: vec!["/oauth2/introspect".into()],
+        content_type: "application/x-www-form-urlencoded".into(),
+        bearer: ADMIN.into(),
+        bodies: unknown.clone(),
+        body_per_pass: false,
+        connections: 16,
+        warmup: Duration::ZERO,
+        duration: Duration::from_secs(2),
+    };
+    let loading = run_load(misses(&loaded.addr)).await?;
+    let still_loading = loaded.health().await?["bearer_tokens_loaded"] == json!(false);
     let warm = loop {
         let health: Value = loaded.health().await?;
         if health["bearer_tokens_loaded"] == json!(true) {
@@ -452,6 +470,7 @@ async fn memory(bin: &Path, sessions: usize, identities: usize, reuse: Option<&P
     let cached = health["cached_sessions"].as_u64().context("no cached_sessions")?;
     let rss = loaded.rss()?;
     let active = loaded.count_active(&probes, 4).await?;
+    let warm_misses = run_load(misses(&loaded.addr)).await?;
     println!(
         "method: VmRSS of `lockstep serve` after start-up on an empty data directory (baseline) and on one with \
          {cached} live sessions, measured once every bearer secret is in memory; start to serving timed from \
@@ -463,7 +482,16 @@ async fn memory(bin: &Path, sessions: usize, identities: usize, reuse: Option<&P
         probes.len()
     );
     println!("start to serving with {cached} live sessions: {start:.1}s");
-    println!("start to every bearer secret in memory: {warm:.1}s");
+    println!(
+        "start to every bearer secret in memory: {warm:.1}s (with the 2 s introspection load below running in \
+         that window)"
+    );
+    println!(
+        "introspection of tokens not in memory, 16 connections, 2 s right after \"listening\" (each read from \
+         the store while the secrets load{}): {loading}",
+        if still_loading { "; still loading at its end" } else { "; the load ended within it" }
+    );
+    println!("the same once warm (a miss in memory):                 {warm_misses}");
     println!(
         "RSS empty: {:.1} MiB; RSS with {cached} sessions: {:.1} MiB",
         base_rss as f64 / 1048576.0,
