@@ -214,19 +214,21 @@ pub(crate) async fn import(
     let dry_run = request.dry_run;
     let response = blocking(FLAVOR, move || {
         let update = SourceUpdate::snapshot(records);
-        let dry = engine.sources().dry_run(&name, &update).map_err(source_err)?;
-        let mut response = plan_view(&dry);
-        if !dry_run {
-            let applied = engine.sources().apply(&name, update).map_err(source_err)?;
-            response.dry_run = false;
-            response.held = applied.held > 0;
-            response.rejected = applied
-                .rejected
-                .iter()
-                .map(|(k, why)| RejectedView { external_id: k.clone(), reason: why.clone() })
-                .collect();
-            response.applied = Some(applied_view(&applied));
+        if dry_run {
+            let dry = engine.sources().dry_run(&name, &update).map_err(source_err)?;
+            return Ok(plan_view(&dry));
         }
+        // Planned once: the plan shown is the plan applied.
+        let (mut response, applied) =
+            engine.sources().import(&name, update, plan_view).map_err(source_err)?;
+        response.dry_run = false;
+        response.held = applied.held > 0;
+        response.rejected = applied
+            .rejected
+            .iter()
+            .map(|(k, why)| RejectedView { external_id: k.clone(), reason: why.clone() })
+            .collect();
+        response.applied = Some(applied_view(&applied));
         Ok(response)
     })
     .await?;

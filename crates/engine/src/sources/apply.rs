@@ -197,7 +197,7 @@ impl<'a> Sources<'a> {
         let entry = self.engine.sources.get(name)?;
         let _applying = entry.applying.lock().unwrap_or_else(|p| p.into_inner());
         self.load(&entry)?;
-        let result = self.apply_locked(&entry, update);
+        let result = self.apply_locked(&entry, update, None);
         if let Err(e) = &result {
             entry.runtime().last_error = Some(e.to_string());
         }
@@ -288,7 +288,35 @@ impl<'a> Sources<'a> {
     /// cut; nothing is written.
     pub fn dry_run(&self, name: &str, update: &SourceUpdate) -> Result<DryRun, SourceError> {
         let entry = self.engine.sources.get(name)?;
-        let (plan, threshold) = self.plan(&entry, update)?;
+        self.dry_run_of(&entry, update)
+    }
+
+    /// Plans an update, shows the plan (`show`), and applies that same
+    /// plan: one planning under the source's lock, so what the answer
+    /// shows is what was applied (planned twice, a write in between could
+    /// make them differ). The import endpoint's path.
+    pub fn import<T>(
+        &self,
+        name: &str,
+        update: SourceUpdate,
+        show: impl FnOnce(&DryRun) -> T,
+    ) -> Result<(T, SourceApplied), SourceError> {
+        let entry = self.engine.sources.get(name)?;
+        let _applying = entry.applying.lock().unwrap_or_else(|p| p.into_inner());
+        self.load(&entry)?;
+        let dry = self.dry_run_of(&entry, &update)?;
+        let shown = show(&dry);
+        match self.apply_locked(&entry, update, Some((dry.plan, dry.threshold))) {
+            Ok(applied) => Ok((shown, applied)),
+            Err(e) => {
+                entry.runtime().last_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn dry_run_of(&self, entry: &Entry, update: &SourceUpdate) -> Result<DryRun, SourceError> {
+        let (plan, threshold) = self.plan(entry, update)?;
         let now = self.engine.clock.now();
         let losses: Vec<&Identity> = plan.losses().collect();
         let ids: Vec<IdentityId> = losses.iter().map(|i| i.id).collect();
@@ -321,10 +349,20 @@ impl<'a> Sources<'a> {
         Ok(DryRun { plan, removals, threshold, would_hold })
     }
 
-    fn apply_locked(&self, entry: &Entry, update: SourceUpdate) -> Result<SourceApplied, SourceError> {
+    /// Applies an update under the source's lock; `planned`: its plan and
+    /// threshold, already made under the same lock.
+    fn apply_locked(
+        &self,
+        entry: &Entry,
+        update: SourceUpdate,
+        planned: Option<(Plan, usize)>,
+    ) -> Result<SourceApplied, SourceError> {
         let engine = self.engine;
         let now = engine.clock.now();
-        let (plan, threshold) = self.plan(entry, &update)?;
+        let (plan, threshold) = match planned {
+            Some(planned) => planned,
+            None => self.plan(entry, &update)?,
+        };
         let losses = plan.losses().count();
         let breaker = &entry.settings.breaker;
         let mut rt_held = entry.runtime().held.clone();

@@ -293,3 +293,28 @@ fn a_stale_source_suspends_privileged_sessions_only_until_it_is_fresh() {
         engine.audit_page(0, 1000).unwrap().iter().map(|r| r.entry.kind).collect();
     assert!(kinds.contains(&AuditKind::SessionSuspended) && kinds.contains(&AuditKind::SessionResumed));
 }
+
+/// An import plans once: the plan it shows (with the sessions each removal
+/// cuts, counted before the cut) is the plan it applied.
+#[test]
+fn an_import_shows_the_plan_it_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path(), clock());
+    let sources = engine.sources();
+    let rows = |n: usize| (0..n).map(|i| user(&format!("e{i}"), &format!("hr{i}"), true)).collect::<Vec<_>>();
+    let (shown, applied) = sources
+        .import("hr", SourceUpdate::snapshot(rows(3)), |dry| (dry.plan.creates.len(), dry.would_hold))
+        .unwrap();
+    assert_eq!((shown, applied.created), ((3, false), 3));
+    let token = engine.open_session("hr2", None, &Principal::admin()).unwrap().access_token;
+    // hr2 left the file: the plan shows its deactivation and the session it
+    // cuts, and the import applied exactly that.
+    let (shown, applied) = sources
+        .import("hr", SourceUpdate::snapshot(rows(2)), |dry| {
+            dry.removals.iter().map(|r| (r.user_name.clone(), r.action, r.sessions)).collect::<Vec<_>>()
+        })
+        .unwrap();
+    assert_eq!(shown, [("hr2".to_owned(), "deactivate", 1)]);
+    assert_eq!((applied.deactivated, applied.created, applied.unchanged), (1, 0, 2));
+    assert!(engine.introspect(&token).is_none(), "the cut the plan showed was made");
+}
