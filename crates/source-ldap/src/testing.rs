@@ -258,6 +258,12 @@ impl Samba {
             "Samba AD DC is required for this test: `apt-get install --no-install-recommends samba samba-ad-dc \
              samba-ad-provision ldb-tools` (or set LOCKSTEP_SKIP_AD=1 to skip it)"
         );
+        // A DC dropped by the test before (another test binary) may still be
+        // going away: give it a moment before calling the port busy.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect("127.0.0.1:389").is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
         assert!(
             std::net::TcpStream::connect("127.0.0.1:389").is_err(),
             "port 389 is busy: another Samba DC (one per machine) is running"
