@@ -232,6 +232,23 @@ pub(crate) fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
+/// `POST /oauth2/introspect` of `bodies` (form `token=…`) with the admin
+/// token: 16 connections for 2 s, no warm-up, unless the caller says else.
+fn introspections(addr: &str, bodies: Vec<String>) -> LoadSpec {
+    LoadSpec {
+        addr: addr.to_owned(),
+        method: hyper::Method::POST,
+        paths: vec!["/oauth2/introspect".into()],
+        content_type: "application/x-www-form-urlencoded".into(),
+        bearer: ADMIN.into(),
+        bodies,
+        body_per_pass: false,
+        connections: 16,
+        warmup: Duration::ZERO,
+        duration: Duration::from_secs(2),
+    }
+}
+
 async fn introspect(bin: &Path, seconds: u64, connections: usize) -> anyhow::Result<()> {
     println!("\n## Introspection throughput ({})", machine());
     let dir = tempfile::tempdir()?;
@@ -239,16 +256,10 @@ async fn introspect(bin: &Path, seconds: u64, connections: usize) -> anyhow::Res
     let lockstep = Running::lockstep(bin, dir.path()).await?;
     let bare = Running::bare().await?;
     let spec = |addr: &str| LoadSpec {
-        addr: addr.to_owned(),
-        method: hyper::Method::POST,
-        paths: vec!["/oauth2/introspect".into()],
-        content_type: "application/x-www-form-urlencoded".into(),
-        bearer: ADMIN.into(),
-        bodies: tokens.iter().map(|t| format!("token={t}")).collect(),
-        body_per_pass: false,
         connections,
         warmup: Duration::from_secs(2),
         duration: Duration::from_secs(seconds),
+        ..introspections(addr, tokens.iter().map(|t| format!("token={t}")).collect())
     };
     // Check the answer is the real one before timing it.
     let sample = lockstep.introspect(&tokens[0]).await?;
@@ -445,18 +456,7 @@ async fn memory(bin: &Path, sessions: usize, identities: usize, reuse: Option<&P
     // not in memory (unknown ones), each read from the store until the
     // load is done; then the same once warm (a miss in memory, no read).
     let unknown: Vec<String> = (0..1_000).map(|n| format!("token=lst_at_not-issued-{n:04}")).collect();
-    let misses = |addr: &str| LoadSpec {
-        addr: addr.to_owned(),
-        method: hyper::Method::POST,
-        paths: vec!["/oauth2/introspect".into()],
-        content_type: "application/x-www-form-urlencoded".into(),
-        bearer: ADMIN.into(),
-        bodies: unknown.clone(),
-        body_per_pass: false,
-        connections: 16,
-        warmup: Duration::ZERO,
-        duration: Duration::from_secs(2),
-    };
+    let misses = |addr: &str| introspections(addr, unknown.clone());
     let loading = run_load(misses(&loaded.addr)).await?;
     let still_loading = loaded.health().await?["bearer_tokens_loaded"] == json!(false);
     let warm = loop {

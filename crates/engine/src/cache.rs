@@ -53,6 +53,13 @@ pub(crate) struct TokenEntry {
     pub(crate) expires_at: Timestamp,
 }
 
+impl TokenEntry {
+    /// What the map keeps of a stored token.
+    pub(crate) fn of(token: &Token) -> Self {
+        Self { session: token.session, issued_at: token.issued_at, expires_at: token.expires_at }
+    }
+}
+
 /// Who a live session held in memory belongs to (a lookup by session id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct HeldSession {
@@ -149,13 +156,12 @@ fn shards<K, V>() -> Vec<RwLock<Map<K, V>>> {
     (0..SHARDS).map(|_| RwLock::new(Map::default())).collect()
 }
 
-/// Adds staged entries to a shard, rebuilding its map at the final size
-/// (an entry already in the map wins over a staged one with the same key).
+/// Adds staged entries to a shard, rebuilding its map at the final size.
 fn install<K: std::hash::Hash + Eq, V>(shard: &RwLock<Map<K, V>>, staged: Vec<(K, V)>) {
     let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
     let mut built = Map::with_capacity_and_hasher(map.len() + staged.len(), Default::default());
-    built.extend(staged);
     built.extend(map.drain());
+    built.extend(staged);
     *map = built;
 }
 
@@ -241,8 +247,8 @@ impl Tokens {
         }
         let mut count = 0;
         tokens(&mut |t| {
-            let entry = TokenEntry { session: t.session, issued_at: t.issued_at, expires_at: t.expires_at };
-            self.shard(&t.hash).write().unwrap_or_else(|p| p.into_inner()).entry(t.hash).or_insert(entry);
+            let mut shard = self.shard(&t.hash).write().unwrap_or_else(|p| p.into_inner());
+            shard.entry(t.hash).or_insert_with(|| TokenEntry::of(t));
             count += 1;
         });
         count
@@ -292,6 +298,11 @@ impl SessionCache {
         count
     }
 
+    /// Whether the bearer secrets are still loading.
+    pub(crate) fn tokens_loading(&self) -> bool {
+        self.tokens.is_loading()
+    }
+
     /// The bearer secrets, for the thread that loads them at start-up.
     pub(crate) fn tokens(&self) -> Arc<Tokens> {
         self.tokens.clone()
@@ -299,10 +310,8 @@ impl SessionCache {
 
     /// Adds a bearer secret of a session.
     pub(crate) fn insert_token(&self, token: &Token) {
-        let entry =
-            TokenEntry { session: token.session, issued_at: token.issued_at, expires_at: token.expires_at };
         let mut shard = self.tokens.shard(&token.hash).write().unwrap_or_else(|p| p.into_inner());
-        shard.insert(token.hash, entry);
+        shard.insert(token.hash, TokenEntry::of(token));
     }
 
     /// A secret: from the map, or while the map is still loading, from
@@ -560,10 +569,6 @@ mod tests {
         }
     }
 
-    fn entry(t: &Token) -> TokenEntry {
-        TokenEntry { session: t.session, issued_at: t.issued_at, expires_at: t.expires_at }
-    }
-
     /// While the secrets load, a miss asks the store; once loaded, a miss
     /// is the answer. What was written during the load beats the load's
     /// older snapshot, and a shortening made during the load survives it.
@@ -575,7 +580,7 @@ mod tests {
         let (old, rotated, fresh) = (token(1, 7, 1_000), token(2, 7, 1_000), token(3, 7, 2_000));
         // A miss while loading is the store's to answer.
         assert_eq!(
-            cache.token(&old.hash, || Some(entry(&old))).map(|t| t.expires_at),
+            cache.token(&old.hash, || Some(TokenEntry::of(&old))).map(|t| t.expires_at),
             Some(Timestamp(1_000))
         );
         // Meanwhile: a secret issued (newer than the snapshot) and one

@@ -495,7 +495,7 @@ impl Engine {
     /// Whether the start-up load has put every bearer secret in memory
     /// (until then introspection reads the ones it lacks from the store).
     pub fn bearer_tokens_loaded(&self) -> bool {
-        !self.cache.tokens().is_loading()
+        !self.cache.tokens_loading()
     }
 
     /// The directory position the bridge has applied up to.

@@ -149,11 +149,8 @@ impl Engine {
                 return None;
             }
         };
-        matches!(token.kind, TokenKind::Access | TokenKind::ApiKey).then_some(crate::cache::TokenEntry {
-            session: token.session,
-            issued_at: token.issued_at,
-            expires_at: token.expires_at,
-        })
+        matches!(token.kind, TokenKind::Access | TokenKind::ApiKey)
+            .then(|| crate::cache::TokenEntry::of(&token))
     }
 
     /// Creates an API client. The secret is returned once and stored only

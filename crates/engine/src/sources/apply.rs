@@ -194,10 +194,20 @@ impl<'a> Sources<'a> {
     /// Plans and applies an update (see the module documentation), holding
     /// what the circuit breaker does not allow.
     pub fn apply(&self, name: &str, update: SourceUpdate) -> Result<SourceApplied, SourceError> {
+        self.locked(name, |entry| self.apply_locked(entry, update, None))
+    }
+
+    /// Runs `f` under the source's lock with its state loaded, and records
+    /// the error it ends with, if any, as the source's last.
+    fn locked<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Entry) -> Result<T, SourceError>,
+    ) -> Result<T, SourceError> {
         let entry = self.engine.sources.get(name)?;
         let _applying = entry.applying.lock().unwrap_or_else(|p| p.into_inner());
         self.load(&entry)?;
-        let result = self.apply_locked(&entry, update, None);
+        let result = f(&entry);
         if let Err(e) = &result {
             entry.runtime().last_error = Some(e.to_string());
         }
@@ -301,18 +311,12 @@ impl<'a> Sources<'a> {
         update: SourceUpdate,
         show: impl FnOnce(&DryRun) -> T,
     ) -> Result<(T, SourceApplied), SourceError> {
-        let entry = self.engine.sources.get(name)?;
-        let _applying = entry.applying.lock().unwrap_or_else(|p| p.into_inner());
-        self.load(&entry)?;
-        let dry = self.dry_run_of(&entry, &update)?;
-        let shown = show(&dry);
-        match self.apply_locked(&entry, update, Some((dry.plan, dry.threshold))) {
-            Ok(applied) => Ok((shown, applied)),
-            Err(e) => {
-                entry.runtime().last_error = Some(e.to_string());
-                Err(e)
-            }
-        }
+        self.locked(name, |entry| {
+            let dry = self.dry_run_of(entry, &update)?;
+            let shown = show(&dry);
+            let applied = self.apply_locked(entry, update, Some((dry.plan, dry.threshold)))?;
+            Ok((shown, applied))
+        })
     }
 
     fn dry_run_of(&self, entry: &Entry, update: &SourceUpdate) -> Result<DryRun, SourceError> {
