@@ -212,7 +212,6 @@ pub async fn bare_server() -> anyhow::Result<()> {
 }
 
 impl Running {
-    /// DELETE a SCIM resource; returns the round trip.
     /// A GET with the admin token; the answer's JSON.
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
         Ok(self
@@ -226,6 +225,7 @@ impl Running {
             .await?)
     }
 
+    /// DELETE a SCIM resource; returns the round trip.
     pub async fn delete(&self, path: &str) -> anyhow::Result<Duration> {
         let t = Instant::now();
         self.http

@@ -16,7 +16,8 @@
 //! answered at that moment, and the step goes on to write its record while
 //! still holding the writer and sessions locks: every later writer waits
 //! for it, and every read of session state or the audit trail the
-//! engine serves (`list_sessions`, `audit_page`, `reach`, `check`) first
+//! engine serves (`list_sessions`, `audit_page`, `reach`, `check`, a
+//! source's dry run, which counts the sessions each removal would cut) first
 //! calls `await_acknowledged_writes`, which waits for it too. Nobody can
 //! observe the gap through the API except by timing the answer.
 //!

@@ -57,8 +57,6 @@ impl Engine {
         })
     }
 
-    /// Addresses signals to every stream that wants them (a fresh `jti`
-    /// each; signals without a `txn` share one fresh `txn`).
     /// Whether any stream could take a signal now (one that is not
     /// disabled): when none can, the bridge builds none.
     pub(crate) fn signalling(&self) -> bool {
@@ -66,6 +64,8 @@ impl Engine {
         streams.iter().any(|s| s.status != StreamStatus::Disabled)
     }
 
+    /// Addresses signals to every stream that wants them (a fresh `jti`
+    /// each; signals without a `txn` share one fresh `txn`).
     pub(crate) fn address(&self, mut signals: Vec<Signal>) -> EngineResult<Vec<Outgoing>> {
         if signals.is_empty() {
             return Ok(Vec::new());

@@ -320,6 +320,9 @@ impl<'a> Sources<'a> {
     }
 
     fn dry_run_of(&self, entry: &Entry, update: &SourceUpdate) -> Result<DryRun, SourceError> {
+        // It counts live sessions in the store: not while an early-
+        // acknowledged cut is still being recorded there.
+        self.engine.await_acknowledged_writes();
         let (plan, threshold) = self.plan(entry, update)?;
         let now = self.engine.clock.now();
         let losses: Vec<&Identity> = plan.losses().collect();
