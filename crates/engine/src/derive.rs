@@ -23,11 +23,18 @@ impl Engine {
 
     /// An identity's tiers given its groups.
     pub(crate) fn tiers_with(&self, identity: &Identity, groups: &[(GroupId, String)]) -> Tiers {
-        self.config.policy.tiers_of(
-            identity.kind,
-            identity.risk_tier,
-            groups.iter().map(|(id, name)| (*id, name.as_str())),
-        )
+        self.tiers_for(identity.kind, identity.risk_tier, groups)
+    }
+
+    /// The tiers of an identity of `kind` and `risk_tier` in `groups` (what
+    /// the policy reads of it; start-up has only these, not whole rows).
+    pub(crate) fn tiers_for(
+        &self,
+        kind: lockstep_domain::IdentityKind,
+        risk_tier: Option<lockstep_domain::RiskTier>,
+        groups: &[(GroupId, String)],
+    ) -> Tiers {
+        self.config.policy.tiers_of(kind, risk_tier, groups.iter().map(|(id, name)| (*id, name.as_str())))
     }
 
     /// An identity's tiers as the directory stands.

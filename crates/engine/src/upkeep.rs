@@ -133,11 +133,7 @@ impl Engine {
         let load = |first: usize| -> StoreResult<()> {
             for chunk in holders.chunks(CLAIMS_CHUNK).skip(first).step_by(2) {
                 for inputs in self.stores.directory.claim_inputs(chunk)? {
-                    let tiers = self.config.policy.tiers_of(
-                        inputs.kind,
-                        inputs.risk_tier,
-                        inputs.groups.iter().map(|(id, name)| (*id, name.as_str())),
-                    );
+                    let tiers = self.tiers_for(inputs.kind, inputs.risk_tier, &inputs.groups);
                     let groups = inputs.groups.into_iter().map(|(g, n)| (g, n.into_boxed_str())).collect();
                     let user_name = inputs.user_name.into_boxed_str();
                     self.claims.set(inputs.id, Claims { user_name, kind: inputs.kind, tiers, groups });

@@ -1050,20 +1050,21 @@ impl DirectoryRead for SqliteDirectory {
         let (rows, memberships) = self.pool.read(|c| {
             let mut rows = Vec::with_capacity(ids.len());
             let mut memberships: Vec<(String, String, String)> = Vec::new();
-            for chunk in ids.chunks(500) {
+            for chunk in ids.chunks(crate::groups::IDS_PER_READ) {
                 let marks = vec!["?"; chunk.len()].join(", ");
                 let ids: Vec<String> = chunk.iter().map(ToString::to_string).collect();
                 let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE id IN ({marks})");
                 let mut stmt = c.prepare_cached(&sql)?;
-                rows.extend(stmt.query_map(rusqlite::params_from_iter(ids.iter()), identity_row)?.collect::<Result<Vec<_>, _>>()?);
-                let sql = format!(
-                    "SELECT m.identity, g.id, g.display_name FROM group_members m JOIN groups g ON g.id = m.group_id
-                     WHERE m.identity IN ({marks}) ORDER BY g.display_name, g.id"
-                );
-                let mut stmt = c.prepare_cached(&sql)?;
-                memberships.extend(
-                    stmt.query_map(rusqlite::params_from_iter(ids.iter()), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                rows.extend(
+                    stmt.query_map(rusqlite::params_from_iter(ids.iter()), identity_row)?
                         .collect::<Result<Vec<_>, _>>()?,
+                );
+                let mut stmt = c.prepare_cached(&crate::groups::memberships_of(&marks))?;
+                memberships.extend(
+                    stmt.query_map(rusqlite::params_from_iter(ids.iter()), |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?,
                 );
             }
             Ok((rows, memberships))

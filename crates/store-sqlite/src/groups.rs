@@ -227,6 +227,19 @@ pub(crate) fn decode_memberships(rows: Vec<(String, String)>) -> StoreResult<Vec
     rows.into_iter().map(|(id, name)| Ok((parse::<GroupId>("group id", &id)?, name))).collect()
 }
 
+/// Identities read per statement when many are read together.
+pub(crate) const IDS_PER_READ: usize = 500;
+
+/// The statement reading the groups (identity, group id, displayName) of
+/// the identities bound to `marks`, by group name: the whole-row read and
+/// the lean read of claims share it.
+pub(crate) fn memberships_of(marks: &str) -> String {
+    format!(
+        "SELECT m.identity, g.id, g.display_name FROM group_members m JOIN groups g ON g.id = m.group_id
+         WHERE m.identity IN ({marks}) ORDER BY g.display_name, g.id"
+    )
+}
+
 /// The lean read behind [`lockstep_store::DirectoryRead::claim_inputs`]:
 /// four columns of each identity and its groups, decoded straight from the
 /// rows (start-up reads a million of them; the whole identity rows cost
@@ -243,7 +256,7 @@ pub(crate) fn claim_inputs(
     let text = |r: &rusqlite::Row<'_>, i: usize| -> rusqlite::Result<String> {
         Ok(r.get_ref(i)?.as_str()?.to_owned())
     };
-    for chunk in ids.chunks(500) {
+    for chunk in ids.chunks(IDS_PER_READ) {
         let marks = vec!["?"; chunk.len()].join(", ");
         let keys: Vec<String> = chunk.iter().map(ToString::to_string).collect();
         let mut rows = Vec::with_capacity(chunk.len());
@@ -276,11 +289,7 @@ pub(crate) fn claim_inputs(
                 out.push(inputs);
             }
         }
-        let sql = format!(
-            "SELECT m.identity, g.id, g.display_name FROM group_members m JOIN groups g ON g.id = m.group_id
-             WHERE m.identity IN ({marks}) ORDER BY g.display_name, g.id"
-        );
-        let mut stmt = c.prepare_cached(&sql)?;
+        let mut stmt = c.prepare_cached(&memberships_of(&marks))?;
         let mut members = stmt.query(rusqlite::params_from_iter(keys.iter()))?;
         while let Some(r) = members.next()? {
             let identity = r.get_ref(0)?.as_str()?;
