@@ -197,6 +197,9 @@ impl Engine {
         // Inside the writer lock; the session store is decided on and
         // written under the sessions lock, like every authority batch.
         let _sessions = self.lock_sessions();
+        // Counted under the lock: a directory read the authority took
+        // before this step started is re-taken (`directory_generation`).
+        self.bridge_steps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let now = self.clock.now();
         let policy = &self.config.policy;
         let mut batch = SessionBatch { consumed: Some(last.id), ..SessionBatch::default() };

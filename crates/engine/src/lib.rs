@@ -11,10 +11,13 @@
 //! served, so no acknowledged directory change ever goes unapplied.
 //!
 //! Store calls block; callers on an async runtime run engine methods on a
-//! blocking thread. Two exceptions: [`Engine::introspect`] reads only
-//! memory and is cheap enough to call directly, and the authority's
-//! [`authority::Call`]s can be awaited (its worker thread does the
-//! blocking).
+//! blocking thread. Two exceptions: [`Engine::introspect`] reads memory
+//! (and, only while the start-up load of bearer secrets runs, one indexed
+//! row of a secret not loaded yet) and is cheap enough to call directly,
+//! and the authority's [`authority::Call`]s can be awaited (its worker
+//! thread does the commit and the fsync; making an open's call reads its
+//! subject's directory row and groups on the caller's thread, two indexed
+//! reads, so that the worker does not).
 //!
 //! Where the pieces live: `bridge.rs` applies directory events (the policy
 //! decision and its session impact); `batch.rs` prepares identity writes
@@ -36,10 +39,11 @@
 //! behind a directory batch). Other directory writers (groups, sources,
 //! upkeep) take the commit and writer locks together and run every queued
 //! bridge step first. The authority reads the directory's current
-//! state under the sessions lock, so a session opened concurrently with a
-//! deactivation either sees it (and is refused) or commits first (and the
-//! deactivation's bridge step, which takes the sessions lock after it,
-//! revokes it).
+//! state under the sessions lock (or reads it just before, and re-reads
+//! under the lock if a bridge step started in between), so a session opened
+//! concurrently with a deactivation either sees it (and is refused) or
+//! commits first (and the deactivation's bridge step, which takes the
+//! sessions lock after it, revokes it).
 
 mod ack;
 pub use ack::{EARLY_ACK_SESSIONS, EarlyAck};
@@ -292,6 +296,9 @@ pub struct Engine {
     /// Set while a bridge step that acknowledged early still writes the
     /// session store (see [`ack`]); readers of session state then wait.
     writing_after_ack: std::sync::atomic::AtomicBool,
+    /// Bridge steps started, counted under the sessions lock (see
+    /// [`Engine::directory_generation`]).
+    bridge_steps: std::sync::atomic::AtomicU64,
     /// Session-store requests waiting for the authority's next group commit.
     issuance: group::Group<authority::Op, authority::Outcome>,
     /// Batches the authority's worker committed, waiting for the disk.
@@ -367,6 +374,7 @@ impl Engine {
             bridge_queue: batch::BridgeQueue::default(),
             sessions_lock: Mutex::new(()),
             writing_after_ack: std::sync::atomic::AtomicBool::new(false),
+            bridge_steps: std::sync::atomic::AtomicU64::new(0),
             issuance: group::Group::default(),
             syncer: authority::Syncer::default(),
             signer: None,
@@ -426,6 +434,18 @@ impl Engine {
     /// of its own (the store's transactions keep the stored state whole).
     fn lock_sessions(&self) -> MutexGuard<'_, ()> {
         self.sessions_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many bridge steps have started. Each step counts itself when it
+    /// takes the sessions lock, and every directory commit is followed by
+    /// the step that applies it. So a directory read taken after this
+    /// returned `g` is as good as one taken under the sessions lock, if the
+    /// count is still `g` once the lock is held: a commit the read missed
+    /// has a step that has not started, which will see (and act on) what
+    /// the lock holder commits. This lets the authority read the directory
+    /// before its batch instead of on the batch thread.
+    fn directory_generation(&self) -> u64 {
+        self.bridge_steps.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits until no early-acknowledged bridge step is still writing the

@@ -7,7 +7,7 @@ use lockstep_domain::{
 };
 use lockstep_store::TokenUpdate;
 
-use super::{AccessClaims, Batch, Done, IssuedTokens, Key, Mode, OpenRequest, Plan, Prepared};
+use super::{AccessClaims, Batch, Done, IssuedTokens, Key, Mode, OpenRequest, Plan, Prepared, SubjectRead};
 use crate::{EngineError, EngineResult, Principal, secrets};
 
 /// Prefix of refresh tokens.
@@ -18,14 +18,26 @@ fn invalid_grant(message: impl Into<String>) -> EngineError {
 }
 
 impl Batch<'_> {
-    pub(super) fn open(&mut self, request: &OpenRequest, principal: &Principal) -> EngineResult<Prepared> {
+    pub(super) fn open(
+        &mut self,
+        request: &OpenRequest,
+        principal: &Principal,
+        read: &SubjectRead,
+    ) -> EngineResult<Prepared> {
         let engine = self.engine;
         let now = self.now;
         let limits = engine.config.limits;
         let asked = request.ttl.unwrap_or(limits.default_ttl);
-        let identity = engine.resolve_subject(&request.subject)?;
+        // What was read before the batch holds if no bridge step started
+        // since; else the directory may have changed: read it again.
+        let (identity, groups) = if read.generation == engine.directory_generation() {
+            (read.identity.clone(), read.groups.clone())
+        } else {
+            let identity = engine.resolve_subject(&request.subject)?;
+            let groups = engine.stores.directory.groups_of(identity.id)?;
+            (identity, groups)
+        };
         let policy = &engine.config.policy;
-        let groups = engine.stores.directory.groups_of(identity.id)?;
         let tiers = engine.tiers_with(&identity, &groups);
         let max_sessions = policy.effective(tiers).max_sessions;
         // With a session limit, opening decides on the identity's whole set
@@ -320,5 +332,61 @@ impl Batch<'_> {
                 Ok((jwt, token))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use lockstep_domain::IdentityStatus;
+
+    use super::super::{Authority, Op, OpenRequest, SubjectRead};
+    use crate::testing::{engine, origin, person};
+    use crate::{EngineError, Principal};
+
+    fn open_request(subject: &str) -> OpenRequest {
+        OpenRequest { subject: subject.into(), ttl: None, refresh: false, format: None }
+    }
+
+    /// An open reads its subject before its batch. A deactivation committed
+    /// after that read, whose bridge step has run, must still refuse it:
+    /// the batch sees that a bridge step started and reads again.
+    #[test]
+    fn an_open_read_before_a_deactivation_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let alice = person(&engine, "alice");
+        let id = alice.id;
+        engine.create_identity(alice, origin()).unwrap();
+        let stale = SubjectRead::take(&engine, "alice").unwrap();
+        assert_eq!(stale.identity.status, IdentityStatus::Active);
+        engine
+            .update_identity(id, origin(), None, |current| {
+                let mut next = current.clone();
+                next.status = IdentityStatus::Suspended;
+                Ok::<_, std::convert::Infallible>(next)
+            })
+            .unwrap();
+        assert_ne!(stale.generation, engine.directory_generation(), "the bridge step was counted");
+        let op =
+            Op::Open { request: open_request("alice"), principal: Principal::admin(), read: Box::new(stale) };
+        let refused = Authority::new(&engine).submit(op).unwrap_err();
+        assert!(matches!(refused, EngineError::SubjectNotEntitled { .. }), "{refused:?}");
+        assert_eq!(engine.stores.sessions.live_sessions_of(&[id], engine.clock.now()).unwrap(), Vec::new());
+    }
+
+    /// A read still current (no bridge step since) is used as it is.
+    #[test]
+    fn an_open_read_still_current_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let bob = person(&engine, "bob");
+        engine.create_identity(bob, origin()).unwrap();
+        let read = SubjectRead::take(&engine, "bob").unwrap();
+        assert_eq!(read.generation, engine.directory_generation());
+        let op =
+            Op::Open { request: open_request("bob"), principal: Principal::admin(), read: Box::new(read) };
+        assert!(Authority::new(&engine).submit(op).is_ok());
     }
 }

@@ -182,13 +182,35 @@ pub(crate) enum Target {
 /// A request to the authority.
 #[derive(Debug)]
 pub(crate) enum Op {
-    Open { request: OpenRequest, principal: Principal },
+    Open { request: OpenRequest, principal: Principal, read: Box<SubjectRead> },
     Refresh { hash: TokenHash, principal: Principal },
     ClientCredentials { client: SessionId, hash: TokenHash },
     Revoke { target: Target, reason: RevocationReason, principal: Principal },
     RevokeAll { identity: IdentityId, principal: Principal, why: String },
     CreateCredential { identity: IdentityId, request: CredentialRequest, principal: Principal },
     Rotate { identity: IdentityId, credential: SessionId, grace: Duration, principal: Principal },
+}
+
+/// The subject of an open as read from the directory before its batch
+/// (off the batch thread), and the directory generation it was read at.
+/// The batch uses it only if no bridge step started since
+/// ([`Engine::directory_generation`]); otherwise it reads again.
+#[derive(Debug)]
+pub(crate) struct SubjectRead {
+    generation: u64,
+    identity: Identity,
+    groups: Vec<(GroupId, String)>,
+}
+
+impl SubjectRead {
+    /// Reads `subject` now. An unknown or not entitled subject is refused
+    /// here: a refusal writes nothing, so it needs no lock.
+    fn take(engine: &Engine, subject: &str) -> EngineResult<Self> {
+        let generation = engine.directory_generation();
+        let identity = engine.resolve_subject(subject)?;
+        let groups = engine.stores.directory.groups_of(identity.id)?;
+        Ok(Self { generation, identity, groups })
+    }
 }
 
 /// What a request achieved.
@@ -368,7 +390,13 @@ impl<'e> Authority<'e> {
             let e = EngineError::Invalid { field: "ttl", message: "must be more than 0s".into() };
             return Call::refused(self.engine, e, tokens);
         }
-        Call::new(self.engine, Op::Open { request, principal: principal.clone() }, tokens)
+        // The directory reads happen here, on the caller's thread, so the
+        // batch thread only checks that they are still current.
+        let read = match SubjectRead::take(self.engine, &request.subject) {
+            Ok(read) => Box::new(read),
+            Err(e) => return Call::refused(self.engine, e, tokens),
+        };
+        Call::new(self.engine, Op::Open { request, principal: principal.clone(), read }, tokens)
     }
 
     /// `grant_type=refresh_token` (RFC 6749 §6): a new access token and a
@@ -705,7 +733,7 @@ fn merge(into: &mut SessionBatch, from: &SessionBatch) {
 impl Batch<'_> {
     fn prepare(&mut self, op: &Op) -> Prepared {
         let prepared = match op {
-            Op::Open { request, principal } => self.open(request, principal),
+            Op::Open { request, principal, read } => self.open(request, principal, read),
             Op::Refresh { hash, principal } => self.refresh(hash, principal),
             Op::ClientCredentials { client, hash } => self.client_credentials(*client, hash),
             Op::Revoke { target, reason, principal } => self.revoke(target, *reason, principal),
