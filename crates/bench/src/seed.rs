@@ -228,8 +228,13 @@ pub fn authority_data(
         }
         Ok(all)
     };
-    let tokens = open_many(tokens, false)?;
-    let refresh = open_many(refreshable, true)?;
+    // Used in random order: a token's stored key begins with its issue
+    // time, so revoking or refreshing in issue order would find each row
+    // beside the last one, which real clients do not.
+    let mut tokens = open_many(tokens, false)?;
+    let mut refresh = open_many(refreshable, true)?;
+    shuffle(&mut tokens)?;
+    shuffle(&mut refresh)?;
     let owner = user(&engine, "owner")?;
     let sa = create(&engine, "bench-service", IdentityKind::ServiceAccount, vec![owner.parse()?])?;
     let clients = (0..clients)
@@ -240,6 +245,20 @@ pub fn authority_data(
         })
         .collect::<anyhow::Result<_>>()?;
     Ok(AuthorityData { users: ids, tokens, refresh, clients })
+}
+
+/// Fisher-Yates with a xorshift generator seeded from the OS.
+fn shuffle<T>(items: &mut [T]) -> anyhow::Result<()> {
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
+    let mut state = u64::from_le_bytes(seed) | 1;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    Ok(())
 }
 
 /// `sessions` live opaque sessions (one access token each) spread evenly

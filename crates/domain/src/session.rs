@@ -5,10 +5,13 @@ use std::fmt;
 use crate::directory::UnknownName;
 use crate::{ClientId, DirectoryEventId, IdentityId, SessionId, Timestamp};
 
-/// SHA-256 of a bearer secret. The secret itself is never stored.
+/// The stored form of a bearer secret; the secret itself is never stored.
 ///
-/// Secrets carry at least 256 bits of randomness, so a plain hash is
+/// Secrets carry at least 256 bits of randomness, so a hash is
 /// preimage-safe and lets us look a presented token up by hash in O(1).
+/// Secrets minted by Lockstep hash to their issue time (8 bytes) and 24
+/// bytes of SHA-256, so they sort by age; others to plain SHA-256 (see the
+/// engine's `secrets`). Memory maps and shards key on the last bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TokenHash(pub [u8; 32]);
 

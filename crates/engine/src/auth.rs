@@ -117,7 +117,7 @@ impl Engine {
 
     /// Generates and stores a new admin token, invalidating the old one.
     pub fn rotate_admin_token(&self) -> EngineResult<String> {
-        let token = secrets::mint(secrets::ADMIN_TOKEN_PREFIX, self.entropy.as_ref())?;
+        let token = secrets::mint(secrets::ADMIN_TOKEN_PREFIX, self.clock.now(), self.entropy.as_ref())?;
         let hash = secrets::hash(&token);
         self.stores.credentials.set_admin_token_hash(hash)?;
         let mut table = self.clients.write().unwrap_or_else(|p| p.into_inner());

@@ -176,7 +176,7 @@ impl Engine {
         let mut scopes = scopes.to_vec();
         scopes.sort();
         scopes.dedup();
-        let secret = secrets::mint(secrets::CLIENT_SECRET_PREFIX, self.entropy.as_ref())?;
+        let secret = secrets::mint(secrets::CLIENT_SECRET_PREFIX, self.clock.now(), self.entropy.as_ref())?;
         let now = self.clock.now();
         let client = ApiClient {
             id: self.new_client_id()?,

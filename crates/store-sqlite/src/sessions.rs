@@ -412,15 +412,25 @@ fn apply_updates(tx: &Transaction<'_>, updates: &[SessionUpdate]) -> StoreResult
         groups[slot].1.push(id.to_string());
     }
     for (((state, state_at, reason, cause, until), expires_at), ids) in groups {
+        // `expires_at` is assigned only when it changes: SQLite rewrites the
+        // entry of every index whose column the SET names, even to the same
+        // value, and `sessions_expiry` would cost a revocation a page read
+        // and a page written at a random place.
+        let (expiry, expiry_value) = match &expires_at {
+            Some(at) => (", expires_at = ?", Some(at as &dyn rusqlite::ToSql)),
+            None => ("", None),
+        };
         for chunk in ids.chunks(CHUNK) {
             let marks = vec!["?"; chunk.len()].join(", ");
             let sql = format!(
-                "UPDATE sessions SET state = ?, state_at = ?, reason = ?, cause = ?, until = ?,
-                        expires_at = COALESCE(?, expires_at)
+                "UPDATE sessions SET state = ?, state_at = ?, reason = ?, cause = ?, until = ?{expiry}
                      WHERE id IN ({marks}) AND state <> 'revoked'"
             );
-            let values: [&dyn rusqlite::ToSql; 6] = [&state, &state_at, &reason, &cause, &until, &expires_at];
-            let params = values.into_iter().chain(chunk.iter().map(|id| id as &dyn rusqlite::ToSql));
+            let values: [&dyn rusqlite::ToSql; 5] = [&state, &state_at, &reason, &cause, &until];
+            let params = values
+                .into_iter()
+                .chain(expiry_value)
+                .chain(chunk.iter().map(|id| id as &dyn rusqlite::ToSql));
             let changed = tx
                 .prepare_cached(&sql)
                 .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(params)))

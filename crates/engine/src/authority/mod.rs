@@ -780,7 +780,7 @@ impl Batch<'_> {
         kind: lockstep_domain::TokenKind,
         expires_at: Timestamp,
     ) -> EngineResult<(String, Token)> {
-        let secret = secrets::mint(prefix, self.engine.entropy.as_ref())?;
+        let secret = secrets::mint(prefix, self.now, self.engine.entropy.as_ref())?;
         let token = Token {
             hash: secrets::hash(&secret),
             session,
