@@ -50,12 +50,12 @@ const BUSY_TRIES: i32 = BUSY_SHORT_TRIES + 4_990;
 /// millisecond, for about five seconds in all.
 ///
 /// SQLite's own handler (`busy_timeout`) sleeps 1, 2, 5, 10, 15, 20, 25,
-/// 25, 25, 50, 50, then 100 ms between tries. The checkpoint thread's
-/// RESTART holds the write lock for a few milliseconds, and a writer that
-/// met it slept on to the end of its current step: 8, 18, 33, 53, 78 or
-/// 103 ms in all (measured: 190 such stalls in one authority benchmark,
-/// the p99 of 64-connection writes and a tenth of their time, since a
-/// stalled authority batch holds every request behind it).
+/// 25, 25, 50, 50, then 100 ms between tries, so a writer that met the
+/// checkpoint thread's RESTART (which holds the write lock while it copies
+/// the last frames) slept on to the end of the step it was in: 8, 18, 33,
+/// 53, 78 or 103 ms in all. Measured in one authority benchmark: about 190
+/// such waits, the p99 of its 64-connection writes; a stalled authority
+/// batch holds every request behind it.
 fn wait_for_lock(tries: i32) -> bool {
     if tries >= BUSY_TRIES {
         return false;
