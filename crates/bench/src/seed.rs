@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_domain::{
-    CredentialKind, Group, Identity, IdentityId, IdentityKind, IdentityStatus, Origin, Session, SessionId,
-    SessionState, SourceId, Timestamp, Token, TokenFormat, TokenHash, TokenKind,
+    CredentialKind, Group, Identity, IdentityId, IdentityKind, Origin, Session, SessionId, SessionState,
+    SourceId, Timestamp, Token, TokenFormat, TokenHash, TokenKind,
 };
 use lockstep_engine::{
     CredentialRequest, Engine, EngineConfig, OpenRequest, OsEntropy, Principal, Stores, SystemClock,
@@ -96,22 +96,8 @@ fn create(
     kind: IdentityKind,
     owners: Vec<IdentityId>,
 ) -> anyhow::Result<Identity> {
-    let identity = Identity {
-        id: engine.new_identity_id()?,
-        user_name: name.to_owned(),
-        external_id: None,
-        source: lockstep_domain::SourceId::scim(),
-        display_name: None,
-        kind,
-        owners,
-        risk_tier: None,
-        status: IdentityStatus::Active,
-        emails: Vec::new(),
-        profile: "{}".into(),
-        version: 0,
-        created: Timestamp(0),
-        modified: Timestamp(0),
-    };
+    let identity =
+        Identity { kind, owners, ..Identity::draft(engine.new_identity_id()?, name, SourceId::scim()) };
     let origin = Origin { source: SourceId::scim(), client: None, source_ref: None };
     Ok(engine.create_identity(identity, origin)?.identity)
 }

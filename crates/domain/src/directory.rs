@@ -229,6 +229,31 @@ pub struct Identity {
     pub modified: Timestamp,
 }
 
+impl Identity {
+    /// A new active human named `user_name`, owned by `source`, with nothing
+    /// else set (no e-mails, an empty profile document, version 0, times
+    /// 0: the directory's writer stamps those). Callers set what differs
+    /// with struct update syntax.
+    pub fn draft(id: IdentityId, user_name: impl Into<String>, source: SourceId) -> Self {
+        Self {
+            id,
+            user_name: user_name.into(),
+            external_id: None,
+            source,
+            display_name: None,
+            kind: IdentityKind::Human,
+            owners: Vec::new(),
+            risk_tier: None,
+            status: IdentityStatus::Active,
+            emails: Vec::new(),
+            profile: "{}".into(),
+            version: 0,
+            created: Timestamp(0),
+            modified: Timestamp(0),
+        }
+    }
+}
+
 /// Who caused a directory change.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Origin {
@@ -599,20 +624,8 @@ mod tests {
 
     fn alice() -> Identity {
         Identity {
-            id: IdentityId::from_uuid(Uuid::from_u128(1)),
-            user_name: "alice".into(),
-            external_id: None,
-            source: SourceId::scim(),
-            display_name: None,
-            kind: IdentityKind::Human,
-            owners: Vec::new(),
-            risk_tier: None,
-            status: IdentityStatus::Active,
-            emails: Vec::new(),
-            profile: "{}".into(),
             version: 1,
-            created: Timestamp(0),
-            modified: Timestamp(0),
+            ..Identity::draft(IdentityId::from_uuid(Uuid::from_u128(1)), "alice", SourceId::scim())
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use lockstep_domain::{Identity, IdentityKind, IdentityStatus, Origin, SourceId, Timestamp};
+use lockstep_domain::{Identity, Origin, SourceId};
 use lockstep_store_sqlite::{Durability, SqliteDirectory, SqliteSessions};
 
 use crate::{Engine, EngineConfig, OsEntropy, Stores, SystemClock};
@@ -28,20 +28,5 @@ pub(crate) fn origin() -> Origin {
 
 /// An active human named `name`, not created yet.
 pub(crate) fn person(engine: &Engine, name: &str) -> Identity {
-    Identity {
-        id: engine.new_identity_id().unwrap(),
-        user_name: name.into(),
-        external_id: None,
-        source: SourceId::scim(),
-        display_name: None,
-        kind: IdentityKind::Human,
-        owners: Vec::new(),
-        risk_tier: None,
-        status: IdentityStatus::Active,
-        emails: Vec::new(),
-        profile: "{}".into(),
-        version: 0,
-        created: Timestamp(0),
-        modified: Timestamp(0),
-    }
+    Identity::draft(engine.new_identity_id().unwrap(), name, SourceId::scim())
 }

@@ -201,20 +201,9 @@ pub fn plan(
             None => {
                 let Some(id) = ids.get(&user.key).copied() else { continue };
                 let base = Identity {
-                    id,
-                    user_name: String::new(),
-                    external_id: None,
-                    source: owned.source.clone(),
-                    display_name: None,
-                    kind: user.kind,
-                    owners: Vec::new(),
-                    risk_tier: None,
-                    status: IdentityStatus::Active,
-                    emails: Vec::new(),
-                    profile: String::new(),
-                    version: 0,
                     created: owned.now,
                     modified: owned.now,
+                    ..Identity::draft(id, String::new(), owned.source.clone())
                 };
                 out.creates.push(shape(user, base, owners));
             }
@@ -325,20 +314,12 @@ mod tests {
 
     fn stored(n: u128, key: &str, name: &str) -> Identity {
         Identity {
-            id: IdentityId::from_uuid(Uuid::from_u128(n)),
-            user_name: name.into(),
             external_id: Some(key.into()),
-            source: source(),
-            display_name: None,
-            kind: IdentityKind::Human,
-            owners: Vec::new(),
-            risk_tier: None,
-            status: IdentityStatus::Active,
             emails: vec![format!("{name}@example.com")],
-            profile: "{}".into(),
             version: 1,
             created: Timestamp(1),
             modified: Timestamp(1),
+            ..Identity::draft(IdentityId::from_uuid(Uuid::from_u128(n)), name, source())
         }
     }
 

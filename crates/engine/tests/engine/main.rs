@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use lockstep_domain::{
-    AuditKind, DirectoryChange, Identity, IdentityKind, IdentityStatus, Origin, RevocationReason, Scope,
-    SessionState, SourceId, Tiers, Timestamp,
+    AuditKind, DirectoryChange, Identity, IdentityStatus, Origin, RevocationReason, Scope, SessionState,
+    SourceId, Tiers, Timestamp,
 };
 use lockstep_engine::{
     Clock, Engine, EngineConfig, EngineError, EngineResult, IssuedTokens, OpenRequest, OsEntropy, Principal,
@@ -76,20 +76,8 @@ fn origin() -> Origin {
 
 fn draft(engine: &Engine, user_name: &str) -> Identity {
     Identity {
-        id: engine.new_identity_id().unwrap(),
-        user_name: user_name.into(),
         external_id: Some("hr-42".into()),
-        source: lockstep_domain::SourceId::scim(),
-        display_name: None,
-        kind: IdentityKind::Human,
-        owners: Vec::new(),
-        risk_tier: None,
-        status: IdentityStatus::Active,
-        emails: Vec::new(),
-        profile: "{}".into(),
-        version: 0,
-        created: Timestamp(0),
-        modified: Timestamp(0),
+        ..Identity::draft(engine.new_identity_id().unwrap(), user_name, lockstep_domain::SourceId::scim())
     }
 }
 

@@ -7,9 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use lockstep_domain::{
-    Actor, AuditEntry, AuditKind, ClientId, CredentialKind, DirectoryChange, Identity, IdentityId,
-    IdentityKind, IdentityStatus, Origin, Session, SessionId, SessionState, SourceId, Tiers, Timestamp,
-    Token, TokenFormat, TokenHash, TokenKind,
+    Actor, AuditEntry, AuditKind, ClientId, CredentialKind, DirectoryChange, Identity, IdentityId, Origin,
+    Session, SessionId, SessionState, SourceId, Tiers, Timestamp, Token, TokenFormat, TokenHash, TokenKind,
 };
 use uuid::Uuid;
 
@@ -37,20 +36,12 @@ pub fn origin() -> Origin {
 
 pub fn identity(n: u128, user_name: &str) -> Identity {
     Identity {
-        id: identity_id(n),
-        user_name: user_name.into(),
         external_id: Some(format!("ext-{n}")),
-        source: lockstep_domain::SourceId::scim(),
         display_name: Some(format!("User {n}")),
-        kind: IdentityKind::Human,
-        owners: Vec::new(),
-        risk_tier: None,
-        status: IdentityStatus::Active,
-        emails: Vec::new(),
         profile: "{\"name\":{\"givenName\":\"Ann\"}}".into(),
-        version: 0,
         created: Timestamp(1_000),
         modified: Timestamp(1_000),
+        ..Identity::draft(identity_id(n), user_name, lockstep_domain::SourceId::scim())
     }
 }
 
