@@ -376,17 +376,23 @@ mod tests {
         assert_eq!(engine.stores.sessions.live_sessions_of(&[id], engine.clock.now()).unwrap(), Vec::new());
     }
 
-    /// A read still current (no bridge step since) is used as it is.
+    /// A read still current (no bridge step since) is used as it is, not
+    /// taken again: the session carries what the read said, marked here so
+    /// that a second read would show.
     #[test]
     fn an_open_read_still_current_is_used() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path());
         let bob = person(&engine, "bob");
         engine.create_identity(bob, origin()).unwrap();
-        let read = SubjectRead::take(&engine, "bob").unwrap();
+        let mut read = SubjectRead::take(&engine, "bob").unwrap();
         assert_eq!(read.generation, engine.directory_generation());
+        read.identity.user_name = "bob-as-read".into();
         let op =
             Op::Open { request: open_request("bob"), principal: Principal::admin(), read: Box::new(read) };
-        assert!(Authority::new(&engine).submit(op).is_ok());
+        let Ok(super::super::Done::Tokens(issued)) = Authority::new(&engine).submit(op) else {
+            panic!("the open failed")
+        };
+        assert_eq!(issued.session.user_name, "bob-as-read");
     }
 }
