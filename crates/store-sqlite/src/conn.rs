@@ -160,6 +160,15 @@ const RESTART_SLACK: i64 = 256;
 /// first copies what arrived during the one before).
 const PASSES: usize = 8;
 
+/// Past this (about 96 MiB) a round stops passing and restarts the WAL,
+/// however much the RESTART has left to copy: a WAL kept growing while
+/// the passes chase the writers is the worse cost.
+const PASSING_FRAMES: i64 = RESTART_FRAMES + RESTART_FRAMES / 2;
+
+/// Frames that may arrive during a pass for the round to pass again
+/// (about 16 MiB; under the authority bench 1,000-3,000 arrived).
+const CHASE_FRAMES: i64 = RESTART_FRAMES / 4;
+
 /// Beyond this (about 128 MiB), and after [`WRITER_RESTART_AFTER`] commits
 /// over the threshold, the writer restarts the WAL itself.
 const HARD_FRAMES: i64 = 2 * RESTART_FRAMES;
@@ -196,6 +205,9 @@ const RESTART_TRIES: usize = 50;
 #[derive(Debug)]
 struct Checkpointer {
     signal: std::sync::Arc<(Mutex<Wake>, Condvar)>,
+    /// Frames in the WAL after the writer's last commit (its WAL hook), so
+    /// the thread knows what arrived during a pass without another pass.
+    frames: std::sync::Arc<std::sync::atomic::AtomicI64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -215,6 +227,8 @@ impl Checkpointer {
         conn.execute_batch("PRAGMA busy_timeout=0;").map_err(backend)?;
         let signal = std::sync::Arc::new((Mutex::new(Wake::default()), Condvar::new()));
         let shared = signal.clone();
+        let frames = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let written = frames.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
@@ -227,12 +241,12 @@ impl Checkpointer {
                     }
                     state.due = false;
                     drop(state);
-                    checkpoint_round(&conn);
+                    checkpoint_round(&conn, &written);
                     state = shared.0.lock().unwrap_or_else(|p| p.into_inner());
                 }
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Self { signal, thread: Some(thread) })
+        Ok(Self { signal, frames, thread: Some(thread) })
     }
 
     /// Wakes the thread when a commit leaves more than [`RESTART_FRAMES`]
@@ -240,6 +254,7 @@ impl Checkpointer {
     /// replaces the hook).
     fn hook(&self, writer: &mut Connection) -> StoreResult<()> {
         let signal = self.signal.clone();
+        let written = self.frames.clone();
         // Commits since the WAL crossed the threshold: one large commit (a
         // bridge step revoking 100,000 sessions writes 60 MB) is the
         // thread's to handle; only a run of commits that never gave the
@@ -248,6 +263,7 @@ impl Checkpointer {
         writer
             .wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
                 let frames = i64::from(frames);
+                written.store(frames, std::sync::atomic::Ordering::Relaxed);
                 commits_over = if frames > RESTART_FRAMES { commits_over.saturating_add(1) } else { 0 };
                 if frames > HARD_FRAMES && commits_over > WRITER_RESTART_AFTER {
                     // The thread found no gap between commits to restart
@@ -277,7 +293,7 @@ impl Checkpointer {
 /// holds them back — copying a pass's worth stalled commits for 100 ms and
 /// more), then RESTART once the WAL is past [`RESTART_FRAMES`], retried
 /// briefly while a lock is taken.
-fn checkpoint_round(conn: &Connection) {
+fn checkpoint_round(conn: &Connection, written: &std::sync::atomic::AtomicI64) {
     // (frames in the WAL, frames copied back, a lock was not free)
     let checkpoint = |mode: &str| {
         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
@@ -285,23 +301,28 @@ fn checkpoint_round(conn: &Connection) {
         })
     };
     // A pass copies what the WAL held when it began, and answers with that
-    // (all of it copied, unless a reader held some back): what writers
-    // appended meanwhile shows only in the next pass's answer. So pass again
-    // until a pass finds at most RESTART_SLACK frames beyond what the one
-    // before it copied; the RESTART then copies only what arrived during
-    // that short last pass. (Judging a pass by its own answer stopped after
-    // the first: the RESTART then copied everything written during a whole
-    // pass, 55-65 ms with every writer held back, on each restart.)
+    // (all of it copied, unless a reader held some back). Writers go on
+    // appending meanwhile; their WAL hook says how far. While what arrived
+    // during a pass is a little (at most CHASE_FRAMES), pass again, until at
+    // most RESTART_SLACK frames are left: the RESTART, which holds writers
+    // back, then copies only those. When writers outrun the passes (more
+    // arrived, or the WAL is past PASSING_FRAMES), restart at once: chasing
+    // them would only let the WAL grow. (Stopping after one pass, as this
+    // did, left the RESTART a whole pass's worth to copy: 55-65 ms with
+    // every writer held back, on each restart, under the authority bench.)
     let mut passive = checkpoint("PASSIVE");
-    let mut copied_before = 0;
     for _ in 0..PASSES {
-        match passive {
-            Ok((frames, copied, _)) if frames > RESTART_FRAMES && frames - copied_before > RESTART_SLACK => {
-                copied_before = copied;
-                passive = checkpoint("PASSIVE");
-            }
-            _ => break,
+        let Ok((frames, copied, _)) = passive else { break };
+        let now = written.load(std::sync::atomic::Ordering::Relaxed).max(frames);
+        let arrived = now - copied;
+        if frames <= RESTART_FRAMES
+            || now >= PASSING_FRAMES
+            || arrived <= RESTART_SLACK
+            || arrived > CHASE_FRAMES
+        {
+            break;
         }
+        passive = checkpoint("PASSIVE");
     }
     let frames = match passive {
         Ok((frames, _, _)) => frames,

@@ -95,6 +95,7 @@ fn the_wal_stays_bounded_under_steady_writes() {
     }
     // The restart threshold is 64 MiB; what is appended while a
     // checkpoint catches up comes on top.
+    println!("largest WAL: {} MiB", largest >> 20);
     assert!(largest < 160 << 20, "the WAL grew to {} MiB", largest >> 20);
     assert_eq!(lockstep_store::verify_chain(s.audit_after(0, 100_000).unwrap()), Ok(50_000));
 }
